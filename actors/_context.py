@@ -1,0 +1,65 @@
+"""What an agent knows of the world around it, and the counters it feeds.
+
+An ``AgentContext`` is made once per agent by its supervisor and handed to
+every incarnation of that agent, so the mailbox, the pause flag and the
+restart count outlive a restart. The two callbacks connect the agent to the
+layers above it without importing them:
+
+- ``emit(event_type, reason, data)`` records a supervision event;
+- ``on_exit(incarnation, exit)`` delivers the incarnation's exit signal.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mistersmith.clock import Clock
+
+from ._mailbox import Exit, Mailbox
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+__all__ = ["AgentContext", "Counters"]
+
+
+class Counters:
+    """Node-wide counts of things that must never pass silently. Thread-safe."""
+
+    NAMES = ("dead_letters", "mailbox_full", "abandoned_threads", "leaked_threads", "restarts")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(self.NAMES, 0)
+
+    def add(self, name: str, delta: int = 1) -> None:
+        with self._lock:
+            self._values[name] += delta
+
+    def get(self, name: str) -> int:
+        return self._values[name]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+@dataclass(eq=False)
+class AgentContext:
+    """One agent's identity and its links to its supervisor and the node."""
+
+    agent_id: str
+    kind: str
+    config: Mapping[str, Any]
+    supervisor: str
+    mailbox: Mailbox
+    clock: Clock
+    counters: Counters
+    emit: Callable[[str, str | None, dict[str, Any]], None]
+    on_exit: Callable[[Agent, Exit], None]
+    command_timeout_s: float | None = None
+    restart_count: int = 0
+    paused: bool = False

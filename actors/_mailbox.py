@@ -1,0 +1,197 @@
+"""Mailboxes, the messages that travel in them, and reply slots.
+
+A ``Mailbox`` belongs to an agent, not to one incarnation: when a supervisor
+restarts an agent, the new incarnation goes on with the messages still queued
+(as in Akka), so nothing queued is lost to a restart. User commands enter
+through ``offer()``, which respects the bound; system messages (stop requests,
+pykka's own ``tell``/``ask``) use ``put()``, which never refuses.
+
+A reply slot is anything with pykka's ``Future`` setter shape:
+``set(value)`` and ``set_exception(exc_info)``. ``ThreadReply`` is the blocking
+one used by synchronous callers; the asyncio one lives in
+``mistersmith.crossing``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import queue
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+__all__ = ["Command", "Envelope", "Exit", "Mailbox", "Reply", "StopRequest", "ThreadReply", "deliver"]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class Reply(Protocol):
+    """Where a handler's outcome goes. Setting it twice raises ``queue.Full``."""
+
+    def set(self, value: Any = None) -> None: ...
+
+    def set_exception(self, exc_info: Any = None) -> None: ...
+
+
+class Envelope:
+    """A message plus, for an ask, the reply slot (pykka's envelope shape)."""
+
+    __slots__ = ("message", "reply_to")
+
+    def __init__(self, message: Any, reply_to: Reply | None = None) -> None:
+        self.message = message
+        self.reply_to = reply_to
+
+
+class Command:
+    """A command for an agent: its name and its JSON-compatible payload."""
+
+    __slots__ = ("name", "payload")
+
+    def __init__(self, name: str, payload: Mapping[str, Any]) -> None:
+        self.name = name
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"Command({self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """Why an incarnation ended, in OTP's terms.
+
+    ``kind`` is ``normal`` (the agent stopped itself), ``shutdown`` (it was told
+    to stop) or ``crash`` (anything else: an exception, a hang, a failed start).
+    """
+
+    kind: str
+    detail: str = ""
+    exception: BaseException | None = None
+
+    @property
+    def is_crash(self) -> bool:
+        return self.kind == "crash"
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.detail}" if self.detail else self.kind
+
+    @classmethod
+    def normal(cls, detail: str = "") -> Exit:
+        return cls("normal", detail)
+
+    @classmethod
+    def shutdown(cls, detail: str = "") -> Exit:
+        return cls("shutdown", detail)
+
+    @classmethod
+    def crash(cls, detail: str, exception: BaseException | None = None) -> Exit:
+        return cls("crash", detail, exception)
+
+
+class StopRequest:
+    """Wakes one incarnation so that it sees its stop flag. Others ignore it."""
+
+    __slots__ = ("incarnation",)
+
+    def __init__(self, incarnation: object) -> None:
+        self.incarnation = incarnation
+
+
+class Mailbox:
+    """An unbounded queue with a bounded entrance for user commands."""
+
+    __slots__ = ("_queue", "closed", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self._queue: queue.SimpleQueue[Envelope] = queue.SimpleQueue()
+        self.limit = limit
+        self.closed = False
+
+    def offer(self, envelope: Envelope) -> bool:
+        """Queue a user message unless ``limit`` messages already wait.
+
+        With concurrent senders the bound can be overshot by at most one
+        message per sender thread.
+        """
+        if self._queue.qsize() >= self.limit:
+            return False
+        self._queue.put(envelope)
+        return True
+
+    def put(self, envelope: Envelope, /) -> None:
+        self._queue.put(envelope)
+
+    def get(self) -> Envelope:
+        return self._queue.get()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def drain(self) -> list[Envelope]:
+        """Take every queued envelope out, oldest first."""
+        taken: list[Envelope] = []
+        while True:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                return taken
+
+
+class ThreadReply:
+    """A one-shot reply slot that a plain thread waits on."""
+
+    __slots__ = ("_done", "_exc", "_value")
+
+    def __init__(self) -> None:
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._value: Any = None
+        self._exc: BaseException | None = None
+
+    def set(self, value: Any = None) -> None:
+        if not self._done.locked():
+            raise queue.Full
+        self._value = value
+        self._release()
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        if not self._done.locked():
+            raise queue.Full
+        self._exc = exc_info[1]
+        self._release()
+
+    def _release(self) -> None:
+        try:
+            self._done.release()
+        except RuntimeError:  # a racing setter released it first
+            raise queue.Full from None
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for the outcome; False if ``timeout_s`` passed first."""
+        if self._done.acquire(timeout=timeout_s):
+            self._done.release()
+            return True
+        return False
+
+    def result(self) -> Any:
+        """The value, or raise the exception that was set."""
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+
+def deliver(reply: Reply | None, value: Any = None, error: BaseException | None = None) -> None:
+    """Set a reply slot once; a slot that is already set is left alone."""
+    if reply is None:
+        return
+    try:
+        if error is None:
+            reply.set(value)
+        else:
+            reply.set_exception((type(error), error, error.__traceback__))
+    except queue.Full:
+        pass

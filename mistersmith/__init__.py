@@ -1,0 +1,75 @@
+"""MisterSmith: an actor-model agent supervision runtime.
+
+Agents are pykka actors in supervision trees with Erlang/OTP's semantics.
+Embed a ``Runtime`` in a sync or asyncio program::
+
+    from mistersmith import Runtime
+
+    with Runtime() as rt:
+        agent = rt.spawn("echo")
+        rt.ask(agent, "echo", {"hello": "world"}, timeout=5)
+"""
+
+from mistersmith.actors import Agent, AgentState, EchoAgent, command
+from mistersmith.clock import FakeClock, MonotonicClock
+from mistersmith.errors import (
+    AgentExistsError,
+    AgentFailedError,
+    BlockingCallError,
+    CommandError,
+    CommandTimeoutError,
+    FatalError,
+    InvalidPayloadError,
+    MailboxFullError,
+    MisterSmithError,
+    PausedError,
+    RestartingError,
+    RuntimeClosedError,
+    SpecError,
+    StartError,
+    UnknownAgentError,
+    UnknownCommandError,
+)
+from mistersmith.runtime import Runtime
+from mistersmith.supervisors import (
+    EVENT_TYPES,
+    Backoff,
+    ChildSpec,
+    MemorySink,
+    SupervisionEvent,
+    SupervisorSpec,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_TYPES",
+    "Agent",
+    "AgentExistsError",
+    "AgentFailedError",
+    "AgentState",
+    "Backoff",
+    "BlockingCallError",
+    "ChildSpec",
+    "CommandError",
+    "CommandTimeoutError",
+    "EchoAgent",
+    "FakeClock",
+    "FatalError",
+    "InvalidPayloadError",
+    "MailboxFullError",
+    "MemorySink",
+    "MisterSmithError",
+    "MonotonicClock",
+    "PausedError",
+    "RestartingError",
+    "Runtime",
+    "RuntimeClosedError",
+    "SpecError",
+    "StartError",
+    "SupervisionEvent",
+    "SupervisorSpec",
+    "UnknownAgentError",
+    "UnknownCommandError",
+    "command",
+]

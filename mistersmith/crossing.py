@@ -1,0 +1,145 @@
+"""The one crossing between actor threads and an asyncio event loop.
+
+Nothing else in MisterSmith moves work or results between the two worlds:
+
+- loop -> actor: callers put an envelope in a mailbox (non-blocking; done by
+  the Runtime); the reply slot they pass is a ``LoopReply``;
+- actor -> loop: a ``LoopReply`` (or an ``EventStream``) resolves its asyncio
+  future with ``call_soon_threadsafe``;
+- blocking work an async caller needs (closing the runtime) runs in a
+  short-lived thread whose outcome crosses back the same way.
+
+A blocking call made on a thread that runs an event loop is refused with
+``BlockingCallError`` naming the awaitable to use instead (``forbid_blocking``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from mistersmith.errors import BlockingCallError
+from mistersmith.supervisors import EventBus, SupervisionEvent
+
+__all__ = ["EventStream", "LoopReply", "forbid_blocking", "run_in_thread", "wait_reply"]
+
+logger = logging.getLogger("mistersmith.crossing")
+
+T = TypeVar("T")
+
+
+def forbid_blocking(call: str, instead: str) -> None:
+    """Raise ``BlockingCallError`` if this thread is running an asyncio loop."""
+    if asyncio._get_running_loop() is not None:
+        raise BlockingCallError(call, instead)
+
+
+class LoopReply:
+    """A reply slot that actor threads fill and an asyncio task awaits."""
+
+    __slots__ = ("_done", "_loop", "future")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Any] = self._loop.create_future()
+        self._done = False
+
+    def set(self, value: Any = None) -> None:
+        self._cross(value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._cross(None, exc_info[1])
+
+    def _cross(self, value: Any, error: BaseException | None) -> None:
+        if self._done:
+            raise queue.Full
+        self._done = True
+        try:
+            self._loop.call_soon_threadsafe(self._resolve, value, error)
+        except RuntimeError:  # the loop is closed; nobody is waiting any more
+            pass
+
+    def _resolve(self, value: Any, error: BaseException | None) -> None:
+        if self.future.done():
+            return
+        if error is None:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(error)
+
+
+async def wait_reply(reply: LoopReply, timeout_s: float | None, on_timeout: Callable[[], Exception]) -> Any:
+    """Await a ``LoopReply``; raise ``on_timeout()`` after ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(reply.future, timeout_s)
+    except TimeoutError:
+        raise on_timeout() from None
+
+
+async def run_in_thread(fn: Callable[[], T], name: str) -> T:
+    """Run a blocking ``fn`` in its own short-lived thread and await its outcome."""
+    reply = LoopReply()
+
+    def target() -> None:
+        try:
+            reply.set(fn())
+        except BaseException as exc:
+            reply.set_exception((type(exc), exc, exc.__traceback__))
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    result: T = await reply.future
+    return result
+
+
+class EventStream:
+    """Supervision events as an async iterator: ``async for event in stream``.
+
+    Holds at most ``maxsize`` events; past that the oldest are dropped,
+    counted in ``dropped`` and logged.
+    """
+
+    def __init__(self, bus: EventBus, maxsize: int, **filters: Any) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: collections.deque[SupervisionEvent] = collections.deque()
+        self._ready = asyncio.Event()
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._sub = bus.subscribe(self._from_thread, **filters)
+
+    def _from_thread(self, event: SupervisionEvent) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._arrive, event)
+        except RuntimeError:
+            self._sub.close()
+
+    def _arrive(self, event: SupervisionEvent) -> None:
+        if len(self._queue) >= self.maxsize:
+            self._queue.popleft()
+            self.dropped += 1
+            logger.warning("event stream full (%d events): dropped the oldest", self.maxsize)
+        self._queue.append(event)
+        self._ready.set()
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> SupervisionEvent:
+        while not self._queue:
+            if self._sub.closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    async def next(self, timeout_s: float) -> SupervisionEvent:
+        """The next event; ``TimeoutError`` after ``timeout_s``."""
+        return await asyncio.wait_for(self.__anext__(), timeout_s)
+
+    def close(self) -> None:
+        self._sub.close()
+        self._ready.set()

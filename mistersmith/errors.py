@@ -1,0 +1,230 @@
+"""The error vocabulary: one base, ``MisterSmithError``, and a few precise subclasses.
+
+This is a leaf module: every layer (actors, supervisors, the node and its edges)
+imports it, and it imports nothing from the project.
+
+Each error carries a stable ``code``, the same string that goes on the wire in
+``{"ok": false, "error": {"code": ..., "message": ...}}`` replies, plus the
+structured values that explain it (the agent id, the limit, the timeout...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentExistsError",
+    "AgentFailedError",
+    "BlockingCallError",
+    "CommandError",
+    "CommandTimeoutError",
+    "FatalError",
+    "InvalidPayloadError",
+    "MailboxFullError",
+    "MisterSmithError",
+    "PausedError",
+    "RestartingError",
+    "RuntimeClosedError",
+    "SpecError",
+    "StartError",
+    "UnknownAgentError",
+    "UnknownCommandError",
+]
+
+
+class MisterSmithError(Exception):
+    """Base of every error MisterSmith raises on purpose.
+
+    ``code`` is the wire error code; ``message`` the human sentence.
+    """
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``error`` object of a failed reply."""
+        return {"code": self.code, "message": self.message}
+
+
+class SpecError(MisterSmithError, ValueError):
+    """A supervision spec, agent config or call argument has a bad value.
+
+    Names the child (or ``None``), the key, the value and what is allowed.
+    """
+
+    code = "invalid_spec"
+
+    def __init__(self, child: str | None, key: str, value: object, allowed: str) -> None:
+        where = f"child {child!r}: " if child is not None else ""
+        super().__init__(f"{where}{key}={value!r} is not allowed; {allowed}")
+        self.child = child
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+
+
+class UnknownAgentError(MisterSmithError, LookupError):
+    """No agent (or supervisor) with this id is hosted here."""
+
+    code = "unknown_agent"
+
+    def __init__(self, agent_id: str, what: str = "agent") -> None:
+        super().__init__(f"no {what} {agent_id!r} is running here")
+        self.agent_id = agent_id
+
+
+class AgentExistsError(MisterSmithError):
+    """An agent with this id already runs; ids are global."""
+
+    code = "already_exists"
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"an agent with id {agent_id!r} already exists; choose another id or omit it")
+        self.agent_id = agent_id
+
+
+class UnknownCommandError(MisterSmithError):
+    """The agent's kind has no command of that name."""
+
+    code = "unknown_command"
+
+    def __init__(self, agent_id: str, command: str, known: list[str]) -> None:
+        super().__init__(
+            f"agent {agent_id!r} has no command {command!r}; it answers: {', '.join(known)}"
+        )
+        self.agent_id = agent_id
+        self.command = command
+        self.known = known
+
+
+class InvalidPayloadError(MisterSmithError, ValueError):
+    """The command payload does not fit the handler's parameters."""
+
+    code = "invalid_payload"
+
+    def __init__(self, command: str, problem: str) -> None:
+        super().__init__(f"invalid payload for command {command!r}: {problem}")
+        self.command = command
+        self.problem = problem
+
+
+class CommandError(MisterSmithError):
+    """An expected, user-facing error raised by a command handler.
+
+    The caller gets an error reply and the agent lives on. Raise it from a
+    handler as ``raise CommandError("no such file", code="not_found")``.
+    """
+
+    code = "command_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class AgentFailedError(MisterSmithError):
+    """The handler crashed (or hung): this incarnation failed, its supervisor decides."""
+
+    code = "agent_failed"
+
+    def __init__(self, agent_id: str, reason: str) -> None:
+        super().__init__(f"agent {agent_id!r} failed: {reason}")
+        self.agent_id = agent_id
+        self.reason = reason
+
+
+class MailboxFullError(MisterSmithError):
+    """The agent's bounded mailbox is full; the message was not queued."""
+
+    code = "mailbox_full"
+
+    def __init__(self, agent_id: str, limit: int) -> None:
+        super().__init__(
+            f"mailbox of agent {agent_id!r} is full ({limit} messages); retry later or raise mailbox_size"
+        )
+        self.agent_id = agent_id
+        self.limit = limit
+
+
+class RestartingError(MisterSmithError):
+    """The agent is waiting out a restart backoff and does not take commands now."""
+
+    code = "restarting"
+
+    def __init__(self, agent_id: str, retry_after_s: float | None) -> None:
+        when = f" in about {retry_after_s:.2f} s" if retry_after_s is not None else ""
+        super().__init__(f"agent {agent_id!r} is restarting; retry{when}")
+        self.agent_id = agent_id
+        self.retry_after_s = retry_after_s
+
+
+class PausedError(MisterSmithError):
+    """The agent is paused: it answers built-ins only until ``resume``."""
+
+    code = "paused"
+
+    def __init__(self, agent_id: str, command: str) -> None:
+        super().__init__(
+            f"agent {agent_id!r} is paused and rejects {command!r}; send 'resume' first"
+        )
+        self.agent_id = agent_id
+        self.command = command
+
+
+class CommandTimeoutError(MisterSmithError, TimeoutError):
+    """No reply arrived within the caller's timeout."""
+
+    code = "timeout"
+
+    def __init__(self, agent_id: str, command: str, timeout_s: float) -> None:
+        super().__init__(f"agent {agent_id!r} did not answer {command!r} within {timeout_s:.2f} s")
+        self.agent_id = agent_id
+        self.command = command
+        self.timeout_s = timeout_s
+
+
+class StartError(MisterSmithError):
+    """A child failed to start; the children started before it were stopped again.
+
+    The original exception is in ``__cause__``.
+    """
+
+    code = "start_failed"
+
+    def __init__(self, child: str, reason: str) -> None:
+        super().__init__(f"child {child!r} failed to start: {reason}")
+        self.child = child
+        self.reason = reason
+
+
+class RuntimeClosedError(MisterSmithError):
+    """You closed the runtime (or it shut itself down after a fatal error)."""
+
+    code = "closed"
+
+    def __init__(self, message: str = "the runtime is closed; create a new Runtime") -> None:
+        super().__init__(message)
+
+
+class FatalError(MisterSmithError):
+    """The root supervisor exceeded its restart intensity; the runtime shut down."""
+
+    code = "fatal"
+
+
+class BlockingCallError(MisterSmithError, RuntimeError):
+    """A blocking call was made on a running asyncio event loop."""
+
+    code = "blocking_call"
+
+    def __init__(self, call: str, instead: str) -> None:
+        super().__init__(
+            f"{call} blocks, and this thread is running an asyncio event loop; "
+            f"use `{instead}` here"
+        )
+        self.call = call
+        self.instead = instead

@@ -1,0 +1,436 @@
+"""The supervisor: an actor that starts, watches and restarts its children.
+
+It follows Erlang/OTP's ``supervisor``:
+
+- children start in list order, each ``start`` returning once ``on_start`` is
+  done; if one fails, those already started stop in reverse order and the
+  start fails with ``StartError``;
+- on a child's exit the restart type decides (permanent: always; transient:
+  after a crash only; temporary: never), and the strategy picks who restarts
+  (``one_for_one``, ``one_for_all``, ``rest_for_one``, ``simple_one_for_one``);
+- more than ``intensity`` restarts within ``period_s`` make it stop every child
+  in reverse start order and exit with reason ``shutdown``, which escalates the
+  failure to its parent;
+- stopping a child waits at most its ``shutdown_s``; a child still running
+  then is reported (``shutdown_timeout``) and abandoned.
+
+Plus Akka-style backoff: with a ``Backoff``, restarts wait an exponentially
+growing delay (``restart_scheduled``), and the child's mailbox meanwhile
+stashes commands up to ``stash_limit`` or refuses them with ``restarting``.
+
+Threads: every method below runs in the supervisor's own thread, except the
+read-only views (``children``, ``snapshot``, ``count_children``), which any
+thread may call.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import pykka
+
+from mistersmith.actors import Agent, AgentContext, Envelope, Exit
+from mistersmith.errors import AgentExistsError, StartError, UnknownAgentError
+
+from ._child import Child
+from ._intensity import IntensityWindow
+from ._spec import ChildSpec, SupervisorSpec
+from ._system import System
+
+__all__ = ["ChildExit", "RestartChild", "StartChild", "Supervisor", "TerminateChild"]
+
+logger = logging.getLogger("mistersmith.supervisor")
+
+
+class ChildExit:
+    """An incarnation's exit signal (sent once per incarnation)."""
+
+    __slots__ = ("exit", "incarnation")
+
+    def __init__(self, incarnation: Agent, exit_: Exit) -> None:
+        self.incarnation = incarnation
+        self.exit = exit_
+
+
+class RestartDue:
+    """Restart these children now: a backoff ran out, or a restart is retried."""
+
+    __slots__ = ("children", "counted", "token")
+
+    def __init__(self, children: tuple[Child, ...], token: object | None, counted: bool) -> None:
+        self.children = children
+        self.token = token
+        self.counted = counted
+
+
+class StartChild:
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: ChildSpec | SupervisorSpec) -> None:
+        self.spec = spec
+
+
+class TerminateChild:
+    __slots__ = ("child_id",)
+
+    def __init__(self, child_id: str) -> None:
+        self.child_id = child_id
+
+
+class RestartChild:
+    __slots__ = ("child_id",)
+
+    def __init__(self, child_id: str) -> None:
+        self.child_id = child_id
+
+
+class Supervisor(Agent):
+    """A supervision-tree node. Built from a ``SupervisorSpec`` by its parent (or the Runtime)."""
+
+    kind = "supervisor"
+
+    def __init__(self, context: AgentContext, spec: SupervisorSpec, system: System) -> None:
+        super().__init__(context)
+        self.spec = spec
+        self.system = system
+        self.path = f"{context.supervisor}/{spec.id}" if context.supervisor else spec.id
+        self._children: list[Child] = []
+        self._by_id: dict[str, Child] = {}
+        self._window = IntensityWindow(spec.intensity, spec.period_s)
+        self._rand = random.Random()
+
+    # -- read-only views (any thread) -----------------------------------------
+
+    def children(self) -> tuple[Child, ...]:
+        return tuple(self._children)
+
+    def count_children(self) -> dict[str, int]:
+        """OTP's ``count_children``: specs, active, supervisors, workers."""
+        children = self.children()
+        return {
+            "specs": len(children),
+            "active": sum(1 for c in children if c.incarnation is not None),
+            "supervisors": sum(1 for c in children if c.is_supervisor),
+            "workers": sum(1 for c in children if not c.is_supervisor),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """This subtree as a JSON-compatible dict; never blocks."""
+        spec = self.spec
+        out: list[dict[str, Any]] = []
+        for child in self.children():
+            inc = child.incarnation
+            if isinstance(inc, Supervisor):
+                node = inc.snapshot()
+                node.update(restart=child.spec.restart, restart_count=child.context.restart_count)
+                out.append(node)
+            else:
+                out.append(child.info())
+        return {
+            "id": spec.id,
+            "path": self.path,
+            "type": "supervisor",
+            "kind": "supervisor",
+            "state": str(self.state),
+            "strategy": spec.strategy,
+            "intensity": spec.intensity,
+            "period_s": spec.period_s,
+            "children": out,
+        }
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Register the path, then start the static children in order (rollback on failure)."""
+        if self.system.supervisors.setdefault(self.path, self) is not self:
+            raise AgentExistsError(self.path)
+        started: list[Child] = []
+        try:
+            for spec in self.spec.children:
+                child = self._add(spec, spec.id or "", dynamic=False)
+                self._start(child)
+                started.append(child)
+        except BaseException:
+            for child in reversed(started):
+                self._terminate(child, "a sibling failed to start")
+            for child in list(self._children):
+                self._remove(child)
+            self._unregister()
+            raise
+
+    def on_stop(self) -> None:
+        """Stop every child (reverse start order), then leave the registry."""
+        self._terminate_all("supervisor shutting down")
+        self._unregister()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        """A crash of the supervisor itself still stops its children."""
+        self.on_stop()
+
+    def on_receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is ChildExit:
+            return self._child_exited(message.incarnation, message.exit)
+        if kind is RestartDue:
+            return self._restart_due(message)
+        if kind is StartChild:
+            return self._start_child(message.spec)
+        if kind is TerminateChild:
+            return self._terminate_child(message.child_id)
+        if kind is RestartChild:
+            return self._restart_child(message.child_id)
+        return super().on_receive(message)
+
+    # -- children: add, start, stop, remove ------------------------------------------
+
+    def _add(self, spec: ChildSpec | SupervisorSpec, child_id: str, *, dynamic: bool) -> Child:
+        if child_id in self._by_id:
+            raise AgentExistsError(child_id)
+        context = self.system.make_context(spec, child_id, self.path, self._exit_signal)
+        child = Child(spec, context, dynamic=dynamic)
+        if not child.is_supervisor and not self.system.claim(child):
+            raise AgentExistsError(child_id)
+        self._children.append(child)
+        self._by_id[child_id] = child
+        return child
+
+    def _exit_signal(self, incarnation: Agent, exit_: Exit) -> None:
+        # Runs in the child's thread (or the watchdog's): queue it for ours.
+        self.mailbox.put(Envelope(ChildExit(incarnation, exit_)))
+
+    def _start(self, child: Child) -> None:
+        """Start one incarnation; return once its ``on_start`` is done, or raise ``StartError``."""
+        spec = child.spec
+        ctx = child.context
+        try:
+            if isinstance(spec, SupervisorSpec):
+                inc: Agent = Supervisor(ctx, spec, self.system)
+            else:
+                inc = self.system.resolve(spec)(ctx)
+        except Exception as exc:
+            detail = f"__init__ raised {exc!r}"
+            ctx.emit("failed", detail, {"phase": "init"})
+            raise StartError(child.id, detail) from exc
+        ctx.mailbox.closed = False
+        pykka.ActorRegistry.register(inc.actor_ref)
+        child.incarnation = inc
+        inc._start_actor_loop()
+        if not inc.started.wait(spec.start_timeout_s):
+            child.incarnation = None
+            detail = f"on_start did not finish within start_timeout_s={spec.start_timeout_s}"
+            if inc.abandon():
+                ctx.emit("failed", detail, {"phase": "start"})
+            raise StartError(child.id, detail)
+        if inc.start_error is not None:
+            child.incarnation = None
+            raise StartError(child.id, f"on_start raised {inc.start_error!r}") from inc.start_error
+        child.restart_at = None
+        child.started_at = self.system.clock.now()
+
+    def _terminate(self, child: Child, cause: str) -> None:
+        """Stop a child's incarnation within its ``shutdown_s``; it stays in the list."""
+        child.restart_token = None
+        child.restart_at = None
+        inc = child.incarnation
+        child.incarnation = None
+        child.last_exit = Exit.shutdown(cause)
+        if inc is None:
+            return
+        inc.request_stop(Exit.shutdown(cause))
+        self._await_stop(child, inc, time.monotonic() + child.spec.shutdown_s)
+
+    def _await_stop(self, child: Child, inc: Agent, deadline: float) -> None:
+        thread = inc.thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive() and inc.abandon():
+                detail = f"did not stop within shutdown_s={child.spec.shutdown_s}; abandoned"
+                logger.error("agent %s %s", child.id, detail, extra={"agent_id": child.id})
+                child.context.emit("shutdown_timeout", detail, {"shutdown_s": child.spec.shutdown_s})
+        child.context.emit("stopped", child.last_exit.describe() if child.last_exit else None, {})
+
+    def _remove(self, child: Child) -> None:
+        if self._by_id.get(child.id) is not child:
+            return
+        del self._by_id[child.id]
+        self._children.remove(child)
+        if not child.is_supervisor:
+            self.system.release(child)
+
+    def _terminate_all(self, cause: str) -> None:
+        children = list(self._children)
+        if self.spec.strategy == "simple_one_for_one":
+            # OTP stops dynamic children together, in no particular order.
+            running = [(c, c.incarnation) for c in children if c.incarnation is not None]
+            for child, inc in running:
+                child.incarnation = None
+                child.last_exit = Exit.shutdown(cause)
+                if inc is not None:
+                    inc.request_stop(Exit.shutdown(cause))
+            start = time.monotonic()
+            for child, inc in running:
+                if inc is not None:
+                    self._await_stop(child, inc, start + child.spec.shutdown_s)
+        else:
+            for child in reversed(children):
+                self._terminate(child, cause)
+        self._children.clear()
+        self._by_id.clear()
+        for child in children:
+            if not child.is_supervisor:
+                self.system.release(child)
+
+    def _unregister(self) -> None:
+        if self.system.supervisors.get(self.path) is self:
+            del self.system.supervisors[self.path]
+
+    # -- exits and restarts -------------------------------------------------------
+
+    def _child_exited(self, inc: Agent, exit_: Exit) -> None:
+        child = self._by_id.get(inc.context.agent_id)
+        if child is None or child.incarnation is not inc:
+            return  # an incarnation we already stopped or replaced
+        restart = child.spec.restart == "permanent" or (
+            child.spec.restart == "transient" and exit_.is_crash
+        )
+        if restart:
+            child.restart_at = self.system.clock.now()  # marks "restarting" until started
+        child.incarnation = None
+        child.last_exit = exit_
+        if inc.thread is not None and not inc._abandoned:
+            inc.thread.join(1.0)  # it is past its last line; let it end
+        if not exit_.is_crash:
+            child.context.emit("stopped", exit_.describe(), {})
+        if not restart:
+            if exit_.is_crash:
+                child.context.emit("stopped", f"not restarted (restart={child.spec.restart})", {})
+            if child.spec.restart == "temporary" or child.dynamic:
+                self._remove(child)
+            else:
+                child.restart_at = None
+                child.context.mailbox.closed = True
+                self.system.dead_letters(child.id, child.context.mailbox.drain())
+            return
+        targets = self._targets(child)
+        for other in reversed(targets):
+            if other is not child and other.incarnation is not None:
+                self._terminate(other, f"{child.id} exited ({exit_.describe()})")
+        for other in targets:
+            if other is not child and other.spec.restart == "temporary":
+                self._remove(other)  # OTP: temporary siblings are not restarted
+        self._attempt([t for t in targets if t is child or t.spec.restart != "temporary"])
+
+    def _targets(self, child: Child) -> list[Child]:
+        strategy = self.spec.strategy
+        if strategy == "one_for_all":
+            return list(self._children)
+        if strategy == "rest_for_one":
+            return self._children[self._children.index(child) :]
+        return [child]
+
+    def _attempt(self, targets: list[Child]) -> None:
+        """Count one restart against the intensity, then restart now or after the backoff."""
+        first = targets[0]
+        now = self.system.clock.now()
+        if self._window.record(now):
+            self._escalate(first)
+            return
+        self.system.counters.add("restarts")
+        backoff = getattr(first.spec, "backoff", None) or self.spec.backoff
+        delay = 0.0
+        if backoff is not None:
+            if first.started_at and now - first.started_at >= backoff.stable_after_s:
+                first.backoff_attempt = 0
+            delay = backoff.delay_s(first.backoff_attempt, self._rand.random())
+            first.backoff_attempt += 1
+        if delay <= 0.0:
+            self._restart(targets)
+            return
+        token = object()
+        for t in targets:
+            t.restart_at = now + delay
+            t.restart_token = token
+        due = RestartDue(tuple(targets), token, counted=True)
+        self.system.clock.call_later(delay, lambda: self.mailbox.put(Envelope(due)))
+        first.context.emit(
+            "restart_scheduled", f"backoff {delay:.3f} s",
+            {"delay_s": delay, "attempt": first.backoff_attempt, "children": [t.id for t in targets]},
+        )
+
+    def _restart_due(self, due: RestartDue) -> None:
+        live = [c for c in due.children if self._by_id.get(c.id) is c]
+        if due.token is not None:
+            live = [c for c in live if c.restart_token is due.token]
+        if not live:
+            return
+        if due.counted:
+            self._restart(live)
+        else:
+            self._attempt(live)
+
+    def _restart(self, targets: list[Child]) -> None:
+        for i, child in enumerate(targets):
+            if self._by_id.get(child.id) is not child:
+                continue
+            child.restart_token = None
+            child.context.restart_count += 1
+            try:
+                self._start(child)
+            except StartError as exc:
+                # OTP: a child that fails to restart is tried again, and each
+                # try counts against the restart intensity.
+                logger.error("restart of %s failed: %s", child.id, exc, extra={"agent_id": child.id})
+                rest = tuple(targets[i:])
+                for c in rest:
+                    c.restart_at = self.system.clock.now()
+                self.mailbox.put(Envelope(RestartDue(rest, None, counted=False)))
+                return
+
+    def _escalate(self, child: Child) -> None:
+        reason = f"more than {self.spec.intensity} restart(s) in {self.spec.period_s} s"
+        logger.error("supervisor %s: %s; escalating", self.path, reason, extra={"supervisor": self.path})
+        self._emit_own("intensity_exceeded", reason, {"child": child.id})
+        self._terminate_all("restart intensity exceeded")
+        self._emit_own("escalated", reason, {"parent": self.context.supervisor or None})
+        self.exit("shutdown", "reached_max_restart_intensity")
+
+    def _emit_own(self, event_type: str, reason: str, data: dict[str, Any]) -> None:
+        self.system.bus.emit(
+            event_type, supervisor=self.path, kind="supervisor", reason=reason,
+            restart_count=self.context.restart_count, data=data,
+        )
+
+    # -- requests from the Runtime -------------------------------------------------
+
+    def _child(self, child_id: str) -> Child:
+        child = self._by_id.get(child_id)
+        if child is None:
+            raise UnknownAgentError(child_id)
+        return child
+
+    def _start_child(self, spec: ChildSpec | SupervisorSpec) -> dict[str, Any]:
+        if spec.id is None:
+            raise StartError("?", "a child started at run time needs an id")
+        child = self._add(spec, spec.id, dynamic=self.spec.strategy == "simple_one_for_one")
+        try:
+            self._start(child)
+        except BaseException:
+            self._remove(child)
+            raise
+        return child.info()
+
+    def _terminate_child(self, child_id: str) -> dict[str, Any]:
+        child = self._child(child_id)
+        self._terminate(child, "stopped on request")
+        self._remove(child)
+        return child.info()
+
+    def _restart_child(self, child_id: str) -> dict[str, Any]:
+        child = self._child(child_id)
+        self._terminate(child, "restart requested")
+        child.context.restart_count += 1
+        self._start(child)
+        return child.info()

@@ -1,0 +1,59 @@
+"""Shared fixtures. Every test is checked for leaked actor threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pykka
+import pytest
+
+from mistersmith import FakeClock, Runtime
+
+LEAK_GRACE_S = 5.0
+
+
+def _ours(thread: threading.Thread) -> bool:
+    return thread.name.startswith("mistersmith-") and thread.is_alive()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail any test that leaves an actor (or clock) thread or a pykka actor behind."""
+    before = {t.ident for t in threading.enumerate() if _ours(t)}
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    leaked: list[threading.Thread] = []
+    while True:
+        leaked = [t for t in threading.enumerate() if _ours(t) and t.ident not in before]
+        if not leaked or time.monotonic() > deadline:
+            break
+        leaked[0].join(timeout=0.05)
+    actors = pykka.ActorRegistry.get_all()
+    pykka.ActorRegistry.stop_all(block=False)
+    assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
+    assert not actors, f"leaked pykka actors: {actors}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def runtime(clock: FakeClock) -> Iterator[Runtime]:
+    rt = Runtime(clock=clock)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+def real_runtime() -> Iterator[Runtime]:
+    rt = Runtime()
+    try:
+        yield rt
+    finally:
+        rt.close()
