@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from mistersmith.errors import BlockingCallError
 from mistersmith.supervisors import EventBus, SupervisionEvent
 
-__all__ = ["EventStream", "LoopReply", "forbid_blocking", "run_in_thread", "wait_reply"]
+__all__ = ["EventStream", "LoopReply", "LoopThread", "forbid_blocking", "run_in_thread", "wait_reply"]
 
 logger = logging.getLogger("mistersmith.crossing")
 
@@ -143,3 +144,45 @@ class EventStream:
     def close(self) -> None:
         self._sub.close()
         self._ready.set()
+
+
+class LoopThread:
+    """The node's one event-loop thread, for the asyncio edges (NATS, PostgreSQL, HTTP).
+
+    ``run(coro, timeout_s)`` submits a coroutine from a plain thread and waits
+    for its result; calling it on the loop thread itself is refused.
+    ``submit(coro)`` returns a ``concurrent.futures.Future`` without waiting.
+    """
+
+    def __init__(self, name: str = "mistersmith-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise BlockingCallError("LoopThread.run()", "await the coroutine directly")
+        return self.submit(coro).result(timeout_s)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Schedule a plain callback on the loop, from any thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the loop (pending callbacks run first) and join its thread."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout_s)

@@ -1,0 +1,1 @@
+"""The NATS edge (nats-py): subjects, command routing, status events, tasks, discovery."""
