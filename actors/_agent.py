@@ -254,7 +254,7 @@ class Agent(pykka.ThreadingActor):
             self.started.set()
             return exit_
         self.state = AgentState.PAUSED if ctx.paused else AgentState.IDLE
-        ctx.emit("restarted" if ctx.restart_count else "started", None, {})
+        ctx.emit("restarted" if ctx.restart_count else "started", None, dict(ctx.start_data))
         self.started.set()
         exit_ = self._run()
         if self._abandoned:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mistersmith.clock import Clock
@@ -63,3 +63,5 @@ class AgentContext:
     command_timeout_s: float | None = None
     restart_count: int = 0
     paused: bool = False
+    start_data: Mapping[str, Any] = field(default_factory=dict)
+    """What ``started``/``restarted`` events carry: restart type, config... (for replay and recovery)."""

@@ -73,12 +73,15 @@ class System:
         supervisor: str,
         on_exit: Any,
     ) -> AgentContext:
+        start_data: dict[str, Any] = {"restart": spec.restart, "shutdown_s": spec.shutdown_s}
         if isinstance(spec, SupervisorSpec):
             kind, limit, timeout = "supervisor", 1 << 62, None
             config: dict[str, Any] = {}
+            start_data.update(strategy=spec.strategy, intensity=spec.intensity, period_s=spec.period_s)
         else:
             kind, limit, timeout = spec.kind_name, spec.mailbox_size, spec.command_timeout_s
             config = dict(spec.config)
+            start_data.update(config=config, command_timeout_s=timeout, mailbox_size=limit)
         ctx = AgentContext(
             agent_id=agent_id,
             kind=kind,
@@ -90,6 +93,7 @@ class System:
             emit=lambda *_: None,
             on_exit=on_exit,
             command_timeout_s=timeout,
+            start_data=start_data,
         )
         ctx.emit = lambda event_type, reason, data: self.emit_for(ctx, event_type, reason, data)
         return ctx
