@@ -314,6 +314,8 @@ class Supervisor(Agent):
                 child.context.mailbox.closed = True
                 self.system.dead_letters(child.id, child.context.mailbox.drain())
             return
+        if not self._count_restart(child):
+            return
         targets = self._targets(child)
         for other in reversed(targets):
             if other is not child and other.incarnation is not None:
@@ -321,7 +323,7 @@ class Supervisor(Agent):
         for other in targets:
             if other is not child and other.spec.restart == "temporary":
                 self._remove(other)  # OTP: temporary siblings are not restarted
-        self._attempt([t for t in targets if t is child or t.spec.restart != "temporary"])
+        self._restart_or_schedule([t for t in targets if t is child or t.spec.restart != "temporary"])
 
     def _targets(self, child: Child) -> list[Child]:
         strategy = self.spec.strategy
@@ -331,14 +333,18 @@ class Supervisor(Agent):
             return self._children[self._children.index(child) :]
         return [child]
 
-    def _attempt(self, targets: list[Child]) -> None:
-        """Count one restart against the intensity, then restart now or after the backoff."""
+    def _count_restart(self, child: Child) -> bool:
+        """Record one restart (OTP's ``add_restart``); escalate and return False past the intensity."""
+        if self._window.record(self.system.clock.now()):
+            self._escalate(child)
+            return False
+        self.system.counters.add("restarts")
+        return True
+
+    def _restart_or_schedule(self, targets: list[Child]) -> None:
+        """Restart now, or after the first target's backoff delay."""
         first = targets[0]
         now = self.system.clock.now()
-        if self._window.record(now):
-            self._escalate(first)
-            return
-        self.system.counters.add("restarts")
         backoff = getattr(first.spec, "backoff", None) or self.spec.backoff
         delay = 0.0
         if backoff is not None:
@@ -368,8 +374,8 @@ class Supervisor(Agent):
             return
         if due.counted:
             self._restart(live)
-        else:
-            self._attempt(live)
+        elif self._count_restart(live[0]):
+            self._restart_or_schedule(live)
 
     def _restart(self, targets: list[Child]) -> None:
         for i, child in enumerate(targets):
