@@ -1,0 +1,79 @@
+"""The journal's errors: few, precise, and carrying the values that explain them.
+
+All subclass ``MisterSmithError`` (via ``JournalError``). The PostgreSQL or OS
+error behind one, when there is one, is in ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mistersmith.errors import MisterSmithError
+
+__all__ = [
+    "JournalClosedError",
+    "JournalError",
+    "MigrationChecksumError",
+    "MigrationError",
+    "SpoolError",
+]
+
+
+class JournalError(MisterSmithError):
+    """Something external broke the journal (PostgreSQL, the spool's disk)."""
+
+    code = "journal"
+
+
+class MigrationError(JournalError):
+    """A migration file is malformed or failed; it was rolled back.
+
+    ``filename`` names the file, ``detail`` says what happened (with the
+    PostgreSQL error message when PostgreSQL refused it).
+    """
+
+    code = "migration_failed"
+
+    def __init__(self, filename: str, detail: str) -> None:
+        super().__init__(f"migration {filename}: {detail}")
+        self.filename = filename
+        self.detail = detail
+
+
+class MigrationChecksumError(MigrationError):
+    """An applied migration's file has changed since; refusing to go on.
+
+    Never edit an applied migration: add a new ``NNN_description.sql`` file.
+    """
+
+    code = "migration_checksum"
+
+    def __init__(self, filename: str, applied: str, found: str) -> None:
+        super().__init__(
+            filename,
+            f"was applied with checksum {applied[:12]}... but the file now has {found[:12]}...; "
+            "applied migrations must not change, add a new migration instead",
+        )
+        self.applied = applied
+        self.found = found
+
+
+class SpoolError(JournalError):
+    """The local write-ahead spool cannot be used (locked by another process, unreadable)."""
+
+    code = "spool"
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"journal spool {str(path)!r}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class JournalClosedError(JournalError):
+    """You closed the journal; open a new one."""
+
+    code = "closed"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the journal is closed; {what} needs an open Journal")
+        self.what = what
