@@ -1,0 +1,176 @@
+"""The asyncio face of the Runtime: awaitable twins that never block the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from _helpers import WAIT_S, Gate, Worker, blocker_kind
+from mistersmith import (
+    AgentFailedError,
+    BlockingCallError,
+    CommandTimeoutError,
+    FakeClock,
+    Runtime,
+    SupervisorSpec,
+    UnknownAgentError,
+    command,
+)
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(main())  # type: ignore[arg-type]
+
+
+def new_runtime() -> Runtime:
+    return Runtime(clock=FakeClock(), root=SupervisorSpec("root", intensity=10), kinds={"worker": Worker})
+
+
+def test_async_context_manager_and_awaitable_twins() -> None:
+    async def main() -> Runtime:
+        async with new_runtime() as rt:
+            agent = await rt.aspawn("worker", "a")
+            assert await rt.aask(agent, "echo", {"x": 1}, timeout=WAIT_S) == {"x": 1}
+            await rt.asend(agent, "record", {"value": 7})
+            assert await rt.aask(agent, "recorded", timeout=WAIT_S) == [7]
+            stream = rt.event_stream(agent_id=agent)
+            with pytest.raises(AgentFailedError):
+                await rt.aask(agent, "exit", {"how": "crash"}, timeout=WAIT_S)
+            assert (await stream.next(WAIT_S)).event_type == "failed"
+            assert (await stream.next(WAIT_S)).event_type == "restarted"
+            await rt.arestart(agent)
+            assert (await stream.next(WAIT_S)).event_type == "stopped"
+            restarted = await stream.next(WAIT_S)
+            assert restarted.event_type == "restarted" and restarted.restart_count == 2
+            path = await rt.aadd_supervisor(SupervisorSpec("s"))
+            assert path == "root/s"
+            await rt.aspawn("worker", "b", supervisor=path)
+            await rt.astop(agent)
+            assert (await stream.next(WAIT_S)).event_type == "stopped"
+            with pytest.raises(TimeoutError):
+                await stream.next(0.01)
+            stream.close()
+            with pytest.raises(UnknownAgentError):
+                await rt.aask(agent, "ping", timeout=WAIT_S)
+            assert [a["id"] for a in rt.list_agents()] == ["b"]
+            return rt
+
+    rt = asyncio.run(main())
+    assert rt.closed
+
+
+def test_aask_does_not_block_the_loop() -> None:
+    """The handler waits for a gate that only the loop opens: a blocked loop would open it too late."""
+    gate = threading.Event()
+
+    class Gated(Worker):
+        @command("wait_gate")
+        def wait_gate(self) -> dict[str, bool]:
+            return {"opened": gate.wait(2.0)}
+
+    async def main() -> None:
+        async with new_runtime() as rt:
+            agent = await rt.aspawn(Gated)
+            call = asyncio.ensure_future(rt.aask(agent, "wait_gate", timeout=WAIT_S))
+            await asyncio.sleep(0)  # the aask task runs up to its first await
+            gate.set()  # runs on the loop, while aask is waiting
+            assert await call == {"opened": True}
+
+    run(main)
+
+
+def test_aspawn_and_astop_do_not_block_the_loop() -> None:
+    start_gate, stop_gate = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    class Gated(Worker):
+        def on_start(self) -> None:
+            seen.append(f"start saw gate={start_gate.wait(2.0)}")
+
+        def on_stop(self) -> None:
+            seen.append(f"stop saw gate={stop_gate.wait(2.0)}")
+
+    async def main() -> None:
+        async with new_runtime() as rt:
+            spawn = asyncio.ensure_future(rt.aspawn(Gated, "g"))
+            await asyncio.sleep(0)
+            start_gate.set()  # only reachable if aspawn yielded to the loop
+            assert await spawn == "g"
+            stop = asyncio.ensure_future(rt.astop("g"))
+            await asyncio.sleep(0)
+            stop_gate.set()
+            await stop
+
+    run(main)
+    assert seen == ["start saw gate=True", "stop saw gate=True"]
+
+
+def test_aask_timeout_and_errors() -> None:
+    async def main() -> None:
+        async with new_runtime() as rt:
+            gate = Gate()
+            agent = await rt.aspawn(blocker_kind(gate))
+            await rt.asend(agent, "block")
+            with pytest.raises(CommandTimeoutError) as err:
+                await rt.aask(agent, "ping", timeout=0.05)
+            assert err.value.agent_id == agent and err.value.timeout_s == 0.05
+            with pytest.raises(UnknownAgentError):
+                await rt.aask("ghost", "ping", timeout=WAIT_S)
+
+    run(main)
+
+
+BLOCKING: list[tuple[str, Callable[[Runtime], Any], str]] = [
+    ("ask", lambda rt: rt.ask("a", "ping", timeout=1), "await runtime.aask(...)"),
+    ("spawn", lambda rt: rt.spawn("worker"), "await runtime.aspawn(...)"),
+    ("stop", lambda rt: rt.stop("a"), "await runtime.astop(...)"),
+    ("restart", lambda rt: rt.restart("a"), "await runtime.arestart(...)"),
+    ("add_supervisor", lambda rt: rt.add_supervisor(SupervisorSpec("s")), "await runtime.aadd_supervisor(...)"),
+    ("close", lambda rt: rt.close(), "await runtime.aclose()"),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "instead"), BLOCKING, ids=[b[0] for b in BLOCKING])
+def test_blocking_calls_on_the_loop_say_what_to_use(name: str, call: Callable[[Runtime], Any], instead: str) -> None:
+    async def main() -> None:
+        async with new_runtime() as rt:
+            await rt.aspawn("worker", "a")
+            with pytest.raises(BlockingCallError) as err:
+                call(rt)
+            assert f"use `{instead}` here" in str(err.value)
+            assert err.value.code == "blocking_call" and err.value.instead == instead
+            # Nothing happened, and the runtime still works.
+            assert await rt.aask("a", "ping", timeout=WAIT_S) == {"pong": True, "agent_id": "a"}
+            assert [a["id"] for a in rt.list_agents()] == ["a"]
+            rt.send("a", "record", {"value": 1})  # send never blocks: fine on the loop
+            assert await rt.aask("a", "recorded", timeout=WAIT_S) == [1]
+
+    run(main)
+
+
+def test_sync_calls_work_from_a_plain_thread_while_a_loop_runs_elsewhere() -> None:
+    rt = new_runtime()
+    try:
+        agent = rt.spawn("worker")
+
+        async def main() -> Any:
+            return await asyncio.to_thread(rt.ask, agent, "echo", {"n": 1}, timeout=WAIT_S)
+
+        assert asyncio.run(main()) == {"n": 1}
+    finally:
+        rt.close()
+
+
+def test_wait_closed_on_the_loop_is_refused() -> None:
+    """wait_closed blocks for up to timeout_s: on the loop it must be refused like ask and close."""
+
+    async def main() -> None:
+        async with new_runtime() as rt:
+            with pytest.raises(BlockingCallError):
+                rt.wait_closed(0.05)
+
+    run(main)
