@@ -91,6 +91,7 @@ class Agent(pykka.ThreadingActor):
         self.agent_id = context.agent_id
         self.config: Mapping[str, Any] = context.config
         self.mailbox = context.mailbox
+        self._now = context.clock.now
         # pykka's own tell/ask must reach the same (lasting) mailbox.
         self.actor_inbox = context.mailbox  # type: ignore[assignment]
         self._actor_ref.actor_inbox = context.mailbox  # type: ignore[assignment]
@@ -247,13 +248,18 @@ class Agent(pykka.ThreadingActor):
         try:
             self.on_start()
         except BaseException as exc:
+            if self._abandoned:  # the supervisor gave up waiting; it is not ours to report
+                return Exit.crash("abandoned")
             self.start_error = exc
             exit_ = Exit.crash(f"on_start raised {exc!r}", exc)
             ctx.emit("failed", exit_.detail, {"phase": "start"})
             self.state = AgentState.FAILED
             self.started.set()
             return exit_
-        self.state = AgentState.PAUSED if ctx.paused else AgentState.IDLE
+        with self._lock:
+            if self._abandoned:  # on_start outlived start_timeout_s: never serve the mailbox
+                return Exit.crash("abandoned")
+            self.state = AgentState.PAUSED if ctx.paused else AgentState.IDLE
         ctx.emit("restarted" if ctx.restart_count else "started", None, dict(ctx.start_data))
         self.started.set()
         exit_ = self._run()
@@ -307,20 +313,21 @@ class Agent(pykka.ThreadingActor):
         self._reply = reply
         self._busy_command = cmd.name
         self.state = AgentState.BUSY
-        self._busy_since = self.context.clock.now()
-        return self._invoke(reply, f"command {cmd.name!r}", getattr(self, spec.method), (), cmd.payload)
+        self._busy_since = self._now()
+        return self._invoke(reply, cmd.name, getattr(self, spec.method), (), cmd.payload)
 
     def _handle_other(self, envelope: Envelope) -> Exit | None:
         """pykka's own messages (proxy calls) and ``on_receive`` messages."""
         self._reply = envelope.reply_to
         self._busy_command = None
         self.state = AgentState.BUSY
-        self._busy_since = self.context.clock.now()
-        return self._invoke(envelope.reply_to, "message", self._handle_receive, (envelope.message,), {})
+        self._busy_since = self._now()
+        return self._invoke(envelope.reply_to, None, self._handle_receive, (envelope.message,), {})
 
     def _invoke(
-        self, reply: Reply | None, what: str, fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self, reply: Reply | None, command: str | None, fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Exit | None:
+        """Run one handler; returns an ``Exit`` if it crashed the incarnation."""
         expected: BaseException | None = None
         crash: BaseException | None = None
         result: Any = None
@@ -342,12 +349,13 @@ class Agent(pykka.ThreadingActor):
                 logger.info("agent %s: %s (no reply subject)", self.agent_id, expected)
             deliver(reply, result, expected)
             return None
+        what = "message" if command is None else f"command {command!r}"
         exit_ = Exit.crash(f"{what} raised {crash!r}", crash)
         logger.error(
             "agent %s crashed: %s", self.agent_id, exit_.detail,
             exc_info=self._crash_info, extra={"agent_id": self.agent_id},
         )
-        self.context.emit("failed", exit_.detail, {"command": self._busy_command})
+        self.context.emit("failed", exit_.detail, {"command": command})
         error = AgentFailedError(self.agent_id, exit_.detail)
         error.__cause__ = crash
         deliver(reply, error=error)

@@ -191,6 +191,7 @@ def deliver(reply: Reply | None, value: Any = None, error: BaseException | None 
     try:
         if error is None:
             reply.set(value)
+            return
         else:
             reply.set_exception((type(error), error, error.__traceback__))
     except queue.Full:

@@ -84,6 +84,7 @@ class Runtime:
         for sink in sinks:
             self.bus.add_sink(sink)
         self.system = System(self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s)
+        self._agents = self.system.agents
         self.system.register("echo", EchoAgent)
         for name, cls in (kinds or {}).items():
             self.register(name, cls)
@@ -203,15 +204,17 @@ class Runtime:
     # -- commands --------------------------------------------------------------
 
     def _enqueue(self, agent_id: str, command: str, payload: Any, reply: Any) -> None:
-        self._check_open()
-        child = self.system.agents.get(agent_id)
+        # The hot path of send/ask: keep it lean.
+        if self._closing:
+            self._check_open()
+        child = self._agents.get(agent_id)
         mailbox = child.context.mailbox if child is not None else None
         if child is None or mailbox is None or mailbox.closed:
             self._dead_letter(agent_id, command, "no such agent")
             raise UnknownAgentError(agent_id)
         if payload is None:
             payload = {}
-        elif not isinstance(payload, Mapping):
+        elif type(payload) is not dict and not isinstance(payload, Mapping):
             raise InvalidPayloadError(command, f"payload must be a JSON object, not {type(payload).__name__}")
         if child.restart_token is not None and mailbox.depth() >= getattr(child.spec, "stash_limit", 0):
             retry = None if child.restart_at is None else max(0.0, child.restart_at - self.clock.now())
@@ -263,44 +266,54 @@ class Runtime:
 
     # -- stop and restart ---------------------------------------------------------
 
-    def _owner(self, agent_id: str) -> tuple[Supervisor, float]:
+    def _owner(self, agent_id: str) -> tuple[Supervisor, str, float]:
+        """The supervisor of an agent (by id) or of a supervisor (by path), the child id, a time bound."""
         self._check_open()
         child = self.system.agents.get(agent_id)
         if child is None:
-            raise UnknownAgentError(agent_id)
-        bound = child.spec.shutdown_s + getattr(child.spec, "start_timeout_s", 0.0)
-        return self.system.supervisor(child.context.supervisor), bound
+            sup = self.system.supervisors.get(agent_id)
+            if sup is None or "/" not in agent_id:
+                raise UnknownAgentError(agent_id)
+            parent, _, child_id = agent_id.rpartition("/")
+            return self.system.supervisor(parent), child_id, sup.spec.shutdown_s + sup.spec.start_timeout_s
+        bound = child.spec.shutdown_s + child.spec.start_timeout_s
+        return self.system.supervisor(child.context.supervisor), agent_id, bound
 
     def stop(self, agent_id: str) -> None:
-        """Stop an agent for good (within its ``shutdown_s``) and forget it."""
+        """Stop an agent (by id) or a supervisor (by path) for good, within its ``shutdown_s``, and forget it."""
         forbid_blocking("Runtime.stop()", "await runtime.astop(...)")
-        sup, bound = self._owner(agent_id)
-        self._call(sup, TerminateChild(agent_id), bound)
+        sup, child_id, bound = self._owner(agent_id)
+        self._call(sup, TerminateChild(child_id), bound)
 
     async def astop(self, agent_id: str) -> None:
-        sup, bound = self._owner(agent_id)
-        await self._acall(sup, TerminateChild(agent_id), bound)
+        sup, child_id, bound = self._owner(agent_id)
+        await self._acall(sup, TerminateChild(child_id), bound)
 
     def restart(self, agent_id: str) -> None:
         """Stop an agent and start a new incarnation now (not counted in the intensity)."""
         forbid_blocking("Runtime.restart()", "await runtime.arestart(...)")
-        sup, bound = self._owner(agent_id)
-        self._call(sup, RestartChild(agent_id), bound)
+        sup, child_id, bound = self._owner(agent_id)
+        self._call(sup, RestartChild(child_id), bound)
 
     async def arestart(self, agent_id: str) -> None:
-        sup, bound = self._owner(agent_id)
-        await self._acall(sup, RestartChild(agent_id), bound)
+        sup, child_id, bound = self._owner(agent_id)
+        await self._acall(sup, RestartChild(child_id), bound)
+
+    def _post(self, sup: Supervisor, message: Any, reply: Any) -> None:
+        sup.mailbox.put(Envelope(message, reply))
+        if sup.mailbox.closed:  # the supervisor stopped meanwhile: refuse instead of hanging
+            self.system.dead_letters(sup.path, sup.mailbox.drain())
 
     def _call(self, sup: Supervisor, message: Any, bound_s: float) -> Any:
         reply = ThreadReply()
-        sup.mailbox.put(Envelope(message, reply))
+        self._post(sup, message, reply)
         if not reply.wait(bound_s + _CALL_MARGIN_S):
             raise CommandTimeoutError(sup.path, type(message).__name__, bound_s + _CALL_MARGIN_S)
         return reply.result()
 
     async def _acall(self, sup: Supervisor, message: Any, bound_s: float) -> Any:
         reply = LoopReply()
-        sup.mailbox.put(Envelope(message, reply))
+        self._post(sup, message, reply)
         timeout = bound_s + _CALL_MARGIN_S
         return await wait_reply(reply, timeout, lambda: CommandTimeoutError(sup.path, type(message).__name__, timeout))
 
@@ -375,7 +388,7 @@ class Runtime:
         return self._closed.is_set()
 
     def _check_open(self) -> None:
-        if self._closing or self._closed.is_set():
+        if self._closing:
             error = RuntimeClosedError(
                 "the runtime shut down after a fatal error; see runtime.fatal_error"
                 if self.fatal_error is not None
@@ -401,7 +414,12 @@ class Runtime:
 
     def wait_closed(self, timeout_s: float) -> bool:
         """Wait until the runtime has closed (by ``close`` or a fatal error)."""
+        forbid_blocking("Runtime.wait_closed()", "await runtime.await_closed(...)")
         return self._closed.wait(timeout_s)
+
+    async def await_closed(self, timeout_s: float) -> bool:
+        """``wait_closed`` for asyncio programs."""
+        return await run_in_thread(lambda: self._closed.wait(timeout_s), "mistersmith-wait-closed")
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop every agent and supervisor in reverse start order, then the clock.

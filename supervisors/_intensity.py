@@ -1,8 +1,8 @@
 """Restart intensity: at most ``intensity`` restarts in any ``period_s`` window.
 
 A pure sliding window over an injected monotonic clock reading, as OTP's
-``supervisor``: each restart is recorded with its time; restarts older than
-``period_s`` fall out; the supervisor gives up when recording one more
+``supervisor``: each restart is recorded with its time; restarts more than
+``period_s`` old fall out (one exactly ``period_s`` old still counts, as in OTP); the supervisor gives up when recording one more
 restart leaves more than ``intensity`` in the window.
 """
 
@@ -25,10 +25,10 @@ class IntensityWindow:
         """Record a restart at ``now``; True if that exceeds the intensity."""
         restarts = self._restarts
         restarts.append(now)
-        while restarts and now - restarts[0] >= self.period_s:
+        while restarts and now - restarts[0] > self.period_s:
             restarts.popleft()
         return len(restarts) > self.intensity
 
     def count(self, now: float) -> int:
         """Restarts still inside the window at ``now``."""
-        return sum(1 for t in self._restarts if now - t < self.period_s)
+        return sum(1 for t in self._restarts if now - t <= self.period_s)

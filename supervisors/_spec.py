@@ -116,7 +116,10 @@ class Backoff:
 
     def delay_s(self, attempt: int, rand: float) -> float:
         """The wait before restart number ``attempt`` (0-based); ``rand`` in [0, 1)."""
-        base = min(self.max_s, self.min_s * self.factor ** min(attempt, 1024))
+        try:
+            base = min(self.max_s, self.min_s * self.factor**attempt)
+        except OverflowError:
+            base = self.max_s
         return base * (1.0 + self.jitter * rand)
 
 

@@ -111,7 +111,8 @@ class Supervisor(Agent):
         """OTP's ``count_children``: specs, active, supervisors, workers."""
         children = self.children()
         return {
-            "specs": len(children),
+            # OTP counts simple_one_for_one's single template as its one spec
+            "specs": 1 if self.spec.strategy == "simple_one_for_one" else len(children),
             "active": sum(1 for c in children if c.incarnation is not None),
             "supervisors": sum(1 for c in children if c.is_supervisor),
             "workers": sum(1 for c in children if not c.is_supervisor),
@@ -162,9 +163,11 @@ class Supervisor(Agent):
             raise
 
     def on_stop(self) -> None:
-        """Stop every child (reverse start order), then leave the registry."""
+        """Stop every child (reverse start order), leave the registry, refuse what is queued."""
         self._terminate_all("supervisor shutting down")
         self._unregister()
+        self.mailbox.closed = True
+        self.system.dead_letters(self.path, self.mailbox.drain())
 
     def on_failure(self, *exc_info: Any) -> None:
         """A crash of the supervisor itself still stops its children."""
@@ -234,9 +237,8 @@ class Supervisor(Agent):
         """Stop a child's incarnation within its ``shutdown_s``; it stays in the list."""
         child.restart_token = None
         child.restart_at = None
-        inc = child.incarnation
-        child.incarnation = None
         child.last_exit = Exit.shutdown(cause)
+        inc = child.incarnation
         if inc is None:
             return
         inc.request_stop(Exit.shutdown(cause))
@@ -250,6 +252,7 @@ class Supervisor(Agent):
                 detail = f"did not stop within shutdown_s={child.spec.shutdown_s}; abandoned"
                 logger.error("agent %s %s", child.id, detail, extra={"agent_id": child.id})
                 child.context.emit("shutdown_timeout", detail, {"shutdown_s": child.spec.shutdown_s})
+        child.incarnation = None
         child.context.emit("stopped", child.last_exit.describe() if child.last_exit else None, {})
 
     def _remove(self, child: Child) -> None:
@@ -266,7 +269,6 @@ class Supervisor(Agent):
             # OTP stops dynamic children together, in no particular order.
             running = [(c, c.incarnation) for c in children if c.incarnation is not None]
             for child, inc in running:
-                child.incarnation = None
                 child.last_exit = Exit.shutdown(cause)
                 if inc is not None:
                     inc.request_stop(Exit.shutdown(cause))
@@ -323,7 +325,7 @@ class Supervisor(Agent):
         for other in targets:
             if other is not child and other.spec.restart == "temporary":
                 self._remove(other)  # OTP: temporary siblings are not restarted
-        self._restart_or_schedule([t for t in targets if t is child or t.spec.restart != "temporary"])
+        self._restart_or_schedule(child, [t for t in targets if t is child or t.spec.restart != "temporary"])
 
     def _targets(self, child: Child) -> list[Child]:
         strategy = self.spec.strategy
@@ -341,9 +343,8 @@ class Supervisor(Agent):
         self.system.counters.add("restarts")
         return True
 
-    def _restart_or_schedule(self, targets: list[Child]) -> None:
-        """Restart now, or after the first target's backoff delay."""
-        first = targets[0]
+    def _restart_or_schedule(self, first: Child, targets: list[Child]) -> None:
+        """Restart ``targets`` now, or after the backoff of ``first``, the child that exited."""
         now = self.system.clock.now()
         backoff = getattr(first.spec, "backoff", None) or self.spec.backoff
         delay = 0.0
@@ -375,7 +376,7 @@ class Supervisor(Agent):
         if due.counted:
             self._restart(live)
         elif self._count_restart(live[0]):
-            self._restart_or_schedule(live)
+            self._restart_or_schedule(live[0], live)
 
     def _restart(self, targets: list[Child]) -> None:
         for i, child in enumerate(targets):

@@ -31,7 +31,15 @@ def test_zero_intensity_refuses_the_first_restart() -> None:
     assert IntensityWindow(intensity=0, period_s=1.0).record(0.0) is True
 
 
-@pytest.mark.parametrize("spread", [0.0, 0.5, 1.5])
+def test_a_restart_exactly_period_s_old_still_counts() -> None:
+    """OTP keeps restarts with R >= Now - Period in the window."""
+    window = IntensityWindow(intensity=1, period_s=1.0)
+    assert not window.record(1.0)
+    assert window.count(2.0) == 1
+    assert window.record(2.0)
+
+
+@pytest.mark.parametrize("spread", [0.01, 0.5, 1.5])
 def test_restarts_spread_out_never_exceed(spread: float) -> None:
     window = IntensityWindow(intensity=1, period_s=1.0)
     now = 0.0
@@ -48,13 +56,13 @@ gaps = st.lists(st.floats(0.0, 20.0, allow_nan=False), min_size=1, max_size=60)
 
 @given(st.integers(0, 6), st.floats(0.5, 30.0), gaps)
 def test_matches_a_reference_model(intensity: int, period_s: float, deltas: list[float]) -> None:
-    """record(now) is True exactly when more than ``intensity`` restarts fall in (now - period_s, now]."""
+    """record(now) is True exactly when more than ``intensity`` restarts fall in [now - period_s, now]."""
     window = IntensityWindow(intensity, period_s)
     now = 0.0
     seen: list[float] = []
     for delta in deltas:
         now += delta
         seen.append(now)
-        in_window = [t for t in seen if now - t < period_s]
+        in_window = [t for t in seen if now - t <= period_s]
         assert window.record(now) == (len(in_window) > intensity)
         assert window.count(now) == len(in_window)
