@@ -57,6 +57,7 @@ CREATE TABLE agents (
     desired_state text        NOT NULL CHECK (desired_state IN ('running', 'stopped')),
     state         text        NOT NULL,                -- last observed: running, paused, failed, restarting, stopped
     incarnation   integer     NOT NULL DEFAULT 0,      -- restart_count of the last incarnation
+    started_seq   bigint      NOT NULL,                -- journal seq of its first start (gives start order)
     reason        text,
     last_event    text        NOT NULL,
     last_seq      bigint      NOT NULL,

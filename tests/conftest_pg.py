@@ -9,6 +9,8 @@ Load it from a test module with ``pytest_plugins = ["conftest_pg"]``.
 - ``journal_db``: a database with the packaged migrations applied (cloned
   from a template migrated once per session).
 - ``own_pg``: a server of the test's own, for tests that stop and restart it.
+- ``journal``: a ``Journal`` on ``journal_db``; ``node``: a ``Node`` (a Runtime
+  journaled to a Journal, node_id ``n1``), closed runtime first.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from mistersmith import Runtime, SupervisorSpec
 from mistersmith.embedded.postgres import EmbeddedPostgres
+from mistersmith.journal import Journal, JournalConfig, PoolConfig
 from mistersmith.journal.migrate import migrate
 
 TEMPLATE_DB = "ms_journal_template"
@@ -102,3 +107,99 @@ def own_pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
         yield server
     finally:
         server.stop()
+
+
+# -- journals and nodes -------------------------------------------------------------
+
+
+def journal_config(url: str, **overrides: Any) -> JournalConfig:
+    """A test journal: small pool, quick retries."""
+    options: dict[str, Any] = dict(
+        database_url=url, pool=PoolConfig(min_size=1, max_size=4, connect_timeout_s=5.0),
+        retry_min_s=0.02, retry_max_s=0.2, close_flush_s=10.0,
+    )
+    options.update(overrides)
+    return JournalConfig(**options)
+
+
+@pytest.fixture
+def journal(tmp_path: Path, journal_db: str) -> Iterator[Journal]:
+    opened = Journal.open(tmp_path / "node", journal_config(journal_db))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+class Node:
+    """A Runtime journaled to a Journal, closed in the right order.
+
+    The root tolerates many restarts (tests crash agents on purpose).
+    """
+
+    def __init__(self, data_dir: Path, config: JournalConfig, node_id: str = "n1", **runtime: Any) -> None:
+        runtime.setdefault("root", SupervisorSpec("root", intensity=1000))
+        self.journal = Journal.open(data_dir, config)
+        try:
+            self.runtime = Runtime(node_id=node_id, sinks=[self.journal.sink], **runtime)
+        except BaseException:
+            self.journal.close()
+            raise
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.runtime.close()
+        finally:
+            self.journal.close()
+
+
+class NodeFactory:
+    """``make_node(data_dir, url, **config)``: nodes closed at the end of the test."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+
+    def __call__(self, data_dir: Path, url: str, *, node_id: str = "n1", runtime: dict[str, Any] | None = None,
+                 **config: Any) -> Node:
+        made = Node(data_dir, journal_config(url, **config), node_id, **(runtime or {}))
+        self.nodes.append(made)
+        return made
+
+    def close(self) -> None:
+        for made in reversed(self.nodes):
+            made.close()
+
+
+@pytest.fixture
+def make_node() -> Iterator[NodeFactory]:
+    factory = NodeFactory()
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path, journal_db: str, make_node: NodeFactory) -> Node:
+    return make_node(tmp_path / "node", journal_db)
+
+
+@pytest.fixture
+def make_journal() -> Iterator[Any]:
+    """``make_journal(data_dir, url, **config)``: journals closed at the end of the test."""
+    made: list[Journal] = []
+
+    def factory(data_dir: Path, url: str, **config: Any) -> Journal:
+        opened = Journal.open(data_dir, journal_config(url, **config))
+        made.append(opened)
+        return opened
+
+    try:
+        yield factory
+    finally:
+        for opened in reversed(made):
+            opened.close()

@@ -1,1 +1,47 @@
-"""The PostgreSQL edge (psycopg 3 + psycopg_pool): migrations, event writer, replay, recovery."""
+"""The PostgreSQL edge (psycopg 3 + psycopg_pool): migrations, event writer, replay, recovery.
+
+``Journal.open(data_dir)`` gives a node its journal: pass ``journal.sink`` to
+``Runtime(sinks=[...])``, call ``journal.recover(runtime)`` to bring back what
+the node ran before, and read history with ``journal.replay(...)`` and
+``journal.tree_at(...)``.
+"""
+
+from mistersmith.journal.config import DATABASE_URL_ENV, JournalConfig, PoolConfig
+from mistersmith.journal.errors import (
+    JournalClosedError,
+    JournalError,
+    MigrationChecksumError,
+    MigrationError,
+    SpoolError,
+)
+from mistersmith.journal.journal import Journal
+from mistersmith.journal.migrate import Migration, load_migrations, migrate
+from mistersmith.journal.projection import AgentRecord, Projection, TreeSnapshot
+from mistersmith.journal.recovery import RecoveryPlan, RecoveryReport, plan_recovery, recover
+from mistersmith.journal.replay import Replay, ReplayFilter
+from mistersmith.journal.sink import JournalSink
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "AgentRecord",
+    "Journal",
+    "JournalClosedError",
+    "JournalConfig",
+    "JournalError",
+    "JournalSink",
+    "Migration",
+    "MigrationChecksumError",
+    "MigrationError",
+    "PoolConfig",
+    "Projection",
+    "RecoveryPlan",
+    "RecoveryReport",
+    "Replay",
+    "ReplayFilter",
+    "SpoolError",
+    "TreeSnapshot",
+    "load_migrations",
+    "migrate",
+    "plan_recovery",
+    "recover",
+]

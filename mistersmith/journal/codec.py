@@ -1,0 +1,161 @@
+"""Journal rows, encoded and decoded: pure functions, no I/O.
+
+An event is encoded once, when it is emitted, as one line of PostgreSQL's
+``COPY ... FROM STDIN`` text format, in ``COLUMNS`` order. That line is what
+the spool stores (``spool.py`` frames it) and what the writer streams to
+``COPY`` unchanged, so shipping does no per-row work in Python.
+
+Text rules (PostgreSQL's): ``\\N`` is NULL; backslash, tab, newline and
+carriage return are escaped. Two things PostgreSQL cannot store are replaced
+rather than allowed to poison the writer: NUL characters (by U+FFFD) and
+unpaired surrogates (by ``?``). Values in ``data`` that JSON cannot express
+are written as their ``str()``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from mistersmith.supervisors import SupervisionEvent
+
+__all__ = ["COLUMNS", "SELECT_COLUMNS", "decode_line", "encode_data", "encode_line", "event_from_row"]
+
+# The order of a COPY line; the table's own columns seq and recorded_at are filled by PostgreSQL.
+COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "occurred_at",
+    "node_id",
+    "node_seq",
+    "supervisor",
+    "agent_id",
+    "kind",
+    "event_type",
+    "reason",
+    "restart_count",
+    "data",
+)
+# What replay selects, in the order ``event_from_row`` reads.
+SELECT_COLUMNS: tuple[str, ...] = (
+    "seq",
+    "event_id",
+    "occurred_at",
+    "node_id",
+    "supervisor",
+    "agent_id",
+    "kind",
+    "event_type",
+    "reason",
+    "restart_count",
+    "data",
+)
+
+_NULL = "\\N"
+_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r", 0: "\ufffd"}
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]")
+_UNESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+_UNESCAPES = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return _NULL
+    if _NEEDS_ESCAPE.search(value):
+        return value.translate(_ESCAPES)
+    return value
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def encode_data(data: Mapping[str, Any]) -> bytes:
+    """``data`` as JSON that ``jsonb`` accepts (no ``\\u0000``)."""
+    try:
+        raw = orjson.dumps(data if type(data) is dict else dict(data), default=_json_default,
+                           option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # unpaired surrogates, or an object too deep
+        raw = orjson.dumps({"unencodable": repr(data).encode("utf-8", "replace").decode("utf-8")})
+    if b"\\u0000" in raw:
+        raw = raw.replace(b"\\u0000", b"\\ufffd")
+    return raw
+
+
+def encode_line(event: SupervisionEvent) -> bytes:
+    """One ``COPY`` text line (ending in a newline) for ``event``."""
+    data = encode_data(event.data)
+    if b"\\" in data:
+        data = data.replace(b"\\", b"\\\\")
+    head = "\t".join(
+        (
+            str(event.event_id),
+            event.occurred_at.isoformat(),
+            _text(event.node_id),
+            str(event.seq),
+            _text(event.supervisor),
+            _text(event.agent_id),
+            _text(event.kind),
+            _text(event.event_type),
+            _text(event.reason),
+            str(event.restart_count),
+        )
+    )
+    return b"".join((head.encode("utf-8", "replace"), b"\t", data, b"\n"))
+
+
+def _field(raw: bytes) -> str | None:
+    if raw == b"\\N":
+        return None
+    if b"\\" in raw:
+        raw = _UNESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), raw)
+    return raw.decode("utf-8")
+
+
+def decode_line(line: bytes, seq: int | None = None) -> SupervisionEvent:
+    """The event a line encodes; ``seq`` is the journal's seq (default: the node's own)."""
+    fields = line.rstrip(b"\n").split(b"\t")
+    if len(fields) != len(COLUMNS):
+        raise ValueError(f"a journal line has {len(COLUMNS)} fields, this one {len(fields)}: {line[:200]!r}")
+    node_seq = int(fields[3])
+    raw_data = fields[10]
+    if b"\\" in raw_data:
+        raw_data = raw_data.replace(b"\\\\", b"\\")
+    return SupervisionEvent(
+        event_id=uuid.UUID(fields[0].decode("ascii")),
+        seq=node_seq if seq is None else seq,
+        occurred_at=datetime.fromisoformat(fields[1].decode("ascii")),
+        node_id=_field(fields[2]) or "",
+        supervisor=_field(fields[4]) or "",
+        agent_id=_field(fields[5]),
+        kind=_field(fields[6]),
+        event_type=_field(fields[7]) or "",
+        reason=_field(fields[8]),
+        restart_count=int(fields[9]),
+        data=orjson.loads(raw_data),
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> SupervisionEvent:
+    """A replayed row (``SELECT_COLUMNS`` order) as an event; ``seq`` is the journal's."""
+    return SupervisionEvent(
+        event_id=row[1],
+        seq=row[0],
+        occurred_at=row[2],
+        node_id=row[3],
+        supervisor=row[4],
+        agent_id=row[5],
+        kind=row[6],
+        event_type=row[7],
+        reason=row[8],
+        restart_count=row[9],
+        data=row[10],
+    )

@@ -1,0 +1,297 @@
+"""The projection: supervision events folded into one record per child. Pure, no I/O.
+
+The same fold serves three readers: ``tree_at`` (the tree and every agent's
+state at a moment, from the journal alone), the ``agents`` registry (kept by
+the writer in the same transaction as the events) and recovery (which reads
+the registry).
+
+A record is keyed by ``(node_id, supervisor path, id)``. Its ``state`` is the
+last thing observed (``running``, ``paused``, ``failed``, ``restarting``,
+``stopped``); its ``desired_state`` says whether the node meant it to run:
+
+========================================  ============================
+``stopped`` event whose reason is          ``desired_state`` becomes
+========================================  ============================
+``shutdown: stopped on request``           ``stopped`` (stopped on purpose)
+``not restarted (...)``                    ``stopped`` (its restart type said no)
+``normal...`` (it stopped itself)          ``running`` if permanent, else ``stopped``
+anything else (node or supervisor          unchanged: the supervisor decides next,
+shutting down, a sibling's restart...)     and a node restart brings it back
+========================================  ============================
+
+Children a supervisor loses when it restarts: a supervisor that stopped (or
+escalated) and then starts again in the same node run comes back with its
+static children only; every descendant whose last event came before that
+stop is marked ``stopped``/``stopped``. A root ``started`` begins a new node
+run, after which recovery (not the supervisor) decides.
+
+A record that is ``stopped`` and meant to be is dropped: recovery never needs
+it and the journal keeps its history. So memory is bounded by the children
+alive at the moment projected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mistersmith.supervisors import SupervisionEvent
+
+__all__ = ["AgentRecord", "Projection", "RecordKey", "TreeSnapshot"]
+
+RecordKey = tuple[str, str, str]  # (node_id, supervisor path, child id)
+
+_ON_PURPOSE = ("shutdown: stopped on request", "not restarted")
+_STATES = {
+    "failed": "failed",
+    "restart_scheduled": "restarting",
+    "paused": "paused",
+    "resumed": "running",
+    "intensity_exceeded": "failed",
+    "escalated": "failed",
+}
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    """One child slot (agent or supervisor) as the journal last saw it."""
+
+    node_id: str
+    supervisor: str
+    agent_id: str
+    kind: str
+    restart: str
+    spec: dict[str, Any]
+    desired_state: str
+    state: str
+    incarnation: int
+    reason: str | None
+    last_event: str
+    last_seq: int
+    started_seq: int
+    updated_at: datetime
+
+    @property
+    def key(self) -> RecordKey:
+        return (self.node_id, self.supervisor, self.agent_id)
+
+    @property
+    def path(self) -> str:
+        return f"{self.supervisor}/{self.agent_id}" if self.supervisor else self.agent_id
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.kind == "supervisor"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config = self.spec.get("config")
+        return dict(config) if isinstance(config, Mapping) else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible description."""
+        return {
+            "node_id": self.node_id,
+            "supervisor": self.supervisor,
+            "id": self.agent_id,
+            "path": self.path,
+            "kind": self.kind,
+            "restart": self.restart,
+            "config": self.config,
+            "spec": dict(self.spec),
+            "desired_state": self.desired_state,
+            "state": self.state,
+            "restart_count": self.incarnation,
+            "reason": self.reason,
+            "last_event": self.last_event,
+            "last_seq": self.last_seq,
+            "started_seq": self.started_seq,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _split(path: str) -> tuple[str, str]:
+    parent, _, name = path.rpartition("/")
+    return parent, name
+
+
+def _is_under(path: str, ancestor: str) -> bool:
+    return path == ancestor or path.startswith(ancestor + "/")
+
+
+@dataclass
+class Projection:
+    """Folds events, in journal order, into ``records``; tracks what changed since ``take_changes``."""
+
+    records: dict[RecordKey, AgentRecord] = field(default_factory=dict)
+    _stops: dict[tuple[str, str], int] = field(default_factory=dict)  # (node, supervisor path) -> seq of its stop
+    _changed: set[RecordKey] = field(default_factory=set)
+    _removed: set[RecordKey] = field(default_factory=set)
+    last_seq: int = 0
+    last_at: datetime | None = None
+
+    def load(self, records: Iterable[AgentRecord]) -> None:
+        """Start from known records (the registry) instead of from nothing."""
+        for record in records:
+            self.records[record.key] = record
+
+    def apply(self, event: SupervisionEvent) -> None:
+        self.last_seq = event.seq
+        self.last_at = event.occurred_at
+        if event.agent_id is None:  # a supervisor's event about itself
+            parent, name = _split(event.supervisor)
+            key: RecordKey = (event.node_id, parent, name)
+        else:
+            key = (event.node_id, event.supervisor, event.agent_id)
+        kind = event.event_type
+        if kind in ("started", "restarted"):
+            self._started(key, event)
+            return
+        record = self.records.get(key)
+        if record is None:
+            return  # e.g. a start that failed: the child never existed
+        record.last_event = kind
+        record.last_seq = event.seq
+        record.updated_at = event.occurred_at
+        if event.reason is not None:
+            record.reason = event.reason
+        if kind == "stopped":
+            record.state = "stopped"
+            reason = event.reason or ""
+            if reason.startswith(_ON_PURPOSE):
+                record.desired_state = "stopped"
+            elif reason.startswith("normal"):
+                record.desired_state = "running" if record.restart == "permanent" else "stopped"
+            if record.is_supervisor:
+                self._stops[(event.node_id, record.path)] = event.seq
+        elif kind in _STATES:
+            record.state = _STATES[kind]
+            if kind == "escalated":
+                self._stops[(event.node_id, record.path)] = event.seq
+        self._touch(record)
+
+    def _started(self, key: RecordKey, event: SupervisionEvent) -> None:
+        data = dict(event.data)
+        record = self.records.get(key)
+        if record is None:
+            record = AgentRecord(
+                node_id=key[0], supervisor=key[1], agent_id=key[2], kind=event.kind or "?",
+                restart=str(data.get("restart", "permanent")), spec=data, desired_state="running",
+                state="running", incarnation=event.restart_count, reason=None, last_event=event.event_type,
+                last_seq=event.seq, started_seq=event.seq, updated_at=event.occurred_at,
+            )
+            self.records[key] = record
+        else:
+            if event.kind:
+                record.kind = event.kind
+            if data:
+                record.spec = data
+                record.restart = str(data.get("restart", record.restart))
+            record.desired_state = "running"
+            record.state = "running"
+            record.incarnation = event.restart_count
+            record.reason = None
+            record.last_event = event.event_type
+            record.last_seq = event.seq
+            record.updated_at = event.occurred_at
+        self._removed.discard(key)
+        self._changed.add(key)
+        if record.is_supervisor:
+            if not record.supervisor:  # the root: a new run of this node
+                for stop_key in [k for k in self._stops if k[0] == record.node_id]:
+                    del self._stops[stop_key]
+            else:
+                self._lose_children(record)
+
+    def _lose_children(self, sup: AgentRecord) -> None:
+        stopped_at = self._stops.pop((sup.node_id, sup.path), None)
+        if stopped_at is None:
+            return
+        for record in list(self.records.values()):
+            if record.node_id == sup.node_id and _is_under(record.supervisor, sup.path) and record.last_seq < stopped_at:
+                record.state = "stopped"
+                record.desired_state = "stopped"
+                record.reason = f"lost when supervisor {sup.path} restarted"
+                self._touch(record)
+
+    def _touch(self, record: AgentRecord) -> None:
+        key = record.key
+        if record.state == "stopped" and record.desired_state == "stopped":
+            del self.records[key]
+            self._changed.discard(key)
+            self._removed.add(key)
+        else:
+            self._changed.add(key)
+
+    def take_changes(self) -> tuple[list[AgentRecord], list[RecordKey]]:
+        """Records changed and keys dropped since the last call (for the registry)."""
+        changed = [self.records[k] for k in self._changed if k in self.records]
+        removed = list(self._removed)
+        self._changed.clear()
+        self._removed.clear()
+        return changed, removed
+
+    def snapshot(self) -> TreeSnapshot:
+        return TreeSnapshot(
+            as_of_seq=self.last_seq,
+            as_of=self.last_at,
+            records=tuple(sorted(self.records.values(), key=lambda r: (r.node_id, r.started_seq))),
+        )
+
+
+@dataclass(frozen=True)
+class TreeSnapshot:
+    """The supervision tree(s) and every child's state as of one journal position."""
+
+    as_of_seq: int
+    as_of: datetime | None
+    records: tuple[AgentRecord, ...]
+
+    def nodes(self) -> list[str]:
+        return sorted({r.node_id for r in self.records})
+
+    def agent(self, agent_id: str, node_id: str | None = None) -> AgentRecord:
+        """The (non-supervisor) child ``agent_id``; ``KeyError`` if it was not there."""
+        for record in self.records:
+            if record.agent_id == agent_id and not record.is_supervisor and node_id in (None, record.node_id):
+                return record
+        raise KeyError(agent_id)
+
+    def agents(self, node_id: str | None = None) -> list[AgentRecord]:
+        """The agents (not supervisors), in start order."""
+        return [r for r in self.records if not r.is_supervisor and node_id in (None, r.node_id)]
+
+    def tree(self, node_id: str) -> dict[str, Any]:
+        """One node's tree, nested like ``Runtime.tree()``: supervisors with their ``children``."""
+        records = [r for r in self.records if r.node_id == node_id]
+        by_parent: dict[str, list[AgentRecord]] = {}
+        for record in records:
+            by_parent.setdefault(record.supervisor, []).append(record)
+
+        def node(record: AgentRecord) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "id": record.agent_id,
+                "path": record.path,
+                "type": "supervisor" if record.is_supervisor else "agent",
+                "kind": record.kind,
+                "state": record.state,
+                "restart": record.restart,
+                "restart_count": record.incarnation,
+            }
+            if record.is_supervisor:
+                for name in ("strategy", "intensity", "period_s"):
+                    if name in record.spec:
+                        out[name] = record.spec[name]
+                out["children"] = [node(c) for c in by_parent.get(record.path, [])]
+            else:
+                out["config"] = record.config
+            return out
+
+        roots = by_parent.get("", [])
+        if not roots:
+            return {"node_id": node_id, "id": None, "children": []}
+        tree = node(roots[-1])
+        tree["node_id"] = node_id
+        return tree

@@ -1,0 +1,273 @@
+"""Replay: supervision events back from the journal, as sync or async iterators.
+
+``Replay`` is both: ``for event in replay`` (a connection of its own, in the
+calling thread) and ``async for event in replay`` (a connection from the
+node's pool when iterated on the node's loop, else one of its own).
+
+- Filters: ``agent_id``, ``supervisor``, ``node_id``, ``event_types``;
+  ``since`` and ``until`` are inclusive bounds, each a journal ``seq`` (int)
+  or an aware ``datetime`` (compared with ``occurred_at``).
+- Events come in ``seq`` order through a server-side cursor fetching
+  ``itersize`` rows at a time, so memory stays flat over millions of events.
+  Their ``seq`` is the journal's (not the emitting node's own number).
+- ``follow=True``: after the history, live events. The connection LISTENs
+  (the writer NOTIFYs after each commit) *before* the history is read, and
+  every later read asks for ``seq > last seen``. Writers commit in ``seq``
+  order (they share an append lock), so nothing is skipped and nothing comes
+  twice at the hand-over. A lost connection is re-opened and reading resumes
+  after the last event delivered. ``poll_s`` bounds the wait when no NOTIFY
+  comes. ``until`` ends a follow: a ``seq`` once the journal reaches it, a
+  ``datetime`` once that moment has passed and nothing more matches.
+- ``close()`` ends a follow at its next wake (within ``poll_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Collection, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from mistersmith.errors import SpecError
+from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
+
+from .codec import SELECT_COLUMNS, event_from_row
+from .shipper import NOTIFY_CHANNEL
+
+__all__ = ["Bound", "Replay", "ReplayFilter", "replay_filter"]
+
+Bound = int | datetime
+
+_SELECT = sql.SQL("SELECT {} FROM supervision_events").format(sql.SQL(", ").join(map(sql.Identifier, SELECT_COLUMNS)))
+_LISTEN = sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL))
+_HEAD = sql.SQL("SELECT coalesce(max(seq), 0) FROM supervision_events")
+_RECONNECT_S = 0.5
+
+
+def _check_bound(key: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, datetime)):
+        raise SpecError(None, key, value, "use a journal seq (int) or an aware datetime")
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise SpecError(None, key, value, "use an aware datetime, e.g. datetime.now(UTC)")
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    """Which events to replay; validated eagerly."""
+
+    agent_id: str | None = None
+    supervisor: str | None = None
+    node_id: str | None = None
+    since: Bound | None = None
+    until: Bound | None = None
+    event_types: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_bound("since", self.since)
+        _check_bound("until", self.until)
+        if self.event_types is not None:
+            unknown = sorted(set(self.event_types) - set(EVENT_TYPES))
+            if unknown:
+                raise SpecError(None, "event_types", unknown, f"use event types: {', '.join(EVENT_TYPES)}")
+
+    def query(self, after_seq: int | None = None) -> tuple[sql.Composed, list[Any]]:
+        """The SELECT (ordered by seq) and its parameters."""
+        where: list[sql.Composable] = []
+        params: list[Any] = []
+        for column, value in (("agent_id", self.agent_id), ("supervisor", self.supervisor), ("node_id", self.node_id)):
+            if value is not None:
+                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if self.event_types is not None:
+            where.append(sql.SQL("event_type = ANY(%s)"))
+            params.append(list(self.event_types))
+        for bound, op in ((self.since, ">="), (self.until, "<=")):
+            if bound is None:
+                continue
+            column = "occurred_at" if isinstance(bound, datetime) else "seq"
+            where.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
+            params.append(bound)
+        if after_seq is not None:
+            where.append(sql.SQL("seq > %s"))
+            params.append(after_seq)
+        query = _SELECT
+        if where:
+            query = sql.SQL("{} WHERE {}").format(query, sql.SQL(" AND ").join(where))
+        return sql.SQL("{} ORDER BY seq").format(query), params
+
+    def ended(self, head_seq: int, found_more: bool) -> bool:
+        """For a follow: is ``until`` behind us?"""
+        until = self.until
+        if until is None:
+            return False
+        if isinstance(until, datetime):
+            return not found_more and datetime.now(UTC) > until
+        return head_seq >= until
+
+
+class Replay:
+    """An iterable (sync and async) over journaled events; see the module docstring."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        filters: ReplayFilter,
+        *,
+        follow: bool = False,
+        itersize: int = 2000,
+        poll_s: float = 1.0,
+        pool: AsyncConnectionPool | None = None,
+        pool_loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.conninfo = conninfo
+        self.filters = filters
+        self.follow = follow
+        self.itersize = itersize
+        self.poll_s = poll_s
+        self._pool = pool
+        self._pool_loop = pool_loop
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """End a follow at its next wake; a history read stops at the next batch."""
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    # -- sync --------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[SupervisionEvent]:
+        return self._sync()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.conninfo, autocommit=True, application_name="mistersmith-replay")
+        set_json_loads(orjson.loads, conn)
+        return conn
+
+    def _read(self, conn: psycopg.Connection[Any], after: int | None) -> Iterator[SupervisionEvent]:
+        query, params = self.filters.query(after)
+        with conn.transaction(), conn.cursor(name="ms_replay") as cur:
+            cur.itersize = self.itersize
+            cur.execute(query, params)
+            while not self._closed.is_set():
+                rows = cur.fetchmany(self.itersize)
+                if not rows:
+                    return
+                for row in rows:
+                    yield event_from_row(row)
+
+    def _sync(self) -> Iterator[SupervisionEvent]:
+        last: int | None = None
+        conn = self._connect()
+        try:
+            if self.follow:
+                conn.execute(_LISTEN)
+            for event in self._read(conn, last):
+                last = event.seq
+                yield event
+            while self.follow and not self._closed.is_set():
+                try:
+                    if conn.closed or conn.broken:
+                        conn = self._connect()
+                        conn.execute(_LISTEN)
+                    found = False
+                    for event in self._read(conn, last):
+                        found = True
+                        last = event.seq
+                        yield event
+                    head = conn.execute(_HEAD).fetchone()
+                    if self.filters.ended(int(head[0]) if head else 0, found):
+                        return
+                    if not found:
+                        for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                            pass
+                except psycopg.OperationalError:
+                    self._closed.wait(_RECONNECT_S)
+        finally:
+            conn.close()
+
+    # -- async -------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[SupervisionEvent]:
+        return self._async()
+
+    async def _aconnect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True, application_name="mistersmith-replay"
+        )
+        set_json_loads(orjson.loads, conn)
+        return conn
+
+    async def _aread(self, conn: psycopg.AsyncConnection[Any], after: int | None) -> AsyncIterator[SupervisionEvent]:
+        query, params = self.filters.query(after)
+        async with conn.transaction(), conn.cursor(name="ms_replay") as cur:
+            cur.itersize = self.itersize
+            await cur.execute(query, params)
+            while not self._closed.is_set():
+                rows = await cur.fetchmany(self.itersize)
+                if not rows:
+                    return
+                for row in rows:
+                    yield event_from_row(row)
+
+    async def _async(self) -> AsyncIterator[SupervisionEvent]:
+        pool = self._pool
+        if not self.follow and pool is not None and asyncio.get_running_loop() is self._pool_loop:
+            async with pool.connection() as pooled:
+                async for event in self._aread(pooled, None):
+                    yield event
+            return
+        last: int | None = None
+        conn = await self._aconnect()
+        try:
+            if self.follow:
+                await conn.execute(_LISTEN)
+            async for event in self._aread(conn, last):
+                last = event.seq
+                yield event
+            while self.follow and not self._closed.is_set():
+                try:
+                    if conn.closed or conn.broken:
+                        conn = await self._aconnect()
+                        await conn.execute(_LISTEN)
+                    found = False
+                    async for event in self._aread(conn, last):
+                        found = True
+                        last = event.seq
+                        yield event
+                    head = await (await conn.execute(_HEAD)).fetchone()
+                    if self.filters.ended(int(head[0]) if head else 0, found):
+                        return
+                    if not found:
+                        async for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                            pass
+                except psycopg.OperationalError:
+                    await asyncio.sleep(_RECONNECT_S)
+        finally:
+            await conn.close()
+
+
+def replay_filter(
+    agent_id: str | None,
+    supervisor: str | None,
+    node_id: str | None,
+    since: Bound | None,
+    until: Bound | None,
+    event_types: Collection[str] | None,
+) -> ReplayFilter:
+    """A ``ReplayFilter`` from ``replay()``'s keyword arguments."""
+    types = None if event_types is None else tuple([event_types] if isinstance(event_types, str) else event_types)
+    return ReplayFilter(agent_id, supervisor, node_id, since, until, types)
+

@@ -1,0 +1,385 @@
+"""The shipper: moves spooled events into PostgreSQL, exactly once, in group commits.
+
+One thread (``mistersmith-journal-ship``) with one connection of its own, so
+the write path never waits on the event loop or the pool. Each round takes
+every durable record not yet shipped (up to a batch bound) and, in one
+transaction:
+
+1. takes the journal's append lock (``APPEND_LOCK_KEY``, transaction-level):
+   writers on every node take turns, so ``seq`` order is commit order and a
+   reader that has seen ``seq`` N never later finds a new row below N;
+2. streams the spooled lines to ``COPY`` unchanged: straight into
+   ``supervision_events`` normally, or, when duplicates are possible (the
+   first batch after a start or a lost connection, whose commit may or may
+   not have happened), through a staging table and
+   ``INSERT ... ON CONFLICT (event_id) DO NOTHING``; a duplicate met on the
+   straight path rolls back and retries the careful way;
+3. folds the inserted events into the ``agents`` registry (``projection.py``);
+4. ``NOTIFY``s followers with the last ``seq``.
+
+Only then does the spool checkpoint move. So an event is in PostgreSQL once,
+whatever fails when. While PostgreSQL is unreachable the rounds fail, the
+backlog grows on disk, and the outage is logged (at once, then every
+``outage_log_interval_s``) and shown in ``stats()``. A line PostgreSQL rejects
+as data is isolated by bisection and set aside in ``rejected.log`` in the
+spool directory, logged and counted, so it cannot block the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from mistersmith.supervisors import SupervisionEvent
+
+from .codec import COLUMNS, decode_line
+from .projection import Projection
+from .registry import delete_records, load_node, upsert_records
+from .spool import Spool, SpoolPosition
+
+__all__ = ["APPEND_LOCK_KEY", "NOTIFY_CHANNEL", "Shipper"]
+
+logger = logging.getLogger("mistersmith.journal.writer")
+
+APPEND_LOCK_KEY = 0x4D534A524E  # "MSJRN": serialises journal writers
+NOTIFY_CHANNEL = "mistersmith_journal"
+
+_COLS = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+_LOCK = sql.SQL("SELECT pg_advisory_xact_lock(%s)")
+_COPY_DIRECT = sql.SQL("COPY supervision_events ({}) FROM STDIN").format(_COLS)
+_STAGE = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS ms_journal_stage ("
+    " ord bigint GENERATED ALWAYS AS IDENTITY, event_id uuid, occurred_at timestamptz, node_id text,"
+    " node_seq bigint, supervisor text, agent_id text, kind text, event_type text, reason text,"
+    " restart_count integer, data jsonb) ON COMMIT DELETE ROWS"
+)
+_COPY_STAGE = sql.SQL("COPY ms_journal_stage ({}) FROM STDIN").format(_COLS)
+_INSERT_STAGED = sql.SQL(
+    "INSERT INTO supervision_events ({cols}) SELECT {cols} FROM ms_journal_stage ORDER BY ord"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
+).format(cols=_COLS)
+_LAST_SEQ = sql.SQL("SELECT currval(pg_get_serial_sequence('supervision_events', 'seq'))")
+_SEQS_OF = sql.SQL("SELECT event_id, seq FROM supervision_events WHERE event_id = ANY(%s)")
+_NOTIFY = sql.SQL("SELECT pg_notify(%s, %s)")
+
+
+class _Duplicate(Exception):
+    """The straight path met an event already in the journal."""
+
+
+def _is_connection_error(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, OSError)):
+        return True
+    return conn is None or conn.closed or conn.broken
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """PostgreSQL (or our decoder) refuses the content, not the request."""
+    return isinstance(exc, (psycopg.errors.DataError, psycopg.errors.IntegrityError, ValueError))
+
+
+class Shipper:
+    """Ships ``spool`` to the database at ``conninfo`` from its own thread."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        conninfo: str,
+        *,
+        batch_max_events: int,
+        batch_max_bytes: int,
+        retry_min_s: float,
+        retry_max_s: float,
+        connect_timeout_s: float,
+        outage_log_interval_s: float,
+    ) -> None:
+        self.spool = spool
+        self.conninfo = conninfo
+        self.batch_max_events = batch_max_events
+        self.batch_max_bytes = batch_max_bytes
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
+        self.connect_timeout_s = connect_timeout_s
+        self.outage_log_interval_s = outage_log_interval_s
+        self._conn: psycopg.Connection[Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._pos = spool.shipped_position
+        self._projection = Projection()
+        self._loaded_nodes: set[str] = set()
+        self._outage_since: float | None = None
+        self._outage_wall: datetime | None = None
+        self._last_outage_log = 0.0
+        # counters
+        self.batches = 0
+        self.events_shipped = 0
+        self.duplicates_skipped = 0
+        self.rejected = 0
+        self.outages = 0
+        self.last_error: str | None = None
+        self.last_batch_events = 0
+
+    # -- lifecycle (any thread) ------------------------------------------------------
+
+    def start(self) -> None:
+        self._pos = self.spool.shipped_position
+        self._thread = threading.Thread(target=self._run, name="mistersmith-journal-ship", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the round in progress; what is not shipped stays in the spool."""
+        self._stop.set()
+        self.spool.wake()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                logger.error("journal writer did not stop within %.1f s; abandoned", timeout_s)
+        with self._cond:
+            self._cond.notify_all()
+
+    def flush(self, timeout_s: float | None) -> bool:
+        """Wait until every event durable now is in PostgreSQL; False on timeout."""
+        target = self.spool.durable_position
+        return self.wait_for(lambda shipper: shipper._pos >= target, timeout_s)
+
+    def wait_for(self, predicate: Callable[[Shipper], bool], timeout_s: float | None) -> bool:
+        """Wait until ``predicate(self)`` holds; checked after every round, shipped or failed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self) or self._stop.is_set(), timeout_s) and predicate(self)
+
+    @property
+    def connected(self) -> bool:
+        conn = self._conn
+        return conn is not None and not conn.closed and not conn.broken and self._outage_since is None
+
+    def stats(self) -> dict[str, Any]:
+        since = self._outage_since
+        return {
+            "pg_connected": self.connected,
+            "outage_since": self._outage_wall.isoformat() if since is not None and self._outage_wall else None,
+            "outage_s": round(time.monotonic() - since, 3) if since is not None else 0.0,
+            "outages": self.outages,
+            "batches": self.batches,
+            "events_shipped": self.events_shipped,
+            "duplicates_skipped": self.duplicates_skipped,
+            "rejected": self.rejected,
+            "last_batch_events": self.last_batch_events,
+            "last_error": self.last_error,
+        }
+
+    # -- the thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        careful = True
+        delay = self.retry_min_s
+        try:
+            while not self._stop.is_set():
+                if not self.spool.wait_readable(self._pos, 1.0, self._stop) or self._stop.is_set():
+                    continue
+                try:
+                    lines, new_pos, nbytes = self.spool.read(self._pos, self.batch_max_events, self.batch_max_bytes)
+                except Exception as exc:
+                    logger.critical("journal writer cannot read the spool: %r", exc)
+                    self.last_error = repr(exc)
+                    self._stop.wait(self.retry_max_s)
+                    continue
+                if not lines:
+                    self._advance(new_pos, 0, 0)
+                    continue
+                try:
+                    conn = self._connection()
+                    try:
+                        self._ship(conn, lines, careful)
+                    except _Duplicate:
+                        careful = True
+                        self._ship(conn, lines, careful)
+                    except Exception as exc:
+                        if _is_connection_error(exc, conn) or not _is_data_error(exc):
+                            raise
+                        self._isolate(conn, lines)
+                except Exception as exc:
+                    self._failed(exc)
+                    careful = True
+                    self._stop.wait(delay)
+                    delay = min(self.retry_max_s, delay * 2)
+                    continue
+                careful = False
+                delay = self.retry_min_s
+                self._reachable()
+                self._advance(new_pos, len(lines), nbytes)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _advance(self, pos: SpoolPosition, records: int, nbytes: int) -> None:
+        if records:
+            self.spool.commit(pos, records, nbytes)
+        with self._cond:
+            self._pos = pos
+            self._cond.notify_all()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
+            self._conn = None
+        self._conn = psycopg.connect(
+            self.conninfo, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)),
+            application_name="mistersmith-journal-writer",
+        )
+        return self._conn
+
+    def _failed(self, exc: BaseException) -> None:
+        self._projection = Projection()  # it may hold changes that were rolled back
+        self._loaded_nodes.clear()
+        self.last_error = f"{type(exc).__name__}: {str(exc).strip()}"
+        try:
+            self._note_failure(exc)
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _note_failure(self, exc: BaseException) -> None:
+        conn = self._conn
+        if not _is_connection_error(exc, conn):
+            logger.error("journal writer: %s; retrying", self.last_error)
+            return
+        if conn is not None:
+            conn.close()
+            self._conn = None
+        now = time.monotonic()
+        stats = self.spool.stats()
+        if self._outage_since is None:
+            self._outage_since = now
+            self._outage_wall = datetime.now(UTC)
+            self._last_outage_log = now
+            self.outages += 1
+            logger.warning(
+                "journal: PostgreSQL unreachable (%s); supervision goes on, events wait in the spool "
+                "(%d waiting)", self.last_error, stats["backlog_events"],
+            )
+        elif now - self._last_outage_log >= self.outage_log_interval_s:
+            self._last_outage_log = now
+            logger.warning(
+                "journal: PostgreSQL unreachable for %.0f s; %d events (%d bytes) wait in %s",
+                now - self._outage_since, stats["backlog_events"], stats["backlog_bytes"], stats["directory"],
+            )
+
+    def _reachable(self) -> None:
+        if self._outage_since is None:
+            return
+        logger.info(
+            "journal: PostgreSQL reachable again after %.1f s; shipping %d waiting events",
+            time.monotonic() - self._outage_since, self.spool.stats()["backlog_events"],
+        )
+        self._outage_since = None
+        self._outage_wall = None
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _ship(self, conn: psycopg.Connection[Any], lines: list[bytes], careful: bool) -> None:
+        events = [decode_line(line) for line in lines]
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_LOCK, (APPEND_LOCK_KEY,))
+                if careful:
+                    seqs = self._insert_careful(cur, lines)
+                else:
+                    seqs = self._insert_direct(cur, lines, events)
+                self._fold(conn, cur, events, seqs)
+                if seqs:
+                    cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(max(seqs.values()))))
+        except BaseException:
+            self._projection = Projection()
+            self._loaded_nodes.clear()
+            raise
+        self.batches += 1
+        self.events_shipped += len(seqs)
+        self.duplicates_skipped += len(lines) - len(seqs)
+        self.last_batch_events = len(lines)
+
+    def _insert_direct(
+        self, cur: psycopg.Cursor[Any], lines: list[bytes], events: list[SupervisionEvent]
+    ) -> dict[Any, int]:
+        try:
+            with cur.copy(_COPY_DIRECT) as copy:
+                copy.write(b"".join(lines))
+        except psycopg.errors.UniqueViolation as exc:
+            raise _Duplicate from exc
+        row = cur.execute(_LAST_SEQ).fetchone()
+        assert row is not None
+        last = int(row[0])
+        first = last - len(lines) + 1
+        ids = [e.event_id for e in events]
+        found = dict(cur.execute(_SEQS_OF, ([ids[0], ids[-1]],)).fetchall())
+        if found.get(ids[0]) == first and found.get(ids[-1]) == last:
+            return {event_id: first + i for i, event_id in enumerate(ids)}
+        # someone else took numbers in between (a writer not taking the lock): ask for each
+        return dict(cur.execute(_SEQS_OF, (ids,)).fetchall())
+
+    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes]) -> dict[Any, int]:
+        cur.execute(_STAGE)
+        with cur.copy(_COPY_STAGE) as copy:
+            copy.write(b"".join(lines))
+        return dict(cur.execute(_INSERT_STAGED).fetchall())
+
+    def _fold(
+        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], events: list[SupervisionEvent],
+        seqs: dict[Any, int],
+    ) -> None:
+        projection = self._projection
+        for event in events:
+            seq = seqs.get(event.event_id)
+            if seq is None:
+                continue  # already in the journal: folded when it was inserted
+            if event.node_id not in self._loaded_nodes:
+                projection.load(load_node(conn, event.node_id))
+                self._loaded_nodes.add(event.node_id)
+            projection.apply(dataclasses.replace(event, seq=seq))
+        changed, removed = projection.take_changes()
+        delete_records(cur, removed)
+        upsert_records(cur, changed)
+
+    # -- poison lines -----------------------------------------------------------------------
+
+    def _isolate(self, conn: psycopg.Connection[Any], lines: list[bytes]) -> None:
+        try:
+            self._ship(conn, lines, careful=True)
+        except Exception as exc:
+            if _is_connection_error(exc, conn) or not _is_data_error(exc):
+                raise
+            if len(lines) == 1:
+                self._reject(lines[0], exc)
+                return
+            mid = len(lines) // 2
+            self._isolate(conn, lines[:mid])
+            self._isolate(conn, lines[mid:])
+
+    def _reject(self, line: bytes, exc: BaseException) -> None:
+        self.rejected += 1
+        path = self.spool.directory / "rejected.log"
+        entry = orjson.dumps(
+            {"at": datetime.now(UTC).isoformat(), "error": str(exc).strip(), "line": line.decode("utf-8", "replace")}
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, entry + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        logger.error("journal: PostgreSQL rejected an event (%s); it is kept in %s", str(exc).strip(), path)

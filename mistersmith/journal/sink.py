@@ -1,0 +1,66 @@
+"""``JournalSink``: the event bus's durable sink (the write-ahead hook).
+
+- ``write(event)`` runs under the bus lock, in ``seq`` order: it encodes the
+  event (``codec.encode_line``) and queues it in the spool. No I/O; it never
+  raises (after ``close`` it logs and counts the event as dropped).
+- ``sync(event)`` runs right after, in the emitting actor's thread: it returns
+  once the spool has fsync'd the event, so the transition's effect (the
+  restart, the reply, the next event) cannot be seen before the event is on
+  disk. If the disk does not answer within ``sync_timeout_s`` it logs, counts
+  and returns, so supervision does not hang on a dead disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from mistersmith.supervisors import SupervisionEvent
+
+from .codec import encode_line
+from .errors import JournalClosedError
+from .spool import Spool
+
+__all__ = ["JournalSink"]
+
+logger = logging.getLogger("mistersmith.journal.sink")
+
+
+class JournalSink:
+    """Write-ahead sink over a ``Spool``; pass it to ``Runtime(sinks=[...])``."""
+
+    def __init__(self, spool: Spool, *, sync_timeout_s: float) -> None:
+        self.spool = spool
+        self.sync_timeout_s = sync_timeout_s
+        self._tickets: dict[uuid.UUID, int] = {}
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self.sync_timeouts = 0
+
+    def write(self, event: SupervisionEvent) -> None:
+        try:
+            ticket = self.spool.append(encode_line(event))
+        except JournalClosedError:
+            self.dropped += 1
+            logger.error(
+                "journal closed: event %s not recorded", event.event_type,
+                extra={"agent_id": event.agent_id, "supervisor": event.supervisor, "event_type": event.event_type},
+            )
+            return
+        self._tickets[event.event_id] = ticket
+
+    def sync(self, event: SupervisionEvent) -> None:
+        ticket = self._tickets.pop(event.event_id, None)
+        if ticket is None or self.spool.wait_durable(ticket, self.sync_timeout_s):
+            return
+        with self._lock:
+            self.sync_timeouts += 1
+        logger.error(
+            "journal: event %s not on disk after %.1f s; going on without waiting",
+            event.event_type, self.sync_timeout_s,
+            extra={"agent_id": event.agent_id, "supervisor": event.supervisor, "event_type": event.event_type},
+        )
+
+    def stats(self) -> dict[str, int]:
+        return {"dropped_after_close": self.dropped, "sync_timeouts": self.sync_timeouts}

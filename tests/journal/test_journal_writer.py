@@ -1,0 +1,147 @@
+"""The durable writer: write-ahead, group commit, exactly once, PostgreSQL outages."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+
+from mistersmith import AgentFailedError, SupervisorSpec
+from mistersmith.embedded.postgres import EmbeddedPostgres
+from mistersmith.journal import Journal
+from mistersmith.journal.codec import encode_line
+from mistersmith.supervisors import EventBus, SupervisionEvent
+
+if TYPE_CHECKING:
+    from conftest_pg import Node, NodeFactory
+
+pytest_plugins = ["conftest_pg"]
+
+
+def journal_rows(conninfo: str) -> list[tuple[uuid.UUID, str, int]]:
+    with psycopg.connect(conninfo) as conn:
+        return [(r[0], r[1], r[2]) for r in conn.execute(
+            "SELECT event_id, node_id, node_seq FROM supervision_events ORDER BY seq"
+        )]
+
+
+def crash(node: Node, agent: str, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises(AgentFailedError):
+            node.runtime.ask(agent, "fail", timeout=5)
+        assert node.runtime.ask(agent, "ping", timeout=5)["pong"] is True
+
+
+def test_every_event_lands_once_in_order(node: Node) -> None:
+    rt = node.runtime
+    rt.add_supervisor(SupervisorSpec("workers", intensity=50))
+    agents = [rt.spawn("echo", f"a{i}", supervisor="root/workers") for i in range(5)]
+    crash(node, "a1", 3)
+    rt.stop("a4")
+    assert node.journal.flush(10)
+    rows = journal_rows(node.journal.conninfo)
+    history = rt.history()
+    assert [r[0] for r in rows] == [e.event_id for e in history], "journal order is emission order"
+    assert [r[2] for r in rows] == [e.seq for e in history]
+    assert {r[1] for r in rows} == {"n1"}
+    assert len(agents) == 5
+    stats = node.journal.stats()
+    assert stats["writer"]["events_shipped"] == len(history)
+    assert stats["writer"]["batches"] < len(history) or len(history) < 3
+    assert stats["spool"]["backlog_events"] == 0 and stats["writer"]["pg_connected"]
+
+
+def test_event_is_on_disk_before_emit_returns(journal: Journal) -> None:
+    bus = EventBus("n-wal")
+    bus.add_sink(journal.sink)
+    seen_durable: list[bool] = []
+
+    class Witness:
+        """A later sink: by the time its sync runs, the journal's must be done."""
+
+        def write(self, event: SupervisionEvent) -> None:
+            return None
+
+        def sync(self, event: SupervisionEvent) -> None:
+            data = b"".join(p.read_bytes() for p in sorted(journal.spool.directory.glob("*.spool")))
+            seen_durable.append(str(event.event_id).encode() in data)
+
+    bus.add_sink(Witness())
+    events = [bus.emit("started", supervisor="root", agent_id=f"w{i}", kind="echo") for i in range(20)]
+    assert seen_durable == [True] * 20
+    assert journal.flush(10)
+    assert {r[0] for r in journal_rows(journal.conninfo)} == {e.event_id for e in events}
+
+
+def test_postgres_stopped_mid_run_then_every_event_once(
+    own_pg: EmbeddedPostgres, tmp_path: Path, caplog: pytest.LogCaptureFixture, make_node: NodeFactory
+) -> None:
+    caplog.set_level(logging.INFO, logger="mistersmith.journal")
+    node = make_node(tmp_path / "node", own_pg.conninfo())
+    try:
+        rt, journal = node.runtime, node.journal
+        rt.add_supervisor(SupervisorSpec("workers", intensity=100))
+        rt.spawn("echo", "a1", supervisor="root/workers")
+        assert journal.flush(10)
+        own_pg.stop()
+        crash(node, "a1", 5)  # supervision goes on without PostgreSQL
+        rt.spawn("echo", "a2", supervisor="root/workers")
+        assert journal.shipper.wait_for(lambda s: not s.connected and s.outages == 1, 10)
+        stats = journal.stats()
+        assert stats["writer"]["outage_since"] is not None
+        assert stats["spool"]["backlog_events"] == 11  # 5 x (failed + restarted) + started a2
+        assert not journal.flush(0.2), "nothing reaches PostgreSQL while it is down"
+        own_pg.start()
+        assert journal.flush(20)
+        crash(node, "a2", 1)
+        assert journal.flush(10)
+        history = rt.history()
+        rows = journal_rows(journal.conninfo)
+        assert [r[0] for r in rows] == [e.event_id for e in history], "each event once, in order"
+        stats = journal.stats()
+        assert stats["writer"]["pg_connected"] and stats["spool"]["backlog_events"] == 0
+        assert stats["writer"]["outage_s"] == 0.0
+    finally:
+        node.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("PostgreSQL unreachable" in m for m in messages)
+    assert any("reachable again" in m for m in messages)
+
+
+def test_reshipping_after_a_lost_checkpoint_inserts_nothing_twice(
+    tmp_path: Path, journal_db: str, make_node: NodeFactory, make_journal: Any
+) -> None:
+    node = make_node(tmp_path / "node", journal_db)
+    node.runtime.spawn("echo", "a1")
+    crash(node, "a1", 2)
+    node.close()
+    before = journal_rows(journal_db)
+    (tmp_path / "node" / "journal" / "shipped.pos").unlink()  # as if we died right after a commit
+    journal = make_journal(tmp_path / "node", journal_db)
+    assert journal.flush(10)
+    assert journal.stats()["writer"]["duplicates_skipped"] == len(before)
+    assert journal.stats()["writer"]["events_shipped"] == 0
+    journal.close()
+    assert journal_rows(journal_db) == before
+
+
+def test_a_line_postgresql_rejects_is_set_aside_and_the_rest_ships(journal: Journal) -> None:
+    bus = EventBus("n-poison")
+    bus.add_sink(journal.sink)
+    good = [bus.emit("started", supervisor="root", agent_id=f"g{i}", kind="echo") for i in range(3)]
+    poison = SupervisionEvent(
+        event_id=uuid.uuid4(), seq=99, occurred_at=good[0].occurred_at, node_id="n-poison",
+        supervisor="root", agent_id="bad", kind="echo", event_type="failed", restart_count=2**40,
+    )
+    assert journal.spool.wait_durable(journal.spool.append(encode_line(poison)), 5)
+    assert journal.spool.wait_durable(journal.spool.append(b"not a journal line\n"), 5)
+    good += [bus.emit("stopped", supervisor="root", agent_id=f"g{i}", kind="echo") for i in range(3)]
+    assert journal.flush(10)
+    assert [r[0] for r in journal_rows(journal.conninfo)] == [e.event_id for e in good]
+    assert journal.stats()["writer"]["rejected"] == 2
+    kept = (journal.spool.directory / "rejected.log").read_text()
+    assert str(poison.event_id) in kept and "not a journal line" in kept
