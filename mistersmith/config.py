@@ -1,0 +1,262 @@
+"""Node settings: flags, then ``MISTERSMITH_*`` environment variables, then a
+TOML file, then the defaults (stated once, in ``SETTINGS`` below).
+
+A pure module: ``load_settings`` reads only what it is given. A bad value is
+refused with a ``ConfigError`` that names the setting, where the value came
+from, the value, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mistersmith.errors import MisterSmithError
+
+__all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings"]
+
+
+class ConfigError(MisterSmithError):
+    """A setting has a bad value (or the config file cannot be read)."""
+
+    code = "invalid_config"
+
+    def __init__(self, key: str, source: str, value: object, allowed: str) -> None:
+        super().__init__(f"{key}={value!r} (from {source}) is not allowed; {allowed}")
+        self.key = key
+        self.source = source
+        self.value = value
+        self.allowed = allowed
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("use a non-empty string")
+    return value
+
+
+def _opt_text(value: object) -> str | None:
+    return None if value in (None, "") else _text(value)
+
+
+def _port(value: object) -> int:
+    port = _integer(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("use a port number from 0 to 65535 (0 picks a free one)")
+    return port
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("use an integer")
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ValueError("use an integer") from None
+    if not isinstance(value, int):
+        raise ValueError("use an integer")
+    return value
+
+
+def _count(value: object) -> int:
+    n = _integer(value)
+    if n < 1:
+        raise ValueError("use an integer >= 1")
+    return n
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("use a number of seconds > 0")
+    try:
+        s = float(value) if isinstance(value, (int, float, str)) else float("nan")
+    except ValueError:
+        s = float("nan")
+    if not s > 0 or s == float("inf"):
+        raise ValueError("use a number of seconds > 0")
+    return s
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+def _urls(value: object) -> tuple[str, ...] | None:
+    if value in (None, "", []):
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(u, str) and u.strip() for u in items):
+        raise ValueError("use a URL or a comma-separated list of URLs")
+    return tuple(u.strip() for u in items)
+
+
+def _choice(*allowed: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in allowed:
+            raise ValueError(f"use one of: {', '.join(allowed)}")
+        return str(value)
+
+    return parse
+
+
+def _origins(value: object) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(o, str) for o in items):
+        raise ValueError("use a comma-separated list of origins")
+    return tuple(o.strip() for o in items if o.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its dotted key (``section.name``), default, parser, env name, secrecy."""
+
+    key: str
+    default: Any
+    parse: Callable[[object], Any]
+    env: str
+    secret: bool = False
+    help: str = ""
+
+
+def _s(key: str, default: Any, parse: Callable[[object], Any], help: str, *, env: str | None = None,
+       secret: bool = False) -> Setting:
+    name = env or "MISTERSMITH_" + key.replace(".", "_").upper()
+    return Setting(key, default, parse, name, secret, help)
+
+
+# Every node default, stated once (the design's values where it gives them).
+SETTINGS: tuple[Setting, ...] = (
+    _s("node.id", None, _opt_text, "node id; the same id on restart recovers its agents", env="MISTERSMITH_NODE_ID"),
+    _s("node.data_dir", ".mistersmith", _text, "data directory (embedded servers, spool, lock)",
+       env="MISTERSMITH_DATA_DIR"),
+    _s("node.max_agents", 10, _count, "concurrent agents per node (pool_full past it)"),
+    _s("node.recovery", True, _flag, "respawn this node's agents from the journal at start"),
+    _s("http.host", "127.0.0.1", _text, "HTTP bind address"),
+    _s("http.port", 8080, _port, "HTTP port (0 picks a free one)"),
+    _s("http.request_timeout_s", 30.0, _seconds, "HTTP request timeout"),
+    _s("http.sse_max_streams", 1000, _count, "concurrent SSE streams at most"),
+    _s("http.sse_keepalive_s", 30.0, _seconds, "SSE keep-alive comment interval"),
+    _s("http.api_token", None, _opt_text, "bearer token for every route but /health",
+       env="MISTERSMITH_API_TOKEN", secret=True),
+    _s("http.allow_insecure", False, _flag, "allow a non-loopback bind without a token"),
+    _s("http.cors_origins", (), _origins, "allowed CORS origins (CORS is off when empty)"),
+    _s("http.max_body_bytes", 1_048_576, _count, "request body size limit"),
+    _s("http.rate_limit_per_s", 100.0, _seconds, "per-client token-bucket refill rate"),
+    _s("http.rate_limit_burst", 200, _count, "per-client token-bucket size"),
+    _s("database.url", None, _opt_text, "PostgreSQL URL; empty starts the embedded server",
+       env="MISTERSMITH_DATABASE_URL", secret=True),
+    _s("database.pool_max", 30, _count, "pool max connections"),
+    _s("database.pool_min", 5, _count, "pool min connections"),
+    _s("database.connect_timeout_s", 10.0, _seconds, "connect timeout"),
+    _s("database.idle_timeout_s", 300.0, _seconds, "idle connection timeout"),
+    _s("database.max_lifetime_s", 3600.0, _seconds, "connection max lifetime"),
+    _s("nats.url", None, _urls, "NATS URL(s), comma-separated; empty starts the embedded server",
+       env="MISTERSMITH_NATS_URL"),
+    _s("nats.ping_interval_s", 30.0, _seconds, "NATS ping interval"),
+    _s("nats.user", None, _opt_text, "NATS user"),
+    _s("nats.password", None, _opt_text, "NATS password", secret=True),
+    _s("nats.token", None, _opt_text, "NATS token", secret=True),
+    _s("nats.creds_file", None, _opt_text, "NATS credentials file"),
+    _s("nats.nkey_seed_file", None, _opt_text, "NATS nkey seed file"),
+    _s("nats.tls_ca", None, _opt_text, "CA bundle for tls:// servers"),
+    _s("nats.tls_cert", None, _opt_text, "client certificate"),
+    _s("nats.tls_key", None, _opt_text, "client key", secret=True),
+    _s("logging.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "log level"),
+    _s("logging.format", "pretty", _choice("pretty", "json"), "log format"),
+)
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+class Settings:
+    """The effective settings. Read them as ``settings["http.port"]``."""
+
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.sources = dict(sources)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        """Nested ``{section: {name: value}}``; secrets show as ``***`` unless unset."""
+        out: dict[str, dict[str, Any]] = {}
+        for setting in SETTINGS:
+            section, name = setting.key.split(".", 1)
+            value = self._values[setting.key]
+            if mask_secrets and setting.secret and value is not None:
+                value = "***"
+            if isinstance(value, tuple):
+                value = list(value)
+            out.setdefault(section, {})[name] = value
+        return out
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("--config", "the command line", str(path), "name an existing TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("--config", str(path), str(path), f"fix the TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for section, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(section, str(path), table, "put settings in [section] tables")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if key not in _BY_KEY:
+                raise ConfigError(key, str(path), value, f"use known settings: {', '.join(_BY_KEY)}")
+            flat[key] = value
+    return flat
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Merge flags > environment > file > defaults, validating every value.
+
+    ``flags`` maps dotted keys to values given on the command line (None means
+    not given); ``env`` is usually ``os.environ``.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = env or {}
+    from_file = _read_file(Path(config_file)) if config_file is not None else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.key in flags:
+            raw, source = flags[setting.key], "the command line"
+        elif setting.env in env:
+            raw, source = env[setting.env], f"${setting.env}"
+        elif setting.key in from_file:
+            raw, source = from_file[setting.key], str(config_file)
+        else:
+            values[setting.key], sources[setting.key] = setting.default, "default"
+            continue
+        try:
+            values[setting.key] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "***" if setting.secret else raw
+            raise ConfigError(setting.key, source, shown, str(exc)) from None
+        sources[setting.key] = source
+    for key in flags:
+        if key not in _BY_KEY:
+            raise ConfigError(key, "the command line", flags[key], "use a known setting")
+    if values["database.pool_min"] > values["database.pool_max"]:
+        raise ConfigError("database.pool_min", sources["database.pool_min"], values["database.pool_min"],
+                          f"use a value <= database.pool_max ({values['database.pool_max']})")
+    return Settings(values, sources)

@@ -1,0 +1,99 @@
+"""Settings: flags > environment > file > defaults, each bad value named with its source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mistersmith.config import SETTINGS, ConfigError, load_settings
+
+
+def test_defaults_are_the_designs() -> None:
+    s = load_settings()
+    assert s["http.host"] == "127.0.0.1" and s["http.port"] == 8080
+    assert s["http.request_timeout_s"] == 30.0
+    assert s["http.sse_max_streams"] == 1000 and s["http.sse_keepalive_s"] == 30.0
+    assert (s["database.pool_max"], s["database.pool_min"]) == (30, 5)
+    assert (s["database.connect_timeout_s"], s["database.idle_timeout_s"], s["database.max_lifetime_s"]) == (
+        10.0, 300.0, 3600.0)
+    assert s["nats.ping_interval_s"] == 30.0
+    assert s["node.data_dir"] == ".mistersmith" and s["node.max_agents"] == 10
+    assert all(src == "default" for src in s.sources.values())
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "mistersmith.toml"
+    cfg.write_text('[http]\nport = 9000\nhost = "0.0.0.0"\n[node]\nmax_agents = 3\n')
+    env = {"MISTERSMITH_HTTP_PORT": "9100", "MISTERSMITH_NODE_MAX_AGENTS": "4"}
+    s = load_settings({"http.port": 9200}, env, cfg)
+    assert s["http.port"] == 9200 and s.sources["http.port"] == "the command line"
+    assert s["node.max_agents"] == 4 and s.sources["node.max_agents"] == "$MISTERSMITH_NODE_MAX_AGENTS"
+    assert s["http.host"] == "0.0.0.0" and s.sources["http.host"] == str(cfg)
+
+
+def test_design_env_names() -> None:
+    env = {
+        "MISTERSMITH_DATABASE_URL": "postgresql://u:p@db/x",
+        "MISTERSMITH_NATS_URL": "nats://a:4222, nats://b:4222",
+        "MISTERSMITH_DATA_DIR": "/tmp/d",
+        "MISTERSMITH_HTTP_HOST": "::1",
+        "MISTERSMITH_API_TOKEN": "t0k",
+    }
+    s = load_settings(env=env)
+    assert s["database.url"] == "postgresql://u:p@db/x"
+    assert s["nats.url"] == ("nats://a:4222", "nats://b:4222")
+    assert s["node.data_dir"] == "/tmp/d" and s["http.host"] == "::1" and s["http.api_token"] == "t0k"
+
+
+def test_secrets_are_masked() -> None:
+    s = load_settings(env={"MISTERSMITH_API_TOKEN": "t0k", "MISTERSMITH_DATABASE_URL": "postgresql://x"})
+    shown = s.as_dict()
+    assert shown["http"]["api_token"] == "***" and shown["database"]["url"] == "***"
+    assert shown["nats"]["password"] is None
+    assert "t0k" not in repr(shown)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "key", "source"),
+    [
+        ({"http.port": "http"}, {}, "http.port", "the command line"),
+        ({}, {"MISTERSMITH_HTTP_PORT": "70000"}, "http.port", "$MISTERSMITH_HTTP_PORT"),
+        ({}, {"MISTERSMITH_DATABASE_POOL_MAX": "0"}, "database.pool_max", "$MISTERSMITH_DATABASE_POOL_MAX"),
+        ({}, {"MISTERSMITH_LOGGING_FORMAT": "xml"}, "logging.format", "$MISTERSMITH_LOGGING_FORMAT"),
+        ({}, {"MISTERSMITH_NODE_RECOVERY": "maybe"}, "node.recovery", "$MISTERSMITH_NODE_RECOVERY"),
+        ({}, {"MISTERSMITH_HTTP_REQUEST_TIMEOUT_S": "-1"}, "http.request_timeout_s",
+         "$MISTERSMITH_HTTP_REQUEST_TIMEOUT_S"),
+    ],
+)
+def test_bad_values_name_key_source_and_allowed(flags: dict[str, object], env: dict[str, str], key: str,
+                                                source: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(flags, env)
+    assert err.value.key == key and err.value.source == source
+    assert key in str(err.value) and "use" in str(err.value)
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="existing TOML file"):
+        load_settings(config_file=tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[http\nport=1")
+    with pytest.raises(ConfigError, match="fix the TOML"):
+        load_settings(config_file=broken)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[http]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="http.prot"):
+        load_settings(config_file=unknown)
+
+
+def test_pool_min_above_max_is_refused() -> None:
+    with pytest.raises(ConfigError, match="database.pool_min"):
+        load_settings(env={"MISTERSMITH_DATABASE_POOL_MIN": "40"})
+
+
+def test_secret_values_are_not_echoed_in_errors() -> None:
+    assert any(s.secret for s in SETTINGS)
+    with pytest.raises(ConfigError) as err:
+        load_settings({"http.api_token": 123})
+    assert "123" not in str(err.value)
