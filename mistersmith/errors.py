@@ -23,6 +23,7 @@ __all__ = [
     "MailboxFullError",
     "MisterSmithError",
     "PausedError",
+    "PoolFullError",
     "RestartingError",
     "RuntimeClosedError",
     "SpecError",
@@ -173,6 +174,18 @@ class PausedError(MisterSmithError):
         )
         self.agent_id = agent_id
         self.command = command
+
+
+class PoolFullError(MisterSmithError):
+    """The node already runs its maximum number of agents."""
+
+    code = "pool_full"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this node already runs its limit of {limit} agents; stop one or raise max_agents"
+        )
+        self.limit = limit
 
 
 class CommandTimeoutError(MisterSmithError, TimeoutError):

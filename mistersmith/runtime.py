@@ -62,6 +62,8 @@ class Runtime:
     intensity); its static children start before the constructor returns.
     ``clock`` is injectable (``FakeClock`` in tests). ``sinks`` receive every
     supervision event, after the built-in in-memory one (``runtime.events``).
+    ``max_agents`` caps the agents hosted at once (``PoolFullError`` past it);
+    a stopped agent frees its slot, a restarting one keeps it.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Runtime:
         sinks: Collection[EventSink] = (),
         events_kept: int = 10_000,
         watchdog_interval_s: float = 0.1,
+        max_agents: int | None = None,
     ) -> None:
         self.node_id = check_id(node_id or f"node-{uuid.uuid4().hex[:12]}", "node_id")
         self._own_clock = clock is None
@@ -83,7 +86,9 @@ class Runtime:
         self.bus.add_sink(self.events)
         for sink in sinks:
             self.bus.add_sink(sink)
-        self.system = System(self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s)
+        self.system = System(
+            self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s, max_agents=max_agents
+        )
         self._agents = self.system.agents
         self.system.register("echo", EchoAgent)
         for name, cls in (kinds or {}).items():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mistersmith.actors import Agent, AgentContext, Command, Counters, Envelope, Mailbox
 from mistersmith.actors._mailbox import deliver
 from mistersmith.clock import Clock, TimerHandle
-from mistersmith.errors import SpecError, UnknownAgentError
+from mistersmith.errors import PoolFullError, SpecError, UnknownAgentError
 
 from ._child import Child
 from ._events import EventBus
@@ -34,7 +34,13 @@ class System:
     """Shared state of one node's supervision tree. Thread-safe where it must be."""
 
     def __init__(
-        self, node_id: str, clock: Clock, bus: EventBus, *, watchdog_interval_s: float = 0.1
+        self,
+        node_id: str,
+        clock: Clock,
+        bus: EventBus,
+        *,
+        watchdog_interval_s: float = 0.1,
+        max_agents: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -43,6 +49,7 @@ class System:
         self.kinds: dict[str, type[Agent]] = {}
         self.agents: dict[str, Child] = {}
         self.supervisors: dict[str, Supervisor] = {}
+        self.max_agents = max_agents
         self._watchdog_interval_s = watchdog_interval_s
         self._watchdog: TimerHandle | None = None
         self._lock = threading.Lock()
@@ -114,8 +121,21 @@ class System:
     # -- registry ----------------------------------------------------------------
 
     def claim(self, child: Child) -> bool:
-        """Register an agent id; False if another agent holds it."""
-        return self.agents.setdefault(child.id, child) is child
+        """Register an agent id; False if another agent holds it.
+
+        Raises ``PoolFullError`` when ``max_agents`` agents already hold a
+        slot (an agent holds one until it is stopped for good).
+        """
+        if self.max_agents is None:
+            return self.agents.setdefault(child.id, child) is child
+        with self._lock:
+            if child.id in self.agents:
+                return False
+            live = sum(1 for c in self.agents.values() if not c.context.mailbox.closed)
+            if live >= self.max_agents:
+                raise PoolFullError(self.max_agents)
+            self.agents[child.id] = child
+            return True
 
     def release(self, child: Child) -> None:
         """Forget an agent for good; whatever its mailbox still holds is dead-lettered."""
