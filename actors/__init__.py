@@ -8,6 +8,7 @@ from mistersmith.actors._command import CommandSpec, command
 from mistersmith.actors._context import AgentContext, Counters
 from mistersmith.actors._mailbox import Command, Envelope, Exit, Mailbox, ThreadReply
 from mistersmith.actors.echo import EchoAgent
+from mistersmith.actors.process import ProcessAgent, ProcessFailed
 
 __all__ = [
     "Agent",
@@ -20,6 +21,8 @@ __all__ = [
     "Envelope",
     "Exit",
     "Mailbox",
+    "ProcessAgent",
+    "ProcessFailed",
     "ThreadReply",
     "command",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pykka
 
-from mistersmith.actors import Agent, Command, EchoAgent, Envelope, Exit, ThreadReply
+from mistersmith.actors import Agent, Command, EchoAgent, Envelope, Exit, ProcessAgent, ThreadReply
 from mistersmith.clock import Clock, MonotonicClock
 from mistersmith.crossing import EventStream, LoopReply, forbid_blocking, run_in_thread, wait_reply
 from mistersmith.errors import (
@@ -91,6 +91,7 @@ class Runtime:
         )
         self._agents = self.system.agents
         self.system.register("echo", EchoAgent)
+        self.system.register("process", ProcessAgent)
         for name, cls in (kinds or {}).items():
             self.register(name, cls)
         self.fatal_error: FatalError | None = None
