@@ -1,0 +1,105 @@
+"""The suite registry and ``python -m mistersmith.bench SUITE [--json] [--quick]``.
+
+A suite is a function ``(Options) -> list[Figure]``. Add one by putting it
+in ``SUITES``; ``all`` runs every registered suite in order.
+Suites import their module only when they run, so ``--help`` stays fast and a
+suite's dependencies (a NATS server, PostgreSQL...) are needed only by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from ._report import Figure, machine, render_json, render_table
+
+__all__ = ["SUITES", "Options", "Progress", "Suite", "main", "run_suites"]
+
+Progress = Callable[[str], None]
+
+
+def _silent(message: str) -> None:
+    del message
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What every suite is told.
+
+    ``quick``: small sizes, for smoke tests (the numbers are not figures).
+    ``pin``: measure ratio figures with every thread on one CPU, where the
+    platform allows it. ``progress``: called with one line per step.
+    """
+
+    quick: bool = False
+    pin: bool = True
+    progress: Progress = _silent
+
+
+Suite = Callable[[Options], list[Figure]]
+
+
+def _runtime(options: Options) -> list[Figure]:
+    from . import runtime
+
+    return runtime.run(options)
+
+
+SUITES: dict[str, Suite] = {
+    "runtime": _runtime,
+}
+
+ALL = "all"
+
+
+def _progress_to(stream: TextIO | None, suite: str) -> Progress:
+    def progress(message: str) -> None:
+        if stream is not None:
+            print(f"[bench {suite}] {message}", file=stream, flush=True)
+
+    return progress
+
+
+def run_suites(
+    names: Sequence[str], *, quick: bool = False, pin: bool = True, stream: TextIO | None = sys.stderr
+) -> list[tuple[str, list[Figure]]]:
+    """Run the named suites in order; progress lines go to ``stream`` (None: silent)."""
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown suite(s) {unknown}; use one of: {', '.join([*SUITES, ALL])}")
+    return [(name, SUITES[name](Options(quick, pin, _progress_to(stream, name)))) for name in names]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0 even if a target is missed)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mistersmith.bench",
+        description="Measure MisterSmith against raw pykka, side by side, and print the figures against their targets.",
+    )
+    parser.add_argument("suite", choices=[*SUITES, ALL], help="which suite to run")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds (smoke tests; not figures)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let the scheduler place threads freely for ratio figures too (noisier)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+    names = list(SUITES) if args.suite == ALL else [args.suite]
+    results = run_suites(names, quick=args.quick, pin=args.pin, stream=None if args.quiet else sys.stderr)
+    info = machine()
+    if args.json:
+        print(json.dumps(render_json(args.suite, args.quick, results, info), indent=2))
+        return 0
+    flags = "".join(f" {flag}" for flag, on in (("--quick", args.quick), ("--no-pin", not args.pin)) if on)
+    load = ", ".join(f"{x:.2f}" for x in info["loadavg"])
+    print(f"# python -m mistersmith.bench {args.suite}{flags}")
+    print(f"# {info['nproc']} CPUs, Python {info['python']}, pykka {info['pykka']}, load average {load}")
+    for name, figures in results:
+        print(f"\n## {name}\n")
+        print(render_table(figures))
+    if args.quick:
+        print("\n(--quick: small sizes for smoke tests; these are not the figures)")
+    return 0

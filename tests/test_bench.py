@@ -1,0 +1,84 @@
+"""The benchmark runs and reports every figure. Smoke only: no timing target is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mistersmith.bench import SUITES, Figure, Target, main
+from mistersmith.bench._report import percentile, render_json, render_table
+
+RUNTIME_FIGURES = {"ask_p50", "send_throughput", "restart_p50", "spawn_rate", "peak_rss"}
+
+
+def test_runtime_suite_quick_json_has_every_figure() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mistersmith.bench", "runtime", "--quick", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["suite"] == "runtime" and doc["quick"] is True
+    assert doc["machine"]["nproc"] >= 1
+    figures = {f["key"]: f for f in doc["figures"]}
+    assert set(figures) == RUNTIME_FIGURES
+    for key, figure in figures.items():
+        assert figure["suite"] == "runtime"
+        assert figure["ours"] > 0, key
+        assert figure["baseline"] > 0, key
+        assert figure["ratio"] > 0, key
+        assert figure["passed"] in (True, False), key
+        assert figure["target"]["op"] in ("<=", ">="), key
+    assert figures["restart_p50"]["extra"]["p99"] >= figures["restart_p50"]["ours"]
+    assert "[bench runtime]" in done.stderr  # progress lines
+
+
+def test_every_suite_is_callable_and_all_is_reserved() -> None:
+    assert "runtime" in SUITES and "all" not in SUITES
+    assert all(callable(suite) for suite in SUITES.values())
+
+
+def test_unknown_suite_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["nope"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_relative_and_absolute_targets() -> None:
+    at_most = Target("<=", 1.5, relative=True)
+    assert at_most.met(15.0, 10.0) is True
+    assert at_most.met(16.0, 10.0) is False
+    assert at_most.met(1.0, None) is None
+    at_least = Target(">=", 1_000.0, relative=False)
+    assert at_least.met(1_000.0, None) is True
+    assert at_least.met(999.0, 5_000.0) is False
+    assert at_most.describe("us") == "<= 1.5x"
+    assert at_least.describe("agents/s") == ">= 1,000 agents/s"
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 100) == 5.0
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+
+
+def test_table_and_json_carry_the_same_figure() -> None:
+    figure = Figure(
+        key="ask_p50", name="ask round trip p50", unit="us", ours=30.0, baseline=20.0,
+        target=Target("<=", 1.5, relative=True), extra={"p99": 90.0, "baseline_p99": 80.0},
+        shown=("p99", "baseline_p99"),
+    )
+    table = render_table([figure])
+    row = table.splitlines()[2]
+    for cell in ("ask round trip p50", "30.0 us", "20.0 us", "1.50x", "<= 1.5x", "pass", "p99 90.0, pykka p99 80.0"):
+        assert cell in row
+    doc = render_json("runtime", False, [("runtime", [figure])], {"nproc": 2})
+    assert doc["figures"] == [{"suite": "runtime", **figure.as_dict()}]
+    assert doc["figures"][0]["ratio"] == 1.5 and doc["figures"][0]["passed"] is True
