@@ -7,10 +7,11 @@ one ships here; the PostgreSQL journal plugs into the same ``EventSink``
 interface.
 
 Threads: ``emit`` runs in whatever thread makes the transition (an agent's or
-a supervisor's). ``write`` and subscription callbacks run inside the bus lock
-and must be quick; ``sync`` runs after the lock and may block until the event
-is durable: the emitting thread waits for it before the transition's effect
-becomes visible (write-ahead).
+a supervisor's). ``write`` runs inside the bus lock and must be quick; ``sync``
+runs after it and may block until the event is durable: the emitting thread
+waits for it before the transition's effect becomes visible (write-ahead).
+Subscriptions get the event after that, in ``seq`` order; their callbacks run
+in the emitting thread and must be quick.
 """
 
 from __future__ import annotations
@@ -244,7 +245,9 @@ class EventBus:
     def __init__(self, node_id: str, first_seq: int = 1) -> None:
         self.node_id = node_id
         self._next_seq = first_seq
+        self._next_delivery = first_seq
         self._lock = threading.Lock()
+        self._delivery = threading.Condition()
         self._sinks: tuple[EventSink, ...] = ()
         self._subs: tuple[Subscription, ...] = ()
 
@@ -292,7 +295,11 @@ class EventBus:
         restart_count: int = 0,
         data: Mapping[str, Any] | None = None,
     ) -> SupervisionEvent:
-        """Record one transition; returns once every sink holds it durably."""
+        """Record one transition; returns once every sink holds it durably.
+
+        Subscribers see the event only after that, and in ``seq`` order, so
+        nothing outside the process observes an event a crash could lose.
+        """
         with self._lock:
             event = SupervisionEvent(
                 event_id=uuid.uuid4(),
@@ -311,10 +318,16 @@ class EventBus:
             sinks = self._sinks
             for sink in sinks:
                 sink.write(event)
-            for sub in self._subs:
-                sub._offer(event)
-        for sink in sinks:
-            sink.sync(event)
+        try:
+            for sink in sinks:
+                sink.sync(event)
+        finally:
+            with self._delivery:
+                self._delivery.wait_for(lambda: self._next_delivery == event.seq)
+                for sub in self._subs:
+                    sub._offer(event)
+                self._next_delivery += 1
+                self._delivery.notify_all()
         logger.debug(
             "%s %s", event_type, agent_id or supervisor,
             extra={"agent_id": agent_id, "supervisor": supervisor, "event_type": event_type, "reason": reason},
