@@ -16,6 +16,8 @@ Load it from a test module with ``pytest_plugins = ["conftest_pg"]``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,17 +37,20 @@ TEMPLATE_DB = "ms_journal_template"
 
 
 @pytest.fixture(scope="session")
-def pg_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin() -> Iterator[str]:
     url = os.environ.get("MISTERSMITH_TEST_DATABASE_URL")
     if url:
         yield make_conninfo(url)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", durable=False)
-    server.start()
+    # Not under pytest's basetemp: a concurrent pytest run may prune that while we run.
+    home = Path(tempfile.mkdtemp(prefix="ms-test-pg-"))
+    server = EmbeddedPostgres(home / "data", durable=False)
     try:
+        server.start()
         yield server.conninfo()
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _create_db(admin: str, template: str | None = None) -> str:

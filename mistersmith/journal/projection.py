@@ -23,7 +23,8 @@ Children a supervisor loses when it restarts: a supervisor that stopped (or
 escalated) and then starts again in the same node run comes back with its
 static children only; every descendant whose last event came before that
 stop is marked ``stopped``/``stopped``. A root ``started`` begins a new node
-run, after which recovery (not the supervisor) decides.
+run, after which recovery (not the supervisor) decides. A supervisor stopped
+on purpose takes its descendants with it.
 
 A record that is ``stopped`` and meant to be is dropped: recovery never needs
 it and the journal keeps its history. So memory is bounded by the children
@@ -166,6 +167,8 @@ class Projection:
                 record.desired_state = "running" if record.restart == "permanent" else "stopped"
             if record.is_supervisor:
                 self._stops[(event.node_id, record.path)] = event.seq
+                if record.desired_state == "stopped":
+                    self._end_children(record, f"stopped with supervisor {record.path}")
         elif kind in _STATES:
             record.state = _STATES[kind]
             if kind == "escalated":
@@ -207,14 +210,19 @@ class Projection:
 
     def _lose_children(self, sup: AgentRecord) -> None:
         stopped_at = self._stops.pop((sup.node_id, sup.path), None)
-        if stopped_at is None:
-            return
+        if stopped_at is not None:
+            self._end_children(sup, f"lost when supervisor {sup.path} restarted", before_seq=stopped_at)
+
+    def _end_children(self, sup: AgentRecord, reason: str, before_seq: int | None = None) -> None:
         for record in list(self.records.values()):
-            if record.node_id == sup.node_id and _is_under(record.supervisor, sup.path) and record.last_seq < stopped_at:
-                record.state = "stopped"
-                record.desired_state = "stopped"
-                record.reason = f"lost when supervisor {sup.path} restarted"
-                self._touch(record)
+            if record.node_id != sup.node_id or not _is_under(record.supervisor, sup.path):
+                continue
+            if before_seq is not None and record.last_seq >= before_seq:
+                continue
+            record.state = "stopped"
+            record.desired_state = "stopped"
+            record.reason = reason
+            self._touch(record)
 
     def _touch(self, record: AgentRecord) -> None:
         key = record.key

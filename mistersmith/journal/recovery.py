@@ -107,8 +107,11 @@ def plan_recovery(records: Iterable[AgentRecord]) -> RecoveryPlan:
     respawn: list[AgentRecord] = []
     leave: list[tuple[AgentRecord, str]] = []
     gone: set[str] = set()
+    known = {r.path for r in ordered} | {r.supervisor for r in ordered if r.supervisor.count("/") == 0}
     for record in ordered:
         why = _why_not(record)
+        if why is None and record.supervisor not in known:
+            why = "its supervisor is not in the registry"
         if why is None and any(record.supervisor == g or record.supervisor.startswith(g + "/") for g in gone):
             why = "its supervisor is not recovered"
         if why is None:

@@ -16,8 +16,11 @@ node's pool when iterated on the node's loop, else one of its own).
   order (they share an append lock), so nothing is skipped and nothing comes
   twice at the hand-over. A lost connection is re-opened and reading resumes
   after the last event delivered. ``poll_s`` bounds the wait when no NOTIFY
-  comes. ``until`` ends a follow: a ``seq`` once the journal reaches it, a
-  ``datetime`` once that moment has passed and nothing more matches.
+  comes. ``until`` ends a follow: a ``seq`` once the journal reaches it (the
+  head is read before each catch-up read, and the lock makes everything up to
+  it visible to that read); a ``datetime`` once that moment has passed and a
+  read finds nothing more (an event held back longer than that, say in a
+  spool during an outage, is not waited for).
 - ``close()`` ends a follow at its next wake (within ``poll_s``).
 """
 
@@ -182,12 +185,12 @@ class Replay:
                     if conn.closed or conn.broken:
                         conn = self._connect()
                         conn.execute(_LISTEN)
+                    head = conn.execute(_HEAD).fetchone()  # before the read: it sees everything up to head
                     found = False
                     for event in self._read(conn, last):
                         found = True
                         last = event.seq
                         yield event
-                    head = conn.execute(_HEAD).fetchone()
                     if self.filters.ended(int(head[0]) if head else 0, found):
                         return
                     if not found:
@@ -242,12 +245,12 @@ class Replay:
                     if conn.closed or conn.broken:
                         conn = await self._aconnect()
                         await conn.execute(_LISTEN)
+                    head = await (await conn.execute(_HEAD)).fetchone()
                     found = False
                     async for event in self._aread(conn, last):
                         found = True
                         last = event.seq
                         yield event
-                    head = await (await conn.execute(_HEAD)).fetchone()
                     if self.filters.ended(int(head[0]) if head else 0, found):
                         return
                     if not found:
