@@ -13,11 +13,11 @@ usually busy with something else, so the ratios are what count.
   incarnation (the crash's own round trip included), vs a hand-made pykka
   restart (the failing ask, ``stop``, ``start``, ``ask``).
 - ``spawn rate`` and ``peak RSS``: N agents spawned in a fresh interpreter
-  (``python -m mistersmith.bench.runtime spawn ours|pykka N``) so that the
+  (``python -m mistersmith.bench._many ours|pykka N``) so that the
   other figures do not pollute its memory; vs ``ThreadingActor.start()``.
 
 The two ratio figures (ask, send) run with every thread on one CPU unless
-``--no-pin`` is given (see ``_pinned``); the figures with absolute targets
+``--no-pin`` is given (see ``_harness.pinned``); the figures with absolute targets
 (restart, spawn, memory) run with the scheduler free, as a deployment would.
 
 Run it with ``python -m mistersmith.bench runtime``.
@@ -25,34 +25,23 @@ Run it with ``python -m mistersmith.bench runtime``.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pykka
 
 from mistersmith import AgentFailedError, RestartingError, Runtime, SupervisorSpec
 
-from ._cli import Options, Progress
+from ._cli import Options
+from ._harness import ASK_TIMEOUT_S, PykkaEcho, alternate, in_order, pinned, quiet_logs
+from ._many import bench_many
 from ._report import Figure, Target, percentile
 
 __all__ = ["FULL", "QUICK", "Sizes", "run"]
-
-
-_ASK_TIMEOUT_S = 10.0
-_CHILD_TIMEOUT_S = 600.0
-_MB = 1_000_000
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,37 +64,6 @@ QUICK = Sizes(warmup=50, ask_rounds=4, asks_per_round=100, send_rounds=3, sends_
               restarts=20, agents=200, spawn_rounds=1)
 
 
-class PykkaEcho(pykka.ThreadingActor):
-    """The baseline: the most trivial pykka actor. ``"fail"`` raises."""
-
-    def on_receive(self, message: Any) -> Any:
-        if message == "fail":
-            raise RuntimeError("echo was told to fail")
-        return message
-
-
-class _Discard(logging.Handler):
-    """Formats each record (a real handler would) and drops it."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.format(record)
-
-
-@contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """Keep crash tracebacks off stderr, but still pay for formatting them."""
-    log = logging.getLogger("mistersmith")
-    handler = _Discard()
-    saved = log.propagate
-    log.addHandler(handler)
-    log.propagate = False
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        log.propagate = saved
-
-
 @contextmanager
 def _echo_pair(rt: Runtime, **options: Any) -> Iterator[tuple[str, pykka.ActorRef[Any]]]:
     """A fresh echo agent (``options`` go to its spec) and a fresh pykka echo actor.
@@ -119,7 +77,7 @@ def _echo_pair(rt: Runtime, **options: Any) -> Iterator[tuple[str, pykka.ActorRe
         try:
             yield agent, ref
         finally:
-            ref.stop(block=True, timeout=_ASK_TIMEOUT_S)
+            ref.stop(block=True, timeout=ASK_TIMEOUT_S)
     finally:
         rt.stop(agent)
 
@@ -127,52 +85,6 @@ def _echo_pair(rt: Runtime, **options: Any) -> Iterator[tuple[str, pykka.ActorRe
 def _bench_runtime() -> Runtime:
     # Crashing hundreds of times a second is the point here: lift the intensity.
     return Runtime(root=SupervisorSpec("root", intensity=1_000_000, period_s=1.0))
-
-
-def _alternate(rounds: int) -> Iterator[tuple[int, bool]]:
-    """Round numbers, and whether ours goes first in that round (ABBA order)."""
-    for i in range(rounds):
-        yield i, i % 2 == 0
-
-
-def _in_order(ours_first: bool, ours: Callable[[], T], theirs: Callable[[], T]) -> tuple[T, T]:
-    if ours_first:
-        mine = ours()
-        return mine, theirs()
-    other = theirs()
-    return ours(), other
-
-
-def _task_ids() -> list[int]:
-    try:
-        return [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
-        return [0]
-
-
-@contextmanager
-def _pinned(enabled: bool) -> Iterator[int | None]:
-    """Pin every thread of this process, and the threads they start, to one CPU.
-
-    Yields the CPU, or None when pinning is off or unsupported. Whether an
-    actor thread shares its caller's CPU swings a round trip by 2-3x, for
-    pykka and for us alike, and it is a coin toss per thread: on one CPU the
-    comparison measures what each library costs instead of where threads landed.
-    """
-    if not enabled or not hasattr(os, "sched_setaffinity"):
-        yield None
-        return
-    allowed = os.sched_getaffinity(0)
-    cpu = max(allowed)
-    for tid in _task_ids():
-        with suppress(OSError):  # a thread that just ended
-            os.sched_setaffinity(tid, {cpu})
-    try:
-        yield cpu
-    finally:
-        for tid in _task_ids():
-            with suppress(OSError):
-                os.sched_setaffinity(tid, allowed)
 
 
 def _cpu_note(cpu: int | None) -> str:
@@ -188,7 +100,7 @@ def _asks_ours(rt: Runtime, agent: str, n: int) -> list[float]:
     out: list[float] = []
     for _ in range(n):
         t0 = clock()
-        rt.ask(agent, "echo", payload, timeout=_ASK_TIMEOUT_S)
+        rt.ask(agent, "echo", payload, timeout=ASK_TIMEOUT_S)
         out.append((clock() - t0) / 1_000)
     return out
 
@@ -199,7 +111,7 @@ def _asks_pykka(ref: pykka.ActorRef[Any], n: int) -> list[float]:
     out: list[float] = []
     for _ in range(n):
         t0 = clock()
-        ref.ask(payload, timeout=_ASK_TIMEOUT_S)
+        ref.ask(payload, timeout=ASK_TIMEOUT_S)
         out.append((clock() - t0) / 1_000)
     return out
 
@@ -211,11 +123,11 @@ def bench_ask(rt: Runtime, sizes: Sizes, cpu: int | None) -> Figure:
     ours_all: list[float] = []
     theirs_all: list[float] = []
     n = sizes.asks_per_round
-    for _, ours_first in _alternate(sizes.ask_rounds):
+    for _, ours_first in alternate(sizes.ask_rounds):
         with _echo_pair(rt) as (agent, ref):
             _asks_ours(rt, agent, sizes.warmup)
             _asks_pykka(ref, sizes.warmup)
-            mine, other = _in_order(ours_first, lambda: _asks_ours(rt, agent, n), lambda: _asks_pykka(ref, n))
+            mine, other = in_order(ours_first, lambda: _asks_ours(rt, agent, n), lambda: _asks_pykka(ref, n))
         ours_p50.append(percentile(mine, 50))
         theirs_p50.append(percentile(other, 50))
         ours_all += mine
@@ -242,7 +154,7 @@ def _send_rate_ours(rt: Runtime, agent: str, n: int) -> float:
     t0 = time.perf_counter_ns()
     for _ in range(n):
         send(agent, "echo", payload)
-    rt.ask(agent, "ping", timeout=_ASK_TIMEOUT_S * 6)
+    rt.ask(agent, "ping", timeout=ASK_TIMEOUT_S * 6)
     return n / ((time.perf_counter_ns() - t0) / 1e9)
 
 
@@ -252,7 +164,7 @@ def _send_rate_pykka(ref: pykka.ActorRef[Any], n: int) -> float:
     t0 = time.perf_counter_ns()
     for _ in range(n):
         tell(payload)
-    ref.ask("ping", timeout=_ASK_TIMEOUT_S * 6)
+    ref.ask("ping", timeout=ASK_TIMEOUT_S * 6)
     return n / ((time.perf_counter_ns() - t0) / 1e9)
 
 
@@ -266,11 +178,11 @@ def bench_send(rt: Runtime, sizes: Sizes, cpu: int | None) -> Figure:
     ours: list[float] = []
     theirs: list[float] = []
     n = sizes.sends_per_round
-    for _, ours_first in _alternate(sizes.send_rounds):
+    for _, ours_first in alternate(sizes.send_rounds):
         with _echo_pair(rt, mailbox_size=n + sizes.warmup + 1) as (agent, ref):
             _send_rate_ours(rt, agent, sizes.warmup)
             _send_rate_pykka(ref, sizes.warmup)
-            mine, other = _in_order(ours_first, lambda: _send_rate_ours(rt, agent, n), lambda: _send_rate_pykka(ref, n))
+            mine, other = in_order(ours_first, lambda: _send_rate_ours(rt, agent, n), lambda: _send_rate_pykka(ref, n))
         ours.append(mine)
         theirs.append(other)
     return Figure(
@@ -291,14 +203,14 @@ def bench_send(rt: Runtime, sizes: Sizes, cpu: int | None) -> Figure:
 def _restart_ours(rt: Runtime, agent: str) -> float:
     t0 = time.perf_counter_ns()
     try:
-        rt.ask(agent, "fail", timeout=_ASK_TIMEOUT_S)
+        rt.ask(agent, "fail", timeout=ASK_TIMEOUT_S)
     except AgentFailedError:
         pass
     else:  # pragma: no cover - the echo agent always fails on "fail"
         raise RuntimeError("the echo agent did not fail on 'fail'")
     while True:
         try:
-            rt.ask(agent, "ping", timeout=_ASK_TIMEOUT_S)
+            rt.ask(agent, "ping", timeout=ASK_TIMEOUT_S)
             break
         except RestartingError:  # only with a backoff, which the bench does not set
             continue
@@ -308,12 +220,12 @@ def _restart_ours(rt: Runtime, agent: str) -> float:
 def _restart_pykka(ref: pykka.ActorRef[Any]) -> tuple[float, pykka.ActorRef[Any]]:
     t0 = time.perf_counter_ns()
     try:
-        ref.ask("fail", timeout=_ASK_TIMEOUT_S)
+        ref.ask("fail", timeout=ASK_TIMEOUT_S)
     except RuntimeError:
         pass
-    ref.stop(block=True, timeout=_ASK_TIMEOUT_S)
+    ref.stop(block=True, timeout=ASK_TIMEOUT_S)
     ref = PykkaEcho.start()
-    ref.ask("ping", timeout=_ASK_TIMEOUT_S)
+    ref.ask("ping", timeout=ASK_TIMEOUT_S)
     return (time.perf_counter_ns() - t0) / 1e6, ref
 
 
@@ -332,12 +244,12 @@ def bench_restart(rt: Runtime, sizes: Sizes) -> Figure:
         for _ in range(max(1, sizes.warmup // 10)):
             _restart_ours(rt, agent)
             pykka_once()
-        for _, ours_first in _alternate(sizes.restarts):
-            mine, other = _in_order(ours_first, lambda: _restart_ours(rt, agent), pykka_once)
+        for _, ours_first in alternate(sizes.restarts):
+            mine, other = in_order(ours_first, lambda: _restart_ours(rt, agent), pykka_once)
             ours.append(mine)
             theirs.append(other)
     finally:
-        ref.stop(block=True, timeout=_ASK_TIMEOUT_S)
+        ref.stop(block=True, timeout=ASK_TIMEOUT_S)
         rt.stop(agent)
     return Figure(
         key="restart_p50",
@@ -349,100 +261,6 @@ def bench_restart(rt: Runtime, sizes: Sizes) -> Figure:
         extra={"p99": percentile(ours, 99), "baseline_p99": percentile(theirs, 99), "restarts": len(ours)},
         shown=("p99",),
     )
-
-
-# -- many agents, in a fresh interpreter -----------------------------------------
-
-
-def _peak_rss_bytes() -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _spawn_child(side: str, n: int) -> dict[str, float]:
-    """Runs in the child interpreter: spawn ``n`` agents, report, stop them all."""
-    base_rss = _peak_rss_bytes()
-    if side == "ours":
-        with _quiet_logs():
-            rt = Runtime(root=SupervisorSpec("root", shutdown_s=600.0))
-            try:
-                t0 = time.perf_counter()
-                ids = [rt.spawn("echo") for _ in range(n)]
-                spawn_s = time.perf_counter() - t0
-                rt.ask(ids[-1], "ping", timeout=_ASK_TIMEOUT_S)
-                peak = _peak_rss_bytes()
-                t1 = time.perf_counter()
-            finally:
-                rt.close()
-            stop_s = time.perf_counter() - t1
-    elif side == "pykka":
-        t0 = time.perf_counter()
-        refs = [PykkaEcho.start() for _ in range(n)]
-        spawn_s = time.perf_counter() - t0
-        refs[-1].ask("ping", timeout=_ASK_TIMEOUT_S)
-        peak = _peak_rss_bytes()
-        t1 = time.perf_counter()
-        pykka.ActorRegistry.stop_all(block=True)
-        stop_s = time.perf_counter() - t1
-    else:
-        raise ValueError(f"side={side!r} is not allowed; use 'ours' or 'pykka'")
-    return {"spawn_s": spawn_s, "stop_s": stop_s, "peak_rss": peak, "base_rss": base_rss}
-
-
-def _spawn_in_child(side: str, n: int) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "mistersmith.bench.runtime", "spawn", side, str(n)],
-        capture_output=True, text=True, timeout=_CHILD_TIMEOUT_S, check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"spawn child ({side}, {n} agents) exited {done.returncode}: {done.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def bench_many(sizes: Sizes, progress: Progress) -> list[Figure]:
-    ours: list[dict[str, float]] = []
-    theirs: list[dict[str, float]] = []
-    for i, ours_first in _alternate(sizes.spawn_rounds):
-        progress(f"  {sizes.agents:,} agents, round {i + 1}/{sizes.spawn_rounds}")
-        for side in ("ours", "pykka") if ours_first else ("pykka", "ours"):
-            (ours if side == "ours" else theirs).append(_spawn_in_child(side, sizes.agents))
-    n = sizes.agents
-    rate = statistics.median(n / r["spawn_s"] for r in ours)
-    base_rate = statistics.median(n / r["spawn_s"] for r in theirs)
-    peak = max(r["peak_rss"] for r in ours) / _MB
-    base_peak = max(r["peak_rss"] for r in theirs) / _MB
-    idle = statistics.median(r["base_rss"] for r in ours) / _MB
-    return [
-        Figure(
-            key="spawn_rate",
-            name="spawn rate",
-            unit="agents/s",
-            ours=rate,
-            baseline=base_rate,
-            target=Target(">=", 1_000.0, relative=False),
-            extra={"agents": n, "rounds": len(ours), "stop_all_s": statistics.median(r["stop_s"] for r in ours),
-                   "baseline_stop_all_s": statistics.median(r["stop_s"] for r in theirs)},
-            shown=("agents", "stop_all_s"),
-        ),
-        Figure(
-            key="peak_rss",
-            name="peak RSS",
-            unit="MB",
-            ours=peak,
-            baseline=base_peak,
-            target=Target("<=", 1_500.0, relative=False),
-            extra={"agents": n, "interpreter_mb": idle, "kb_per_agent": (peak - idle) * 1_000 / n},
-            shown=("agents", "kb_per_agent"),
-        ),
-    ]
 
 
 # -- the suite ---------------------------------------------------------------
@@ -458,10 +276,10 @@ def run(options: Options) -> list[Figure]:
     sizes = QUICK if options.quick else FULL
     progress = options.progress
     figures: list[Figure] = []
-    with _quiet_logs():
+    with quiet_logs():
         rt = _bench_runtime()
         try:
-            with _pinned(options.pin) as cpu:
+            with pinned(options.pin) as cpu:
                 where = "" if cpu is None else f", all threads on cpu {cpu}"
                 progress(f"ask round trip: {sizes.ask_rounds} rounds x {sizes.asks_per_round} asks each side{where}")
                 figures.append(bench_ask(rt, sizes, cpu))
@@ -472,20 +290,5 @@ def run(options: Options) -> list[Figure]:
         finally:
             rt.close()
     progress(f"spawn rate and peak RSS: {sizes.agents:,} agents in a fresh interpreter each side")
-    figures.extend(bench_many(sizes, progress))
+    figures.extend(bench_many(sizes.agents, sizes.spawn_rounds, progress))
     return figures
-
-
-def _main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] != "spawn":
-        print("usage: python -m mistersmith.bench.runtime spawn ours|pykka N (internal; "
-              "use python -m mistersmith.bench runtime)", file=sys.stderr)
-        return 2
-    result = _spawn_child(argv[1], int(argv[2]))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
