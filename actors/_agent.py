@@ -81,6 +81,12 @@ class Agent(pykka.ThreadingActor):
     use_daemon_thread: ClassVar[bool] = True
     _commands: ClassVar[dict[str, CommandSpec]] = {}
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # pykka builds an inbox in Actor.__init__; ours is the context's
+        # lasting mailbox, swapped in right after, so build nothing here.
+        return None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._commands = collect_commands(cls, BUILTIN_COMMANDS)

@@ -145,9 +145,8 @@ class Runtime:
         if template is not None:
             spec = dataclasses.replace(template, **fields)
         else:
-            if isinstance(kind, str):
-                self.system.resolve(ChildSpec(id=agent_id, kind=kind))
             spec = ChildSpec(**fields)
+            self.system.resolve(spec)  # an unknown kind fails here, before the supervisor
         return sup, spec
 
     def spawn(
