@@ -1,0 +1,237 @@
+"""``DiscoveryHub``: the node's in-process implementation of the ``Discoveries`` port.
+
+It stores a discovery (through an injected ``DiscoveryStore``, the journal's
+``discoveries`` table; without one it numbers them itself and keeps the
+newest ``keep`` in memory), fans it out to live subscribers, then publishes
+it (through an injected ``Publish``, the bridge's
+``discoveries.{agent_id}.{type}``).
+
+Everything runs on the node's event loop. Shares and ingests are serialised
+(store, then fan-out) so that subscribers see ``seq`` in increasing order,
+which is what makes ``Last-Event-ID`` resume gap-free: a subscriber that
+resumes registers for live discoveries first, then reads the stored ones
+after its ``seq``, then drops live ones it has already delivered.
+
+A subscriber holds at most ``buffer_per_subscriber`` undelivered
+discoveries. One that falls further behind is closed with ``overflowed``
+set, never silently thinned: it resumes from its last ``seq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mistersmith.discovery import DISCOVERY_TYPES, Discovery, DiscoveryFilter
+from mistersmith.errors import SpecError
+from mistersmith.ports import DiscoveryStore, Publish
+
+__all__ = ["DiscoveryHub"]
+
+logger = logging.getLogger("mistersmith.discoveries")
+
+_PAGE = 500
+
+
+class _Subscription:
+    """One reader's live queue (plus, when resuming, the stored backlog before it)."""
+
+    def __init__(self, hub: DiscoveryHub, flt: DiscoveryFilter, after_seq: int | None, maxsize: int) -> None:
+        self._hub = hub
+        self._flt = flt
+        self._live: collections.deque[Discovery] = collections.deque()
+        self._backlog: collections.deque[Discovery] = collections.deque()
+        self._ready = asyncio.Event()
+        self._maxsize = maxsize
+        self._last = after_seq if after_seq is not None else 0
+        self._catching_up = after_seq is not None
+        self._closed = False
+        self._overflowed = False
+
+    @property
+    def overflowed(self) -> bool:
+        return self._overflowed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def offer(self, discovery: Discovery) -> None:
+        """Called by the hub's fan-out, on the loop."""
+        if self._closed or not self._flt.matches(discovery):
+            return
+        if len(self._live) >= self._maxsize:
+            self._overflowed = True
+            logger.warning("discovery subscriber fell %d behind; closed it (it resumes from seq %d)",
+                           self._maxsize, self._last)
+            self.close()
+            return
+        self._live.append(discovery)
+        self._ready.set()
+
+    def __aiter__(self) -> AsyncIterator[Discovery]:
+        return self
+
+    async def __anext__(self) -> Discovery:
+        while True:
+            if self._backlog:
+                return self._deliver(self._backlog.popleft())
+            if self._catching_up and not self._closed:
+                page = await self._hub._load(self._flt, self._last, _PAGE)
+                self._backlog.extend(d for d in page if d.seq is not None and d.seq > self._last)
+                self._catching_up = len(page) >= _PAGE
+                continue
+            while self._live:
+                discovery = self._live.popleft()
+                if discovery.seq is None or discovery.seq > self._last:
+                    return self._deliver(discovery)
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+
+    def _deliver(self, discovery: Discovery) -> Discovery:
+        if discovery.seq is not None:
+            self._last = discovery.seq
+        return discovery
+
+    async def next(self, timeout_s: float) -> Discovery:
+        """The next discovery; ``TimeoutError`` after ``timeout_s``."""
+        return await asyncio.wait_for(self.__anext__(), timeout_s)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._hub._forget(self)
+            self._ready.set()
+
+
+class DiscoveryHub:
+    """Implements ``mistersmith.ports.Discoveries`` on the node's event loop."""
+
+    def __init__(
+        self,
+        *,
+        store: DiscoveryStore | None = None,
+        publish: Publish | None = None,
+        keep: int = 10_000,
+        buffer_per_subscriber: int = 1024,
+    ) -> None:
+        for key, value in (("keep", keep), ("buffer_per_subscriber", buffer_per_subscriber)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(None, key, value, "use an integer >= 1")
+        self._store = store
+        self._publish = publish
+        self._buffer = buffer_per_subscriber
+        self._recent: collections.deque[Discovery] = collections.deque(maxlen=keep)
+        self._by_id: dict[str, Discovery] = {}
+        self._subscribers: list[_Subscription] = []
+        self._lock = asyncio.Lock()
+        self._last_seq = 0
+        self._total = 0
+        self._by_type: collections.Counter[str] = collections.Counter()
+        self._by_agent: collections.Counter[str] = collections.Counter()
+        self.publish_errors = 0
+
+    # -- writing --------------------------------------------------------------------
+
+    async def share(self, discovery: Discovery) -> Discovery:
+        """Store, fan out, publish. A failed publish is logged and counted, not raised:
+        the discovery is stored and was delivered here."""
+        stored = await self._accept(discovery)
+        if self._publish is not None:
+            try:
+                await self._publish(stored)
+            except Exception:
+                self.publish_errors += 1
+                logger.exception("publishing discovery %s failed", stored.id, extra={"agent_id": stored.agent_id})
+        return stored
+
+    async def ingest(self, discovery: Discovery) -> Discovery | None:
+        """A discovery some NATS client published: store and fan out, not republish.
+
+        Returns ``None`` for one already seen here (our own, echoed back by NATS).
+        """
+        if discovery.id in self._by_id:
+            return None
+        return await self._accept(discovery, dedupe=True)
+
+    async def _accept(self, discovery: Discovery, dedupe: bool = False) -> Discovery:
+        async with self._lock:
+            if dedupe and discovery.id in self._by_id:
+                return self._by_id[discovery.id]
+            if self._store is not None:
+                seq = await self._store.persist(discovery)
+            else:
+                seq = self._last_seq + 1
+            self._last_seq = max(self._last_seq, seq)
+            stored = discovery.with_seq(seq)
+            self._remember(stored)
+            for sub in list(self._subscribers):
+                sub.offer(stored)
+        return stored
+
+    def _remember(self, stored: Discovery) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._by_id.pop(self._recent[0].id, None)
+        self._recent.append(stored)
+        self._by_id[stored.id] = stored
+        self._total += 1
+        self._by_type[stored.discovery_type] += 1
+        self._by_agent[stored.agent_id] += 1
+
+    # -- reading --------------------------------------------------------------------
+
+    async def get(self, discovery_id: str) -> Discovery | None:
+        found = self._by_id.get(discovery_id)
+        if found is None and self._store is not None:
+            found = await self._store.get(discovery_id)
+        return found
+
+    async def query(self, flt: DiscoveryFilter, *, after_seq: int = 0, limit: int = 100) -> list[Discovery]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise SpecError(None, "limit", limit, "use an integer >= 1")
+        return await self._load(flt, after_seq, limit)
+
+    async def _load(self, flt: DiscoveryFilter, after_seq: int, limit: int) -> list[Discovery]:
+        if self._store is not None:
+            return await self._store.load(flt, after_seq=after_seq, limit=limit)
+        found: list[Discovery] = []
+        for d in self._recent:
+            if d.seq is not None and d.seq > after_seq and flt.matches(d):
+                found.append(d)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def subscribe(self, flt: DiscoveryFilter, *, after_seq: int | None = None) -> _Subscription:
+        """Call on the loop. Without a store, resuming reaches back ``keep`` discoveries at most."""
+        if after_seq is not None and (isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0):
+            raise SpecError(None, "after_seq", after_seq, "use an integer >= 0")
+        sub = _Subscription(self, flt, after_seq, self._buffer)
+        self._subscribers.append(sub)
+        return sub
+
+    def _forget(self, sub: _Subscription) -> None:
+        try:
+            self._subscribers.remove(sub)
+        except ValueError:
+            pass
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "total": self._total,
+            "by_type": {t: self._by_type.get(t, 0) for t in DISCOVERY_TYPES},
+            "by_agent": dict(self._by_agent),
+            "subscribers": len(self._subscribers),
+            "last_seq": self._last_seq,
+            "publish_errors": self.publish_errors,
+        }
+
+    def close(self) -> None:
+        """End every subscription (their readers see ``StopAsyncIteration``)."""
+        for sub in list(self._subscribers):
+            sub.close()

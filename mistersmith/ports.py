@@ -1,0 +1,141 @@
+"""Ports: what one edge needs from another, as ``typing.Protocol``s.
+
+The edges (``bridge``, ``journal``, ``web``) never import one another. The
+web shim asks for history, discoveries, tasks, health and NATS counters
+through these protocols; the node wires in whatever implements them (the
+journal's replay, the bridge's tasks...). Each one is optional for the web:
+a missing port answers "not available on this node".
+
+Every coroutine here runs on the node's event loop and must not block it.
+Failures are ``MisterSmithError``s (their ``code`` goes on the wire).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from mistersmith.discovery import Discovery, DiscoveryFilter
+
+__all__ = [
+    "ComponentCheck",
+    "Discoveries",
+    "DiscoveryStore",
+    "DiscoverySubscription",
+    "History",
+    "NatsStats",
+    "Publish",
+    "Tasks",
+]
+
+
+@runtime_checkable
+class History(Protocol):
+    """Supervision events read back (the journal's replay)."""
+
+    async def replay_events(
+        self,
+        *,
+        agent_id: str | None,
+        since: int | datetime | None,
+        event_types: Sequence[str] | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """At most ``limit`` events, oldest first, each ``SupervisionEvent.to_dict()``.
+
+        ``since`` is inclusive: a journal ``seq`` or an aware ``datetime``.
+        """
+        ...
+
+
+@runtime_checkable
+class DiscoverySubscription(Protocol):
+    """Live discoveries for one reader, in ``seq`` order; ``close()`` ends the iteration."""
+
+    def __aiter__(self) -> AsyncIterator[Discovery]: ...
+
+    async def __anext__(self) -> Discovery:
+        """The next discovery. ``StopAsyncIteration`` once closed, by the reader
+        or because the reader fell too far behind (``overflowed`` is then true:
+        it should resume from its last ``seq``)."""
+        ...
+
+    @property
+    def overflowed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Discoveries(Protocol):
+    """Sharing, querying and following discoveries."""
+
+    async def share(self, discovery: Discovery) -> Discovery:
+        """Store and publish; returns the stored discovery, with its ``seq``."""
+        ...
+
+    async def get(self, discovery_id: str) -> Discovery | None: ...
+
+    async def query(self, flt: DiscoveryFilter, *, after_seq: int = 0, limit: int = 100) -> list[Discovery]:
+        """Stored discoveries with ``seq > after_seq``, oldest first."""
+        ...
+
+    def subscribe(self, flt: DiscoveryFilter, *, after_seq: int | None = None) -> DiscoverySubscription:
+        """Follow new discoveries; with ``after_seq``, first every stored one after it, with no gap."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """``{"total": n, "by_type": {...}, "by_agent": {...}, "subscribers": n}``."""
+        ...
+
+
+class DiscoveryStore(Protocol):
+    """Durable discoveries (the journal's ``discoveries`` table), used by the node's hub."""
+
+    async def persist(self, discovery: Discovery) -> int:
+        """Store it and return its ``seq`` (strictly increasing). Idempotent on ``discovery.id``:
+        storing the same id again returns the first ``seq``."""
+        ...
+
+    async def load(self, flt: DiscoveryFilter, *, after_seq: int, limit: int) -> list[Discovery]:
+        """Stored discoveries matching ``flt`` with ``seq > after_seq``, in ``seq`` order."""
+        ...
+
+    async def get(self, discovery_id: str) -> Discovery | None: ...
+
+
+Publish = Callable[[Discovery], Awaitable[None]]
+"""Publish a stored discovery on ``discoveries.{agent_id}.{type}`` (the bridge)."""
+
+
+@runtime_checkable
+class Tasks(Protocol):
+    """Work submitted for any capable agent (the bridge's task queue)."""
+
+    async def submit(
+        self, *, task_type: str, payload: Mapping[str, Any], agent_id: str | None, timeout_s: float
+    ) -> dict[str, Any]:
+        """Queue a task; returns at least ``{"task_id": str, "status": str}``."""
+        ...
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        """``{"task_id", "status", "result"?, "error"?}``, or ``None`` if unknown."""
+        ...
+
+
+ComponentCheck = Callable[[], Awaitable[Mapping[str, Any]]]
+"""A health probe: returns at least ``{"status": "ok" | "degraded" | "down"}``.
+
+Raising counts as ``down``. The web bounds each call with a timeout.
+"""
+
+
+@runtime_checkable
+class NatsStats(Protocol):
+    """The NATS connection's real counters (the bridge)."""
+
+    async def nats_stats(self) -> dict[str, Any]:
+        """``{"connected", "server", "msgs_in", "msgs_out", "bytes_in", "bytes_out",
+        "reconnects", "errors", "rtt_ms"}``."""
+        ...

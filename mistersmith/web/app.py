@@ -1,0 +1,143 @@
+"""``build_app``: the Starlette app, from the ``Backends`` and a ``WebConfig``.
+
+Routes: ``/mcp`` (see ``mcp``), ``/health``, ``/info``, ``/stats/nats``,
+``/stats/discoveries``, ``/metrics`` and ``/discoveries/stream`` (see
+``sse``). The ``Guard`` (see ``security``) wraps them all; CORS sits inside
+it and is off unless ``cors_origins`` names origins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from mistersmith import __version__
+
+from .backends import Backends, check_health
+from .config import WebConfig
+from .mcp import HANDSHAKE_VERSIONS, MODERN_VERSIONS, McpEndpoint
+from .metrics import CONTENT_TYPE, Metrics
+from .security import Guard
+from .sessions import SessionStore
+from .sse import DiscoveryStream
+from .tools import TOOLS
+
+__all__ = ["DEFAULT_SUBJECTS", "WebApp", "build_app"]
+
+DEFAULT_SUBJECTS = {
+    "commands": "agents.{agent_id}.commands.{command}",
+    "status": "agents.{agent_id}.status.{event_type}",
+    "discoveries": "discoveries.{agent_id}.{discovery_type}",
+}
+ROUTES = ("/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/metrics", "/discoveries/stream")
+
+
+def _unavailable(what: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": "unavailable", "message": f"{what} is not available on this node"}}, 503)
+
+
+class WebApp:
+    """The ASGI app plus the parts a server or a test wants to reach."""
+
+    def __init__(self, backends: Backends, config: WebConfig) -> None:
+        self.backends = backends
+        self.config = config
+        self.streams = DiscoveryStream(backends, config)
+        self.metrics = Metrics({"runtime": self._runtime_gauges, "discoveries": self._discovery_gauges})
+        self.sessions = SessionStore(config.max_sessions, config.session_idle_s)
+        self.mcp = McpEndpoint(backends, TOOLS, self.sessions, self.metrics,
+                               request_timeout_s=config.request_timeout_s, server_name=config.server_name)
+        middleware = []
+        if config.cors_origins:
+            middleware.append(Middleware(
+                CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Accept", "Mcp-Session-Id", "MCP-Protocol-Version",
+                               "Mcp-Method", "Mcp-Name", "Last-Event-ID"],
+                expose_headers=["Mcp-Session-Id", "WWW-Authenticate", "Retry-After"]))
+        self.starlette = Starlette(routes=[
+            Route("/mcp", self.mcp.__call__, methods=["POST", "GET", "DELETE"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/info", self.info, methods=["GET"]),
+            Route("/stats/nats", self.nats_stats, methods=["GET"]),
+            Route("/stats/discoveries", self.discovery_stats, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/discoveries/stream", self.streams, methods=["GET"]),
+        ], middleware=middleware)
+        self.guard = Guard(self.starlette, config, self.metrics, streams=("/discoveries/stream",), routes=ROUTES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.guard(scope, receive, send)
+
+    def close_streams(self) -> None:
+        """End every open SSE stream (before a graceful shutdown)."""
+        self.streams.close_all()
+
+    # -- gauges read at scrape time -------------------------------------------------
+
+    def _runtime_gauges(self) -> dict[str, float]:
+        stats = self.backends.runtime.stats()
+        return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def _discovery_gauges(self) -> dict[str, float]:
+        gauges = {"sse_streams": float(self.streams.active), "sse_rejected": float(self.streams.rejected),
+                  "mcp_sessions": float(len(self.sessions))}
+        if self.backends.discoveries is not None:
+            gauges["shared"] = float(self.backends.discoveries.stats().get("total", 0))
+        return gauges
+
+    # -- endpoints ------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        report = await check_health(self.backends)
+        return JSONResponse(report, 503 if report["status"] == "down" else 200)
+
+    async def info(self, request: Request) -> Response:
+        b = self.backends
+        capabilities = ["mcp", "health", "metrics", "replay"]
+        if b.discoveries is not None:
+            capabilities += ["discoveries", "sse"]
+        if b.tasks is not None:
+            capabilities.append("tasks")
+        if b.history is not None:
+            capabilities.append("journal")
+        if b.nats is not None:
+            capabilities.append("nats")
+        return JSONResponse({
+            "name": self.config.server_name,
+            "version": __version__,
+            "node_id": b.runtime.node_id,
+            "protocol_versions": [*HANDSHAKE_VERSIONS, *MODERN_VERSIONS],
+            "capabilities": capabilities,
+            "tools": list(TOOLS),
+            "endpoints": {path: path for path in ROUTES},
+            "subjects": dict(b.subjects) or DEFAULT_SUBJECTS,
+            "auth": "bearer" if self.config.secured else "none",
+        })
+
+    async def nats_stats(self, request: Request) -> Response:
+        if self.backends.nats is None:
+            return _unavailable("NATS (this node runs without the bridge)")
+        return JSONResponse(await self.backends.nats.nats_stats())
+
+    async def discovery_stats(self, request: Request) -> Response:
+        if self.backends.discoveries is None:
+            return _unavailable("discovery sharing")
+        stats: dict[str, Any] = dict(self.backends.discoveries.stats())
+        stats["sse"] = {"active": self.streams.active, "max": self.config.max_streams,
+                        "rejected": self.streams.rejected, "served": self.streams.served}
+        return JSONResponse(stats)
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def build_app(backends: Backends, config: WebConfig | None = None) -> WebApp:
+    """The web shim over ``backends``; serve it with ``HttpServer`` (or any ASGI server)."""
+    return WebApp(backends, config if config is not None else WebConfig())

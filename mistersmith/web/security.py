@@ -1,0 +1,198 @@
+"""``Guard``: the ASGI middleware in front of every route.
+
+In order, for each HTTP request:
+
+1. a present ``Origin`` that is neither loopback nor configured: 403
+   (DNS-rebinding protection);
+2. a per-client token bucket (by peer address): 429 with ``Retry-After``;
+3. the bearer token, compared in constant time, on every route but
+   ``/health`` (and CORS preflights): 401 with ``WWW-Authenticate``;
+4. a body larger than ``max_body_bytes``: 413 (read here, before any handler);
+5. a request (not a stream, not ``/mcp``, which answers its own timeout as a
+   JSON-RPC error) still running after ``request_timeout_s``: 504.
+
+It also counts every answer in the metrics, by route and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import time
+from collections.abc import Callable, Collection
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .config import WebConfig, is_loopback
+from .metrics import Metrics
+
+__all__ = ["Guard", "TokenBuckets"]
+
+
+class TokenBuckets:
+    """One token bucket per client key: ``rate_per_s`` refill, ``burst`` capacity.
+
+    ``take(key)`` returns 0.0 when a token was taken, else the seconds until
+    one will be there. At most ``max_clients`` buckets are kept; full ones go first.
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 10_000) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = float(burst)
+        self._clock = clock
+        self._max = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        now = self._clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate_per_s
+        if key not in self._buckets and len(self._buckets) >= self._max:
+            self._prune(now)
+        self._buckets[key] = (tokens - 1.0, now)
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (t, last) in self._buckets.items() if t + (now - last) * self.rate_per_s >= self.burst]
+        for key in full or list(self._buckets)[: len(self._buckets) // 2]:
+            del self._buckets[key]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    return status, orjson.dumps({"error": {"code": code, "message": message}}), headers or {}
+
+
+class Guard:
+    """Wraps the whole app; see the module docstring for what it checks."""
+
+    def __init__(self, app: ASGIApp, config: WebConfig, metrics: Metrics, *, public: Collection[str] = ("/health",),
+                 streams: Collection[str] = (), untimed: Collection[str] = ("/mcp",), routes: Collection[str] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.config = config
+        self.metrics = metrics
+        self.public = frozenset(public)
+        self.streams = frozenset(streams)
+        self.untimed = frozenset(untimed) | self.streams
+        self.routes = frozenset(routes)
+        self.origins = frozenset(config.allowed_origins) | frozenset(config.cors_origins)
+        self._token = config.api_token.encode() if config.api_token is not None else None
+        self.buckets = (TokenBuckets(config.rate_per_s, config.rate_burst, clock)
+                        if config.rate_per_s is not None else None)
+
+    def origin_allowed(self, origin: str) -> bool:
+        if origin in self.origins:
+            return True
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
+        return parts.scheme in ("http", "https") and parts.hostname is not None and is_loopback(parts.hostname)
+
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[int, bytes, dict[str, str]] | None:
+        origin = headers.get(b"origin")
+        if origin is not None and not self.origin_allowed(origin.decode("latin-1")):
+            return _error(403, "forbidden_origin", "Forbidden: this Origin may not call this server")
+        if self.buckets is not None:
+            client = scope.get("client")
+            wait_s = self.buckets.take(client[0] if client else "-")
+            if wait_s > 0:
+                return _error(429, "rate_limited", f"Too Many Requests: retry in {wait_s:.2f} s",
+                              {"Retry-After": str(max(1, math.ceil(wait_s)))})
+        preflight = scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
+        if self._token is not None and scope["path"] not in self.public and not preflight:
+            auth = headers.get(b"authorization", b"")
+            scheme, _, token = auth.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token):
+                error = ', error="invalid_token"' if auth else ""
+                return _error(401, "unauthorized", "Unauthorized: send Authorization: Bearer <MISTERSMITH_API_TOKEN>",
+                              {"WWW-Authenticate": f'Bearer realm="mistersmith"{error}'})
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.config.max_body_bytes):
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> tuple[int, bytes, dict[str, str]]:
+        return _error(413, "too_large", f"Payload Too Large: at most {self.config.max_body_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        route = path if path in self.routes else "other"
+        status = [0]
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        headers = dict(scope["headers"])
+        refusal = self._refusal(scope, headers)
+        if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body = await self._read_body(receive)
+            if body is None:
+                refusal = self._too_large()
+            else:
+                receive = _replay(body, receive)
+        try:
+            if refusal is not None:
+                self.metrics.refused(str(refusal[0]))
+                await _respond(counted, *refusal)
+            elif path in self.untimed:
+                await self.app(scope, receive, counted)
+            else:
+                try:
+                    async with asyncio.timeout(self.config.request_timeout_s):
+                        await self.app(scope, receive, counted)
+                except TimeoutError:
+                    if status[0] == 0:
+                        await _respond(counted, *_error(504, "timeout", f"Gateway Timeout: no answer within "
+                                                                        f"{self.config.request_timeout_s:.1f} s"))
+        finally:
+            self.metrics.http_request(route, status[0] or 499, time.perf_counter() - started)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.config.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw.extend((k.lower().encode(), v.encode()) for k, v in headers.items())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

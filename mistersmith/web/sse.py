@@ -1,0 +1,176 @@
+"""``GET /discoveries/stream``: discoveries as Server-Sent Events.
+
+Each event is one discovery, whole::
+
+    id: 42
+    event: discovery
+    data: {"id": "...", "seq": 42, "agent_id": "...", ...}
+
+- Filters (query string): ``agent_id``, ``types`` (comma-separated or
+  repeated), ``min_confidence``, ``exclude_self`` (see ``DiscoveryFilter``).
+- ``Last-Event-ID`` (or ``?last_event_id=``) resumes after that ``seq``,
+  from the store, with no gap.
+- The stream opens with a ``: connected`` comment, then sends ``:
+  keepalive`` every ``keepalive_s``.
+- At most ``max_streams`` at once; the next gets 503 with ``Retry-After``.
+- A stream that falls ``stream_buffer`` discoveries behind is ended; its
+  client reconnects with ``Last-Event-ID`` and misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from starlette.datastructures import QueryParams
+from starlette.types import Receive, Scope, Send
+
+from mistersmith.discovery import Discovery, DiscoveryFilter
+from mistersmith.errors import SpecError
+
+from .backends import Backends
+from .config import WebConfig
+
+__all__ = ["DiscoveryStream", "encode_event", "parse_filter"]
+
+logger = logging.getLogger("mistersmith.web.sse")
+
+RETRY_AFTER_S = 5
+_FILTER_KEYS = frozenset({"agent_id", "types", "min_confidence", "exclude_self", "last_event_id"})
+_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no")]
+_OPENING = b": connected\nretry: 1000\n\n"
+_KEEPALIVE = b": keepalive\n\n"
+_CACHE_SIZE = 256
+_encoded: dict[tuple[str, int | None], bytes] = {}
+
+
+def encode_event(discovery: Discovery) -> bytes:
+    """One SSE event; encoded once per discovery however many streams send it."""
+    key = (discovery.id, discovery.seq)
+    event = _encoded.get(key)
+    if event is None:
+        event = b"id: %d\nevent: discovery\ndata: %s\n\n" % (discovery.seq or 0, orjson.dumps(discovery.to_dict()))
+        if len(_encoded) >= _CACHE_SIZE:
+            del _encoded[next(iter(_encoded))]
+        _encoded[key] = event
+    return event
+
+
+def _flag(key: str, value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no", ""):
+        return False
+    raise SpecError(None, key, value, "use true or false")
+
+
+def parse_filter(query: QueryParams, last_event_id: str | None) -> tuple[DiscoveryFilter, int | None]:
+    """The filter and the ``seq`` to resume after, from a query string; ``SpecError`` if bad."""
+    unknown = sorted(set(query.keys()) - _FILTER_KEYS)
+    if unknown:
+        raise SpecError(None, unknown[0], query[unknown[0]], f"use only: {', '.join(sorted(_FILTER_KEYS))}")
+    types = [t.strip() for raw in query.getlist("types") for t in raw.split(",") if t.strip()]
+    confidence: Any = query.get("min_confidence", "0")
+    try:
+        confidence = float(confidence)
+    except ValueError:
+        pass
+    flt = DiscoveryFilter(agent_id=query.get("agent_id") or None, types=frozenset(types) if types else None,
+                          min_confidence=confidence, exclude_self=_flag("exclude_self", query.get("exclude_self", "")))
+    resume = last_event_id if last_event_id is not None else query.get("last_event_id")
+    if resume is None or resume == "":
+        return flt, None
+    if not resume.isdigit():
+        raise SpecError(None, "Last-Event-ID", resume, "use the id (a seq) of the last event received")
+    return flt, int(resume)
+
+
+class DiscoveryStream:
+    """The ASGI endpoint. ``close_all()`` ends every open stream (server shutdown)."""
+
+    def __init__(self, backends: Backends, config: WebConfig) -> None:
+        self.backends = backends
+        self.config = config
+        self.active = 0
+        self.rejected = 0
+        self.served = 0
+        self._subs: set[Any] = set()
+        self._closing = False
+
+    def close_all(self) -> None:
+        self._closing = True
+        for sub in list(self._subs):
+            sub.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "GET":
+            await _plain(send, 405, "method_not_allowed", "use GET", {"allow": "GET"})
+            return
+        hub = self.backends.discoveries
+        if hub is None or self._closing:
+            await _plain(send, 503, "unavailable", "discovery streaming is not available on this node")
+            return
+        if self.active >= self.config.max_streams:
+            self.rejected += 1
+            await _plain(send, 503, "too_many_streams",
+                         f"Service Unavailable: {self.config.max_streams} streams are open; retry later",
+                         {"retry-after": str(RETRY_AFTER_S)})
+            return
+        headers = dict(scope["headers"])
+        last_id = headers.get(b"last-event-id")
+        try:
+            flt, after_seq = parse_filter(QueryParams(scope.get("query_string", b"")),
+                                          last_id.decode("latin-1") if last_id is not None else None)
+        except SpecError as error:
+            await _plain(send, 400, error.code, error.message)
+            return
+        sub = hub.subscribe(flt, after_seq=after_seq)
+        self._subs.add(sub)
+        self.active += 1
+        self.served += 1
+        watcher = asyncio.create_task(self._watch(receive, sub))
+        keepalive: asyncio.Task[None] | None = None
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            await send({"type": "http.response.body", "body": _OPENING, "more_body": True})
+            keepalive = asyncio.create_task(self._keepalive(send, sub))
+            async for discovery in sub:
+                await send({"type": "http.response.body", "body": encode_event(discovery), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away mid-send
+        finally:
+            sub.close()
+            self._subs.discard(sub)
+            self.active -= 1
+            tasks = [t for t in (watcher, keepalive) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _watch(receive: Receive, sub: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                sub.close()
+                return
+
+    async def _keepalive(self, send: Send, sub: Any) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.config.keepalive_s)
+                await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
+        except OSError:
+            sub.close()
+
+
+async def _plain(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw.extend((k.encode(), v.encode()) for k, v in (headers or {}).items())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,289 @@
+"""The MCP tools: a schema for each one's arguments and result, and a thin handler.
+
+A handler validates nothing itself (its ``inputSchema`` did), calls the
+Runtime or a port, and shapes the reply. ``call_tool`` turns what goes wrong
+inside a tool into an ``isError`` result the model can read; what is wrong
+with the call itself (an unknown tool, arguments that are not an object) is
+a JSON-RPC error (-32602) raised to the protocol layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from mistersmith.discovery import Discovery, DiscoveryFilter
+from mistersmith.errors import MisterSmithError, SpecError
+
+from .backends import Backends, check_health
+from .jsonrpc import INVALID_PARAMS, RpcError
+from .schemas import (
+    AGENT,
+    DISCOVERY,
+    DISCOVERY_IN,
+    DISCOVERY_TYPE_LIST,
+    EVENT,
+    EVENT_TYPE_LIST,
+    ID,
+    LIMIT,
+    MAX_COMMAND_TIMEOUT_S,
+    obj,
+)
+
+__all__ = ["TOOLS", "Tool", "call_tool"]
+
+logger = logging.getLogger("mistersmith.web.tools")
+
+Handler = Callable[[Backends, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    title: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    handler: Handler
+    read_only: bool = False
+    destructive: bool = False
+    validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        Draft202012Validator.check_schema(self.input_schema)
+        Draft202012Validator.check_schema(self.output_schema)
+        object.__setattr__(self, "validator", Draft202012Validator(self.input_schema))
+
+    def describe(self) -> dict[str, Any]:
+        """The ``tools/list`` entry."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+            "outputSchema": self.output_schema,
+            "annotations": {"title": self.title, "readOnlyHint": self.read_only,
+                            "destructiveHint": self.destructive, "openWorldHint": False},
+        }
+
+    def argument_error(self, arguments: dict[str, Any]) -> str | None:
+        error = best_match(self.validator.iter_errors(arguments))
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path) or "arguments"
+        return f"invalid arguments: {where}: {error.message}"
+
+
+def _text(value: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": orjson.dumps(value).decode()}]
+
+
+def _failure(error: dict[str, Any]) -> dict[str, Any]:
+    return {"content": _text({"error": error}), "isError": True}
+
+
+async def call_tool(tools: dict[str, Tool], backends: Backends, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``tools/call`` result for ``params`` (``{"name", "arguments"}``)."""
+    name = params.get("name")
+    if not isinstance(name, str):
+        raise RpcError(INVALID_PARAMS, 'Invalid params: "name" must be the name of a tool')
+    tool = tools.get(name)
+    if tool is None:
+        raise RpcError(INVALID_PARAMS, f"Unknown tool: {name!r}; tools/list names them", {"name": name})
+    arguments = params.get("arguments", {})
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise RpcError(INVALID_PARAMS, 'Invalid params: "arguments" must be an object')
+    problem = tool.argument_error(arguments)
+    if problem is not None:
+        return _failure({"code": "invalid_arguments", "message": problem})
+    try:
+        structured = await tool.handler(backends, arguments)
+    except MisterSmithError as exc:
+        return _failure(exc.to_dict())
+    except Exception as exc:
+        logger.exception("tool %s failed", name)
+        return _failure({"code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+    return {"content": _text(structured), "structuredContent": structured, "isError": False}
+
+
+# -- agents -----------------------------------------------------------------------------
+
+
+async def _spawn_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    agent_id = await b.runtime.aspawn(a["kind"], a.get("agent_id"), a.get("config"), a.get("restart"),
+                                      a.get("supervisor", "root"))
+    return {"agent_id": agent_id, "agent": b.runtime.get_agent(agent_id)}
+
+
+async def _stop_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    await b.runtime.astop(a["agent_id"])
+    return {"agent_id": a["agent_id"], "stopped": True}
+
+
+async def _restart_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    await b.runtime.arestart(a["agent_id"])
+    return {"agent_id": a["agent_id"], "restarted": True, "agent": b.runtime.get_agent(a["agent_id"])}
+
+
+async def _list_agents(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    agents = [x for x in b.runtime.list_agents()
+              if ("kind" not in a or x.get("kind") == a["kind"]) and ("state" not in a or x.get("state") == a["state"])]
+    agents.sort(key=lambda x: str(x["id"]))
+    return {"agents": agents, "count": len(agents)}
+
+
+async def _get_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    return {"agent": b.runtime.get_agent(a["agent_id"])}
+
+
+async def _send_command(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    result = await b.runtime.aask(a["agent_id"], a["command"], a.get("payload"), timeout=a.get("timeout_s", 10.0))
+    return {"agent_id": a["agent_id"], "command": a["command"], "result": result}
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+
+async def _submit_task(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    task = await b.need_tasks().submit(task_type=a["task_type"], payload=a.get("payload", {}),
+                                       agent_id=a.get("agent_id"), timeout_s=a.get("timeout_s", 60.0))
+    return {"task": task}
+
+
+async def _get_task(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    task = await b.need_tasks().get(a["task_id"])
+    if task is None:
+        raise SpecError(None, "task_id", a["task_id"], "name a task that submit_task returned")
+    return {"task": task}
+
+
+# -- discoveries and history ------------------------------------------------------------
+
+
+async def _share_discovery(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    stored = await b.need_discoveries().share(Discovery.from_dict(a))
+    return {"discovery": stored.to_dict()}
+
+
+def _filter(a: dict[str, Any]) -> DiscoveryFilter:
+    types = a.get("types")
+    return DiscoveryFilter(agent_id=a.get("agent_id"), types=frozenset(types) if types else None,
+                           min_confidence=a.get("min_confidence", 0.0), exclude_self=a.get("exclude_self", False))
+
+
+async def _query_discoveries(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    found = await b.need_discoveries().query(_filter(a), after_seq=a.get("after_seq", 0), limit=a.get("limit", 100))
+    last = found[-1].seq if found else a.get("after_seq", 0)
+    return {"discoveries": [d.to_dict() for d in found], "count": len(found), "last_seq": last}
+
+
+def _since(value: Any) -> int | datetime | None:
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise SpecError(None, "since", value, "use a journal seq or an ISO 8601 time with a UTC offset")
+    return when
+
+
+async def _replay_events(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    since = _since(a.get("since"))
+    limit = a.get("limit", 100)
+    types = a.get("event_types")
+    if b.history is not None:
+        events = await b.history.replay_events(agent_id=a.get("agent_id"), since=since, event_types=types,
+                                               limit=limit)
+        return {"events": events, "count": len(events), "source": "journal"}
+    kept = b.runtime.history(agent_id=a.get("agent_id"), event_types=types)
+    if isinstance(since, int):
+        kept = [e for e in kept if e.seq >= since]
+    elif since is not None:
+        kept = [e for e in kept if e.occurred_at >= since]
+    events = [e.to_dict() for e in kept[:limit]]
+    return {"events": events, "count": len(events), "source": "memory"}
+
+
+async def _system_health(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    return await check_health(b)
+
+
+_AGENT_ID = obj({"agent_id": ID}, ("agent_id",))
+_TASK = obj({"task_id": {"type": "string"}, "status": {"type": "string"}}, ("task_id", "status"), closed=False)
+
+TOOLS: dict[str, Tool] = {t.name: t for t in (
+    Tool("spawn_agent", "Spawn an agent",
+         "Start an agent of a registered kind under a supervisor (root by default); returns once it is up.",
+         obj({"kind": ID, "agent_id": ID, "config": {"type": "object"},
+              "restart": {"type": "string", "enum": ["permanent", "transient", "temporary"]},
+              "supervisor": {"type": "string", "minLength": 1}}, ("kind",)),
+         obj({"agent_id": {"type": "string"}, "agent": AGENT}, ("agent_id", "agent")), _spawn_agent),
+    Tool("stop_agent", "Stop an agent", "Stop an agent for good (within its shutdown bound) and forget it.",
+         _AGENT_ID, obj({"agent_id": {"type": "string"}, "stopped": {"type": "boolean"}}, ("agent_id", "stopped")),
+         _stop_agent, destructive=True),
+    Tool("restart_agent", "Restart an agent",
+         "Stop an agent and start a new incarnation now (not counted in the restart intensity).",
+         _AGENT_ID, obj({"agent_id": {"type": "string"}, "restarted": {"type": "boolean"}, "agent": AGENT},
+                        ("agent_id", "restarted", "agent")), _restart_agent, destructive=True),
+    Tool("list_agents", "List agents", "Every agent on this node (not supervisors), optionally by kind or state.",
+         obj({"kind": ID, "state": {"type": "string"}}),
+         obj({"agents": {"type": "array", "items": AGENT}, "count": {"type": "integer"}}, ("agents", "count")),
+         _list_agents, read_only=True),
+    Tool("get_agent", "Get an agent", "One agent's status: state, restarts, mailbox depth, config.",
+         _AGENT_ID, obj({"agent": AGENT}, ("agent",)), _get_agent, read_only=True),
+    Tool("send_command", "Send a command",
+         "Send a command to an agent and wait for its result (at most timeout_s, default 10).",
+         obj({"agent_id": ID, "command": {"type": "string", "minLength": 1, "maxLength": 128},
+              "payload": {"type": "object"},
+              "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_COMMAND_TIMEOUT_S}},
+             ("agent_id", "command")),
+         obj({"agent_id": {"type": "string"}, "command": {"type": "string"}, "result": {}},
+             ("agent_id", "command", "result")), _send_command),
+    Tool("submit_task", "Submit a task", "Queue a task for any capable agent (needs the NATS bridge).",
+         obj({"task_type": {"type": "string", "minLength": 1, "maxLength": 128}, "payload": {"type": "object"},
+              "agent_id": ID, "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}},
+             ("task_type",)),
+         obj({"task": _TASK}, ("task",)), _submit_task),
+    Tool("get_task", "Get a task", "A submitted task's status and, once done, its result or error.",
+         obj({"task_id": {"type": "string", "minLength": 1, "maxLength": 128}}, ("task_id",)),
+         obj({"task": _TASK}, ("task",)), _get_task, read_only=True),
+    Tool("share_discovery", "Share a discovery",
+         "Store a discovery, deliver it to every subscriber and publish it on discoveries.{agent_id}.{type}.",
+         obj(DISCOVERY_IN, ("agent_id", "agent_role", "discovery_type", "content", "confidence")),
+         obj({"discovery": DISCOVERY}, ("discovery",)), _share_discovery),
+    Tool("query_discoveries", "Query discoveries",
+         "Stored discoveries after a seq, oldest first. With exclude_self, agent_id names the reader and its "
+         "own discoveries are left out; otherwise agent_id selects that agent's discoveries.",
+         obj({"agent_id": ID, "types": DISCOVERY_TYPE_LIST, "min_confidence": {"type": "number", "minimum": 0,
+              "maximum": 1}, "exclude_self": {"type": "boolean"}, "after_seq": {"type": "integer", "minimum": 0},
+              "limit": LIMIT}),
+         obj({"discoveries": {"type": "array", "items": DISCOVERY}, "count": {"type": "integer"},
+              "last_seq": {"type": "integer"}}, ("discoveries", "count", "last_seq")),
+         _query_discoveries, read_only=True),
+    Tool("replay_events", "Replay supervision events",
+         "Supervision events, oldest first, from the journal (or the node's memory without one). since is "
+         "inclusive: a seq, or an ISO 8601 time with a UTC offset.",
+         obj({"agent_id": ID, "since": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
+              "event_types": EVENT_TYPE_LIST, "limit": LIMIT}),
+         obj({"events": {"type": "array", "items": EVENT}, "count": {"type": "integer"},
+              "source": {"type": "string", "enum": ["journal", "memory"]}}, ("events", "count", "source")),
+         _replay_events, read_only=True),
+    Tool("system_health", "System health", "The health of each component: supervisor tree, NATS, database.",
+         obj({}),
+         obj({"status": {"type": "string", "enum": ["ok", "degraded", "down"]}, "node_id": {"type": "string"},
+              "components": {"type": "object", "additionalProperties": obj(
+                  {"status": {"type": "string"}}, ("status",), closed=False)}},
+             ("status", "node_id", "components")),
+         _system_health, read_only=True),
+)}
