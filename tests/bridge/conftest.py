@@ -1,0 +1,42 @@
+"""Fixtures of the bridge tests: one real nats-server (JetStream on) for the module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _bridge_helpers import Node
+
+from mistersmith.embedded.nats import EmbeddedNats
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A real nats-server on a free loopback port, its store in a temporary directory."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A server of this test's own (for tests that stop and restart it)."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def node(nats_server: EmbeddedNats) -> Iterator[Node]:
+    n = Node(nats_server.url)
+    try:
+        yield n
+    finally:
+        n.close()
