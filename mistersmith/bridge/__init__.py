@@ -1,1 +1,26 @@
-"""The NATS edge (nats-py): subjects, command routing, status events, tasks, discovery."""
+"""The NATS edge (nats-py): subjects, command routing, status events, tasks, discovery.
+
+``Bridge`` makes one Runtime's agents reachable over one NATS connection;
+``connect`` makes that connection (auth, TLS, pings, reconnect backoff,
+counters); ``AgentClient`` commands agents from any asyncio program.
+Everything here runs on the node's event-loop thread.
+"""
+
+from . import subjects
+from .bridge import Bridge, BridgeOptions
+from .client import AgentClient, NatsUnavailableError
+from .connection import ConnectionStats, ConnectOptions, connect, reconnect_delay_s
+from .trace import new_traceparent
+
+__all__ = [
+    "AgentClient",
+    "Bridge",
+    "BridgeOptions",
+    "ConnectOptions",
+    "ConnectionStats",
+    "NatsUnavailableError",
+    "connect",
+    "new_traceparent",
+    "reconnect_delay_s",
+    "subjects",
+]

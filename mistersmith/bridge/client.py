@@ -1,0 +1,115 @@
+"""``AgentClient``: command agents and the control plane from any asyncio program.
+
+A thin layer over a nats-py connection that speaks the bridge's subjects and
+reply shapes and turns every failure into one precise error:
+
+- an error reply raises ``RemoteError`` with the node's ``code`` and ``message``;
+- no node hosts the agent (NATS no-responders): ``RemoteError`` ``unknown_agent``;
+- the connection is down (reconnecting or closed): ``NatsUnavailableError``,
+  at once, instead of a request that waits out its timeout in a buffer;
+- no answer in time: ``CommandTimeoutError``.
+
+Any other NATS client works too: ``nats req agents.a1.commands.ping '{}'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from mistersmith.envelope import RemoteError, decode_reply, encode_json
+from mistersmith.errors import CommandTimeoutError, MisterSmithError
+
+from . import subjects
+from .trace import TRACEPARENT
+
+__all__ = ["AgentClient", "NatsUnavailableError"]
+
+
+class NatsUnavailableError(MisterSmithError):
+    """The NATS connection is down; nothing was sent. Retry once it has reconnected."""
+
+    code = "unavailable"
+
+    def __init__(self, what: str, state: str) -> None:
+        super().__init__(f"{what} was not sent: the NATS connection is {state}; retry once it has reconnected")
+        self.what = what
+        self.state = state
+
+
+class AgentClient:
+    """Requests to agents and to the control plane, over an existing connection."""
+
+    def __init__(self, nc: NATS, *, timeout_s: float = 10.0) -> None:
+        self.nc = nc
+        self.timeout_s = timeout_s
+
+    def _check_connected(self, what: str) -> None:
+        nc = self.nc
+        if nc.is_connected:
+            return
+        state = "closed" if nc.is_closed else "reconnecting" if nc.is_reconnecting else "disconnected"
+        raise NatsUnavailableError(what, state)
+
+    async def _request(self, subject: str, body: bytes, timeout_s: float | None,
+                       headers: Mapping[str, str] | None, missing: RemoteError, what: tuple[str, str]) -> Any:
+        self._check_connected(f"request on {subject}")
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        try:
+            msg = await self.nc.request(subject, body, timeout=timeout, headers=dict(headers) if headers else None)
+        except NoRespondersError:
+            raise missing from None
+        except NatsTimeoutError:
+            if not self.nc.is_connected:
+                raise NatsUnavailableError(f"the answer on {subject}", "down") from None
+            raise CommandTimeoutError(what[0], what[1], timeout) from None
+        except (ConnectionClosedError, OutboundBufferLimitError) as exc:
+            raise NatsUnavailableError(f"request on {subject}", type(exc).__name__) from exc
+        return decode_reply(msg.data).unwrap()
+
+    async def request(
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *,
+        timeout_s: float | None = None, traceparent: str | None = None,
+    ) -> Any:
+        """Send ``command`` to ``agent_id`` and return its result."""
+        headers = {TRACEPARENT: traceparent} if traceparent else None
+        missing = RemoteError("unknown_agent", f"no node hosts agent {agent_id!r} (NATS: no responders)")
+        return await self._request(subjects.command(agent_id, command), encode_json(dict(payload or {})),
+                                   timeout_s, headers, missing, (agent_id, command))
+
+    async def tell(self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None) -> None:
+        """Fire and forget: no reply, no error from the agent (refusals are counted on its node)."""
+        self._check_connected(f"tell {command!r} to {agent_id!r}")
+        await self.nc.publish(subjects.command(agent_id, command), encode_json(dict(payload or {})))
+
+    async def control(self, action: str, payload: Mapping[str, Any] | None = None, *,
+                      timeout_s: float | None = None) -> Any:
+        """A ``system.control.{action}`` request; its result."""
+        missing = RemoteError("unavailable", "no MisterSmith node answers system.control on this NATS")
+        return await self._request(subjects.control(action), encode_json(dict(payload or {})),
+                                   timeout_s, None, missing, ("system.control", action))
+
+    async def spawn(self, kind: str, agent_id: str | None = None, *, config: Mapping[str, Any] | None = None,
+                    node: str | None = None, restart: str | None = None, supervisor: str | None = None,
+                    timeout_s: float | None = None) -> dict[str, Any]:
+        """``system.control.spawn``: ``{"agent_id", "node"}`` of the new agent."""
+        payload: dict[str, Any] = {"kind": kind}
+        for key, value in (("agent_id", agent_id), ("config", config), ("node", node), ("restart", restart),
+                           ("supervisor", supervisor)):
+            if value is not None:
+                payload[key] = dict(value) if isinstance(value, Mapping) else value
+        result: dict[str, Any] = await self.control("spawn", payload, timeout_s=timeout_s)
+        return result
+
+    async def query(self, *, kind: str | None = None, command: str | None = None, node: str | None = None,
+                    timeout_s: float | None = None) -> dict[str, Any]:
+        """``agents.discovery.query``: ``{"agents", "nodes", "missing"}``."""
+        payload = {k: v for k, v in (("kind", kind), ("command", command), ("node", node)) if v is not None}
+        missing = RemoteError("unavailable", "no MisterSmith node answers agents.discovery.query on this NATS")
+        result: dict[str, Any] = await self._request(subjects.QUERY, encode_json(payload), timeout_s, None,
+                                                     missing, ("agents.discovery", "query"))
+        return result

@@ -1,0 +1,217 @@
+"""Connecting to NATS: options (servers, auth, TLS, pings, reconnect backoff) and counters.
+
+``ConnectOptions`` is data, validated eagerly; every default is stated here once:
+
+- ``ping_interval_s=30``, ``max_outstanding_pings=2``: a dead server is noticed
+  within about a minute even when nothing is published;
+- reconnects back off exponentially, ``reconnect_base_s * 2**attempt`` capped at
+  ``reconnect_max_s``, with +/-``reconnect_jitter`` (a fraction) of jitter;
+- ``max_reconnect_attempts=-1``: **never give up**. A long-running node that
+  gave up after a short outage would stay deaf until someone restarted it;
+  with the backoff capped at ``reconnect_max_s`` an unlimited number of tries
+  costs one connection attempt per server every few seconds at most;
+- ``pending_size``: what nats-py buffers while disconnected (bounded); past it a
+  publish raises and the bridge counts and logs the loss.
+
+``connect()`` returns a connected ``nats.aio.client.Client`` whose callbacks
+log and count disconnects, reconnects, errors and slow consumers into a
+``ConnectionStats``. Runs on the node's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.client import Server
+from nats.errors import SlowConsumerError
+
+from mistersmith.errors import SpecError
+
+__all__ = ["ConnectOptions", "ConnectionStats", "connect", "reconnect_delay_s"]
+
+logger = logging.getLogger("mistersmith.bridge.connection")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """How to reach NATS. ``servers`` is one URL or several (a cluster)."""
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    name: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: str | None = None
+    nkey_seed_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ping_interval_s: float = 30.0
+    max_outstanding_pings: int = 2
+    connect_timeout_s: float = 5.0
+    reconnect_base_s: float = 0.25
+    reconnect_max_s: float = 8.0
+    reconnect_jitter: float = 0.2
+    max_reconnect_attempts: int = -1
+    pending_size: int = 8 * 1024 * 1024
+    drain_timeout_s: float = 5.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.servers, str):
+            object.__setattr__(self, "servers", (self.servers,))
+        if not self.servers or not all(isinstance(s, str) and "://" in s for s in self.servers):
+            raise SpecError(None, "servers", self.servers, "use nats:// or tls:// URLs")
+        for key in ("ping_interval_s", "connect_timeout_s", "reconnect_base_s", "reconnect_max_s",
+                    "drain_timeout_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise SpecError(None, key, value, "use a number of seconds > 0")
+        if self.reconnect_max_s < self.reconnect_base_s:
+            raise SpecError(None, "reconnect_max_s", self.reconnect_max_s, "use a value >= reconnect_base_s")
+        if not 0 <= self.reconnect_jitter < 1:
+            raise SpecError(None, "reconnect_jitter", self.reconnect_jitter, "use a fraction in [0, 1)")
+        if self.max_reconnect_attempts == 0 or self.max_reconnect_attempts < -1:
+            raise SpecError(None, "max_reconnect_attempts", self.max_reconnect_attempts,
+                            "use -1 (never give up; the default) or a count >= 1")
+        if self.max_outstanding_pings < 1 or self.pending_size < 1024:
+            raise SpecError(None, "max_outstanding_pings/pending_size",
+                            (self.max_outstanding_pings, self.pending_size), "use >= 1 pings and >= 1024 bytes")
+        if self.password is not None and self.user is None:
+            raise SpecError(None, "password", "***", "give a user with the password")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SpecError(None, "tls_cert/tls_key", "***", "give the client certificate and its key together")
+
+    @classmethod
+    def from_settings(cls, settings: Any, servers: tuple[str, ...] | None = None, **overrides: Any) -> ConnectOptions:
+        """From a ``mistersmith.config.Settings`` (``servers`` overrides ``nats.url``, e.g. the embedded server's)."""
+        urls = servers or settings["nats.url"]
+        if not urls:
+            raise SpecError(None, "nats.url", None, "set it, or start the embedded server and pass its url")
+        values: dict[str, Any] = {
+            "servers": tuple(urls),
+            "ping_interval_s": settings["nats.ping_interval_s"],
+            "user": settings["nats.user"],
+            "password": settings["nats.password"],
+            "token": settings["nats.token"],
+            "creds_file": settings["nats.creds_file"],
+            "nkey_seed_file": settings["nats.nkey_seed_file"],
+            "tls_ca": settings["nats.tls_ca"],
+            "tls_cert": settings["nats.tls_cert"],
+            "tls_key": settings["nats.tls_key"],
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context for ``tls://`` servers, a CA or a client certificate; else ``None``."""
+        wants_tls = any(s.startswith("tls://") for s in self.servers)
+        if not (wants_tls or self.tls_ca or self.tls_cert):
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca)
+        if self.tls_cert is not None:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
+
+    def describe(self) -> str:
+        """The servers, without credentials (for logs and errors)."""
+        return ", ".join(s.split("@")[-1] if "@" in s else s for s in self.servers)
+
+
+def reconnect_delay_s(attempt: int, options: ConnectOptions, rng: random.Random | None = None) -> float:
+    """The wait before reconnect try number ``attempt`` (0 for the first): exponential, capped, jittered."""
+    base = min(options.reconnect_max_s, options.reconnect_base_s * 2.0 ** min(attempt, 32))
+    uniform = rng.uniform if rng is not None else random.uniform
+    jitter: float = uniform(-options.reconnect_jitter, options.reconnect_jitter)
+    return max(0.0, base * (1 + jitter))
+
+
+class ConnectionStats:
+    """Counters of one connection's troubles; every increment is also logged."""
+
+    def __init__(self) -> None:
+        self.disconnects = 0
+        self.reconnects = 0
+        self.errors = 0
+        self.slow_consumers = 0
+        self.closed = False
+        self.last_error: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "disconnects": self.disconnects,
+            "reconnects": self.reconnects,
+            "errors": self.errors,
+            "slow_consumers": self.slow_consumers,
+            "closed": self.closed,
+            "last_error": self.last_error,
+        }
+
+
+async def connect(options: ConnectOptions, stats: ConnectionStats | None = None) -> tuple[NATS, ConnectionStats]:
+    """Connect (raising nats-py's error if no server answers now) and wire the counters in."""
+    stats = stats or ConnectionStats()
+    where = options.describe()
+
+    async def on_error(error: Exception) -> None:
+        if isinstance(error, SlowConsumerError):
+            stats.slow_consumers += 1
+            logger.warning("NATS slow consumer on %s: a message was dropped by the client", error.subject)
+            return
+        stats.errors += 1
+        stats.last_error = f"{type(error).__name__}: {error}"
+        logger.warning("NATS error (%s): %s", where, stats.last_error)
+
+    async def on_disconnect() -> None:
+        stats.disconnects += 1
+        logger.warning("NATS disconnected from %s; reconnecting with backoff", where)
+
+    async def on_reconnect() -> None:
+        stats.reconnects += 1
+        logger.warning("NATS reconnected to %s", where)
+
+    async def on_closed() -> None:
+        stats.closed = True
+        logger.info("NATS connection to %s closed", where)
+
+    def pick_server(servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
+        del info
+        server = min(servers, key=lambda s: s.reconnects)
+        return server, reconnect_delay_s(max(0, server.reconnects), options)
+
+    kwargs: dict[str, Any] = {
+        "servers": list(options.servers),
+        "name": options.name,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+        "closed_cb": on_closed,
+        "allow_reconnect": True,
+        "connect_timeout": options.connect_timeout_s,
+        "max_reconnect_attempts": options.max_reconnect_attempts,
+        "reconnect_to_server_handler": pick_server,
+        "ping_interval": options.ping_interval_s,
+        "max_outstanding_pings": options.max_outstanding_pings,
+        "pending_size": options.pending_size,
+        "drain_timeout": options.drain_timeout_s,
+        "tls": options.tls_context(),
+    }
+    if options.user is not None:
+        kwargs["user"] = options.user
+        kwargs["password"] = options.password
+    if options.token is not None:
+        kwargs["token"] = options.token
+    if options.creds_file is not None:
+        kwargs["user_credentials"] = options.creds_file
+    if options.nkey_seed_file is not None:
+        kwargs["nkeys_seed"] = options.nkey_seed_file
+    kwargs.update(options.extra)
+    nc = await nats.connect(**kwargs)
+    return nc, stats

@@ -1,0 +1,328 @@
+"""The control plane: ``system.control.{action}`` (request/reply).
+
+Every node subscribes to ``system.control.*`` in one queue group, so exactly
+one node answers each request:
+
+- ``spawn`` ``{"kind", "agent_id"?, "config"?, "restart"?, "supervisor"?, "node"?}``
+  spawns on the node that got it, or, when ``node`` names another node,
+  forwards to ``system.node.{node}.spawn`` (``unknown_node`` if none answers).
+  An ``agent_id`` already hosted on any node is refused (``already_exists``).
+  The reply is ``{"agent_id", "node"}``, sent once the agent is routed.
+- ``stop``, ``restart``, ``get`` ``{"agent_id"}`` act here if the agent is hosted
+  here, else are forwarded to ``agents.{id}.control.{action}``, which only the
+  hosting node subscribes to (``unknown_agent`` if nobody answers).
+- ``list`` ``{"kind"?, "node"?, "command"?}`` gathers ``system.nodes.list``
+  answers from every known node: ``{"agents", "nodes", "missing"}``.
+- ``ping`` ``{"node"?}``: ``{"node", "agents", "uptime_s", "nodes"}``.
+- ``shutdown`` ``{"node"}``: only where the node allows it (else ``unauthorized``).
+
+Malformed requests get ``invalid_payload``/``invalid_envelope`` replies. Runs
+on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from mistersmith.envelope import (
+    EnvelopeError,
+    decode_command,
+    encode_error,
+    encode_exception,
+    encode_json,
+    encode_ok,
+)
+from mistersmith.errors import AgentExistsError, MisterSmithError, UnknownAgentError
+from mistersmith.runtime import Runtime
+
+from . import subjects
+from .commands import CommandRouter
+from .counters import BridgeCounters
+from .gather import gather_nodes
+from .membership import Membership
+from .trace import trace_headers
+from .wire import Wire
+
+__all__ = ["ControlPlane", "check_spawn", "matches", "parse_filters"]
+
+logger = logging.getLogger("mistersmith.bridge.control")
+
+_SPAWN_KEYS = frozenset({"kind", "agent_id", "config", "restart", "supervisor", "node"})
+_RESTARTS = ("permanent", "transient", "temporary")
+_FILTER_KEYS = frozenset({"kind", "node", "command"})
+
+LocalAgents = Callable[[], Awaitable[list[dict[str, Any]]]]
+Shutdown = Callable[[], Awaitable[None]]
+
+
+class _Refused(MisterSmithError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _bad(problem: str) -> _Refused:
+    return _Refused("invalid_payload", problem)
+
+
+def check_spawn(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a spawn payload (``invalid_payload`` naming the key) and return it."""
+    unknown = sorted(set(payload) - _SPAWN_KEYS)
+    if unknown:
+        raise _bad(f"spawn: unknown key {unknown[0]!r}; use: {', '.join(sorted(_SPAWN_KEYS))}")
+    if not subjects.is_token(payload.get("kind")):
+        raise _bad(f"spawn: kind={payload.get('kind')!r}; name a registered kind")
+    for key in ("agent_id", "node"):
+        if payload.get(key) is not None and not subjects.is_token(payload[key]):
+            raise _bad(f"spawn: {key}={payload[key]!r}; use 1-128 letters, digits, '_' or '-'")
+    if payload.get("config") is not None and not isinstance(payload["config"], dict):
+        raise _bad(f"spawn: config={payload['config']!r}; use a JSON object")
+    if payload.get("restart") is not None and payload["restart"] not in _RESTARTS:
+        raise _bad(f"spawn: restart={payload['restart']!r}; use one of: {', '.join(_RESTARTS)}")
+    if payload.get("supervisor") is not None and not isinstance(payload["supervisor"], str):
+        raise _bad(f"spawn: supervisor={payload['supervisor']!r}; use a supervisor path such as 'root'")
+    return dict(payload)
+
+
+def _agent_id(payload: Mapping[str, Any], action: str) -> str:
+    if set(payload) - {"agent_id"} or not subjects.is_token(payload.get("agent_id")):
+        raise _bad(f"{action}: use {{\"agent_id\": \"<id>\"}}")
+    return str(payload["agent_id"])
+
+
+def parse_filters(payload: Mapping[str, Any]) -> dict[str, str]:
+    unknown = sorted(set(payload) - _FILTER_KEYS)
+    if unknown:
+        raise _bad(f"unknown filter {unknown[0]!r}; use: {', '.join(sorted(_FILTER_KEYS))}")
+    for key, value in payload.items():
+        if value is not None and not subjects.is_token(value):
+            raise _bad(f"filter {key}={value!r}; use a subject token")
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def matches(agent: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
+    """Whether an agent description (from ``system.nodes.list``) passes ``kind``/``node``/``command`` filters."""
+    if "kind" in filters and agent.get("kind") != filters["kind"]:
+        return False
+    if "node" in filters and agent.get("node_id") != filters["node"]:
+        return False
+    return "command" not in filters or filters["command"] in (agent.get("commands") or ())
+
+
+class ControlPlane:
+    """Answers ``system.control.*``, ``system.node.{me}.*``, ``agents.{id}.control.*`` and ``system.nodes.list``."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        wire: Wire,
+        counters: BridgeCounters,
+        membership: Membership,
+        router: CommandRouter,
+        local_agents: LocalAgents,
+        *,
+        forward_timeout_s: float,
+        gather_timeout_s: float,
+        shutdown: Shutdown | None,
+    ) -> None:
+        self.runtime = runtime
+        self.node_id = runtime.node_id
+        self.wire = wire
+        self.counters = counters
+        self.membership = membership
+        self.router = router
+        self.local_agents = local_agents
+        self.forward_timeout_s = forward_timeout_s
+        self.gather_timeout_s = gather_timeout_s
+        self._shutdown = shutdown
+        self._started = time.monotonic()
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        nc = self.wire.nc
+        self._subs = [
+            await nc.subscribe("system.control.*", queue=subjects.SPAWN_QUEUE, cb=self._on_message),
+            await nc.subscribe(f"system.node.{self.node_id}.*", cb=self._on_message),
+            await nc.subscribe(subjects.nodes("list"), cb=self._on_list_scatter),
+        ]
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                logger.debug("control unsubscribe: %r", exc)
+        self._subs.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- dispatch ------------------------------------------------------------------
+
+    async def on_agent_control(self, msg: Msg) -> None:
+        """``agents.{id}.control.{action}``: the callback the router subscribes per agent."""
+        await self._on_message(msg)
+
+    async def _on_message(self, msg: Msg) -> None:
+        self.counters.add("control_in")
+        task = asyncio.get_running_loop().create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        headers = trace_headers(msg.headers)
+        parts = msg.subject.split(".")
+        action = parts[-1]
+        local = parts[0] == "agents" or parts[1] == "node"  # already routed to this node
+        try:
+            payload, _ = decode_command(msg.data)
+            if parts[0] == "agents":
+                payload = {**payload, "agent_id": parts[1]}
+            reply: bytes | None = await self._act(action, payload, local)
+        except MisterSmithError as exc:
+            if isinstance(exc, EnvelopeError):
+                self.counters.add("invalid_in")
+            reply = encode_error(str(exc.code), exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("control %s failed", msg.subject)
+            reply = encode_exception(exc)
+        if reply is None:
+            return
+        if msg.reply:
+            await self.wire.reply(msg, reply, headers)
+        else:
+            logger.warning("control %s without a reply subject: %s", msg.subject, reply[:200])
+        if action == "shutdown" and local and self._shutdown is not None and reply.startswith(b'{"ok":true'):
+            await self._shutdown()
+
+    async def _act(self, action: str, payload: dict[str, Any], local: bool) -> bytes:
+        if action == "spawn":
+            return await self._spawn(check_spawn(payload), local)
+        if action in ("stop", "restart", "get"):
+            return await self._agent_action(action, _agent_id(payload, action), local)
+        if action == "list":
+            return encode_ok(await self.gather(parse_filters(payload)))
+        if action == "ping":
+            return await self._ping(payload, local)
+        if action == "shutdown":
+            return await self._shutdown_node(payload, local)
+        raise _Refused("unknown_command", f"no control action {action!r}; use: {', '.join(subjects.CONTROL_ACTIONS)}")
+
+    # -- forwarding ----------------------------------------------------------------
+
+    async def _forward(self, subject: str, payload: Mapping[str, Any], missing: _Refused) -> bytes:
+        try:
+            msg = await self.wire.nc.request(subject, encode_json(dict(payload)), timeout=self.forward_timeout_s)
+        except NoRespondersError:
+            raise missing from None
+        except NatsTimeoutError:
+            raise _Refused("timeout", f"{subject} did not answer within {self.forward_timeout_s:.2f} s") from None
+        return bytes(msg.data)
+
+    # -- actions -------------------------------------------------------------------
+
+    async def _spawn(self, spec: dict[str, Any], local: bool) -> bytes:
+        node = spec.pop("node", None)
+        if node is not None and node != self.node_id and not local:
+            return await self._forward(subjects.node_control(node, "spawn"), {**spec, "node": node},
+                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+        agent_id = spec.get("agent_id")
+        if agent_id is not None:
+            await self._check_unique(agent_id)
+        new_id = await self.runtime.aspawn(
+            spec["kind"], agent_id, spec.get("config"), spec.get("restart"), spec.get("supervisor") or "root"
+        )
+        await self.router.route(new_id)
+        logger.info("spawned %s (%s) over NATS", new_id, spec["kind"], extra={"agent_id": new_id})
+        return encode_ok({"agent_id": new_id, "node": self.node_id})
+
+    async def _check_unique(self, agent_id: str) -> None:
+        try:
+            self.runtime.get_agent(agent_id)
+        except UnknownAgentError:
+            pass
+        else:
+            raise AgentExistsError(agent_id)
+        try:
+            await self.wire.nc.request(subjects.agent_control(agent_id, "get"), b"", timeout=self.forward_timeout_s)
+        except NoRespondersError:
+            return
+        except NatsTimeoutError:
+            logger.warning("could not check that agent id %s is free (no answer); spawning anyway", agent_id)
+            return
+        raise AgentExistsError(agent_id)
+
+    async def _agent_action(self, action: str, agent_id: str, local: bool) -> bytes:
+        try:
+            self.runtime.get_agent(agent_id)
+        except UnknownAgentError:
+            if local:
+                await self.router.unroute(agent_id)
+                raise
+            return await self._forward(subjects.agent_control(agent_id, action), {"agent_id": agent_id},
+                                       _Refused("unknown_agent", f"no node hosts agent {agent_id!r}"))
+        if action == "get":
+            return encode_ok(self.runtime.get_agent(agent_id))
+        if action == "stop":
+            await self.runtime.astop(agent_id)
+            await self.router.unroute(agent_id)
+            return encode_ok({"agent_id": agent_id, "node": self.node_id, "stopped": True})
+        await self.runtime.arestart(agent_id)
+        return encode_ok({"agent_id": agent_id, "node": self.node_id, "restarted": True})
+
+    async def _ping(self, payload: Mapping[str, Any], local: bool) -> bytes:
+        node = payload.get("node")
+        if set(payload) - {"node"} or (node is not None and not subjects.is_token(node)):
+            raise _bad('ping: use {} or {"node": "<node id>"}')
+        if node is not None and node != self.node_id and not local:
+            return await self._forward(subjects.node_control(node, "ping"), payload,
+                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+        return encode_ok({
+            "node": self.node_id,
+            "agents": len(self.runtime.list_agents()),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "nodes": self.membership.known(),
+        })
+
+    async def _shutdown_node(self, payload: Mapping[str, Any], local: bool) -> bytes:
+        node = payload.get("node")
+        if set(payload) - {"node"} or not subjects.is_token(node):
+            raise _bad('shutdown: name the node, {"node": "<node id>"}')
+        assert isinstance(node, str)
+        if node != self.node_id and not local:
+            return await self._forward(subjects.node_control(node, "shutdown"), payload,
+                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+        if self._shutdown is None:
+            raise _Refused("unauthorized", f"node {self.node_id!r} does not allow shutdown over NATS")
+        logger.warning("shutdown requested over NATS")
+        return encode_ok({"node": self.node_id, "shutting_down": True})
+
+    # -- list across nodes ---------------------------------------------------------
+
+    async def gather(self, filters: Mapping[str, str]) -> dict[str, Any]:
+        """Every known node's agents that pass ``filters``: ``{"agents", "nodes", "missing"}``."""
+        expected = self.membership.known()
+        if "node" in filters:
+            expected = [n for n in expected if n == filters["node"]] or [filters["node"]]
+        answers = await gather_nodes(self.wire.nc, subjects.nodes("list"), expected, self.gather_timeout_s)
+        agents = [a for answer in answers.values() for a in answer if matches(a, filters)]
+        agents.sort(key=lambda a: (str(a.get("id")), str(a.get("node_id"))))
+        return {"agents": agents, "nodes": sorted(answers), "missing": sorted(set(expected) - set(answers))}
+
+    async def _on_list_scatter(self, msg: Msg) -> None:
+        if msg.reply:
+            agents = await self.local_agents()
+            await self.wire.publish(msg.reply, encode_ok({"node": self.node_id, "agents": agents}))
