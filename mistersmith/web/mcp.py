@@ -294,4 +294,5 @@ class McpEndpoint:
                     "instructions": _INSTRUCTIONS, "_meta": {SERVER_INFO_META: self.server_info}}
         if method == "initialize":
             raise RpcError(INVALID_REQUEST, "initialize is not part of revision 2026-07-28; send server/discover")
-        raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method!r}", {"method": method})
+        shown = method if len(method) <= 100 else method[:100] + "..."
+        raise RpcError(METHOD_NOT_FOUND, f"Method not found: {shown!r}", {"method": shown})

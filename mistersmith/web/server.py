@@ -78,6 +78,10 @@ class HttpServer:
         if self._task is None or self._task.done():
             return
         self.app.close_streams()
+        try:
+            await asyncio.wait_for(self.app.streams.wait_active(0), self.graceful_timeout_s)
+        except TimeoutError:
+            logger.warning("%d SSE streams still open at shutdown", self.app.streams.active)
         self._shutdown.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), self.graceful_timeout_s + 5.0)

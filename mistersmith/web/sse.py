@@ -99,11 +99,17 @@ class DiscoveryStream:
         self.served = 0
         self._subs: set[Any] = set()
         self._closing = False
+        self._changed = asyncio.Condition()
 
     def close_all(self) -> None:
         self._closing = True
         for sub in list(self._subs):
             sub.close()
+
+    async def wait_active(self, at_most: int) -> None:
+        """Return once at most ``at_most`` streams are open (call on the loop)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.active <= at_most)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "GET":
@@ -150,6 +156,8 @@ class DiscoveryStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            async with self._changed:
+                self._changed.notify_all()
 
     @staticmethod
     async def _watch(receive: Receive, sub: Any) -> None:

@@ -194,7 +194,8 @@ class SseClient:
         return await asyncio.wait_for(read(), timeout_s)
 
     async def body(self) -> bytes:
-        return await asyncio.wait_for(self.reader.read(), 10.0)
+        """The body of a refusal (not a stream)."""
+        return await asyncio.wait_for(self.reader.readexactly(int(self.headers["content-length"])), 10.0)
 
     def close(self) -> None:
         self.writer.close()
