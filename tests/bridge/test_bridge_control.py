@@ -1,0 +1,174 @@
+"""system.control.*: spawn placement, list across nodes, stop/restart/get anywhere (two nodes, one server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import nats
+import orjson
+import pytest
+from _bridge_helpers import WAIT_S, Node, client
+
+from mistersmith.embedded.nats import EmbeddedNats
+from mistersmith.envelope import RemoteError
+
+
+@pytest.fixture
+def pair(nats_server: EmbeddedNats) -> Iterator[tuple[Node, Node]]:
+    a = Node(nats_server.url, node_id="node-a")
+    try:
+        b = Node(nats_server.url, node_id="node-b")
+    except BaseException:
+        a.close()
+        raise
+    try:
+        both = {"node-a", "node-b"}
+        assert a.bridge is not None and b.bridge is not None
+        assert a.run(a.bridge.membership.wait_for(both, WAIT_S))
+        assert b.run(b.bridge.membership.wait_for(both, WAIT_S))
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+def _hosts(node: Node) -> set[str]:
+    return {str(info["id"]) for info in node.rt.list_agents()}
+
+
+def test_spawn_is_placed_on_exactly_one_node(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+
+    async def scenario() -> list[dict[str, Any]]:
+        nc, ms = await client(a.url)
+        try:
+            placed = [await ms.spawn("echo") for _ in range(12)]
+            for p in placed:  # each one answers from the node that placed it
+                assert await ms.request(p["agent_id"], "ping") == {"pong": True, "agent_id": p["agent_id"]}
+            return placed
+        finally:
+            await nc.close()
+
+    placed = a.run(scenario())
+    ids = [p["agent_id"] for p in placed]
+    assert len(set(ids)) == 12
+    assert _hosts(a) | _hosts(b) == set(ids) and not _hosts(a) & _hosts(b)
+    for p in placed:
+        assert p["agent_id"] in _hosts(a if p["node"] == "node-a" else b)
+
+
+def test_spawn_on_a_named_node(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        nc, ms = await client(a.url)
+        try:
+            for i in range(4):  # whichever node the queue group picks, it lands on node-b
+                assert await ms.spawn("echo", f"on-b-{i}", node="node-b") == {"agent_id": f"on-b-{i}", "node": "node-b"}
+            with pytest.raises(RemoteError) as info:
+                await ms.spawn("echo", node="node-zz")
+            assert info.value.code == "unknown_node"
+            with pytest.raises(RemoteError) as info:  # ids are global
+                await ms.spawn("echo", "on-b-0", node="node-a")
+            assert info.value.code == "already_exists"
+        finally:
+            await nc.close()
+
+    a.run(scenario())
+    assert _hosts(b) == {f"on-b-{i}" for i in range(4)} and not _hosts(a)
+
+
+def test_list_covers_every_node_and_filters(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        nc, ms = await client(a.url)
+        try:
+            await ms.spawn("echo", "la", node="node-a")
+            await ms.spawn("echo", "lb", node="node-b")
+            listing = await ms.control("list")
+            assert listing["nodes"] == ["node-a", "node-b"] and listing["missing"] == []
+            assert {(x["id"], x["node_id"]) for x in listing["agents"]} == {("la", "node-a"), ("lb", "node-b")}
+            only_b = await ms.control("list", {"node": "node-b"})
+            assert [x["id"] for x in only_b["agents"]] == ["lb"]
+            assert (await ms.control("list", {"kind": "nothing"}))["agents"] == []
+        finally:
+            await nc.close()
+
+    a.run(scenario())
+
+
+def test_stop_restart_get_reach_the_hosting_node(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        nc, ms = await client(a.url)
+        try:
+            await ms.spawn("echo", "far", node="node-b")
+            got = await ms.control("get", {"agent_id": "far"})
+            assert got["id"] == "far" and got["node_id"] == "node-b" and got["restart_count"] == 0
+            restarted = await ms.control("restart", {"agent_id": "far"})
+            assert restarted == {"agent_id": "far", "node": "node-b", "restarted": True}
+            assert (await ms.control("get", {"agent_id": "far"}))["restart_count"] == 1
+            assert await ms.request("far", "ping") == {"pong": True, "agent_id": "far"}
+            assert await ms.control("stop", {"agent_id": "far"}) == {"agent_id": "far", "node": "node-b", "stopped": True}
+            with pytest.raises(RemoteError) as info:  # gone: no responders again
+                await ms.request("far", "ping")
+            assert info.value.code == "unknown_agent"
+            with pytest.raises(RemoteError) as info:
+                await ms.control("stop", {"agent_id": "far"})
+            assert info.value.code == "unknown_agent"
+        finally:
+            await nc.close()
+
+    a.run(scenario())
+    assert "far" not in _hosts(b)
+
+
+def test_ping_and_shutdown(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        nc, ms = await client(a.url)
+        try:
+            pong = await ms.control("ping", {"node": "node-b"})
+            assert pong["node"] == "node-b" and pong["nodes"] == ["node-a", "node-b"]
+            assert (await ms.control("ping"))["node"] in ("node-a", "node-b")
+            with pytest.raises(RemoteError) as info:
+                await ms.control("shutdown", {"node": "node-b"})
+            assert info.value.code == "unauthorized"
+        finally:
+            await nc.close()
+
+    a.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "code"),
+    [
+        ("spawn", b"{}", "invalid_payload"),
+        ("spawn", b'{"kind": "echo", "colour": "red"}', "invalid_payload"),
+        ("spawn", b'{"kind": "echo", "restart": "sometimes"}', "invalid_payload"),
+        ("spawn", b'{"kind": "no-such-kind"}', "invalid_spec"),
+        ("stop", b"{}", "invalid_payload"),
+        ("get", b'{"agent_id": "a.b"}', "invalid_payload"),
+        ("list", b'{"colour": "red"}', "invalid_payload"),
+        ("shutdown", b"{}", "invalid_payload"),
+        ("explode", b"{}", "unknown_command"),
+        ("spawn", b"[]", "invalid_payload"),
+        ("spawn", b"{", "invalid_envelope"),
+    ],
+)
+def test_bad_control_requests_get_error_replies(pair: tuple[Node, Node], action: str, body: bytes, code: str) -> None:
+    a, _ = pair
+
+    async def scenario() -> None:
+        nc = await nats.connect(a.url)
+        try:
+            reply = orjson.loads((await nc.request(f"system.control.{action}", body, timeout=WAIT_S)).data)
+            assert reply["ok"] is False and reply["error"]["code"] == code, reply
+        finally:
+            await nc.close()
+
+    a.run(scenario())
