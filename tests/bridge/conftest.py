@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _bridge_helpers import Node
+from _bridge_helpers import WAIT_S, Node
 
 from mistersmith.embedded.nats import EmbeddedNats
 
@@ -40,3 +40,23 @@ def node(nats_server: EmbeddedNats) -> Iterator[Node]:
         yield n
     finally:
         n.close()
+
+
+@pytest.fixture
+def pair(nats_server: EmbeddedNats) -> Iterator[tuple[Node, Node]]:
+    """Two nodes (``node-a``, ``node-b``) on the module's server, each knowing the other."""
+    a = Node(nats_server.url, node_id="node-a")
+    try:
+        b = Node(nats_server.url, node_id="node-b")
+    except BaseException:
+        a.close()
+        raise
+    try:
+        both = {"node-a", "node-b"}
+        assert a.bridge is not None and b.bridge is not None
+        assert a.run(a.bridge.membership.wait_for(both, WAIT_S))
+        assert b.run(b.bridge.membership.wait_for(both, WAIT_S))
+        yield a, b
+    finally:
+        b.close()
+        a.close()

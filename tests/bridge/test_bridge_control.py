@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import nats
@@ -10,27 +9,7 @@ import orjson
 import pytest
 from _bridge_helpers import WAIT_S, Node, client
 
-from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.envelope import RemoteError
-
-
-@pytest.fixture
-def pair(nats_server: EmbeddedNats) -> Iterator[tuple[Node, Node]]:
-    a = Node(nats_server.url, node_id="node-a")
-    try:
-        b = Node(nats_server.url, node_id="node-b")
-    except BaseException:
-        a.close()
-        raise
-    try:
-        both = {"node-a", "node-b"}
-        assert a.bridge is not None and b.bridge is not None
-        assert a.run(a.bridge.membership.wait_for(both, WAIT_S))
-        assert b.run(b.bridge.membership.wait_for(both, WAIT_S))
-        yield a, b
-    finally:
-        b.close()
-        a.close()
 
 
 def _hosts(node: Node) -> set[str]:
