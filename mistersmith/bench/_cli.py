@@ -51,6 +51,7 @@ def _runtime(options: Options) -> list[Figure]:
 
 SUITES: dict[str, Suite] = {
     "runtime": _runtime,
+    "journal": lambda options: __import__("mistersmith.bench.journal", fromlist=["run"]).run(options),
 }
 
 ALL = "all"

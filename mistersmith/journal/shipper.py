@@ -27,11 +27,11 @@ spool directory, logged and counted, so it cannot block the rest.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -39,8 +39,6 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-
-from mistersmith.supervisors import SupervisionEvent
 
 from .codec import COLUMNS, decode_line
 from .projection import Projection
@@ -75,6 +73,10 @@ _NOTIFY = sql.SQL("SELECT pg_notify(%s, %s)")
 
 class _Duplicate(Exception):
     """The straight path met an event already in the journal."""
+
+
+def _event_id(line: bytes) -> uuid.UUID:
+    return uuid.UUID(line[:36].decode("ascii"))
 
 
 def _is_connection_error(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
@@ -293,29 +295,24 @@ class Shipper:
     # -- one batch ------------------------------------------------------------------------
 
     def _ship(self, conn: psycopg.Connection[Any], lines: list[bytes], careful: bool) -> None:
-        events = [decode_line(line) for line in lines]
         try:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(_LOCK, (APPEND_LOCK_KEY,))
-                if careful:
-                    seqs = self._insert_careful(cur, lines)
-                else:
-                    seqs = self._insert_direct(cur, lines, events)
-                self._fold(conn, cur, events, seqs)
-                if seqs:
-                    cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(max(seqs.values()))))
+                seqs = self._insert_careful(cur, lines) if careful else self._insert_direct(cur, lines)
+                inserted = self._fold(conn, cur, lines, seqs)
+                if inserted:
+                    cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(max(s for s in seqs if s is not None))))
         except BaseException:
             self._projection = Projection()
             self._loaded_nodes.clear()
             raise
         self.batches += 1
-        self.events_shipped += len(seqs)
-        self.duplicates_skipped += len(lines) - len(seqs)
+        self.events_shipped += inserted
+        self.duplicates_skipped += len(lines) - inserted
         self.last_batch_events = len(lines)
 
-    def _insert_direct(
-        self, cur: psycopg.Cursor[Any], lines: list[bytes], events: list[SupervisionEvent]
-    ) -> dict[Any, int]:
+    def _insert_direct(self, cur: psycopg.Cursor[Any], lines: list[bytes]) -> list[int | None]:
+        """COPY straight into the journal; the seqs, in line order (numbers taken under the lock)."""
         try:
             with cur.copy(_COPY_DIRECT) as copy:
                 copy.write(b"".join(lines))
@@ -325,35 +322,44 @@ class Shipper:
         assert row is not None
         last = int(row[0])
         first = last - len(lines) + 1
-        ids = [e.event_id for e in events]
-        found = dict(cur.execute(_SEQS_OF, ([ids[0], ids[-1]],)).fetchall())
-        if found.get(ids[0]) == first and found.get(ids[-1]) == last:
-            return {event_id: first + i for i, event_id in enumerate(ids)}
-        # someone else took numbers in between (a writer not taking the lock): ask for each
-        return dict(cur.execute(_SEQS_OF, (ids,)).fetchall())
+        ends = [_event_id(lines[0]), _event_id(lines[-1])]
+        found = dict(cur.execute(_SEQS_OF, (ends,)).fetchall())
+        if found.get(ends[0]) == first and found.get(ends[1]) == last:
+            return list(range(first, last + 1))
+        # a writer that does not take the lock took numbers in between: ask for each
+        ids = [_event_id(line) for line in lines]
+        found = dict(cur.execute(_SEQS_OF, (ids,)).fetchall())
+        return [found.get(i) for i in ids]
 
-    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes]) -> dict[Any, int]:
+    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes]) -> list[int | None]:
+        """Through the staging table, skipping events already journaled (``None`` for those)."""
         cur.execute(_STAGE)
         with cur.copy(_COPY_STAGE) as copy:
             copy.write(b"".join(lines))
-        return dict(cur.execute(_INSERT_STAGED).fetchall())
+        found = dict(cur.execute(_INSERT_STAGED).fetchall())
+        return [found.get(_event_id(line)) for line in lines]
 
     def _fold(
-        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], events: list[SupervisionEvent],
-        seqs: dict[Any, int],
-    ) -> None:
+        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], lines: list[bytes], seqs: list[int | None],
+    ) -> int:
+        """Fold the inserted events into the registry; returns how many were inserted."""
         projection = self._projection
-        for event in events:
-            seq = seqs.get(event.event_id)
+        inserted = 0
+        for line, seq in zip(lines, seqs):
             if seq is None:
                 continue  # already in the journal: folded when it was inserted
+            event = decode_line(line, seq)
+            inserted += 1
+            if not inserted % 512:
+                time.sleep(0)  # let emitting threads have the GIL: they wait on us less than we on them
             if event.node_id not in self._loaded_nodes:
                 projection.load(load_node(conn, event.node_id))
                 self._loaded_nodes.add(event.node_id)
-            projection.apply(dataclasses.replace(event, seq=seq))
+            projection.apply(event)
         changed, removed = projection.take_changes()
         delete_records(cur, removed)
         upsert_records(cur, changed)
+        return inserted
 
     # -- poison lines -----------------------------------------------------------------------
 

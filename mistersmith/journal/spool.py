@@ -10,18 +10,25 @@ shipped to PostgreSQL from here. Layout of the spool directory::
 A record is ``<u32 length><u32 crc32>`` (little-endian) and the payload (a
 ``COPY`` text line, see ``codec.py``).
 
-Group commit: ``append`` (called under the event bus lock) only queues the
-record in memory and returns a ticket; one writer thread
-(``mistersmith-journal-spool``) writes everything queued since its last
-round in one ``write`` and one ``fdatasync``, then wakes every ``wait_durable``
-caller whose ticket it covered. Memory stays bounded: an emitting thread waits
-for its event to be durable before it goes on, so at most one record per
-emitting thread is queued; the backlog waiting for PostgreSQL lives on disk.
+Group commit, leader and followers: ``append`` (called under the event bus
+lock) only queues the record in memory and returns a ticket. ``wait_durable``
+(the emitting thread, right after) returns at once if an fsync already covered
+the ticket; else, if no thread is writing, the caller becomes the leader: it
+writes everything queued, by every thread, in one ``write`` and one
+``fdatasync`` and wakes the others; else it waits for the leader, and one of
+the threads still uncovered leads the next group. While a leader is in
+``fdatasync`` the others queue, so a group is as large as the concurrency,
+and a lone emitter pays one fsync and no thread hand-off. Memory stays bounded:
+an emitting thread waits for its event to be durable before it goes on, so at
+most one record per emitting thread is queued; the backlog waiting for
+PostgreSQL lives on disk. (Records nobody waits for are written by the
+shipper's ``write_pending`` within a second, or by ``close``.)
 
 After a crash the tail of the last segment may hold a torn record (one that
 was never acknowledged): ``open`` validates everything not yet shipped and
 truncates a torn tail. A failing write is retried (from the last durable
-offset) until it succeeds; meanwhile ``wait_durable`` callers wait.
+offset) until the leader's own timeout; its records stay queued for the next
+leader, and ``wait_durable`` callers keep waiting (up to their timeout).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,11 +71,20 @@ def _segment_name(segment: int) -> str:
 class Spool:
     """The spool in ``directory``. ``open()`` it before use, ``close()`` it after."""
 
-    def __init__(self, directory: Path | str, *, segment_bytes: int = 64 << 20, fsync: bool = True) -> None:
+    def __init__(
+        self, directory: Path | str, *, segment_bytes: int = 64 << 20, fsync: bool = True, group_wait_s: float = 0.001
+    ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
-        self._cond = threading.Condition()
+        self.group_wait_s = group_wait_s
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # durable progress: followers, the shipper
+        self._arrived = threading.Condition(self._lock)  # a record queued while the leader gathers
+        self._writing = False  # a leader is writing a group
+        self._gathering = False
+        self._followers = 0  # threads waiting in wait_durable
+        self._expect = 1  # how many records the next group should wait for (see _gather)
         self._pending: list[bytes] = []
         self._appended = 0  # tickets handed out
         self._durable_ticket = 0
@@ -79,9 +96,7 @@ class Spool:
         self._lock_fd = -1
         self._read_fd = -1
         self._read_segment = 0
-        self._writer: threading.Thread | None = None
         self._closing = False
-        self._abandon = False
         self.closed = True
         # counters (records and bytes are counted from the shipped position at open)
         self.records_durable = 0
@@ -119,8 +134,6 @@ class Spool:
         self._durable_pos = SpoolPosition(self._segment, self._size)
         self.closed = False
         self._closing = False
-        self._writer = threading.Thread(target=self._run, name="mistersmith-journal-spool", daemon=True)
-        self._writer.start()
         if self.records_durable:
             logger.info(
                 "journal spool %s: %d events (%d bytes) from an earlier run wait to be shipped",
@@ -128,20 +141,14 @@ class Spool:
             )
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, stop the writer, release the directory."""
-        with self._cond:
-            if self.closed:
+        """Write what is queued (trying for at most ``timeout_s``), release the directory."""
+        with self._lock:
+            if self.closed or self._closing:
                 return
             self._closing = True
-            self._cond.notify_all()
-        writer = self._writer
-        if writer is not None:
-            writer.join(timeout_s)
-            if writer.is_alive():
-                logger.error("journal spool writer did not finish within %.1f s; abandoned", timeout_s)
-                self._abandon = True
-                writer.join(_RETRY_MAX_S * 2)
-        with self._cond:
+        if not self.write_pending(timeout_s):
+            logger.error("journal spool: closing with %d events not written (%s)", len(self._pending), self.last_error)
+        with self._lock:
             self.closed = True
             self._cond.notify_all()
         for fd in (self._fd, self._read_fd):
@@ -260,47 +267,100 @@ class Spool:
                 raise JournalClosedError("appending an event")
             self._pending.append(frame)
             self._appended += 1
-            self._cond.notify_all()
+            if self._gathering:
+                self._arrived.notify()
             return self._appended
 
     def wait_durable(self, ticket: int, timeout_s: float | None) -> bool:
-        """Wait until the record with ``ticket`` is on disk; False on timeout or close."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._durable_ticket >= ticket or self.closed, timeout_s) and (
-                self._durable_ticket >= ticket
-            )
+        """Return once the record with ``ticket`` is on disk, leading a group write if no one is.
 
-    # -- the writer thread ------------------------------------------------------------
-
-    def _run(self) -> None:
+        False if ``timeout_s`` passed first (or the spool closed without it).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
-                    return
+            with self._lock:
+                while True:
+                    if self._durable_ticket >= ticket:
+                        return True
+                    if self.closed:
+                        return False
+                    if not self._writing:
+                        self._writing = True
+                        break  # lead this group
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._followers += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._followers -= 1
+            self._lead(deadline)
+
+    def write_pending(self, timeout_s: float | None) -> bool:
+        """Write whatever is queued now (for records no one waits for); False if it failed."""
+        with self._lock:
+            ticket = self._appended
+        return self.wait_durable(ticket, timeout_s)
+
+    def _lead(self, deadline: float | None) -> None:
+        """Write every queued record as one group. Called with ``_writing`` set; clears it."""
+        try:
+            with self._lock:
+                self._gather()
                 frames, self._pending = self._pending, []
                 ticket = self._appended
-            data = b"".join(frames)
-            if not self._write(data):
+            if not frames:
                 return
-            with self._cond:
+            data = b"".join(frames)
+            if not self._write(data, deadline):
+                with self._lock:
+                    self._pending[:0] = frames  # a later leader tries again, in the same order
+                return
+            with self._lock:
                 self._durable_ticket = ticket
                 self._durable_pos = SpoolPosition(self._segment, self._size)
                 self.records_durable += len(frames)
                 self.bytes_durable += len(data)
                 self.groups += 1
-                self._cond.notify_all()
             if self._size >= self.segment_bytes:
                 try:
                     self._rotate()
                 except OSError as exc:
                     logger.error("journal spool: could not start a new segment (%r); staying on this one", exc)
                     self._segment -= 1
+                with self._lock:
+                    self._durable_pos = SpoolPosition(self._segment, self._size)
+        finally:
+            with self._lock:
+                self._writing = False
+                self._expect = self._followers + 1  # they (and we) will likely emit again soon
+                self._cond.notify_all()
 
-    def _write(self, data: bytes) -> bool:
+    def _gather(self) -> None:
+        """Group commit: give the threads just woken a moment to join this group.
+
+        After an fsync wakes a group of emitting threads, each emits its next
+        event a little after the other (they take turns on the GIL); writing at
+        the first would make groups of one or two. The leader waits, at most
+        ``group_wait_s``, until as many records are queued as threads took part
+        in the last round. A lone emitter never waits. Called with the lock held.
+        """
+        if len(self._pending) >= self._expect or self.group_wait_s <= 0:
+            return
+        deadline = time.monotonic() + self.group_wait_s
+        self._gathering = True
+        try:
+            while len(self._pending) < self._expect and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.wait(remaining)
+        finally:
+            self._gathering = False
+
+    def _write(self, data: bytes, deadline: float | None) -> bool:
         delay = _RETRY_MIN_S
-        stop = threading.Event()
         while True:
             try:
                 view = memoryview(data)
@@ -309,7 +369,7 @@ class Spool:
                 if self.fsync:
                     os.fdatasync(self._fd)
                 self._size += len(data)
-                if self.write_errors and self.last_error is not None:
+                if self.last_error is not None:
                     logger.warning("journal spool: writing works again")
                     self.last_error = None
                 return True
@@ -325,9 +385,9 @@ class Spool:
                     os.ftruncate(self._fd, self._size)
                 except OSError:
                     pass
-                if self._abandon:
+                if deadline is not None and time.monotonic() + delay > deadline:
                     return False
-                stop.wait(delay)
+                time.sleep(delay)
                 delay = min(_RETRY_MAX_S, delay * 2)
 
     # -- reading and shipping (the shipper's thread) -------------------------------------
