@@ -20,10 +20,11 @@ log and count disconnects, reconnects, errors and slow consumers into a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,7 +135,11 @@ def reconnect_delay_s(attempt: int, options: ConnectOptions, rng: random.Random 
 
 
 class ConnectionStats:
-    """Counters of one connection's troubles; every increment is also logged."""
+    """Counters of one connection's troubles; every increment is also logged.
+
+    Updated on the event loop (by the connection's callbacks); ``wait_for``
+    lets a caller on that loop wait for a condition on them.
+    """
 
     def __init__(self) -> None:
         self.disconnects = 0
@@ -143,6 +148,27 @@ class ConnectionStats:
         self.slow_consumers = 0
         self.closed = False
         self.last_error: str | None = None
+        self._changed: asyncio.Event | None = None
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[ConnectionStats], bool], timeout_s: float) -> bool:
+        """Wait until ``predicate(self)`` holds (re-checked on every change); False after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not predicate(self):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._changed = self._changed or asyncio.Event()
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return predicate(self)
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -163,22 +189,27 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
     async def on_error(error: Exception) -> None:
         if isinstance(error, SlowConsumerError):
             stats.slow_consumers += 1
+            stats._notify()
             logger.warning("NATS slow consumer on %s: a message was dropped by the client", error.subject)
             return
         stats.errors += 1
         stats.last_error = f"{type(error).__name__}: {error}"
+        stats._notify()
         logger.warning("NATS error (%s): %s", where, stats.last_error)
 
     async def on_disconnect() -> None:
         stats.disconnects += 1
+        stats._notify()
         logger.warning("NATS disconnected from %s; reconnecting with backoff", where)
 
     async def on_reconnect() -> None:
         stats.reconnects += 1
+        stats._notify()
         logger.warning("NATS reconnected to %s", where)
 
     async def on_closed() -> None:
         stats.closed = True
+        stats._notify()
         logger.info("NATS connection to %s closed", where)
 
     def pick_server(servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
