@@ -242,9 +242,9 @@ class McpEndpoint:
         return None
 
     async def _modern(self, request: Request, message: Message) -> Response:
-        error = self._envelope_error(request, message)
         if message.kind == "notification":
-            return Response(status_code=202 if error is None else 400)
+            return Response(status_code=202)  # 2026-07-28 defines none from clients: acknowledged, dropped
+        error = self._envelope_error(request, message)
         assert message.id is not None
         if error is None:
             try:
