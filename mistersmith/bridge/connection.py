@@ -198,6 +198,8 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
         logger.warning("NATS error (%s): %s", where, stats.last_error)
 
     async def on_disconnect() -> None:
+        if client and client[0].is_closed:
+            return  # closed on purpose: not an outage
         stats.disconnects += 1
         stats._notify()
         logger.warning("NATS disconnected from %s; reconnecting with backoff", where)
@@ -217,6 +219,7 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
         server = min(servers, key=lambda s: s.reconnects)
         return server, reconnect_delay_s(max(0, server.reconnects), options)
 
+    client: list[NATS] = []
     kwargs: dict[str, Any] = {
         "servers": list(options.servers),
         "name": options.name,
@@ -245,4 +248,5 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
         kwargs["nkeys_seed"] = options.nkey_seed_file
     kwargs.update(options.extra)
     nc = await nats.connect(**kwargs)
+    client.append(nc)
     return nc, stats
