@@ -52,6 +52,7 @@ def _runtime(options: Options) -> list[Figure]:
 SUITES: dict[str, Suite] = {
     "runtime": _runtime,
     "journal": lambda options: __import__("mistersmith.bench.journal", fromlist=["run"]).run(options),
+    "nats": lambda options: __import__("mistersmith.bench.nats", fromlist=["run"]).run(options),
     "http": lambda options: __import__("mistersmith.bench.http", fromlist=["run"]).run(options),
 }
 
