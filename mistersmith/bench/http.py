@@ -65,7 +65,7 @@ class Sizes:
 
 
 FULL = Sizes(clients=50, requests_per_client=60, rounds=4, warmup_per_client=5, sse_clients=1000, sse_events=40,
-             sse_gap_s=0.1)
+             sse_gap_s=0.25)
 QUICK = Sizes(clients=10, requests_per_client=10, rounds=1, warmup_per_client=2, sse_clients=20, sse_events=3,
               sse_gap_s=0.05)
 
