@@ -28,7 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass
 
 import orjson
@@ -85,7 +86,7 @@ async def _bare_json(request: Request) -> Response:
                     media_type="application/json")
 
 
-async def _serve_bare() -> tuple[int, Callable[[], Awaitable[None]]]:
+async def _serve_bare() -> tuple[int, Callable[[], Coroutine[Any, Any, None]]]:
     """The baseline: a bare Starlette JSON endpoint on a Hypercorn configured as ``HttpServer`` does."""
     app = Starlette(routes=[Route("/json", _bare_json, methods=["POST"])])
     sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
