@@ -13,7 +13,10 @@ and figures are medians over rounds.
   (each a tell the agent handles), then one request on the same subscription
   as a barrier, vs N publishes to a bare subscription that counts them, then
   one request to it as the barrier.
-- ``task throughput`` (reported): tasks through the JetStream work queue, acked.
+- ``task throughput`` (reported, no baseline): tasks submitted to
+  ``tasks.echo.queue.normal`` (JetStream, each publish acked), served by the
+  node's worker (``max_in_flight`` 64) with the echo agent, acked, until every
+  ``tasks.{id}.result`` has arrived.
 
 Run it with ``python -m mistersmith.bench nats``.
 """
@@ -49,10 +52,15 @@ class Sizes:
     requests_per_round: int
     tell_rounds: int
     tells_per_round: int
+    task_rounds: int
+    tasks_per_round: int
 
 
-FULL = Sizes(warmup=300, rounds=10, requests_per_round=1_000, tell_rounds=6, tells_per_round=20_000)
-QUICK = Sizes(warmup=20, rounds=2, requests_per_round=100, tell_rounds=2, tells_per_round=500)
+FULL = Sizes(warmup=300, rounds=10, requests_per_round=1_000, tell_rounds=6, tells_per_round=20_000,
+             task_rounds=3, tasks_per_round=2_000)
+QUICK = Sizes(warmup=20, rounds=2, requests_per_round=100, tell_rounds=2, tells_per_round=500,
+              task_rounds=1, tasks_per_round=100)
+TASKS_IN_FLIGHT = 64
 
 
 # -- the serving process -----------------------------------------------------------------
@@ -61,7 +69,7 @@ QUICK = Sizes(warmup=20, rounds=2, requests_per_round=100, tell_rounds=2, tells_
 def serve(url: str) -> None:
     """Host the raw responder and a MisterSmith node until stdin closes."""
     from mistersmith import Runtime
-    from mistersmith.bridge import Bridge, ConnectOptions, connect
+    from mistersmith.bridge import Bridge, ConnectOptions, TaskOptions, connect
     from mistersmith.crossing import LoopThread
 
     from ._harness import quiet_logs
@@ -85,9 +93,10 @@ def serve(url: str) -> None:
             await raw.subscribe(RAW_ECHO, cb=echo)
             await raw.subscribe(RAW_SINK, cb=sink, pending_msgs_limit=1_000_000)
             nc, stats = await connect(ConnectOptions(servers=(url,), name="bench-node"))
-            bridge = Bridge(rt, nc, connection_stats=stats)
+            bridge = Bridge(rt, nc, connection_stats=stats, task_options=TaskOptions(max_in_flight=TASKS_IN_FLIGHT))
             await bridge.start()
             await bridge.aspawn("echo", AGENT, mailbox_size=1_000_000)
+            await bridge.tasks.serve("echo")
             await raw.flush()
             return raw, nc, bridge
 
@@ -127,6 +136,30 @@ async def _tells(nc: Any, subject: str, barrier: str, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+async def _tasks(nc: Any, n: int, round_no: int) -> float:
+    """Tasks per second through the work queue, from the first submit to the last result."""
+    js = nc.jetstream()
+    results = asyncio.Queue[None]()
+
+    async def on_result(msg: Any) -> None:
+        results.put_nowait(None)
+
+    sub = await nc.subscribe("tasks.*.result", cb=on_result)
+    t0 = time.perf_counter()
+    for chunk in range(0, n, 100):
+        await asyncio.gather(*(
+            js.publish("tasks.echo.queue.normal",
+                       b'{"task_id":"t%d-%d","command":"echo","payload":{"n":1}}' % (round_no, i),
+                       headers={"Nats-Msg-Id": f"t{round_no}-{i}-{t0}"})
+            for i in range(chunk, min(n, chunk + 100))
+        ))
+    for _ in range(n):
+        await asyncio.wait_for(results.get(), TIMEOUT_S * 6)
+    rate = n / (time.perf_counter() - t0)
+    await sub.unsubscribe()
+    return rate
+
+
 async def _measure(url: str, sizes: Sizes, options: Options) -> list[Figure]:
     import nats
 
@@ -163,6 +196,10 @@ async def _measure(url: str, sizes: Sizes, options: Options) -> list[Figure]:
             else:
                 raw_tps.append(await raw_run)
                 ours_tps.append(await ours_run)
+        task_rates: list[float] = []
+        for i in range(sizes.task_rounds):
+            options.progress(f"task queue round {i + 1}/{sizes.task_rounds}")
+            task_rates.append(await _tasks(nc, sizes.tasks_per_round, i))
     finally:
         await nc.close()
     p99_ours = percentile(ours_all, 99)
@@ -176,6 +213,9 @@ async def _measure(url: str, sizes: Sizes, options: Options) -> list[Figure]:
         Figure("tell_throughput", "fire-and-forget command throughput", "msg/s", statistics.median(ours_tps),
                statistics.median(raw_tps), Target(">=", 0.5, relative=True),
                {"messages": sizes.tells_per_round, "rounds": sizes.tell_rounds}),
+        Figure("task_throughput", "task queue throughput with acks", "tasks/s", statistics.median(task_rates),
+               None, Target(">=", 0.0, relative=False),
+               {"tasks": sizes.tasks_per_round, "rounds": sizes.task_rounds, "in_flight": TASKS_IN_FLIGHT}),
     ]
 
 

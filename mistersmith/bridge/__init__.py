@@ -10,6 +10,7 @@ from . import subjects
 from .bridge import Bridge, BridgeOptions
 from .client import AgentClient, NatsUnavailableError
 from .connection import ConnectionStats, ConnectOptions, connect, reconnect_delay_s
+from .tasks import TaskOptions, TaskQueue
 from .trace import new_traceparent
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "ConnectOptions",
     "ConnectionStats",
     "NatsUnavailableError",
+    "TaskOptions",
+    "TaskQueue",
     "connect",
     "new_traceparent",
     "reconnect_delay_s",

@@ -9,7 +9,8 @@ agents only through the Runtime's non-blocking API (``aask``, ``send``,
 - ``StatusPublisher``: every supervision event, in order, and heartbeats;
 - ``ControlPlane``: ``system.control.*`` (spawn placement, list across nodes...);
 - ``ServiceDiscovery``: ``agents.discovery.announce``/``query``;
-- ``Membership``: which nodes share the bus.
+- ``Membership``: which nodes share the bus;
+- ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``.
 
 One task pumps supervision events: an agent is routed before its ``started``
 event is published (so whoever sees the event can command it), and events
@@ -42,8 +43,10 @@ from .connection import ConnectionStats
 from .control import ControlPlane, parse_filters
 from .counters import BridgeCounters
 from .discovery import ServiceDiscovery
+from .lifecycle import cancel_and_wait
 from .membership import Membership
 from .status import StatusPublisher
+from .tasks import TaskOptions, TaskQueue
 from .wire import Wire
 
 __all__ = ["Bridge", "BridgeOptions"]
@@ -115,6 +118,7 @@ class Bridge:
         options: BridgeOptions | None = None,
         connection_stats: ConnectionStats | None = None,
         shutdown: Callable[[], Awaitable[None]] | None = None,
+        task_options: TaskOptions | None = None,
     ) -> None:
         self.runtime = runtime
         self.nc = nc
@@ -135,6 +139,7 @@ class Bridge:
             runtime, self.wire, self.counters, self.membership, self.router, self.discovery.local_agents,
             forward_timeout_s=opts.forward_timeout_s, gather_timeout_s=opts.gather_timeout_s, shutdown=shutdown,
         )
+        self.tasks = TaskQueue(runtime, self.wire, task_options)
         self._stream: EventStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
@@ -168,11 +173,10 @@ class Bridge:
             self._closed = True
             return
         self._closed = True
+        await self.tasks.close()
         if self._stream is not None:
             self._stream.close()
-        for task in [*self._tasks, *self._side]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._side, return_exceptions=True)
+        await cancel_and_wait([*self._tasks, *self._side], self.options.forward_timeout_s)
         await self.membership.close()
         await self.discovery.close()
         await self.control.close()

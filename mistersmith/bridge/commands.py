@@ -37,11 +37,14 @@ from mistersmith.runtime import Runtime
 from . import subjects
 from .counters import BridgeCounters
 from .trace import trace_headers, trace_id
+from .lifecycle import cancel_and_wait
 from .wire import Wire
 
 __all__ = ["CommandRouter"]
 
 logger = logging.getLogger("mistersmith.bridge.commands")
+
+_CLOSE_S = 5.0
 
 MsgHandler = Callable[[Msg], Awaitable[None]]
 
@@ -108,10 +111,7 @@ class CommandRouter:
         """Unsubscribe everything and abandon the requests still waiting (their callers time out)."""
         for agent_id in list(self._subs):
             await self.unroute(agent_id)
-        for task in list(self._inflight):
-            task.cancel()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        await cancel_and_wait(list(self._inflight), _CLOSE_S)
 
     # -- one message ---------------------------------------------------------------
 

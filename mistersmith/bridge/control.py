@@ -49,10 +49,13 @@ from .commands import CommandRouter
 from .counters import BridgeCounters
 from .gather import gather_nodes
 from .membership import Membership
+from .lifecycle import cancel_and_wait
 from .trace import trace_headers
 from .wire import Wire
 
 __all__ = ["ControlPlane", "check_spawn", "matches", "parse_filters"]
+
+_CLOSE_S = 5.0
 
 logger = logging.getLogger("mistersmith.bridge.control")
 
@@ -163,10 +166,7 @@ class ControlPlane:
             except Exception as exc:
                 logger.debug("control unsubscribe: %r", exc)
         self._subs.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks), _CLOSE_S)
 
     # -- dispatch ------------------------------------------------------------------
 

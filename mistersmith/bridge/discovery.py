@@ -30,10 +30,13 @@ from mistersmith.runtime import Runtime
 
 from . import subjects
 from .counters import BridgeCounters
+from .lifecycle import cancel_and_wait
 from .trace import trace_headers
 from .wire import Wire
 
 __all__ = ["ANNOUNCE_TYPE", "ServiceDiscovery"]
+
+_CLOSE_S = 5.0
 
 logger = logging.getLogger("mistersmith.bridge.discovery")
 
@@ -69,10 +72,7 @@ class ServiceDiscovery:
             except Exception as exc:
                 logger.debug("discovery unsubscribe: %r", exc)
             self._sub = None
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks), _CLOSE_S)
 
     # -- what an agent offers --------------------------------------------------------
 

@@ -16,7 +16,15 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from mistersmith import Runtime
-from mistersmith.bridge import AgentClient, Bridge, BridgeOptions, ConnectionStats, ConnectOptions, connect
+from mistersmith.bridge import (
+    AgentClient,
+    Bridge,
+    BridgeOptions,
+    ConnectionStats,
+    ConnectOptions,
+    TaskOptions,
+    connect,
+)
 from mistersmith.crossing import LoopThread
 
 T = TypeVar("T")
@@ -35,7 +43,7 @@ class Node:
     """One MisterSmith node on a NATS server: ``run(coro)`` runs on its loop thread."""
 
     def __init__(self, url: str, *, node_id: str | None = None, options: BridgeOptions | None = None,
-                 **runtime: Any) -> None:
+                 task_options: TaskOptions | None = None, **runtime: Any) -> None:
         self.node_id = node_id or f"n-{uuid.uuid4().hex[:8]}"
         self.url = url
         self.rt = Runtime(node_id=self.node_id, **runtime)
@@ -44,7 +52,8 @@ class Node:
         self.bridge: Bridge | None = None
         try:
             self.nc, stats = self.run(connect(connect_options(url, name=self.node_id)))
-            self.bridge = Bridge(self.rt, self.nc, options=options or BridgeOptions(), connection_stats=stats)
+            self.bridge = Bridge(self.rt, self.nc, options=options or BridgeOptions(), connection_stats=stats,
+                                 task_options=task_options)
             self.run(self.bridge.start())
         except BaseException:
             self.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import nats
@@ -12,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
+from mistersmith import SupervisorSpec
+from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.envelope import ENVELOPE_FIELDS, ERROR_CODES, decode_reply
 
 json_values = st.recursive(
@@ -37,12 +40,19 @@ commands = st.sampled_from(["echo", "fail", "ping", "status", "pause", "resume"]
 
 
 @pytest.fixture
-def fuzzed(node: Node) -> tuple[Node, NATS]:
-    assert node.bridge is not None
-    node.run(node.bridge.aspawn("echo", "fz"))
-    nc = node.run(nats.connect(node.url))
-    yield node, nc  # type: ignore[misc]
-    node.run(nc.close())
+def fuzzed(nats_server: EmbeddedNats) -> Iterator[tuple[Node, NATS]]:
+    # 'fail' crashes the agent on purpose, hundreds of times: lift the root's intensity
+    node = Node(nats_server.url, root=SupervisorSpec("root", intensity=1_000_000, period_s=1.0))
+    try:
+        assert node.bridge is not None
+        node.run(node.bridge.aspawn("echo", "fz"))
+        nc = node.run(nats.connect(node.url))
+        try:
+            yield node, nc
+        finally:
+            node.run(nc.close())
+    finally:
+        node.close()
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

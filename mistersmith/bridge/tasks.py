@@ -1,0 +1,329 @@
+"""The task queue: JetStream work queues ``tasks.{kind}.queue.{priority}``.
+
+- One work-queue stream (``MS_TASKS``, subjects ``tasks.*.queue.*``, file
+  storage) holds the tasks; one durable pull consumer per kind and priority
+  (``tasks-{kind}-{priority}``), shared by every node that serves the kind, so
+  each task goes to one worker at a time. Dead letters go to a second stream
+  (``MS_TASKS_DEAD``, ``tasks.*.dead``) and are kept.
+- A task is ``{"task_id", "command", "payload"}`` (``command`` defaults to
+  ``run``). ``submit`` publishes it with ``Nats-Msg-Id: task_id``, so a
+  resubmission within the stream's duplicate window is dropped by JetStream.
+- ``serve(kind)`` runs a worker on this node: it keeps at most ``max_in_flight``
+  tasks in hand, and whenever a slot is free it asks ``high`` first, then
+  ``normal``, then ``low`` (a no-wait pull each), so ``high`` drains before
+  ``normal`` and ``normal`` before ``low``. Each task goes to a hosted agent of
+  the kind (round robin) with ``Runtime.aask``; while it runs the worker tells
+  JetStream it is in progress, so a long task is not redelivered.
+- Success: the result is published on ``tasks.{task_id}.result`` and the task is
+  acked. Failure: nak'ed with backoff (``backoff_s``) until ``max_deliver``
+  deliveries, then published on ``tasks.{kind}.dead`` and terminated. An error
+  no retry can fix (``invalid_payload``, ``unknown_command``, a malformed task)
+  goes to the dead letters at once.
+- Progress (``queued``, ``running``, ``retrying``, ``done``, ``dead``) goes to
+  ``tasks.{task_id}.progress``.
+- A node that stops mid-task never acks it: JetStream redelivers it after
+  ``ack_wait_s`` to whichever worker asks next. No task is lost.
+
+Runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from mistersmith.envelope import EnvelopeError, decode_json, encode_json
+from mistersmith.errors import MisterSmithError, SpecError
+from mistersmith.runtime import Runtime
+
+from . import subjects
+from .lifecycle import cancel_and_wait
+from .wire import Wire
+
+__all__ = ["TASK_STREAM", "TaskOptions", "TaskQueue"]
+
+logger = logging.getLogger("mistersmith.bridge.tasks")
+
+TASK_STREAM = "MS_TASKS"
+DEAD_STREAM = "MS_TASKS_DEAD"
+_PERMANENT = frozenset({"invalid_payload", "unknown_command", "invalid_envelope", "invalid_task"})
+_TASK_KEYS = frozenset({"task_id", "command", "payload"})
+_CLOSE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Task-queue settings; every default is stated here once."""
+
+    max_in_flight: int = 4
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0)
+    task_timeout_s: float = 300.0
+    idle_poll_s: float = 1.0
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1 or self.max_deliver < 1 or self.replicas < 1:
+            raise SpecError(None, "max_in_flight/max_deliver/replicas",
+                            (self.max_in_flight, self.max_deliver, self.replicas), "use integers >= 1")
+        for key in ("ack_wait_s", "task_timeout_s", "idle_poll_s"):
+            if not getattr(self, key) > 0:
+                raise SpecError(None, key, getattr(self, key), "use a number of seconds > 0")
+        if not self.backoff_s or any(not b >= 0 for b in self.backoff_s):
+            raise SpecError(None, "backoff_s", self.backoff_s, "use a non-empty list of seconds >= 0")
+
+    def delay_s(self, deliveries: int) -> float:
+        """The nak delay after delivery number ``deliveries`` (1 for the first) failed."""
+        return self.backoff_s[min(deliveries, len(self.backoff_s)) - 1]
+
+
+def _task(data: bytes) -> tuple[str, str, dict[str, Any]]:
+    raw = decode_json(data)
+    if not isinstance(raw, dict) or set(raw) - _TASK_KEYS:
+        raise EnvelopeError(None, f"a task is an object with keys {sorted(_TASK_KEYS)}", code="invalid_task")
+    task_id, command, payload = raw.get("task_id"), raw.get("command", "run"), raw.get("payload", {})
+    if not subjects.is_token(task_id) or not subjects.is_token(command) or not isinstance(payload, dict):
+        raise EnvelopeError(None, "task_id and command are subject tokens, payload an object", code="invalid_task")
+    return str(task_id), str(command), payload
+
+
+class TaskQueue:
+    """Submit tasks, and serve kinds with this node's agents."""
+
+    def __init__(self, runtime: Runtime, wire: Wire, options: TaskOptions | None = None) -> None:
+        self.runtime = runtime
+        self.node_id = runtime.node_id
+        self.wire = wire
+        self.js = wire.nc.jetstream()
+        self.options = options or TaskOptions()
+        self.counters = {"submitted": 0, "done": 0, "retried": 0, "dead": 0}
+        self._ready = False
+        self._consumers: set[tuple[str, str]] = set()
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._doorbell: dict[str, asyncio.Event] = {}
+        self._turn = itertools.count()
+
+    # -- setup ---------------------------------------------------------------------------
+
+    async def ensure_streams(self) -> None:
+        """Create (or update) the two streams. Idempotent."""
+        if self._ready:
+            return
+        for name, subject, retention in ((TASK_STREAM, "tasks.*.queue.*", RetentionPolicy.WORK_QUEUE),
+                                         (DEAD_STREAM, "tasks.*.dead", RetentionPolicy.LIMITS)):
+            config = StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
+                                  num_replicas=self.options.replicas)
+            try:
+                await self.js.stream_info(name)
+                await self.js.update_stream(config)
+            except NotFoundError:
+                await self.js.add_stream(config)
+        self._ready = True
+
+    async def _ensure_consumer(self, kind: str, priority: str) -> str:
+        durable = f"tasks-{kind}-{priority}"
+        if (kind, priority) not in self._consumers:
+            opts = self.options
+            await self.js.add_consumer(TASK_STREAM, ConsumerConfig(
+                durable_name=durable, filter_subject=subjects.task_queue(kind, priority),
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=opts.ack_wait_s, max_deliver=opts.max_deliver,
+                max_ack_pending=-1,
+            ))
+            self._consumers.add((kind, priority))
+        return durable
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def submit(self, kind: str, payload: Mapping[str, Any] | None = None, *, command: str = "run",
+                     priority: str = "normal", task_id: str | None = None) -> dict[str, Any]:
+        """Queue a task; returns ``{"task_id", "status": "queued", "stream_seq"}``."""
+        await self.ensure_streams()
+        task_id = task_id or uuid.uuid4().hex
+        subject = subjects.task_queue(kind, priority)
+        subjects.check_token(task_id, "task_id")
+        subjects.check_token(command, "command")
+        body = encode_json({"task_id": task_id, "command": command, "payload": dict(payload or {})})
+        ack = await self.js.publish(subject, body, headers={"Nats-Msg-Id": task_id})
+        self.counters["submitted"] += 1
+        await self._progress(task_id, "queued", kind=kind, priority=priority)
+        return {"task_id": task_id, "status": "queued", "stream_seq": ack.seq, "duplicate": bool(ack.duplicate)}
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def serve(self, kind: str) -> None:
+        """Start a worker for ``kind`` on this node (idempotent)."""
+        subjects.check_token(kind, "kind")
+        if kind in self._workers:
+            return
+        await self.ensure_streams()
+        durables = [await self._ensure_consumer(kind, p) for p in subjects.PRIORITIES]
+        bell = self._doorbell.setdefault(kind, asyncio.Event())
+
+        async def ring(msg: Msg) -> None:
+            bell.set()
+
+        self._subs.append(await self.wire.nc.subscribe(f"tasks.{kind}.queue.*", cb=ring))
+        self._workers[kind] = asyncio.get_running_loop().create_task(self._work(kind, durables, bell))
+
+    async def close(self) -> None:
+        """Stop the workers; tasks in hand are neither acked nor nak'ed (JetStream redelivers them)."""
+        await cancel_and_wait([*self._workers.values(), *self._tasks], _CLOSE_S)
+        self._workers.clear()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                logger.debug("tasks unsubscribe: %r", exc)
+        self._subs.clear()
+
+    async def _pull(self, durable: str, batch: int) -> list[Msg]:
+        """A no-wait pull of up to ``batch`` messages (empty if there are none now)."""
+        nc = self.wire.nc
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        out: list[Msg] = []
+        try:
+            request = encode_json({"batch": batch, "no_wait": True})
+            await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{TASK_STREAM}.{durable}", request, reply=inbox)
+            while len(out) < batch:
+                msg = await sub.next_msg(timeout=self.options.ack_wait_s)
+                if msg.headers and msg.headers.get("Status"):
+                    break  # 404 no messages, 408 request expired...
+                out.append(msg)
+        except TimeoutError:
+            logger.warning("pull from %s got no answer in time", durable)
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    async def _work(self, kind: str, durables: list[str], bell: asyncio.Event) -> None:
+        limit = self.options.max_in_flight
+        in_hand = [0]
+        freed = asyncio.Event()
+
+        def done(_: asyncio.Task[None]) -> None:
+            in_hand[0] -= 1
+            freed.set()
+
+        while True:
+            if in_hand[0] >= limit:
+                freed.clear()
+                await freed.wait()
+                continue
+            got: list[Msg] = []
+            try:
+                for durable in durables:  # high, normal, low: a free slot always asks high first
+                    got = await self._pull(durable, limit - in_hand[0])
+                    if got:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. disconnected: try again later
+                logger.warning("task worker %s: pull failed: %r", kind, exc)
+            if not got:
+                bell.clear()
+                try:
+                    await asyncio.wait_for(bell.wait(), self.options.idle_poll_s)
+                except TimeoutError:
+                    pass
+                continue
+            for msg in got:
+                in_hand[0] += 1
+                task = asyncio.get_running_loop().create_task(self._run_one(kind, msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(done)
+
+    def _agent_for(self, kind: str) -> str | None:
+        agents = sorted(str(a["id"]) for a in self.runtime.list_agents()
+                        if a.get("kind") == kind and a.get("state") not in ("stopped", "failed", "stopping"))
+        if not agents:
+            return None
+        return agents[next(self._turn) % len(agents)]
+
+    async def _run_one(self, kind: str, msg: Msg) -> None:
+        deliveries = msg.metadata.num_delivered
+        try:
+            task_id, command, payload = _task(msg.data)
+        except EnvelopeError as exc:
+            await self._dead(kind, msg, None, "invalid_task", exc.message, deliveries)
+            return
+        agent = self._agent_for(kind)
+        if agent is None:
+            await self._retry(kind, msg, task_id, "unavailable", f"no {kind!r} agent on {self.node_id}", deliveries)
+            return
+        await self._progress(task_id, "running", kind=kind, agent_id=agent, node=self.node_id, attempt=deliveries)
+        keepalive = asyncio.get_running_loop().create_task(self._keep_alive(msg))
+        try:
+            result = await self.runtime.aask(agent, command, payload, timeout=self.options.task_timeout_s)
+        except MisterSmithError as exc:
+            code = str(exc.code)
+            if code in _PERMANENT:
+                await self._dead(kind, msg, task_id, code, exc.message, deliveries)
+            else:
+                await self._retry(kind, msg, task_id, code, exc.message, deliveries)
+            return
+        finally:
+            keepalive.cancel()
+        try:
+            body = encode_json({"task_id": task_id, "ok": True, "result": result, "agent_id": agent,
+                                "node": self.node_id, "attempt": deliveries})
+        except TypeError as exc:
+            await self._dead(kind, msg, task_id, "invalid_result", str(exc), deliveries)
+            return
+        await self.wire.publish(subjects.task_result(task_id), body)
+        await msg.ack()
+        self.counters["done"] += 1
+        await self._progress(task_id, "done", attempt=deliveries)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.options.ack_wait_s / 2)
+            await msg.in_progress()
+
+    async def _retry(self, kind: str, msg: Msg, task_id: str, code: str, message: str, deliveries: int) -> None:
+        if deliveries >= self.options.max_deliver:
+            await self._dead(kind, msg, task_id, code, message, deliveries)
+            return
+        delay = self.options.delay_s(deliveries)
+        await msg.nak(delay=delay)
+        self.counters["retried"] += 1
+        logger.info("task %s failed (%s), retry in %.2f s: %s", task_id, code, delay, message)
+        await self._progress(task_id, "retrying", attempt=deliveries, error={"code": code, "message": message},
+                             retry_in_s=delay)
+        bell = self._doorbell.get(kind)
+        if bell is not None:
+            asyncio.get_running_loop().call_later(delay, bell.set)
+
+    async def _dead(self, kind: str, msg: Msg, task_id: str | None, code: str, message: str,
+                    deliveries: int) -> None:
+        """Dead-letter: kept in ``MS_TASKS_DEAD`` on ``tasks.{kind}.dead``, then terminated here."""
+        try:
+            original: Any = decode_json(msg.data)
+        except EnvelopeError:
+            original = msg.data.decode("utf-8", "replace")
+        body = encode_json({"task_id": task_id, "task": original, "error": {"code": code, "message": message},
+                            "deliveries": deliveries, "node": self.node_id})
+        await self.js.publish(subjects.task_dead(kind), body)
+        await msg.term()
+        self.counters["dead"] += 1
+        logger.warning("task %s dead after %d deliveries: %s: %s", task_id, deliveries, code, message)
+        if task_id is not None:
+            await self._progress(task_id, "dead", attempt=deliveries, error={"code": code, "message": message})
+
+    async def _progress(self, task_id: str, status: str, **fields: Any) -> None:
+        await self.wire.publish(subjects.task_progress(task_id), encode_json({"task_id": task_id, "status": status,
+                                                                               **fields}))

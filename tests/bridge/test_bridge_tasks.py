@@ -1,0 +1,199 @@
+"""tasks.{kind}.queue.{priority}: JetStream work queues (real nats-server with JetStream)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import orjson
+from _bridge_helpers import WAIT_S, Inbox, Node, client
+
+from mistersmith import Agent, SupervisorSpec, command
+from mistersmith.bridge import TaskOptions
+from mistersmith.embedded.nats import EmbeddedNats
+
+FAST = TaskOptions(max_in_flight=1, max_deliver=3, ack_wait_s=1.0, backoff_s=(0.05, 0.1), idle_poll_s=0.2)
+TOLERANT = SupervisorSpec("root", intensity=100, period_s=1.0)  # agents here crash on purpose
+
+
+class Doer(Agent):
+    """Answers ``run`` with its payload."""
+
+    kind = "doer"
+
+    @command("run")
+    def run(self, **payload: Any) -> dict[str, Any]:
+        return payload
+
+
+_failures: Counter[str] = Counter()
+_failures_lock = threading.Lock()
+
+
+class Flaky(Agent):
+    """Crashes on the first ``fail_times`` deliveries of each task, then succeeds."""
+
+    kind = "flaky"
+
+    @command("run")
+    def run(self, key: str, fail_times: int) -> dict[str, Any]:
+        with _failures_lock:
+            _failures[key] += 1
+            seen = _failures[key]
+        if seen <= fail_times:
+            raise RuntimeError(f"flaky failure {seen}")
+        return {"key": key, "after": seen}
+
+
+class Stuck(Agent):
+    """Runs until its incarnation is stopped (then answers, too late)."""
+
+    kind = "stuck"
+
+    @command("run")
+    def run(self) -> dict[str, Any]:
+        self.cancelled.wait(60)
+        return {"stuck": True}
+
+
+async def _results(inbox: Inbox, n: int) -> list[dict[str, Any]]:
+    return [orjson.loads((await inbox.next()).data) for _ in range(n)]
+
+
+def test_high_drains_before_normal_before_low(nats_server: EmbeddedNats) -> None:
+    node = Node(nats_server.url, task_options=FAST, kinds={"doer": Doer})
+    try:
+        assert node.bridge is not None
+        tasks = node.bridge.tasks
+
+        async def scenario() -> list[str]:
+            await node.rt.aspawn("doer", "doer-1")
+            nc, _ = await client(node.url)
+            try:
+                inbox = await Inbox().subscribe(nc, "tasks.*.result")
+                for priority in ("low", "normal", "high", "low", "normal", "high"):
+                    await tasks.submit("doer", {"p": priority}, priority=priority)
+                await tasks.serve("doer")
+                return [r["result"]["p"] for r in await _results(inbox, 6)]
+            finally:
+                await nc.close()
+
+        assert node.run(scenario()) == ["high", "high", "normal", "normal", "low", "low"]
+        assert tasks.counters["done"] == 6
+    finally:
+        node.close()
+
+
+def test_a_failing_agent_gets_the_task_again(nats_server: EmbeddedNats) -> None:
+    node = Node(nats_server.url, task_options=FAST, kinds={"flaky": Flaky}, root=TOLERANT)
+    try:
+        assert node.bridge is not None
+        tasks = node.bridge.tasks
+
+        async def scenario() -> tuple[dict[str, Any], list[str]]:
+            await node.rt.aspawn("flaky", "flaky-1")
+            nc, _ = await client(node.url)
+            try:
+                result = await Inbox().subscribe(nc, "tasks.k1-task.result")
+                progress = await Inbox().subscribe(nc, "tasks.k1-task.progress")
+                await tasks.serve("flaky")
+                await tasks.submit("flaky", {"key": "k1", "fail_times": 2}, task_id="k1-task")
+                done = orjson.loads((await result.next()).data)
+                statuses = []
+                while not statuses or statuses[-1] != "done":
+                    statuses.append(orjson.loads((await progress.next()).data)["status"])
+                return done, statuses
+            finally:
+                await nc.close()
+
+        done, statuses = node.run(scenario())
+        assert done["ok"] is True and done["result"] == {"key": "k1", "after": 3} and done["attempt"] == 3
+        assert statuses.count("retrying") == 2 and statuses[-2:] == ["running", "done"]
+        assert tasks.counters["retried"] == 2
+    finally:
+        node.close()
+
+
+def test_dead_letters_after_max_deliver_and_at_once_for_bad_input(nats_server: EmbeddedNats) -> None:
+    node = Node(nats_server.url, task_options=FAST, kinds={"flaky": Flaky}, root=TOLERANT)
+    try:
+        assert node.bridge is not None
+        tasks = node.bridge.tasks
+
+        async def scenario() -> list[dict[str, Any]]:
+            await node.rt.aspawn("flaky", "flaky-d")
+            nc, _ = await client(node.url)
+            try:
+                dead = await Inbox().subscribe(nc, "tasks.flaky.dead")
+                await tasks.serve("flaky")
+                await tasks.submit("flaky", {"key": "never", "fail_times": 99}, task_id="doomed")
+                await tasks.submit("flaky", {"wrong": True}, task_id="malformed")
+                letters = [orjson.loads((await dead.next()).data) for _ in range(2)]
+                # they are kept in the dead-letter stream
+                info = await nc.jetstream().stream_info("MS_TASKS_DEAD")
+                assert info.state.messages >= 2
+                return sorted(letters, key=lambda d: str(d["task_id"]))
+            finally:
+                await nc.close()
+
+        doomed, malformed = node.run(scenario())
+        assert doomed["task_id"] == "doomed" and doomed["deliveries"] == 3
+        assert doomed["error"]["code"] in ("agent_failed", "restarting")  # crashed, or caught restarting
+        assert doomed["task"]["payload"]["key"] == "never"
+        assert malformed["deliveries"] == 1 and malformed["error"]["code"] == "invalid_payload"
+        assert tasks.counters["dead"] == 2
+    finally:
+        node.close()
+
+
+def test_no_task_is_lost_when_the_node_restarts_mid_task(nats_server: EmbeddedNats) -> None:
+    first = Node(nats_server.url, task_options=FAST, kinds={"stuck": Stuck})
+    try:
+        assert first.bridge is not None
+        tasks = first.bridge.tasks
+
+        async def start() -> str:
+            await first.rt.aspawn("stuck", "stuck-1")
+            nc, _ = await client(first.url)
+            try:
+                progress = await Inbox().subscribe(nc, "tasks.survivor.progress")
+                await tasks.serve("stuck")
+                queued = await tasks.submit("stuck", {}, task_id="survivor")
+                while orjson.loads((await progress.next()).data)["status"] != "running":
+                    pass
+                return str(queued["task_id"])
+            finally:
+                await nc.close()
+
+        task_id = first.run(start())
+    finally:
+        first.close()  # mid-task: never acked
+
+    class Unstuck(Agent):
+        kind = "stuck"
+
+        @command("run")
+        def run(self) -> dict[str, Any]:
+            return {"finished_by": "second"}
+
+    second = Node(nats_server.url, task_options=FAST, kinds={"stuck": Unstuck})
+    try:
+        assert second.bridge is not None
+        tasks2 = second.bridge.tasks
+
+        async def finish() -> dict[str, Any]:
+            await second.rt.aspawn("stuck", "stuck-2")
+            nc, _ = await client(second.url)
+            try:
+                result = await Inbox().subscribe(nc, f"tasks.{task_id}.result")
+                await tasks2.serve("stuck")
+                return dict(orjson.loads((await result.next(WAIT_S)).data))
+            finally:
+                await nc.close()
+
+        done = second.run(finish())
+        assert done["result"] == {"finished_by": "second"} and done["node"] == second.node_id
+        assert done["attempt"] == 2
+    finally:
+        second.close()
