@@ -8,7 +8,8 @@ Load it from a test module with ``pytest_plugins = ["conftest_pg"]``.
 - ``fresh_db``: an empty database for one test (dropped after it).
 - ``journal_db``: a database with the packaged migrations applied (cloned
   from a template migrated once per session).
-- ``own_pg``: a server of the test's own, for tests that stop and restart it.
+- ``own_pg``: a server of the test's own, for tests that stop and restart it;
+  ``pg_tmp``: a directory for one, outside pytest's basetemp (see there).
 - ``journal``: a ``Journal`` on ``journal_db``; ``node``: a ``Node`` (a Runtime
   journaled to a Journal, node_id ``n1``), closed runtime first.
 """
@@ -105,8 +106,23 @@ def journal_db(pg_admin: str, journal_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def own_pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "pg", durable=False)
+def pg_tmp() -> Iterator[Path]:
+    """A temporary directory for a PostgreSQL data dir, outside pytest's basetemp.
+
+    Under root the server runs as another user, which must traverse the path;
+    every pytest run re-tightens ``/tmp/pytest-of-<user>`` to 0700, which would
+    pull the rug from under a server started by a concurrent run.
+    """
+    home = Path(tempfile.mkdtemp(prefix="ms-pg-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def own_pg(pg_tmp: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(pg_tmp / "pg", durable=False)
     server.start()
     try:
         yield server

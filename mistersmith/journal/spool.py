@@ -284,12 +284,12 @@ class Spool:
                         return True
                     if self.closed:
                         return False
-                    if not self._writing:
-                        self._writing = True
-                        break  # lead this group
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
+                    if not self._writing:
+                        self._writing = True
+                        break  # lead this group
                     self._followers += 1
                     try:
                         self._cond.wait(remaining)

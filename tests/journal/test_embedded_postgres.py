@@ -14,6 +14,8 @@ import pytest
 
 from mistersmith.embedded.postgres import EmbeddedPostgres, EmbeddedPostgresError
 
+pytest_plugins = ["conftest_pg"]
+
 
 def wait_pid_gone(pid: int, timeout_s: float) -> bool:
     """Wait for a process that is not our child to end (pidfd: no polling)."""
@@ -27,8 +29,8 @@ def wait_pid_gone(pid: int, timeout_s: float) -> bool:
         os.close(fd)
 
 
-def test_start_query_restart_stop(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "pg", durable=False)
+def test_start_query_restart_stop(pg_tmp: Path) -> None:
+    server = EmbeddedPostgres(pg_tmp / "pg", durable=False)
     with server:
         conninfo = server.conninfo()
         with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -48,15 +50,15 @@ def test_start_query_restart_stop(tmp_path: Path) -> None:
     assert not server.running
 
 
-def test_tcp_mode_listens_on_a_free_localhost_port(tmp_path: Path) -> None:
-    with EmbeddedPostgres(tmp_path / "pg", durable=False, tcp=True) as server:
+def test_tcp_mode_listens_on_a_free_localhost_port(pg_tmp: Path) -> None:
+    with EmbeddedPostgres(pg_tmp / "pg", durable=False, tcp=True) as server:
         assert "host=127.0.0.1" in server.conninfo() and server.port != 5432
         with psycopg.connect(server.conninfo()) as conn:
             assert conn.execute("SELECT inet_server_port()").fetchone() == (server.port,)
 
 
-def test_long_data_dir_gets_a_short_socket_dir(tmp_path: Path) -> None:
-    deep = tmp_path / ("d" * 60) / ("e" * 60)
+def test_long_data_dir_gets_a_short_socket_dir(pg_tmp: Path) -> None:
+    deep = pg_tmp / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     with EmbeddedPostgres(deep / "pg", durable=False) as server:
         host = psycopg.conninfo.conninfo_to_dict(server.conninfo())["host"]
@@ -67,11 +69,11 @@ def test_long_data_dir_gets_a_short_socket_dir(tmp_path: Path) -> None:
     assert not socket_dir.exists(), "the temporary socket dir is removed on stop"
 
 
-def test_failed_start_names_the_data_dir(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "pg", durable=False, settings={"no_such_setting": "1"})
+def test_failed_start_names_the_data_dir(pg_tmp: Path) -> None:
+    server = EmbeddedPostgres(pg_tmp / "pg", durable=False, settings={"no_such_setting": "1"})
     with pytest.raises(EmbeddedPostgresError) as caught:
         server.start()
-    assert caught.value.data_dir == (tmp_path / "pg").resolve()
+    assert caught.value.data_dir == (pg_tmp / "pg").resolve()
     assert "no_such_setting" in caught.value.detail
     assert not server.running
 
@@ -86,9 +88,9 @@ sys.stdin.read()
 """
 
 
-def test_no_orphan_postgres_when_the_owner_is_killed(tmp_path: Path) -> None:
+def test_no_orphan_postgres_when_the_owner_is_killed(pg_tmp: Path) -> None:
     owner = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path / "pg")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(pg_tmp / "pg")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert owner.stdout is not None
@@ -102,6 +104,6 @@ def test_no_orphan_postgres_when_the_owner_is_killed(tmp_path: Path) -> None:
             owner.kill()
             owner.wait()
     # the next owner of the data directory starts cleanly
-    with EmbeddedPostgres(tmp_path / "pg", durable=False) as server:
+    with EmbeddedPostgres(pg_tmp / "pg", durable=False) as server:
         with psycopg.connect(server.conninfo()) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
