@@ -1,0 +1,282 @@
+"""``Node``: one whole MisterSmith node, wired from ``Settings``.
+
+The node is where the edges meet (they never import one another): it starts,
+in order, the event-loop thread, the embedded nats-server (when no NATS URL
+is set), the journal (which starts the embedded PostgreSQL when no database
+URL is set), the Runtime with the journal as its event sink, recovery, the
+NATS bridge, the discovery hub and the HTTP shim. ``stop()`` undoes it in
+reverse: agents first, then the edges, then the embedded servers, each step
+bounded. A data directory serves one node at a time (an exclusive lock).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from mistersmith.actors import Agent
+from mistersmith.bridge import Bridge
+from mistersmith.bridge.connection import ConnectionStats, ConnectOptions, connect
+from mistersmith.config import Settings
+from mistersmith.crossing import LoopThread
+from mistersmith.discoveries import DiscoveryHub
+from mistersmith.embedded.nats import EmbeddedNats
+from mistersmith.errors import MisterSmithError
+from mistersmith.journal import Journal, JournalConfig, PoolConfig
+from mistersmith.runtime import Runtime
+from mistersmith.supervisors import SupervisorSpec
+from mistersmith.web.app import build_app
+from mistersmith.web.backends import Backends
+from mistersmith.web.config import WebConfig
+from mistersmith.web.server import HttpServer
+
+__all__ = ["DataDirLockedError", "Node", "read_node_file"]
+
+logger = logging.getLogger("mistersmith.node")
+
+NODE_FILE = "node.json"
+_STEP_S = 30.0  # bound on any single start or stop step on the loop
+
+
+class DataDirLockedError(MisterSmithError):
+    """Another node already serves this data directory."""
+
+    code = "data_dir_locked"
+
+    def __init__(self, data_dir: Path, holder: str) -> None:
+        super().__init__(
+            f"another mistersmith node ({holder}) is already serving {data_dir}; stop it, or pass "
+            "another --data-dir"
+        )
+        self.data_dir = data_dir
+
+
+def read_node_file(data_dir: str | Path) -> dict[str, Any] | None:
+    """What a running node wrote about itself (URLs, node id, pid), or None."""
+    try:
+        data: dict[str, Any] = orjson.loads((Path(data_dir) / NODE_FILE).read_bytes())
+        return data
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+
+
+class _JournalHistory:
+    """The web's ``History`` port over the journal's replay."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    async def replay_events(
+        self, *, agent_id: str | None, since: int | datetime | None, event_types: Sequence[str] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        replay = self._journal.replay(agent_id=agent_id, since=since, event_types=event_types)
+        try:
+            async for event in replay:
+                out.append(event.to_dict())
+                if len(out) >= limit:
+                    break
+        finally:
+            replay.close()
+        return out
+
+
+class Node:
+    """A Runtime plus its edges. ``start()`` then ``stop()``, or use ``with Node(settings) as node``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kinds: Mapping[str, type[Agent]] | None = None,
+        root: SupervisorSpec | None = None,
+        on_shutdown_request: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings["node.data_dir"]).expanduser().resolve()
+        self._kinds = dict(kinds or {})
+        self._root = root
+        self._on_shutdown_request = on_shutdown_request
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._lock_file: IO[str] | None = None
+        self.loop: LoopThread | None = None
+        self.runtime: Runtime | None = None
+        self.journal: Journal | None = None
+        self.bridge: Bridge | None = None
+        self.http: HttpServer | None = None
+        self.nats_url = ""
+        self.node_id = ""
+
+    # -- start ------------------------------------------------------------------
+
+    def start(self) -> Node:
+        """Start every part in order; on a failure, stop what was started and re-raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
+        self.node_id = s["node.id"] or self._stored_node_id()
+        loop = self.loop = LoopThread("mistersmith-loop")
+        self._undo.append(("event loop", loop.stop))
+
+        urls = s["nats.url"]
+        if not urls:
+            embedded = EmbeddedNats(self.data_dir / "nats")
+            embedded.start()
+            self._undo.append(("embedded nats-server", embedded.stop))
+            urls = (embedded.url,)
+        self.nats_url = ",".join(urls)
+
+        journal = self.journal = Journal.open(
+            self.data_dir,
+            JournalConfig(
+                database_url=s["database.url"],
+                recover=s["node.recovery"],
+                pool=PoolConfig(
+                    max_size=s["database.pool_max"], min_size=s["database.pool_min"],
+                    connect_timeout_s=s["database.connect_timeout_s"],
+                    idle_timeout_s=s["database.idle_timeout_s"], max_lifetime_s=s["database.max_lifetime_s"],
+                ),
+            ),
+            loop=loop,
+        )
+        self._undo.append(("journal", journal.close))
+
+        runtime = self.runtime = Runtime(
+            node_id=self.node_id, root=self._root, kinds=self._kinds, sinks=[journal.sink],
+            max_agents=s["node.max_agents"],
+        )
+        self._undo.append(("agents", runtime.close))
+        if s["node.recovery"]:
+            report = journal.recover(runtime)
+            logger.info("recovery: %s", report)
+
+        stats = ConnectionStats()
+        nc, _ = loop.run(connect(ConnectOptions.from_settings(s, tuple(urls), name=self.node_id), stats), _STEP_S)
+        self._undo.append(("nats connection", lambda: loop.run(nc.close(), _STEP_S)))
+        bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=self._shutdown_requested)
+        loop.run(bridge.start(), _STEP_S)
+        self._undo.append(("nats bridge", lambda: loop.run(bridge.close(), _STEP_S)))
+
+        hub = DiscoveryHub(publish=bridge.publish_discovery)
+        backends = Backends(
+            runtime, history=_JournalHistory(journal), discoveries=hub, nats=bridge,
+            health={"nats": self._nats_health, "database": self._database_health},
+            subjects={"commands": "agents.{id}.commands.{cmd}", "status": "agents.{id}.status.{type}",
+                      "control": "system.control.{action}", "discoveries": "discoveries.{agent_id}.{type}"},
+        )
+        web = WebConfig.from_env(
+            {}, host=s["http.host"], port=s["http.port"], api_token=s["http.api_token"],
+            allow_insecure=s["http.allow_insecure"], cors_origins=s["http.cors_origins"],
+            max_body_bytes=s["http.max_body_bytes"], rate_per_s=s["http.rate_limit_per_s"],
+            rate_burst=s["http.rate_limit_burst"], request_timeout_s=s["http.request_timeout_s"],
+            max_streams=s["http.sse_max_streams"], keepalive_s=s["http.sse_keepalive_s"],
+        )
+        http = self.http = HttpServer(build_app(backends, web))
+        loop.run(http.start(), _STEP_S)
+        self._undo.append(("http server", lambda: loop.run(http.stop(), _STEP_S)))
+        self._write_node_file()
+
+    def _lock_data_dir(self) -> None:
+        path = self.data_dir / "node.lock"
+        handle = open(path, "a+")  # noqa: SIM115 (held for the node's life)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown pid"
+            handle.close()
+            raise DataDirLockedError(self.data_dir, holder) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_file = handle
+
+    def _stored_node_id(self) -> str:
+        """A node id kept in the data directory, so a restart recovers the same agents."""
+        path = self.data_dir / "node_id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            node_id = f"node-{uuid.uuid4().hex[:12]}"
+            path.write_text(node_id + "\n")
+            return node_id
+
+    def _write_node_file(self) -> None:
+        assert self.http is not None and self.journal is not None
+        info = {
+            "pid": os.getpid(), "node_id": self.node_id, "http_url": self.http.url, "nats_url": self.nats_url,
+            "database": "embedded" if self.journal.embedded is not None else "external",
+        }
+        tmp = self.data_dir / (NODE_FILE + ".tmp")
+        tmp.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+        tmp.replace(self.data_dir / NODE_FILE)
+        self._undo.append(("node file", lambda: (self.data_dir / NODE_FILE).unlink(missing_ok=True)))
+
+    # -- health (on the loop) ------------------------------------------------------------
+
+    async def _nats_health(self) -> dict[str, Any]:
+        connected = self.bridge is not None and self.bridge.nc.is_connected
+        return {"status": "ok" if connected else "down", "url": self.nats_url}
+
+    async def _database_health(self) -> dict[str, Any]:
+        assert self.journal is not None
+        stats = self.journal.stats()
+        writer = stats["writer"]
+        # Events keep flowing into the durable spool during an outage: degraded, not down.
+        return {"status": "ok" if writer["pg_connected"] else "degraded", "writer": writer,
+                "backlog_events": stats["spool"].get("backlog_events"), "database": stats["database"]}
+
+    async def _shutdown_requested(self) -> None:
+        if self._on_shutdown_request is not None:
+            self._on_shutdown_request()
+
+    # -- stop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the agents first, then the rest in reverse start order (edges, then embedded
+        servers); every step is bounded, and a failing one is logged and passed."""
+        steps = list(reversed(self._undo))
+        self._undo.clear()
+        steps.sort(key=lambda step: step[0] != "agents")  # stable: agents first, the rest in reverse
+        for what, undo in steps:
+            try:
+                undo()
+            except Exception:
+                logger.exception("stopping the %s failed; going on", what)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def describe(self) -> dict[str, Any]:
+        """Where everything listens."""
+        return {
+            "node_id": self.node_id,
+            "data_dir": str(self.data_dir),
+            "http_url": self.http.url if self.http is not None else None,
+            "nats_url": self.nats_url,
+            "database": "embedded PostgreSQL in the data directory"
+            if self.journal is not None and self.journal.embedded is not None else "external PostgreSQL",
+        }

@@ -1,0 +1,63 @@
+"""A whole node on the embedded default: every way in works, restart recovers, one node per data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+import nats
+import pytest
+
+from mistersmith.config import load_settings
+from mistersmith.node import DataDirLockedError, Node, read_node_file
+
+
+def _mcp(url: str, method: str, params: dict[str, object] | None = None) -> dict[str, object]:
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1, "params": params or {}}).encode()
+    req = urllib.request.Request(url + "/mcp", body, {"Content-Type": "application/json",
+                                                      "Accept": "application/json, text/event-stream"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer: dict[str, object] = json.loads(resp.read())
+    return answer
+
+
+def test_node_serves_library_nats_http_and_recovers_after_restart(tmp_path: Path) -> None:
+    settings = load_settings({"node.data_dir": str(tmp_path), "http.port": 0})
+    with Node(settings) as node:
+        assert node.runtime is not None and node.http is not None
+        info = read_node_file(tmp_path)
+        assert info is not None and info["nats_url"] == node.nats_url and info["http_url"] == node.http.url
+        node.runtime.spawn("echo", agent_id="lib-agent")
+
+        async def over_nats() -> bytes:
+            nc = await nats.connect(node.nats_url)
+            try:
+                reply = await nc.request("system.control.spawn", b'{"kind": "echo", "agent_id": "nats-agent"}',
+                                         timeout=10)
+                assert json.loads(reply.data)["ok"] is True
+                msg = await nc.request("agents.nats-agent.commands.echo", b'{"hi": 1}', timeout=10)
+                return msg.data
+            finally:
+                await nc.close()
+
+        assert json.loads(asyncio.run(over_nats())) == {"ok": True, "result": {"hi": 1}}
+        called = _mcp(node.http.url, "tools/call", {"name": "send_command", "arguments": {
+            "agent_id": "lib-agent", "command": "echo", "payload": {"via": "http"}}})
+        result = called["result"]
+        assert isinstance(result, dict) and result["isError"] is False
+        assert result["structuredContent"]["result"] == {"via": "http"}
+        node_id = node.node_id
+        with pytest.raises(DataDirLockedError, match="already serving"):
+            Node(load_settings({"node.data_dir": str(tmp_path), "http.port": 0})).start()
+    assert read_node_file(tmp_path) is None
+
+    with Node(load_settings({"node.data_dir": str(tmp_path), "http.port": 0})) as again:
+        assert again.node_id == node_id
+        assert again.runtime is not None
+        hosted = {a["id"] for a in again.runtime.list_agents()}
+        assert {"lib-agent", "nats-agent"} <= hosted
+        assert again.runtime.ask("nats-agent", "ping", timeout=10)["pong"] is True
+        recovered = again.runtime.history(event_types=["recovered"])
+        assert {e.agent_id for e in recovered} >= {"lib-agent", "nats-agent"}
