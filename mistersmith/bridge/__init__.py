@@ -8,8 +8,9 @@ Everything here runs on the node's event-loop thread.
 
 from . import subjects
 from .bridge import Bridge, BridgeOptions
-from .client import AgentClient, NatsUnavailableError
+from .client import AgentClient
 from .connection import ConnectionStats, ConnectOptions, connect, reconnect_delay_s
+from .errors import NatsUnavailableError
 from .tasks import TaskOptions, TaskQueue
 from .trace import new_traceparent
 

@@ -22,23 +22,13 @@ from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBuffer
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.envelope import RemoteError, decode_reply, encode_json
-from mistersmith.errors import CommandTimeoutError, MisterSmithError
+from mistersmith.errors import CommandTimeoutError
 
 from . import subjects
+from .errors import NatsUnavailableError
 from .trace import TRACEPARENT
 
 __all__ = ["AgentClient", "NatsUnavailableError"]
-
-
-class NatsUnavailableError(MisterSmithError):
-    """The NATS connection is down; nothing was sent. Retry once it has reconnected."""
-
-    code = "unavailable"
-
-    def __init__(self, what: str, state: str) -> None:
-        super().__init__(f"{what} was not sent: the NATS connection is {state}; retry once it has reconnected")
-        self.what = what
-        self.state = state
 
 
 class AgentClient:
@@ -53,7 +43,7 @@ class AgentClient:
         if nc.is_connected:
             return
         state = "closed" if nc.is_closed else "reconnecting" if nc.is_reconnecting else "disconnected"
-        raise NatsUnavailableError(what, state)
+        raise NatsUnavailableError(f"{what} was not sent", state)
 
     async def _request(self, subject: str, body: bytes, timeout_s: float | None,
                        headers: Mapping[str, str] | None, missing: RemoteError, what: tuple[str, str]) -> Any:
@@ -65,10 +55,10 @@ class AgentClient:
             raise missing from None
         except NatsTimeoutError:
             if not self.nc.is_connected:
-                raise NatsUnavailableError(f"the answer on {subject}", "down") from None
+                raise NatsUnavailableError(f"no answer came on {subject}", "down") from None
             raise CommandTimeoutError(what[0], what[1], timeout) from None
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
-            raise NatsUnavailableError(f"request on {subject}", type(exc).__name__) from exc
+            raise NatsUnavailableError(f"request on {subject} was not sent", type(exc).__name__) from exc
         return decode_reply(msg.data).unwrap()
 
     async def request(

@@ -6,7 +6,10 @@
   within about a minute even when nothing is published;
 - reconnects back off exponentially, ``reconnect_base_s * 2**attempt`` capped at
   ``reconnect_max_s``, with +/-``reconnect_jitter`` (a fraction) of jitter;
-- ``max_reconnect_attempts=-1``: **never give up**. A long-running node that
+- the first connection is retried ``initial_connect_retries`` times per server
+  (with the same backoff) and then fails with ``NatsUnavailableError``, so a
+  wrong URL or bad credentials stop a node at start instead of hanging it;
+- once connected, ``max_reconnect_attempts=-1``: **never give up**. A long-running node that
   gave up after a short outage would stay deaf until someone restarted it;
   with the backoff capped at ``reconnect_max_s`` an unlimited number of tries
   costs one connection attempt per server every few seconds at most;
@@ -31,9 +34,12 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server
+from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 
 from mistersmith.errors import SpecError
+
+from .errors import NatsUnavailableError
 
 __all__ = ["ConnectOptions", "ConnectionStats", "connect", "reconnect_delay_s"]
 
@@ -61,6 +67,7 @@ class ConnectOptions:
     reconnect_max_s: float = 8.0
     reconnect_jitter: float = 0.2
     max_reconnect_attempts: int = -1
+    initial_connect_retries: int = 3
     pending_size: int = 8 * 1024 * 1024
     drain_timeout_s: float = 5.0
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -82,6 +89,8 @@ class ConnectOptions:
         if self.max_reconnect_attempts == 0 or self.max_reconnect_attempts < -1:
             raise SpecError(None, "max_reconnect_attempts", self.max_reconnect_attempts,
                             "use -1 (never give up; the default) or a count >= 1")
+        if self.initial_connect_retries < 1:
+            raise SpecError(None, "initial_connect_retries", self.initial_connect_retries, "use a count >= 1")
         if self.max_outstanding_pings < 1 or self.pending_size < 1024:
             raise SpecError(None, "max_outstanding_pings/pending_size",
                             (self.max_outstanding_pings, self.pending_size), "use >= 1 pings and >= 1024 bytes")
@@ -182,7 +191,7 @@ class ConnectionStats:
 
 
 async def connect(options: ConnectOptions, stats: ConnectionStats | None = None) -> tuple[NATS, ConnectionStats]:
-    """Connect (raising nats-py's error if no server answers now) and wire the counters in."""
+    """Connect and wire the counters in; ``NatsUnavailableError`` if no server accepts us now."""
     stats = stats or ConnectionStats()
     where = options.describe()
 
@@ -229,7 +238,9 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
         "closed_cb": on_closed,
         "allow_reconnect": True,
         "connect_timeout": options.connect_timeout_s,
-        "max_reconnect_attempts": options.max_reconnect_attempts,
+        # bounded for the first connection; set to the lasting value once connected (below)
+        "max_reconnect_attempts": options.initial_connect_retries,
+        "reconnect_time_wait": options.reconnect_base_s,
         "reconnect_to_server_handler": pick_server,
         "ping_interval": options.ping_interval_s,
         "max_outstanding_pings": options.max_outstanding_pings,
@@ -247,6 +258,12 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
     if options.nkey_seed_file is not None:
         kwargs["nkeys_seed"] = options.nkey_seed_file
     kwargs.update(options.extra)
-    nc = await nats.connect(**kwargs)
+    try:
+        nc = await nats.connect(**kwargs)
+    except (NatsError, OSError, TimeoutError) as exc:
+        state = f"not connected ({stats.last_error or type(exc).__name__})"
+        raise NatsUnavailableError(f"could not connect to {where} (gave up after {options.initial_connect_retries} retries)",
+                                   state) from exc
+    nc.options["max_reconnect_attempts"] = options.max_reconnect_attempts
     client.append(nc)
     return nc, stats

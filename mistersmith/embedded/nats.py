@@ -35,6 +35,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -116,7 +117,8 @@ class EmbeddedNats:
     """A ``nats-server`` with JetStream run by this process, its store in ``data_dir``.
 
     Use as a context manager, or call ``start()`` and ``stop()``. ``url`` is
-    ``nats://127.0.0.1:<port>``.
+    ``nats://127.0.0.1:<port>``. ``args`` are further ``nats-server`` flags
+    (``--user``/``--pass``, ``--auth``...).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class EmbeddedNats:
         start_timeout_s: float = 20.0,
         stop_timeout_s: float = 10.0,
         server_name: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = _HOST
@@ -136,6 +139,7 @@ class EmbeddedNats:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.server_name = server_name or f"mistersmith-{self.port}"
+        self.args = tuple(args)
         self._binary = nats_server_binary()
         self._proc: subprocess.Popen[bytes] | None = None
         self._watcher: threading.Thread | None = None
@@ -166,7 +170,7 @@ class EmbeddedNats:
         ]
         if self.jetstream:
             cmd += ["--jetstream", "--store_dir", str(self.data_dir / "jetstream")]
-        return cmd
+        return [*cmd, *self.args]
 
     def start(self) -> None:
         """Start the server; return once it accepts clients."""
