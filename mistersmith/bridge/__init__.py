@@ -11,6 +11,7 @@ from .bridge import Bridge, BridgeOptions
 from .client import AgentClient
 from .connection import ConnectionStats, ConnectOptions, connect, reconnect_delay_s
 from .errors import NatsUnavailableError
+from .task_status import TaskTracker
 from .tasks import TaskOptions, TaskQueue
 from .trace import new_traceparent
 
@@ -23,6 +24,7 @@ __all__ = [
     "NatsUnavailableError",
     "TaskOptions",
     "TaskQueue",
+    "TaskTracker",
     "connect",
     "new_traceparent",
     "reconnect_delay_s",

@@ -10,7 +10,8 @@ agents only through the Runtime's non-blocking API (``aask``, ``send``,
 - ``ControlPlane``: ``system.control.*`` (spawn placement, list across nodes...);
 - ``ServiceDiscovery``: ``agents.discovery.announce``/``query``;
 - ``Membership``: which nodes share the bus;
-- ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``.
+- ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``;
+  ``TaskTracker`` (``bridge.task_tracker``): task states, the web's ``Tasks`` port.
 
 One task pumps supervision events: an agent is routed before its ``started``
 event is published (so whoever sees the event can command it), and events
@@ -46,6 +47,7 @@ from .discovery import ServiceDiscovery
 from .lifecycle import cancel_and_wait
 from .membership import Membership
 from .status import StatusPublisher
+from .task_status import TaskTracker
 from .tasks import TaskOptions, TaskQueue
 from .wire import Wire
 
@@ -140,6 +142,7 @@ class Bridge:
             forward_timeout_s=opts.forward_timeout_s, gather_timeout_s=opts.gather_timeout_s, shutdown=shutdown,
         )
         self.tasks = TaskQueue(runtime, self.wire, task_options)
+        self.task_tracker = TaskTracker(self.tasks, self.wire)
         self._stream: EventStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
@@ -156,6 +159,7 @@ class Bridge:
         self._stream = self.runtime.event_stream(maxsize=self.options.event_buffer)
         await self.control.start()
         await self.discovery.start()
+        await self.task_tracker.start()
         for info in self.runtime.list_agents():
             await self.router.route(str(info["id"]))
         await self.membership.start()
@@ -174,6 +178,7 @@ class Bridge:
             return
         self._closed = True
         await self.tasks.close()
+        await self.task_tracker.close()
         if self._stream is not None:
             self._stream.close()
         await cancel_and_wait([*self._tasks, *self._side], self.options.forward_timeout_s)

@@ -5,8 +5,8 @@
   (``tasks-{kind}-{priority}``), shared by every node that serves the kind, so
   each task goes to one worker at a time. Dead letters go to a second stream
   (``MS_TASKS_DEAD``, ``tasks.*.dead``) and are kept.
-- A task is ``{"task_id", "command", "payload"}`` (``command`` defaults to
-  ``run``). ``submit`` publishes it with ``Nats-Msg-Id: task_id``, so a
+- A task is ``{"task_id", "command", "payload", "timeout_s"?}`` (``command``
+  defaults to ``run``). ``submit`` publishes it with ``Nats-Msg-Id: task_id``, so a
   resubmission within the stream's duplicate window is dropped by JetStream.
 - ``serve(kind)`` runs a worker on this node: it keeps at most ``max_in_flight``
   tasks in hand, and whenever a slot is free it asks ``high`` first, then
@@ -57,7 +57,7 @@ logger = logging.getLogger("mistersmith.bridge.tasks")
 TASK_STREAM = "MS_TASKS"
 DEAD_STREAM = "MS_TASKS_DEAD"
 _PERMANENT = frozenset({"invalid_payload", "unknown_command", "invalid_envelope", "invalid_task"})
-_TASK_KEYS = frozenset({"task_id", "command", "payload"})
+_TASK_KEYS = frozenset({"task_id", "command", "payload", "timeout_s"})
 _CLOSE_S = 5.0
 
 
@@ -88,14 +88,17 @@ class TaskOptions:
         return self.backoff_s[min(deliveries, len(self.backoff_s)) - 1]
 
 
-def _task(data: bytes) -> tuple[str, str, dict[str, Any]]:
+def _task(data: bytes) -> tuple[str, str, dict[str, Any], float | None]:
     raw = decode_json(data)
     if not isinstance(raw, dict) or set(raw) - _TASK_KEYS:
         raise EnvelopeError(None, f"a task is an object with keys {sorted(_TASK_KEYS)}", code="invalid_task")
     task_id, command, payload = raw.get("task_id"), raw.get("command", "run"), raw.get("payload", {})
     if not subjects.is_token(task_id) or not subjects.is_token(command) or not isinstance(payload, dict):
         raise EnvelopeError(None, "task_id and command are subject tokens, payload an object", code="invalid_task")
-    return str(task_id), str(command), payload
+    timeout = raw.get("timeout_s")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise EnvelopeError("timeout_s", f"{timeout!r} should be a number of seconds > 0", code="invalid_task")
+    return str(task_id), str(command), payload, None if timeout is None else float(timeout)
 
 
 class TaskQueue:
@@ -148,14 +151,21 @@ class TaskQueue:
     # -- submitting ------------------------------------------------------------------------
 
     async def submit(self, kind: str, payload: Mapping[str, Any] | None = None, *, command: str = "run",
-                     priority: str = "normal", task_id: str | None = None) -> dict[str, Any]:
-        """Queue a task; returns ``{"task_id", "status": "queued", "stream_seq"}``."""
+                     priority: str = "normal", task_id: str | None = None,
+                     timeout_s: float | None = None) -> dict[str, Any]:
+        """Queue a task; returns ``{"task_id", "status": "queued", "stream_seq", "duplicate"}``.
+
+        ``timeout_s`` bounds one attempt (at most ``TaskOptions.task_timeout_s``).
+        """
         await self.ensure_streams()
         task_id = task_id or uuid.uuid4().hex
         subject = subjects.task_queue(kind, priority)
         subjects.check_token(task_id, "task_id")
         subjects.check_token(command, "command")
-        body = encode_json({"task_id": task_id, "command": command, "payload": dict(payload or {})})
+        task: dict[str, Any] = {"task_id": task_id, "command": command, "payload": dict(payload or {})}
+        if timeout_s is not None:
+            task["timeout_s"] = timeout_s
+        body = encode_json(task)
         ack = await self.js.publish(subject, body, headers={"Nats-Msg-Id": task_id})
         self.counters["submitted"] += 1
         await self._progress(task_id, "queued", kind=kind, priority=priority)
@@ -257,7 +267,7 @@ class TaskQueue:
     async def _run_one(self, kind: str, msg: Msg) -> None:
         deliveries = msg.metadata.num_delivered
         try:
-            task_id, command, payload = _task(msg.data)
+            task_id, command, payload, timeout_s = _task(msg.data)
         except EnvelopeError as exc:
             await self._dead(kind, msg, None, "invalid_task", exc.message, deliveries)
             return
@@ -268,7 +278,8 @@ class TaskQueue:
         await self._progress(task_id, "running", kind=kind, agent_id=agent, node=self.node_id, attempt=deliveries)
         keepalive = asyncio.get_running_loop().create_task(self._keep_alive(msg))
         try:
-            result = await self.runtime.aask(agent, command, payload, timeout=self.options.task_timeout_s)
+            limit = min(timeout_s or self.options.task_timeout_s, self.options.task_timeout_s)
+            result = await self.runtime.aask(agent, command, payload, timeout=limit)
         except MisterSmithError as exc:
             code = str(exc.code)
             if code in _PERMANENT:

@@ -7,11 +7,12 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from _bridge_helpers import WAIT_S, Inbox, Node, client
+from _bridge_helpers import WAIT_S, Inbox, Node, client, wait_until
 
 from mistersmith import Agent, SupervisorSpec, command
 from mistersmith.bridge import TaskOptions
 from mistersmith.embedded.nats import EmbeddedNats
+from mistersmith.ports import Tasks
 
 FAST = TaskOptions(max_in_flight=1, max_deliver=3, ack_wait_s=1.0, backoff_s=(0.05, 0.1), idle_poll_s=0.2)
 TOLERANT = SupervisorSpec("root", intensity=100, period_s=1.0)  # agents here crash on purpose
@@ -197,3 +198,31 @@ def test_no_task_is_lost_when_the_node_restarts_mid_task(nats_server: EmbeddedNa
         assert done["attempt"] == 2
     finally:
         second.close()
+
+
+def test_the_tasks_port_submits_and_tracks(nats_server: EmbeddedNats) -> None:
+    node = Node(nats_server.url, task_options=FAST, kinds={"doer": Doer})
+    try:
+        assert node.bridge is not None
+        tracker = node.bridge.task_tracker
+        assert isinstance(tracker, Tasks)
+
+        async def scenario() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            await node.rt.aspawn("doer", "doer-p")
+            await node.bridge.tasks.serve("doer")  # type: ignore[union-attr]
+            nc, _ = await client(node.url)
+            try:
+                results = await Inbox().subscribe(nc, "tasks.*.result")
+                queued = await tracker.submit(task_type="doer", payload={"q": 1}, agent_id=None, timeout_s=5)
+                assert queued["status"] == "queued"
+                await results.next()
+                await wait_until(lambda: tracker.status_of(queued["task_id"]) == "done")
+                return await tracker.get(queued["task_id"]), await tracker.get("never-seen")
+            finally:
+                await nc.close()
+
+        state, unknown = node.run(scenario())
+        assert state is not None and state["status"] == "done" and state["result"] == {"q": 1}
+        assert state["node"] == node.node_id and unknown is None
+    finally:
+        node.close()
