@@ -188,6 +188,8 @@ class ControlPlane:
         try:
             payload, _ = decode_command(msg.data)
             if parts[0] == "agents":
+                if action not in subjects.AGENT_ACTIONS:
+                    raise _Refused("unknown_command", f"agents.{{id}}.control takes: {', '.join(subjects.AGENT_ACTIONS)}")
                 payload = {**payload, "agent_id": parts[1]}
             reply: bytes | None = await self._act(action, payload, local)
         except MisterSmithError as exc:

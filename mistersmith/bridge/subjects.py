@@ -25,6 +25,7 @@ import re
 from mistersmith.errors import SpecError
 
 __all__ = [
+    "AGENT_ACTIONS",
     "ANNOUNCE",
     "CONTROL_ACTIONS",
     "NODE_ACTIONS",

@@ -8,8 +8,15 @@ import nats
 import orjson
 import pytest
 from _bridge_helpers import WAIT_S, Node, client
+from nats.aio.client import Client as NATS
 
 from mistersmith.envelope import RemoteError
+
+
+async def ms_spawn(nc: NATS, agent_id: str) -> None:
+    reply = await nc.request("system.control.spawn", orjson.dumps({"kind": "echo", "agent_id": agent_id}),
+                             timeout=WAIT_S)
+    assert orjson.loads(reply.data)["ok"] is True
 
 
 def _hosts(node: Node) -> set[str]:
@@ -137,6 +144,7 @@ def test_ping_and_shutdown(pair: tuple[Node, Node]) -> None:
         ("explode", b"{}", "unknown_command"),
         ("spawn", b"[]", "invalid_payload"),
         ("spawn", b"{", "invalid_envelope"),
+        ("agent:spawn", b'{"kind": "echo"}', "unknown_command"),
     ],
 )
 def test_bad_control_requests_get_error_replies(pair: tuple[Node, Node], action: str, body: bytes, code: str) -> None:
@@ -145,7 +153,12 @@ def test_bad_control_requests_get_error_replies(pair: tuple[Node, Node], action:
     async def scenario() -> None:
         nc = await nats.connect(a.url)
         try:
-            reply = orjson.loads((await nc.request(f"system.control.{action}", body, timeout=WAIT_S)).data)
+            if action.startswith("agent:"):  # an agent's own control subject (its node answers)
+                await ms_spawn(nc, "ctl")
+                subject = f"agents.ctl.control.{action.split(':')[1]}"
+            else:
+                subject = f"system.control.{action}"
+            reply = orjson.loads((await nc.request(subject, body, timeout=WAIT_S)).data)
             assert reply["ok"] is False and reply["error"]["code"] == code, reply
         finally:
             await nc.close()
