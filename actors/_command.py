@@ -51,7 +51,7 @@ def command(name: str | F | None = None) -> F | Callable[[F], F]:
 
     def mark(fn: F, cmd: str | None) -> F:
         cmd = cmd or fn.__name__
-        if not COMMAND_NAME.match(cmd):
+        if not COMMAND_NAME.fullmatch(cmd):
             raise ValueError(
                 f"command name {cmd!r} is not allowed; use 1-64 letters, digits, '_' or '-'"
             )

@@ -164,8 +164,19 @@ class LoopThread:
         try:
             self.loop.run_forever()
         finally:
+            self._cancel_leftovers()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+    def _cancel_leftovers(self, grace_s: float = 5.0) -> None:
+        """Cancel tasks someone forgot to finish, and give them ``grace_s`` to unwind."""
+        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        if not tasks:
+            return
+        logger.warning("event loop stopping with %d unfinished task(s); cancelling them", len(tasks))
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.wait(tasks, timeout=grace_s))
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)

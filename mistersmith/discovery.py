@@ -41,7 +41,7 @@ _FIELDS = ("id", "seq", "agent_id", "agent_role", "discovery_type", "content", "
 
 
 def _token(key: str, value: object) -> str:
-    if not isinstance(value, str) or not _TOKEN.match(value):
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
         raise SpecError(None, key, value, "use 1-128 letters, digits, '_' or '-'")
     return value
 

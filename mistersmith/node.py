@@ -32,7 +32,7 @@ from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.errors import MisterSmithError
 from mistersmith.journal import Journal, JournalConfig, PoolConfig
 from mistersmith.runtime import Runtime
-from mistersmith.supervisors import SupervisorSpec
+from mistersmith.supervisors import Backoff, SupervisorSpec
 from mistersmith.web.app import build_app
 from mistersmith.web.backends import Backends
 from mistersmith.web.config import WebConfig
@@ -157,8 +157,14 @@ class Node:
         )
         self._undo.append(("journal", journal.close))
 
+        # A node serves remote clients: one crash-looping agent must not take it
+        # down. Agents back off (Akka) and the root tolerates many restarts.
+        root = self._root or SupervisorSpec(
+            "root", intensity=s["node.root_intensity"], period_s=s["node.root_period_s"],
+            backoff=Backoff(min_s=0.1, max_s=s["node.restart_backoff_max_s"]),
+        )
         runtime = self.runtime = Runtime(
-            node_id=self.node_id, root=self._root, kinds=self._kinds, sinks=[journal.sink],
+            node_id=self.node_id, root=root, kinds=self._kinds, sinks=[journal.sink],
             max_agents=s["node.max_agents"],
         )
         self._undo.append(("agents", runtime.close))
@@ -169,13 +175,14 @@ class Node:
         stats = ConnectionStats()
         nc, _ = loop.run(connect(ConnectOptions.from_settings(s, tuple(urls), name=self.node_id), stats), _STEP_S)
         self._undo.append(("nats connection", lambda: loop.run(nc.close(), _STEP_S)))
-        bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=self._shutdown_requested)
+        remote_shutdown = self._shutdown_requested if s["nats.allow_remote_shutdown"] else None
+        bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown)
         loop.run(bridge.start(), _STEP_S)
         self._undo.append(("nats bridge", lambda: loop.run(bridge.close(), _STEP_S)))
 
         hub = DiscoveryHub(publish=bridge.publish_discovery)
         backends = Backends(
-            runtime, history=_JournalHistory(journal), discoveries=hub, nats=bridge,
+            runtime, history=_JournalHistory(journal), discoveries=hub, tasks=bridge.task_tracker, nats=bridge,
             health={"nats": self._nats_health, "database": self._database_health},
             subjects={"commands": "agents.{id}.commands.{cmd}", "status": "agents.{id}.status.{type}",
                       "control": "system.control.{action}", "discoveries": "discoveries.{agent_id}.{type}"},

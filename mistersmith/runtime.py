@@ -116,6 +116,10 @@ class Runtime:
         check_id(kind, "kind")
         self.system.register(kind, cls)
 
+    def kinds(self) -> dict[str, list[str]]:
+        """Every registered kind and the commands its agents answer."""
+        return {name: sorted(cls._commands) for name, cls in self.system.kinds.items()}
+
     def _spawn_request(
         self,
         kind: str | type[Agent] | None,

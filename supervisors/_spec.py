@@ -61,7 +61,7 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 def check_id(value: object, key: str = "id", child: str | None = None) -> str:
     """Ids are NATS subject tokens: 1-128 letters, digits, ``_`` or ``-``."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise SpecError(child, key, value, "use 1-128 letters, digits, '_' or '-'")
     return value
 

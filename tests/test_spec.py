@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mistersmith import Agent, Backoff, ChildSpec, SpecError, SupervisorSpec
+from mistersmith import Agent, Backoff, ChildSpec, SpecError, SupervisorSpec, command
 from mistersmith.supervisors import DEFAULTS
 
 # (builder, child named in the error, key, bad value, words of what is allowed)
@@ -187,3 +187,11 @@ def test_delay_after_a_thousand_restarts_in_a_row() -> None:
     """A child that keeps crashing under a generous intensity reaches high attempt numbers."""
     assert Backoff(min_s=0.1, max_s=30.0).delay_s(1024, 0.0) == 30.0
     assert Backoff(min_s=0.1, max_s=30.0, factor=10.0).delay_s(400, 0.0) == 30.0
+
+
+def test_ids_with_a_trailing_newline_are_refused() -> None:
+    """`$` in a regex would accept 'abc\\n'; ids become NATS subject tokens, so it must not."""
+    with pytest.raises(SpecError):
+        ChildSpec("abc\n", "echo")
+    with pytest.raises(ValueError):
+        command("run\n")
