@@ -194,4 +194,4 @@ def test_ids_with_a_trailing_newline_are_refused() -> None:
     with pytest.raises(SpecError):
         ChildSpec("abc\n", "echo")
     with pytest.raises(ValueError):
-        command("run\n")
+        command("run\n")(lambda self: None)
