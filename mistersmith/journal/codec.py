@@ -24,7 +24,15 @@ import orjson
 
 from mistersmith.supervisors import SupervisionEvent
 
-__all__ = ["COLUMNS", "SELECT_COLUMNS", "decode_line", "encode_data", "encode_line", "event_from_row"]
+__all__ = [
+    "COLUMNS",
+    "SELECT_COLUMNS",
+    "JournalLine",
+    "decode_line",
+    "encode_data",
+    "encode_line",
+    "event_from_row",
+]
 
 # The order of a COPY line; the table's own columns seq and recorded_at are filled by PostgreSQL.
 COLUMNS: tuple[str, ...] = (
@@ -117,34 +125,86 @@ def _unescape(raw: bytes) -> str:
 
 
 def decode_line(line: bytes, seq: int | None = None) -> SupervisionEvent:
-    """The event a line encodes; ``seq`` is the journal's seq (default: the node's own).
-
-    On the writer's hot path (the registry fold): kept to one split and one
-    pass over the text fields.
-    """
-    fields = line.rstrip(b"\n").split(b"\t")
-    if len(fields) != len(COLUMNS):
-        raise ValueError(f"a journal line has {len(COLUMNS)} fields, this one {len(fields)}: {line[:200]!r}")
-    node_id, supervisor, agent_id, kind, event_type, reason = [
-        None if raw == b"\\N" else raw.decode("utf-8") if b"\\" not in raw else _unescape(raw)
-        for raw in (fields[2], fields[4], fields[5], fields[6], fields[7], fields[8])
-    ]
-    raw_data = fields[10]
-    if b"\\" in raw_data:
-        raw_data = raw_data.replace(b"\\\\", b"\\")
+    """The event a line encodes; ``seq`` is the journal's seq (default: the node's own)."""
+    view = JournalLine(line)
     return SupervisionEvent(
-        uuid.UUID(fields[0].decode("ascii")),
-        int(fields[3]) if seq is None else seq,
-        datetime.fromisoformat(fields[1].decode("ascii")),
-        node_id or "",
-        supervisor or "",
-        agent_id,
-        kind,
-        event_type or "",
-        reason,
-        int(fields[9]),
-        orjson.loads(raw_data) if raw_data != b"{}" else {},
+        event_id=uuid.UUID(view.event_id),
+        seq=view.node_seq if seq is None else seq,
+        occurred_at=view.occurred_at,
+        node_id=view.node_id,
+        supervisor=view.supervisor,
+        agent_id=view.agent_id,
+        kind=view.kind,
+        event_type=view.event_type,
+        reason=view.reason,
+        restart_count=view.restart_count,
+        data=view.data,
     )
+
+
+class JournalLine:
+    """A spooled line, parsed just enough for the registry fold (the writer's hot path).
+
+    Has the attributes of a ``SupervisionEvent`` the fold reads; ``data`` is
+    parsed on first use and ``event_id`` stays text. ``seq`` is set once the
+    journal has numbered the line.
+    """
+
+    __slots__ = ("_data", "_event_id", "agent_id", "event_type", "kind", "node_id", "node_seq", "occurred_at",
+                 "reason", "restart_count", "seq", "supervisor")
+
+    def __init__(self, line: bytes) -> None:
+        fields = line.rstrip(b"\n").split(b"\t")
+        if len(fields) != len(COLUMNS):
+            raise ValueError(f"a journal line has {len(COLUMNS)} fields, this one {len(fields)}: {line[:200]!r}")
+        node_id, supervisor, agent_id, kind, event_type, reason = [
+            None if raw == b"\\N" else raw.decode("utf-8") if b"\\" not in raw else _unescape(raw)
+            for raw in (fields[2], fields[4], fields[5], fields[6], fields[7], fields[8])
+        ]
+        self._event_id: str | uuid.UUID = fields[0].decode("ascii")
+        self.seq = 0
+        self.occurred_at = datetime.fromisoformat(fields[1].decode("ascii"))
+        self.node_id = node_id or ""
+        self.node_seq = int(fields[3])
+        self.supervisor = supervisor or ""
+        self.agent_id = agent_id
+        self.kind = kind
+        self.event_type = event_type or ""
+        self.reason = reason
+        self.restart_count = int(fields[9])
+        self._data: bytes | dict[str, Any] = fields[10]
+
+    @classmethod
+    def from_event(cls, event: SupervisionEvent) -> JournalLine:
+        """The same view, taken from the event a line was encoded from (no parsing)."""
+        line = cls.__new__(cls)
+        line._event_id = event.event_id
+        line.seq = 0
+        line.occurred_at = event.occurred_at
+        line.node_id = event.node_id
+        line.node_seq = event.seq
+        line.supervisor = event.supervisor
+        line.agent_id = event.agent_id
+        line.kind = event.kind
+        line.event_type = event.event_type
+        line.reason = event.reason
+        line.restart_count = event.restart_count
+        line._data = dict(event.data)
+        return line
+
+    @property
+    def event_id(self) -> str:
+        """The event's id in canonical text form."""
+        return str(self._event_id)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        raw = self._data
+        if isinstance(raw, bytes):
+            if b"\\" in raw:
+                raw = raw.replace(b"\\\\", b"\\")
+            self._data = raw = orjson.loads(raw) if raw != b"{}" else {}
+        return raw
 
 
 def event_from_row(row: Sequence[Any]) -> SupervisionEvent:

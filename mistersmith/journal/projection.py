@@ -36,11 +36,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from mistersmith.supervisors import SupervisionEvent
-
-__all__ = ["AgentRecord", "Projection", "RecordKey", "TreeSnapshot"]
+__all__ = ["AgentRecord", "EventLike", "Projection", "RecordKey", "TreeSnapshot"]
 
 RecordKey = tuple[str, str, str]  # (node_id, supervisor path, child id)
 
@@ -53,6 +51,31 @@ _STATES = {
     "intensity_exceeded": "failed",
     "escalated": "failed",
 }
+
+
+class EventLike(Protocol):
+    """What the fold reads of an event: a ``SupervisionEvent``, or the writer's ``JournalLine``."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def supervisor(self) -> str: ...
+    @property
+    def agent_id(self) -> str | None: ...
+    @property
+    def kind(self) -> str | None: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def restart_count(self) -> int: ...
+    @property
+    def data(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -138,7 +161,7 @@ class Projection:
         for record in records:
             self.records[record.key] = record
 
-    def apply(self, event: SupervisionEvent) -> None:
+    def apply(self, event: EventLike) -> None:
         self.last_seq = event.seq
         self.last_at = event.occurred_at
         if event.agent_id is None:  # a supervisor's event about itself
@@ -175,7 +198,7 @@ class Projection:
                 self._stops[(event.node_id, record.path)] = event.seq
         self._touch(record)
 
-    def _started(self, key: RecordKey, event: SupervisionEvent) -> None:
+    def _started(self, key: RecordKey, event: EventLike) -> None:
         data = dict(event.data)
         record = self.records.get(key)
         if record is None:

@@ -31,7 +31,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -39,8 +38,11 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
-from .codec import COLUMNS, decode_line
+from mistersmith.supervisors import SupervisionEvent
+
+from .codec import COLUMNS, JournalLine
 from .projection import Projection
 from .registry import delete_records, load_node, upsert_records
 from .spool import Spool, SpoolPosition
@@ -67,6 +69,7 @@ _INSERT_STAGED = sql.SQL(
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
 ).format(cols=_COLS)
 _LAST_SEQ = sql.SQL("SELECT currval(pg_get_serial_sequence('supervision_events', 'seq'))")
+_SEQ_NOW = sql.SQL("SELECT pg_sequence_last_value(pg_get_serial_sequence('supervision_events', 'seq')::regclass)")
 _SEQS_OF = sql.SQL("SELECT event_id, seq FROM supervision_events WHERE event_id = ANY(%s)")
 _NOTIFY = sql.SQL("SELECT pg_notify(%s, %s)")
 
@@ -75,8 +78,6 @@ class _Duplicate(Exception):
     """The straight path met an event already in the journal."""
 
 
-def _event_id(line: bytes) -> uuid.UUID:
-    return uuid.UUID(line[:36].decode("ascii"))
 
 
 def _is_connection_error(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
@@ -192,6 +193,7 @@ class Shipper:
                     continue
                 try:
                     lines, new_pos, nbytes = self.spool.read(self._pos, self.batch_max_events, self.batch_max_bytes)
+                    metas = self.spool.take_metas(self._pos, lines)
                 except Exception as exc:
                     logger.critical("journal writer cannot read the spool: %r", exc)
                     self.last_error = repr(exc)
@@ -203,14 +205,14 @@ class Shipper:
                 try:
                     conn = self._connection()
                     try:
-                        self._ship(conn, lines, careful)
+                        self._ship(conn, lines, metas, careful)
                     except _Duplicate:
                         careful = True
-                        self._ship(conn, lines, careful)
+                        self._ship(conn, lines, metas, careful)
                     except Exception as exc:
                         if _is_connection_error(exc, conn) or not _is_data_error(exc):
                             raise
-                        self._isolate(conn, lines)
+                        self._isolate(conn, lines, metas)
                 except Exception as exc:
                     self._failed(exc)
                     careful = True
@@ -294,78 +296,99 @@ class Shipper:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _ship(self, conn: psycopg.Connection[Any], lines: list[bytes], careful: bool) -> None:
+    def _ship(self, conn: psycopg.Connection[Any], lines: list[bytes], metas: list[object], careful: bool) -> None:
         try:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(_LOCK, (APPEND_LOCK_KEY,))
-                seqs = self._insert_careful(cur, lines) if careful else self._insert_direct(cur, lines)
-                inserted = self._fold(conn, cur, lines, seqs)
-                if inserted:
-                    cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(max(s for s in seqs if s is not None))))
+                if careful:
+                    rows = self._insert_careful(cur, lines, metas)
+                else:
+                    rows = self._insert_direct(cur, lines, metas)
+                self._fold(conn, cur, rows)
+                if rows:
+                    cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(rows[-1].seq)))
         except BaseException:
             self._projection = Projection()
             self._loaded_nodes.clear()
             raise
         self.batches += 1
-        self.events_shipped += inserted
-        self.duplicates_skipped += len(lines) - inserted
+        self.events_shipped += len(rows)
+        self.duplicates_skipped += len(lines) - len(rows)
         self.last_batch_events = len(lines)
 
-    def _insert_direct(self, cur: psycopg.Cursor[Any], lines: list[bytes]) -> list[int | None]:
-        """COPY straight into the journal; the seqs, in line order (numbers taken under the lock)."""
+    @staticmethod
+    def _parsed(lines: list[bytes], metas: list[object]) -> list[JournalLine]:
+        """Views of the lines: from the events still in memory, else parsed."""
+        return [
+            JournalLine.from_event(meta) if isinstance(meta, SupervisionEvent) else JournalLine(line)
+            for line, meta in zip(lines, metas)
+        ]
+
+    def _insert_direct(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[JournalLine]:
+        """COPY straight into the journal; the lines, numbered.
+
+        The server ingests the COPY (a worker thread feeds it) while this
+        thread parses the lines for the fold. Under the append lock the
+        numbers are the sequence's next ones; that is checked afterwards.
+        """
+        row = cur.execute(_SEQ_NOW).fetchone()
+        expected_first = int(row[0] or 0) + 1 if row is not None else 1
         try:
-            with cur.copy(_COPY_DIRECT) as copy:
+            with cur.copy(_COPY_DIRECT, writer=QueuedLibpqWriter(cur)) as copy:
                 copy.write(b"".join(lines))
+                parsed = self._parsed(lines, metas)
         except psycopg.errors.UniqueViolation as exc:
             raise _Duplicate from exc
         row = cur.execute(_LAST_SEQ).fetchone()
         assert row is not None
         last = int(row[0])
         first = last - len(lines) + 1
-        ends = [_event_id(lines[0]), _event_id(lines[-1])]
-        found = dict(cur.execute(_SEQS_OF, (ends,)).fetchall())
-        if found.get(ends[0]) == first and found.get(ends[1]) == last:
-            return list(range(first, last + 1))
+        if first == expected_first:
+            ends = [parsed[0].event_id, parsed[-1].event_id]
+            found = {str(k): v for k, v in cur.execute(_SEQS_OF, (ends,)).fetchall()}
+            if found.get(ends[0]) == first and found.get(ends[-1]) == last:
+                for i, line in enumerate(parsed):
+                    line.seq = first + i
+                return parsed
         # a writer that does not take the lock took numbers in between: ask for each
-        ids = [_event_id(line) for line in lines]
-        found = dict(cur.execute(_SEQS_OF, (ids,)).fetchall())
-        return [found.get(i) for i in ids]
+        found = {str(k): v for k, v in cur.execute(_SEQS_OF, ([p.event_id for p in parsed],)).fetchall()}
+        for line in parsed:
+            line.seq = found[line.event_id]
+        return sorted(parsed, key=lambda line: line.seq)
 
-    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes]) -> list[int | None]:
-        """Through the staging table, skipping events already journaled (``None`` for those)."""
+    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[JournalLine]:
+        """Through the staging table, skipping events already journaled; the inserted lines."""
         cur.execute(_STAGE)
         with cur.copy(_COPY_STAGE) as copy:
             copy.write(b"".join(lines))
-        found = dict(cur.execute(_INSERT_STAGED).fetchall())
-        return [found.get(_event_id(line)) for line in lines]
+        found = {str(k): v for k, v in cur.execute(_INSERT_STAGED).fetchall()}
+        inserted = []
+        for line in self._parsed(lines, metas):
+            seq = found.get(line.event_id)
+            if seq is not None:  # else already in the journal: folded when it was inserted
+                line.seq = seq
+                inserted.append(line)
+        return inserted
 
-    def _fold(
-        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], lines: list[bytes], seqs: list[int | None],
-    ) -> int:
-        """Fold the inserted events into the registry; returns how many were inserted."""
+    def _fold(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[JournalLine]) -> None:
+        """Fold the inserted events into the registry, in the same transaction."""
         projection = self._projection
-        inserted = 0
-        for line, seq in zip(lines, seqs):
-            if seq is None:
-                continue  # already in the journal: folded when it was inserted
-            event = decode_line(line, seq)
-            inserted += 1
-            if not inserted % 512:
+        for i, line in enumerate(rows):
+            if line.node_id not in self._loaded_nodes:
+                projection.load(load_node(conn, line.node_id))
+                self._loaded_nodes.add(line.node_id)
+            projection.apply(line)
+            if not i % 512:
                 time.sleep(0)  # let emitting threads have the GIL: they wait on us less than we on them
-            if event.node_id not in self._loaded_nodes:
-                projection.load(load_node(conn, event.node_id))
-                self._loaded_nodes.add(event.node_id)
-            projection.apply(event)
         changed, removed = projection.take_changes()
         delete_records(cur, removed)
         upsert_records(cur, changed)
-        return inserted
 
     # -- poison lines -----------------------------------------------------------------------
 
-    def _isolate(self, conn: psycopg.Connection[Any], lines: list[bytes]) -> None:
+    def _isolate(self, conn: psycopg.Connection[Any], lines: list[bytes], metas: list[object]) -> None:
         try:
-            self._ship(conn, lines, careful=True)
+            self._ship(conn, lines, metas, careful=True)
         except Exception as exc:
             if _is_connection_error(exc, conn) or not _is_data_error(exc):
                 raise
@@ -373,8 +396,8 @@ class Shipper:
                 self._reject(lines[0], exc)
                 return
             mid = len(lines) // 2
-            self._isolate(conn, lines[:mid])
-            self._isolate(conn, lines[mid:])
+            self._isolate(conn, lines[:mid], metas[:mid])
+            self._isolate(conn, lines[mid:], metas[mid:])
 
     def _reject(self, line: bytes, exc: BaseException) -> None:
         self.rejected += 1

@@ -40,7 +40,7 @@ class JournalSink:
 
     def write(self, event: SupervisionEvent) -> None:
         try:
-            ticket = self.spool.append(encode_line(event))
+            ticket = self.spool.append(encode_line(event), event)
         except JournalClosedError:
             self.dropped += 1
             logger.error(

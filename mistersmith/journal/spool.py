@@ -40,6 +40,7 @@ import struct
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,6 +55,7 @@ HEADER = struct.Struct("<II")
 _SUFFIX = ".spool"
 _SCAN_CHUNK = 1 << 20
 _RETRY_MIN_S = 0.01
+CHECKPOINT_INTERVAL_S = 0.1
 _RETRY_MAX_S = 1.0
 
 
@@ -72,7 +74,13 @@ class Spool:
     """The spool in ``directory``. ``open()`` it before use, ``close()`` it after."""
 
     def __init__(
-        self, directory: Path | str, *, segment_bytes: int = 64 << 20, fsync: bool = True, group_wait_s: float = 0.001
+        self,
+        directory: Path | str,
+        *,
+        segment_bytes: int = 64 << 20,
+        fsync: bool = True,
+        group_wait_s: float = 0.001,
+        recent_max: int = 50_000,
     ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
@@ -86,10 +94,15 @@ class Spool:
         self._followers = 0  # threads waiting in wait_durable
         self._expect = 1  # how many records the next group should wait for (see _gather)
         self._pending: list[bytes] = []
+        self._pending_meta: list[object] = []
+        # (segment, end offset, meta) of records written lately, for the shipper (see take_metas)
+        self._recent: deque[tuple[int, int, object]] = deque(maxlen=recent_max)
         self._appended = 0  # tickets handed out
         self._durable_ticket = 0
         self._durable_pos = SpoolPosition(1, 0)
         self._shipped_pos = SpoolPosition(1, 0)
+        self._checkpoint_pos = SpoolPosition(1, 0)
+        self._checkpoint_at = 0.0
         self._segment = 1
         self._size = 0
         self._fd = -1
@@ -116,7 +129,7 @@ class Spool:
         self._take_lock()
         try:
             segments = self._segments()
-            self._shipped_pos = self._read_checkpoint(segments)
+            self._shipped_pos = self._checkpoint_pos = self._read_checkpoint(segments)
             for segment in segments:
                 if segment < self._shipped_pos.segment:
                     (self.directory / _segment_name(segment)).unlink(missing_ok=True)
@@ -151,6 +164,8 @@ class Spool:
         with self._lock:
             self.closed = True
             self._cond.notify_all()
+        if self._shipped_pos != self._checkpoint_pos:
+            self._write_checkpoint(self._shipped_pos)
         for fd in (self._fd, self._read_fd):
             if fd >= 0:
                 os.close(fd)
@@ -259,13 +274,18 @@ class Spool:
 
     # -- appending (any thread) --------------------------------------------------------
 
-    def append(self, record: bytes) -> int:
-        """Queue ``record``; return the ticket to ``wait_durable`` on. Never blocks on I/O."""
+    def append(self, record: bytes, meta: object = None) -> int:
+        """Queue ``record``; return the ticket to ``wait_durable`` on. Never blocks on I/O.
+
+        ``meta`` (the event the record encodes) is kept in memory, bounded, for
+        ``take_metas``: the shipper then need not parse what was just encoded.
+        """
         frame = HEADER.pack(len(record), zlib.crc32(record)) + record
-        with self._cond:
+        with self._lock:
             if self._closing or self.closed:
                 raise JournalClosedError("appending an event")
             self._pending.append(frame)
+            self._pending_meta.append(meta)
             self._appended += 1
             if self._gathering:
                 self._arrived.notify()
@@ -309,15 +329,25 @@ class Spool:
             with self._lock:
                 self._gather()
                 frames, self._pending = self._pending, []
+                metas, self._pending_meta = self._pending_meta, []
                 ticket = self._appended
             if not frames:
                 return
             data = b"".join(frames)
+            start = self._size
             if not self._write(data, deadline):
                 with self._lock:
                     self._pending[:0] = frames  # a later leader tries again, in the same order
+                    self._pending_meta[:0] = metas
                 return
+            segment = self._segment
             with self._lock:
+                recent = self._recent
+                end = start
+                for frame, meta in zip(frames, metas):
+                    end += len(frame)
+                    if meta is not None:
+                        recent.append((segment, end, meta))
                 self._durable_ticket = ticket
                 self._durable_pos = SpoolPosition(self._segment, self._size)
                 self.records_durable += len(frames)
@@ -444,6 +474,28 @@ class Spool:
             off = stop
         return records, SpoolPosition(pos.segment, pos.offset + off), off
 
+    def take_metas(self, pos: SpoolPosition, records: list[bytes]) -> list[object]:
+        """The ``meta`` given to ``append`` for each of ``records`` read from ``pos`` (None if gone).
+
+        Metas are kept for the last ``recent_max`` records only; older ones (a
+        backlog after an outage or a restart) come back as None, and the
+        caller parses the record instead. Call it in reading order.
+        """
+        out: list[object] = []
+        segment = pos.segment
+        off = pos.offset
+        with self._lock:
+            recent = self._recent
+            for record in records:
+                off += HEADER.size + len(record)
+                while recent and (recent[0][0], recent[0][1]) < (segment, off):
+                    recent.popleft()
+                if recent and recent[0][0] == segment and recent[0][1] == off:
+                    out.append(recent.popleft()[2])
+                else:
+                    out.append(None)
+        return out
+
     def _reader(self, segment: int) -> int:
         if self._read_segment != segment or self._read_fd < 0:
             if self._read_fd >= 0:
@@ -453,17 +505,29 @@ class Spool:
         return self._read_fd
 
     def commit(self, pos: SpoolPosition, records: int, nbytes: int) -> None:
-        """Everything before ``pos`` is in PostgreSQL: move the checkpoint, drop old segments."""
-        tmp = self.directory / "shipped.pos.tmp"
-        tmp.write_text(f"{pos.segment} {pos.offset}\n")
-        os.replace(tmp, self.directory / "shipped.pos")
+        """Everything before ``pos`` is in PostgreSQL: move the checkpoint, drop old segments.
+
+        The checkpoint file is rewritten at most every ``CHECKPOINT_INTERVAL_S``
+        (and on close, and before a segment is deleted): after a crash, what was
+        shipped since is shipped again, and the journal ignores it.
+        """
         old = self._shipped_pos
         with self._cond:
             self._shipped_pos = pos
             self.records_shipped += records
             self.bytes_shipped += nbytes
+        now = time.monotonic()
+        if pos.segment != old.segment or now - self._checkpoint_at >= CHECKPOINT_INTERVAL_S:
+            self._write_checkpoint(pos)
+            self._checkpoint_at = now
         for segment in range(old.segment, pos.segment):
             (self.directory / _segment_name(segment)).unlink(missing_ok=True)
+
+    def _write_checkpoint(self, pos: SpoolPosition) -> None:
+        tmp = self.directory / "shipped.pos.tmp"
+        tmp.write_text(f"{pos.segment} {pos.offset}\n")
+        os.replace(tmp, self.directory / "shipped.pos")
+        self._checkpoint_pos = pos
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
