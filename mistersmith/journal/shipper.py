@@ -43,6 +43,7 @@ from psycopg.copy import QueuedLibpqWriter
 from mistersmith.supervisors import SupervisionEvent
 
 from .codec import COLUMNS, JournalLine
+from .outage import OutageLog
 from .projection import Projection
 from .registry import delete_records, load_node, upsert_records
 from .spool import Spool, SpoolPosition
@@ -113,7 +114,6 @@ class Shipper:
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
         self.connect_timeout_s = connect_timeout_s
-        self.outage_log_interval_s = outage_log_interval_s
         self._conn: psycopg.Connection[Any] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -121,15 +121,12 @@ class Shipper:
         self._pos = spool.shipped_position
         self._projection = Projection()
         self._loaded_nodes: set[str] = set()
-        self._outage_since: float | None = None
-        self._outage_wall: datetime | None = None
-        self._last_outage_log = 0.0
+        self.outage = OutageLog(spool.stats, outage_log_interval_s)
         # counters
         self.batches = 0
         self.events_shipped = 0
         self.duplicates_skipped = 0
         self.rejected = 0
-        self.outages = 0
         self.last_error: str | None = None
         self.last_batch_events = 0
 
@@ -165,15 +162,12 @@ class Shipper:
     @property
     def connected(self) -> bool:
         conn = self._conn
-        return conn is not None and not conn.closed and not conn.broken and self._outage_since is None
+        return conn is not None and not conn.closed and not conn.broken and not self.outage.ongoing
 
     def stats(self) -> dict[str, Any]:
-        since = self._outage_since
         return {
             "pg_connected": self.connected,
-            "outage_since": self._outage_wall.isoformat() if since is not None and self._outage_wall else None,
-            "outage_s": round(time.monotonic() - since, 3) if since is not None else 0.0,
-            "outages": self.outages,
+            **self.outage.stats(),
             "batches": self.batches,
             "events_shipped": self.events_shipped,
             "duplicates_skipped": self.duplicates_skipped,
@@ -221,7 +215,7 @@ class Shipper:
                     continue
                 careful = False
                 delay = self.retry_min_s
-                self._reachable()
+                self.outage.up()
                 self._advance(new_pos, len(lines), nbytes)
         finally:
             if self._conn is not None:
@@ -266,33 +260,7 @@ class Shipper:
         if conn is not None:
             conn.close()
             self._conn = None
-        now = time.monotonic()
-        stats = self.spool.stats()
-        if self._outage_since is None:
-            self._outage_since = now
-            self._outage_wall = datetime.now(UTC)
-            self._last_outage_log = now
-            self.outages += 1
-            logger.warning(
-                "journal: PostgreSQL unreachable (%s); supervision goes on, events wait in the spool "
-                "(%d waiting)", self.last_error, stats["backlog_events"],
-            )
-        elif now - self._last_outage_log >= self.outage_log_interval_s:
-            self._last_outage_log = now
-            logger.warning(
-                "journal: PostgreSQL unreachable for %.0f s; %d events (%d bytes) wait in %s",
-                now - self._outage_since, stats["backlog_events"], stats["backlog_bytes"], stats["directory"],
-            )
-
-    def _reachable(self) -> None:
-        if self._outage_since is None:
-            return
-        logger.info(
-            "journal: PostgreSQL reachable again after %.1f s; shipping %d waiting events",
-            time.monotonic() - self._outage_since, self.spool.stats()["backlog_events"],
-        )
-        self._outage_since = None
-        self._outage_wall = None
+        self.outage.down(self.last_error or "?")
 
     # -- one batch ------------------------------------------------------------------------
 

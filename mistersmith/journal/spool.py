@@ -1,14 +1,8 @@
 """The write-ahead spool: append-only, fsync'd segment files in the data directory.
 
 Every supervision event is appended here before its effect is visible, and
-shipped to PostgreSQL from here. Layout of the spool directory::
-
-    LOCK                  flock'ed by the one process that owns the spool
-    000000000001.spool    segments: records appended in order
-    shipped.pos           "<segment> <offset>": everything before is in PostgreSQL
-
-A record is ``<u32 length><u32 crc32>`` (little-endian) and the payload (a
-``COPY`` text line, see ``codec.py``).
+shipped to PostgreSQL from here. The files, framing and checkpoint are in
+``segments.py``; a record's payload is a ``COPY`` text line (``codec.py``).
 
 Group commit, leader and followers: ``append`` (called under the event bus
 lock) only queues the record in memory and returns a ticket. ``wait_durable``
@@ -33,41 +27,35 @@ leader, and ``wait_durable`` callers keep waiting (up to their timeout).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from .errors import JournalClosedError, SpoolError
+from .errors import JournalClosedError
+from .segments import (
+    HEADER,
+    DirectoryLock,
+    SegmentReader,
+    SpoolPosition,
+    frame,
+    list_segments,
+    read_checkpoint,
+    segment_path,
+    validate,
+    write_checkpoint,
+)
 
-__all__ = ["Spool", "SpoolPosition"]
+__all__ = ["HEADER", "Spool", "SpoolPosition"]
 
 logger = logging.getLogger("mistersmith.journal.spool")
 
-HEADER = struct.Struct("<II")
-_SUFFIX = ".spool"
-_SCAN_CHUNK = 1 << 20
-_RETRY_MIN_S = 0.01
 CHECKPOINT_INTERVAL_S = 0.1
+_RETRY_MIN_S = 0.01
 _RETRY_MAX_S = 1.0
-
-
-class SpoolPosition(NamedTuple):
-    """A place in the spool: a segment number and a byte offset in it."""
-
-    segment: int
-    offset: int
-
-
-def _segment_name(segment: int) -> str:
-    return f"{segment:012d}{_SUFFIX}"
 
 
 class Spool:
@@ -106,9 +94,8 @@ class Spool:
         self._segment = 1
         self._size = 0
         self._fd = -1
-        self._lock_fd = -1
-        self._read_fd = -1
-        self._read_segment = 0
+        self._dir_lock = DirectoryLock(self.directory)
+        self._reader = SegmentReader(self.directory)
         self._closing = False
         self.closed = True
         # counters (records and bytes are counted from the shipped position at open)
@@ -124,25 +111,30 @@ class Spool:
     # -- open and close -----------------------------------------------------------
 
     def open(self) -> None:
-        """Lock the directory, validate the unshipped tail, and start the writer."""
+        """Lock the directory and validate what is not shipped yet (truncating a torn tail)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        self._dir_lock.acquire()
         try:
-            segments = self._segments()
-            self._shipped_pos = self._checkpoint_pos = self._read_checkpoint(segments)
+            segments = list_segments(self.directory)
+            self._shipped_pos = self._checkpoint_pos = read_checkpoint(self.directory, segments)
             for segment in segments:
                 if segment < self._shipped_pos.segment:
-                    (self.directory / _segment_name(segment)).unlink(missing_ok=True)
+                    segment_path(self.directory, segment).unlink(missing_ok=True)
             segments = [s for s in segments if s >= self._shipped_pos.segment]
             for i, segment in enumerate(segments):
                 start = self._shipped_pos.offset if segment == self._shipped_pos.segment else 0
-                self._validate(segment, start, last=i == len(segments) - 1)
+                records, nbytes, dropped = validate(
+                    segment_path(self.directory, segment), start, last=i == len(segments) - 1
+                )
+                self.records_durable += records
+                self.bytes_durable += nbytes
+                self.torn_bytes_dropped += dropped
             self._segment = segments[-1] if segments else self._shipped_pos.segment
             self._open_segment()
             if self._size >= self.segment_bytes:
                 self._rotate()
         except BaseException:
-            self._release_lock()
+            self._dir_lock.release()
             raise
         self._durable_pos = SpoolPosition(self._segment, self._size)
         self.closed = False
@@ -166,97 +158,14 @@ class Spool:
             self._cond.notify_all()
         if self._shipped_pos != self._checkpoint_pos:
             self._write_checkpoint(self._shipped_pos)
-        for fd in (self._fd, self._read_fd):
-            if fd >= 0:
-                os.close(fd)
-        self._fd = self._read_fd = -1
-        self._release_lock()
-
-    def _take_lock(self) -> None:
-        path = self.directory / "LOCK"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise SpoolError(self.directory, f"is in use by another process (pid {holder}); one node per data directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing drops the flock
-            self._lock_fd = -1
-
-    def _segments(self) -> list[int]:
-        found = []
-        for path in self.directory.glob(f"*{_SUFFIX}"):
-            try:
-                found.append(int(path.name[: -len(_SUFFIX)]))
-            except ValueError:
-                logger.warning("ignoring %s in the journal spool", path)
-        return sorted(found)
-
-    def _read_checkpoint(self, segments: list[int]) -> SpoolPosition:
-        first = SpoolPosition(segments[0] if segments else 1, 0)
-        try:
-            seg_text, off_text = (self.directory / "shipped.pos").read_text().split()
-            pos = SpoolPosition(int(seg_text), int(off_text))
-        except (OSError, ValueError):
-            return first
-        return pos if pos >= first else first
-
-    def _frames(self, segment: int, start: int) -> Iterator[tuple[int, int, bool]]:
-        """``(offset, total length, valid)`` of each frame from ``start``; stops after an invalid one."""
-        with open(self.directory / _segment_name(segment), "rb") as f:
-            f.seek(start)
-            offset = start
-            buf = b""
-            while True:
-                chunk = f.read(_SCAN_CHUNK)
-                buf += chunk
-                pos = 0
-                while len(buf) - pos >= HEADER.size:
-                    length, crc = HEADER.unpack_from(buf, pos)
-                    end = pos + HEADER.size + length
-                    if end > len(buf):
-                        break
-                    ok = zlib.crc32(buf[pos + HEADER.size : end]) == crc
-                    yield offset + pos, end - pos, ok
-                    if not ok:
-                        return
-                    pos = end
-                offset += pos
-                buf = buf[pos:]
-                if not chunk:
-                    if buf:
-                        yield offset, len(buf), False
-                    return
-
-    def _validate(self, segment: int, start: int, *, last: bool) -> None:
-        path = self.directory / _segment_name(segment)
-        size = path.stat().st_size
-        good_end = start
-        for offset, length, ok in self._frames(segment, start):
-            if not ok:
-                break
-            self.records_durable += 1
-            self.bytes_durable += length
-            good_end = offset + length
-        if good_end < size:
-            dropped = size - good_end
-            self.torn_bytes_dropped += dropped
-            log = logger.warning if last else logger.error
-            log(
-                "journal spool %s: dropping %d bytes after offset %d (%s)", path, dropped, good_end,
-                "a record torn by a crash; it was never acknowledged" if last else "corrupt data",
-            )
-            os.truncate(path, good_end)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        self._reader.close()
+        self._dir_lock.release()
 
     def _open_segment(self) -> None:
-        path = self.directory / _segment_name(self._segment)
+        path = segment_path(self.directory, self._segment)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
         if self.fsync:
@@ -280,11 +189,11 @@ class Spool:
         ``meta`` (the event the record encodes) is kept in memory, bounded, for
         ``take_metas``: the shipper then need not parse what was just encoded.
         """
-        frame = HEADER.pack(len(record), zlib.crc32(record)) + record
+        framed = frame(record)
         with self._lock:
             if self._closing or self.closed:
                 raise JournalClosedError("appending an event")
-            self._pending.append(frame)
+            self._pending.append(framed)
             self._pending_meta.append(meta)
             self._appended += 1
             if self._gathering:
@@ -451,28 +360,11 @@ class Spool:
             durable = self._durable_pos
         if pos >= durable:
             return [], pos, 0
-        fd = self._reader(pos.segment)
-        end = os.fstat(fd).st_size if pos.segment < durable.segment else durable.offset
+        end = self._reader.size(pos.segment) if pos.segment < durable.segment else durable.offset
         if pos.offset >= end:
             return [], SpoolPosition(pos.segment + 1, 0), 0
-        want = min(end - pos.offset, max_bytes)
-        buf = os.pread(fd, want, pos.offset)
-        records: list[bytes] = []
-        off = 0
-        while len(records) < max_records and len(buf) - off >= HEADER.size:
-            length, crc = HEADER.unpack_from(buf, off)
-            stop = off + HEADER.size + length
-            if stop > len(buf):
-                if not records:  # one record larger than max_bytes: read just it
-                    buf = os.pread(fd, HEADER.size + length, pos.offset)
-                    continue
-                break
-            record = buf[off + HEADER.size : stop]
-            if zlib.crc32(record) != crc:
-                raise SpoolError(self.directory, f"corrupt record in segment {pos.segment} at offset {pos.offset + off}")
-            records.append(record)
-            off = stop
-        return records, SpoolPosition(pos.segment, pos.offset + off), off
+        records, consumed = self._reader.read(pos, end, max_records, max_bytes)
+        return records, SpoolPosition(pos.segment, pos.offset + consumed), consumed
 
     def take_metas(self, pos: SpoolPosition, records: list[bytes]) -> list[object]:
         """The ``meta`` given to ``append`` for each of ``records`` read from ``pos`` (None if gone).
@@ -496,14 +388,6 @@ class Spool:
                     out.append(None)
         return out
 
-    def _reader(self, segment: int) -> int:
-        if self._read_segment != segment or self._read_fd < 0:
-            if self._read_fd >= 0:
-                os.close(self._read_fd)
-            self._read_fd = os.open(self.directory / _segment_name(segment), os.O_RDONLY)
-            self._read_segment = segment
-        return self._read_fd
-
     def commit(self, pos: SpoolPosition, records: int, nbytes: int) -> None:
         """Everything before ``pos`` is in PostgreSQL: move the checkpoint, drop old segments.
 
@@ -521,12 +405,10 @@ class Spool:
             self._write_checkpoint(pos)
             self._checkpoint_at = now
         for segment in range(old.segment, pos.segment):
-            (self.directory / _segment_name(segment)).unlink(missing_ok=True)
+            segment_path(self.directory, segment).unlink(missing_ok=True)
 
     def _write_checkpoint(self, pos: SpoolPosition) -> None:
-        tmp = self.directory / "shipped.pos.tmp"
-        tmp.write_text(f"{pos.segment} {pos.offset}\n")
-        os.replace(tmp, self.directory / "shipped.pos")
+        write_checkpoint(self.directory, pos)
         self._checkpoint_pos = pos
 
     def stats(self) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def test_postgres_stopped_mid_run_then_every_event_once(
         own_pg.stop()
         crash(node, "a1", 5)  # supervision goes on without PostgreSQL
         rt.spawn("echo", "a2", supervisor="root/workers")
-        assert journal.shipper.wait_for(lambda s: not s.connected and s.outages == 1, 10)
+        assert journal.shipper.wait_for(lambda s: not s.connected and s.outage.outages == 1, 10)
         stats = journal.stats()
         assert stats["writer"]["outage_since"] is not None
         assert stats["spool"]["backlog_events"] == 11  # 5 x (failed + restarted) + started a2
