@@ -21,14 +21,17 @@ node's pool when iterated on the node's loop, else one of its own).
   it visible to that read); a ``datetime`` once that moment has passed and a
   read finds nothing more (an event held back longer than that, say in a
   spool during an outage, is not waited for).
-- ``close()`` ends a follow at its next wake (within ``poll_s``).
+- ``close()`` ends a follow at its next wake (within ``poll_s``); in asyncio,
+  ``await replay.aclose()`` ends it at once and returns the connection (use
+  it after breaking out of an ``async for``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import aclosing, closing
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -140,6 +143,7 @@ class Replay:
         self._pool = pool
         self._pool_loop = pool_loop
         self._closed = threading.Event()
+        self._agen: AsyncGenerator[SupervisionEvent, None] | None = None
 
     def close(self) -> None:
         """End a follow at its next wake; a history read stops at the next batch."""
@@ -159,7 +163,7 @@ class Replay:
         set_json_loads(orjson.loads, conn)
         return conn
 
-    def _read(self, conn: psycopg.Connection[Any], after: int | None) -> Iterator[SupervisionEvent]:
+    def _read(self, conn: psycopg.Connection[Any], after: int | None) -> Generator[SupervisionEvent, None, None]:
         query, params = self.filters.query(after)
         with conn.transaction(), conn.cursor(name="ms_replay") as cur:
             cur.itersize = self.itersize
@@ -177,9 +181,10 @@ class Replay:
         try:
             if self.follow:
                 conn.execute(_LISTEN)
-            for event in self._read(conn, last):
-                last = event.seq
-                yield event
+            with closing(self._read(conn, last)) as rows:
+                for event in rows:
+                    last = event.seq
+                    yield event
             while self.follow and not self._closed.is_set():
                 try:
                     if conn.closed or conn.broken:
@@ -187,10 +192,11 @@ class Replay:
                         conn.execute(_LISTEN)
                     head = conn.execute(_HEAD).fetchone()  # before the read: it sees everything up to head
                     found = False
-                    for event in self._read(conn, last):
-                        found = True
-                        last = event.seq
-                        yield event
+                    with closing(self._read(conn, last)) as rows:
+                        for event in rows:
+                            found = True
+                            last = event.seq
+                            yield event
                     if self.filters.ended(int(head[0]) if head else 0, found):
                         return
                     if not found:
@@ -204,7 +210,15 @@ class Replay:
     # -- async -------------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[SupervisionEvent]:
-        return self._async()
+        self._agen = self._async()
+        return self._agen
+
+    async def aclose(self) -> None:
+        """End the iteration now and give its connection back (after a ``break``, say)."""
+        self._closed.set()
+        agen = self._agen
+        if agen is not None:
+            await agen.aclose()
 
     async def _aconnect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(
@@ -213,7 +227,9 @@ class Replay:
         set_json_loads(orjson.loads, conn)
         return conn
 
-    async def _aread(self, conn: psycopg.AsyncConnection[Any], after: int | None) -> AsyncIterator[SupervisionEvent]:
+    async def _aread(
+        self, conn: psycopg.AsyncConnection[Any], after: int | None
+    ) -> AsyncGenerator[SupervisionEvent, None]:
         query, params = self.filters.query(after)
         async with conn.transaction(), conn.cursor(name="ms_replay") as cur:
             cur.itersize = self.itersize
@@ -225,21 +241,23 @@ class Replay:
                 for row in rows:
                     yield event_from_row(row)
 
-    async def _async(self) -> AsyncIterator[SupervisionEvent]:
+    async def _async(self) -> AsyncGenerator[SupervisionEvent, None]:
         pool = self._pool
         if not self.follow and pool is not None and asyncio.get_running_loop() is self._pool_loop:
             async with pool.connection() as pooled:
-                async for event in self._aread(pooled, None):
-                    yield event
+                async with aclosing(self._aread(pooled, None)) as rows:
+                    async for event in rows:
+                        yield event
             return
         last: int | None = None
         conn = await self._aconnect()
         try:
             if self.follow:
                 await conn.execute(_LISTEN)
-            async for event in self._aread(conn, last):
-                last = event.seq
-                yield event
+            async with aclosing(self._aread(conn, last)) as rows:
+                async for event in rows:
+                    last = event.seq
+                    yield event
             while self.follow and not self._closed.is_set():
                 try:
                     if conn.closed or conn.broken:
@@ -247,10 +265,11 @@ class Replay:
                         await conn.execute(_LISTEN)
                     head = await (await conn.execute(_HEAD)).fetchone()
                     found = False
-                    async for event in self._aread(conn, last):
-                        found = True
-                        last = event.seq
-                        yield event
+                    async with aclosing(self._aread(conn, last)) as rows:
+                        async for event in rows:
+                            found = True
+                            last = event.seq
+                            yield event
                     if self.filters.ended(int(head[0]) if head else 0, found):
                         return
                     if not found:

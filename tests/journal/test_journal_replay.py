@@ -187,3 +187,22 @@ def test_follow_until_a_past_datetime_ends(journal: Journal) -> None:
     assert journal.flush(10)
     received = list(journal.replay(follow=True, until=datetime.now(UTC), poll_s=0.2))
     assert [e.agent_id for e in received] == ["a0", "a1", "a2"]
+
+
+def test_aclose_after_break_returns_the_pooled_connection(node: Node) -> None:
+    scenario(node)
+
+    async def first_two() -> tuple[list[str | None], int]:
+        replay = node.journal.replay()
+        got = []
+        async for event in replay:
+            got.append(event.agent_id)
+            if len(got) == 2:
+                break
+        await replay.aclose()
+        stats = node.journal.pool.get_stats()
+        return got, stats.get("pool_available", 0) - stats.get("returns_bad", 0)
+
+    got, available = node.journal.loop.run(first_two(), 10)
+    assert got == ["root", "workers"]
+    assert available >= 1, "the connection went back to the pool"
