@@ -46,7 +46,7 @@ from mistersmith.supervisors import (
     System,
 )
 from mistersmith.supervisors._spec import check_id
-from mistersmith.supervisors._supervisor import RestartChild, StartChild, TerminateChild
+from mistersmith.supervisors._messages import RestartChild, StartChild, TerminateChild
 
 __all__ = ["Runtime"]
 

@@ -37,54 +37,13 @@ from mistersmith.errors import AgentExistsError, StartError, UnknownAgentError
 
 from ._child import Child
 from ._intensity import IntensityWindow
+from ._messages import ChildExit, RestartChild, RestartDue, StartChild, TerminateChild
 from ._spec import ChildSpec, SupervisorSpec
 from ._system import System
 
-__all__ = ["ChildExit", "RestartChild", "StartChild", "Supervisor", "TerminateChild"]
+__all__ = ["Supervisor"]
 
 logger = logging.getLogger("mistersmith.supervisor")
-
-
-class ChildExit:
-    """An incarnation's exit signal (sent once per incarnation)."""
-
-    __slots__ = ("exit", "incarnation")
-
-    def __init__(self, incarnation: Agent, exit_: Exit) -> None:
-        self.incarnation = incarnation
-        self.exit = exit_
-
-
-class RestartDue:
-    """Restart these children now: a backoff ran out, or a restart is retried."""
-
-    __slots__ = ("children", "counted", "token")
-
-    def __init__(self, children: tuple[Child, ...], token: object | None, counted: bool) -> None:
-        self.children = children
-        self.token = token
-        self.counted = counted
-
-
-class StartChild:
-    __slots__ = ("spec",)
-
-    def __init__(self, spec: ChildSpec | SupervisorSpec) -> None:
-        self.spec = spec
-
-
-class TerminateChild:
-    __slots__ = ("child_id",)
-
-    def __init__(self, child_id: str) -> None:
-        self.child_id = child_id
-
-
-class RestartChild:
-    __slots__ = ("child_id",)
-
-    def __init__(self, child_id: str) -> None:
-        self.child_id = child_id
 
 
 class Supervisor(Agent):
