@@ -1,0 +1,180 @@
+"""``replay`` and ``migrate``: commands that read (or set up) the journal's PostgreSQL directly.
+
+They need no running node: with no ``--database-url`` they use the data
+directory's embedded PostgreSQL, the running node's if there is one, else
+started for the command (see ``_locate.database``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from mistersmith.journal import MigrationError, Projection, Replay, ReplayFilter, TreeSnapshot
+from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
+
+from ._errors import EXIT_FAILED, failed, unreachable, usage
+from ._locate import database
+from ._output import Output
+from ._settings import load
+from ._tree import render_tree
+
+__all__ = ["event_line", "parse_bound", "run_migrate", "run_replay"]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_bound(text: str | None, flag: str) -> int | datetime | None:
+    """A journal position: a seq (``42``), a time (ISO 8601; local time if it names no offset)
+    or a duration ago (``90s``, ``10m``, ``2h``, ``1d``)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    match = _DURATION.match(text)
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise usage(
+            f"{flag} {text!r}: use a journal seq (42), an ISO 8601 time (2025-01-31T12:00:00Z) or a duration ago "
+            "(90s, 10m, 2h, 1d)"
+        ) from None
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+def _types(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    types = tuple(t.strip() for v in values for t in v.split(",") if t.strip())
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise usage(f"--type {unknown[0]!r} is not an event type; use: {', '.join(EVENT_TYPES)}")
+    return types
+
+
+def event_line(event: SupervisionEvent) -> str:
+    """``    12  2025-01-31 12:00:01.234Z  node-1  a1  restarted  reason``."""
+    ts = event.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    who = event.agent_id if event.agent_id is not None else f"[{event.supervisor or 'root'}]"
+    line = f"{event.seq:>6}  {ts}  {event.node_id}  {who:<20} {event.event_type:<18}"
+    if event.restart_count:
+        line += f" restarts={event.restart_count}"
+    if event.reason:
+        line += f"  {event.reason}"
+    return line.rstrip()
+
+
+@contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """Database errors as one line: 3 if it cannot be reached, 1 if the query failed."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable:
+        raise failed(f"{where} has no journal yet (run `mistersmith migrate`, or start a node once)") from None
+    except psycopg.OperationalError as exc:
+        raise unreachable(f"cannot read {where}: {str(exc).strip().splitlines()[0]}") from None
+    except psycopg.Error as exc:
+        raise failed(f"reading {where} failed: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _tree_at(conninfo: str, at: int | datetime, node_id: str | None) -> TreeSnapshot:
+    projection = Projection()
+    replay = Replay(conninfo, ReplayFilter(node_id=node_id, until=at))
+    for event in replay:
+        projection.apply(event)
+    return projection.snapshot()
+
+
+def _print_tree_at(args: argparse.Namespace, out: Output, snap: TreeSnapshot) -> int:
+    when = snap.as_of.isoformat() if snap.as_of is not None else None
+    if args.agent is not None:
+        try:
+            record = snap.agent(args.agent, args.node).to_dict()
+        except KeyError:
+            out.result({"as_of_seq": snap.as_of_seq, "as_of": when, "agent": None},
+                       f"agent {args.agent} was not running as of seq {snap.as_of_seq}")
+            return EXIT_FAILED
+        out.result({"as_of_seq": snap.as_of_seq, "as_of": when, "agent": record},
+                   f"as of seq {snap.as_of_seq} ({when}): {record['id']} ({record['kind']}) was {record['state']}, "
+                   f"restarts={record['restart_count']}, last event {record['last_event']}")
+        return 0
+    trees = {node: snap.tree(node) for node in snap.nodes()}
+    doc = {"as_of_seq": snap.as_of_seq, "as_of": when, "trees": trees,
+           "agents": [r.to_dict() for r in snap.agents()]}
+
+    def human() -> str:
+        head = f"as of seq {snap.as_of_seq} ({when or 'an empty journal'})"
+        return "\n\n".join([head] + [f"node {n}\n{render_tree(t)}" for n, t in trees.items()])
+
+    out.result(doc, human)
+    return 0
+
+
+def run_replay(args: argparse.Namespace, out: Output) -> int:
+    at = parse_bound(args.at, "--at")
+    since, until = parse_bound(args.since, "--since"), parse_bound(args.until, "--until")
+    types = _types(args.type)
+    if at is not None and (args.follow or since is not None or until is not None or types is not None):
+        raise usage("--at prints the tree at one moment; it does not combine with --follow, --since, --until or --type")
+    if args.limit is not None and args.limit < 1:
+        raise usage(f"--limit {args.limit}: use a count >= 1")
+    settings = load(args)
+    with database(settings) as (conninfo, where), _reading(where):
+        if at is not None:
+            return _print_tree_at(args, out, _tree_at(conninfo, at, args.node))
+        filters = ReplayFilter(agent_id=args.agent, node_id=args.node, since=since, until=until, event_types=types)
+        replay = Replay(conninfo, filters, follow=args.follow, poll_s=0.5)
+        events = iter(replay)
+        count = 0
+        try:
+            for event in events:
+                out.record(event.to_dict(), event_line(event))
+                count += 1
+                if args.limit is not None and count >= args.limit:
+                    break
+        except KeyboardInterrupt:
+            if not args.follow:
+                raise
+        finally:
+            replay.close()
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        if count == 0:
+            out.note("no events match")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace, out: Output) -> int:
+    from mistersmith.journal.migrate import applied_migrations, migrate
+
+    settings = load(args)
+    with database(settings, create=True) as (conninfo, where), _reading(where):
+        try:
+            applied = migrate(conninfo)
+        except MigrationError as exc:
+            raise failed(exc.message, code=str(exc.code)) from None
+        with psycopg.connect(conninfo) as conn:
+            versions = applied_migrations(conn)
+    doc: dict[str, Any] = {
+        "database": where,
+        "applied": [m.filename for m in applied],
+        "versions": [{"version": v, "name": name} for v, (name, _) in sorted(versions.items())],
+    }
+    latest = max(versions, default=0)
+    if applied:
+        text = f"applied {', '.join(doc['applied'])} to {where}; the schema is at version {latest}"
+    else:
+        text = f"the journal schema in {where} is up to date (version {latest})"
+    out.result(doc, text)
+    return 0

@@ -1,0 +1,174 @@
+"""Finding a running node: its ``node.json``, its NATS URL, its database.
+
+A client command reaches the node named by ``--nats-url`` /
+``MISTERSMITH_NATS_URL`` (or ``nats.url`` in ``--config``); failing that,
+the node serving the data directory, whose ``node.json`` says where it
+listens. ``replay`` and ``migrate`` read PostgreSQL at ``--database-url`` /
+``MISTERSMITH_DATABASE_URL``; failing that, the embedded server of the data
+directory's node (its socket is named in ``postgres/postmaster.pid``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+import orjson
+
+from mistersmith.config import Settings
+
+from ._errors import unreachable, usage
+
+__all__ = ["data_dir", "database", "embedded_conninfo", "nats_urls", "read_node_file", "running_node"]
+
+_NODE_FILE = "node.json"  # what mistersmith.node writes (read here without importing the whole node)
+_LOCK_FILE = "node.lock"
+_PG_DIR = "postgres"
+_PG_USER = "postgres"  # the embedded server's superuser (initdb -U postgres)
+
+
+def data_dir(settings: Settings) -> Path:
+    return Path(settings["node.data_dir"]).expanduser().resolve()
+
+
+def read_node_file(directory: Path) -> dict[str, Any] | None:
+    """What the node serving ``directory`` wrote about itself, or None."""
+    try:
+        info = orjson.loads((directory / _NODE_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_node(directory: Path) -> dict[str, Any]:
+    """The ``node.json`` of the node serving ``directory``; exit code 3 if none runs there."""
+    info = read_node_file(directory)
+    if info is None:
+        raise unreachable(
+            f"no running node in {directory} (no node.json); start one with `mistersmith serve --data-dir "
+            f"{directory}`, or pass --nats-url"
+        )
+    if not _alive(info.get("pid")):
+        raise unreachable(
+            f"the node in {directory} is not running (its node.json names pid {info.get('pid')}, which is gone); "
+            "start it again with `mistersmith serve`"
+        )
+    return info
+
+
+def nats_urls(settings: Settings) -> tuple[str, ...]:
+    """Where to reach NATS: the configured URL(s), else the running node's."""
+    configured: tuple[str, ...] | None = settings["nats.url"]
+    if configured:
+        return configured
+    url = running_node(data_dir(settings)).get("nats_url")
+    if not isinstance(url, str) or not url:
+        raise unreachable(f"the node in {data_dir(settings)} wrote no NATS URL in node.json; pass --nats-url")
+    return tuple(u for u in url.split(",") if u)
+
+
+def embedded_conninfo(directory: Path) -> str | None:
+    """A conninfo for the embedded PostgreSQL running in ``directory/postgres``, or None.
+
+    Read from ``postmaster.pid``: line 1 the pid, line 4 the port, line 5 the
+    socket directory, line 8 the status (``ready``).
+    """
+    try:
+        lines = (directory / _PG_DIR / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 8 or lines[7].strip() != "ready" or not _alive(_int(lines[0])):
+        return None
+    port, socket_dir, listen = _int(lines[3]), lines[4].strip(), lines[5].strip()
+    host = socket_dir or listen
+    if port is None or not host:
+        return None
+    return make_conninfo(host=host, port=port, user=_PG_USER, dbname="postgres")
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+@contextmanager
+def _data_dir_lock(directory: Path) -> Iterator[None]:
+    """Hold the data directory's node lock (so no node starts meanwhile); exit 2 if a node holds it."""
+    handle = open(directory / _LOCK_FILE, "a+")  # noqa: SIM115 - closed below
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown pid"
+            raise unreachable(
+                f"a node ({holder}) is starting or stopping in {directory}; try again in a moment"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+@contextmanager
+def database(settings: Settings, *, create: bool = False) -> Iterator[tuple[str, str]]:
+    """``(conninfo, description)`` of the journal's PostgreSQL.
+
+    The configured URL; else the embedded server of the data directory's
+    running node; else the data directory's embedded server, started for the
+    duration (holding the node lock, so no node starts meanwhile) and stopped
+    after. ``create``: set one up in the data directory if there is none yet
+    (``migrate``); otherwise that is exit code 3.
+    """
+    url: str | None = settings["database.url"]
+    if url:
+        yield url, "the configured PostgreSQL"
+        return
+    directory = data_dir(settings)
+    info = read_node_file(directory)
+    if info is not None and _alive(info.get("pid")) and info.get("database") == "external":
+        raise usage(
+            f"the node in {directory} uses an external PostgreSQL; pass its URL with --database-url or "
+            "MISTERSMITH_DATABASE_URL"
+        )
+    conninfo = embedded_conninfo(directory)
+    if conninfo is not None:
+        yield conninfo, f"the embedded PostgreSQL in {directory / _PG_DIR}"
+        return
+    if not create and not (directory / _PG_DIR / "PG_VERSION").exists():
+        raise unreachable(
+            f"no journal database in {directory} (no node has run there); start one with `mistersmith serve "
+            f"--data-dir {directory}`, or pass --database-url"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    from mistersmith.embedded.postgres import EmbeddedPostgres
+
+    with _data_dir_lock(directory):
+        server = EmbeddedPostgres(directory / _PG_DIR)
+        try:
+            server.start()
+        except Exception as exc:
+            raise unreachable(f"could not start the embedded PostgreSQL in {directory / _PG_DIR}: {exc}") from exc
+        try:
+            yield server.conninfo(), f"the embedded PostgreSQL in {directory / _PG_DIR} (started for this command)"
+        finally:
+            server.stop()

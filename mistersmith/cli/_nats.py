@@ -1,0 +1,107 @@
+"""The NATS side of the client commands: one short-lived connection and plain requests.
+
+Speaks the bridge's subjects and reply shapes (``{"ok": true, "result": ...}``
+or ``{"ok": false, "error": {"code", "message"}}``) with nats-py, as any other
+client would, and turns every outcome into a result or a ``CliError``:
+
+- an error reply: exit code 1, with the node's code and message;
+- no responders on an agent's subject: exit code 1 (``unknown_agent``);
+- no responders on ``system.control.*``, no connection, no answer in time:
+  exit code 3.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from mistersmith.config import Settings
+from mistersmith.envelope import EnvelopeError, RemoteError, decode_reply, encode_json
+
+from ._errors import CliError, failed, unreachable
+
+__all__ = ["connected", "request"]
+
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def _tls(settings: Settings, urls: tuple[str, ...]) -> ssl.SSLContext | None:
+    ca, cert, key = settings["nats.tls_ca"], settings["nats.tls_cert"], settings["nats.tls_key"]
+    if not (ca or cert or any(u.startswith("tls://") for u in urls)):
+        return None
+    context = ssl.create_default_context(cafile=ca)
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def _shown(urls: tuple[str, ...]) -> str:
+    """The servers without credentials."""
+    return ", ".join(u.split("@")[-1] if "@" in u else u for u in urls)
+
+
+@asynccontextmanager
+async def connected(settings: Settings, urls: tuple[str, ...], timeout_s: float) -> AsyncIterator[NATS]:
+    """A connection to ``urls`` with the configured credentials, closed after; exit 3 if none answers."""
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    options: dict[str, Any] = {
+        "servers": list(urls), "name": "mistersmith-cli", "connect_timeout": min(timeout_s, _CONNECT_TIMEOUT_S),
+        "allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1,
+        "error_cb": on_error, "user": settings["nats.user"], "password": settings["nats.password"],
+        "token": settings["nats.token"],
+    }
+    try:
+        tls = _tls(settings, urls)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use the NATS TLS files: {exc}", exit_code=2, code="invalid_config") from None
+    if tls is not None:
+        options["tls"] = tls
+    if settings["nats.creds_file"]:
+        options["user_credentials"] = settings["nats.creds_file"]
+    if settings["nats.nkey_seed_file"]:
+        options["nkeys_seed"] = settings["nats.nkey_seed_file"]
+    try:
+        nc = await nats.connect(**{k: v for k, v in options.items() if v is not None})
+    except (NatsError, OSError, TimeoutError) as exc:
+        cause = errors[-1] if errors else exc
+        why = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        raise unreachable(f"cannot reach NATS at {_shown(urls)}: {why}; is `mistersmith serve` running?") from None
+    try:
+        yield nc
+    finally:
+        try:
+            await nc.close()
+        except Exception:  # noqa: S110 - nothing left to do with a connection that will not close
+            pass
+
+
+async def request(
+    nc: NATS, subject: str, payload: Mapping[str, Any] | None, timeout_s: float, *, no_responders: CliError
+) -> Any:
+    """Send one request and return the reply's ``result``."""
+    try:
+        msg = await nc.request(subject, encode_json(dict(payload or {})), timeout=timeout_s)
+    except NoRespondersError:
+        raise no_responders from None
+    except NatsTimeoutError:
+        raise unreachable(f"no answer on {subject} within {timeout_s:g} s (--timeout)") from None
+    except NatsError as exc:
+        raise unreachable(f"request on {subject} failed: {exc or type(exc).__name__}") from None
+    try:
+        return decode_reply(msg.data).unwrap()
+    except RemoteError as exc:
+        raise failed(f"{exc.code}: {exc.message}", code=exc.code) from None
+    except EnvelopeError as exc:
+        raise failed(f"the answer on {subject} is not a MisterSmith reply: {exc.message}", code="invalid_reply") from None

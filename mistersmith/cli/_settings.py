@@ -1,0 +1,87 @@
+"""Settings from the command line: the flags that map onto ``mistersmith.config`` keys,
+and the ``config`` command that prints the effective result.
+
+Precedence is ``mistersmith.config``'s: flags, then ``MISTERSMITH_*``
+environment variables, then the ``--config`` TOML file, then the defaults.
+Flag values are handed over as typed, so a bad one is refused by the same
+validation as a bad environment variable or file entry (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from mistersmith.config import SETTINGS, Settings, load_settings
+
+from ._output import Output
+
+__all__ = ["FLAG_KEYS", "load", "run_config", "settings_text"]
+
+FLAG_KEYS: dict[str, str] = {
+    "data_dir": "node.data_dir",
+    "node_id": "node.id",
+    "max_agents": "node.max_agents",
+    "http_host": "http.host",
+    "http_port": "http.port",
+    "nats_url": "nats.url",
+    "allow_remote_shutdown": "nats.allow_remote_shutdown",
+    "database_url": "database.url",
+    "log_level": "logging.level",
+    "log_format": "logging.format",
+}
+"""argparse ``dest`` -> settings key, for every flag that sets a setting."""
+
+
+def load(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """The effective settings for this run (``ConfigError`` for a bad value anywhere)."""
+    flags: dict[str, Any] = {}
+    for dest, key in FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        flags[key] = value.upper() if dest == "log_level" else value
+    return load_settings(flags, os.environ if env is None else env, getattr(args, "config", None))
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def settings_text(settings: Settings) -> str:
+    """The settings as TOML (usable as a ``--config`` file), each line with where its value came from.
+
+    Unset settings are commented out; secrets show as ``"***"``.
+    """
+    masked = settings.as_dict(mask_secrets=True)
+    lines: list[str] = []
+    section = ""
+    for setting in SETTINGS:
+        sect, name = setting.key.split(".", 1)
+        if sect != section:
+            lines.append(("\n" if lines else "") + f"[{sect}]")
+            section = sect
+        value = masked[sect][name]
+        source = settings.sources.get(setting.key, "default")
+        where = "default" if source == "default" else f"from {source}"
+        if value is None:
+            lines.append(f"# {name} is not set  ({where}; {setting.help})")
+        else:
+            lines.append(f"{name} = {_toml(value)}  # {where}")
+    return "\n".join(lines)
+
+
+def run_config(args: argparse.Namespace, out: Output) -> int:
+    settings = load(args)
+    doc = {"settings": settings.as_dict(mask_secrets=True), "sources": dict(settings.sources)}
+    out.result(doc, lambda: settings_text(settings))
+    return 0
