@@ -7,6 +7,7 @@ the node ran before, and read history with ``journal.replay(...)`` and
 """
 
 from mistersmith.journal.config import DATABASE_URL_ENV, JournalConfig, PoolConfig
+from mistersmith.journal.discoveries import PgDiscoveryStore
 from mistersmith.journal.errors import (
     JournalClosedError,
     JournalError,
@@ -20,6 +21,7 @@ from mistersmith.journal.projection import AgentRecord, Projection, TreeSnapshot
 from mistersmith.journal.recovery import RecoveryPlan, RecoveryReport, plan_recovery, recover
 from mistersmith.journal.replay import Replay, ReplayFilter
 from mistersmith.journal.sink import JournalSink
+from mistersmith.journal.tasks import PgTaskStore
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -32,6 +34,8 @@ __all__ = [
     "Migration",
     "MigrationChecksumError",
     "MigrationError",
+    "PgDiscoveryStore",
+    "PgTaskStore",
     "PoolConfig",
     "Projection",
     "RecoveryPlan",

@@ -145,9 +145,9 @@ def decode_line(line: bytes, seq: int | None = None) -> SupervisionEvent:
 class JournalLine:
     """A spooled line, parsed just enough for the registry fold (the writer's hot path).
 
-    Has the attributes of a ``SupervisionEvent`` the fold reads; ``data`` is
-    parsed on first use and ``event_id`` stays text. ``seq`` is set once the
-    journal has numbered the line.
+    Has the attributes of a ``SupervisionEvent`` the fold reads (``seq`` is
+    the node's own number); ``data`` is parsed on first use and ``event_id``
+    stays text.
     """
 
     __slots__ = ("_data", "_event_id", "agent_id", "event_type", "kind", "node_id", "node_seq", "occurred_at",
@@ -161,11 +161,10 @@ class JournalLine:
             None if raw == b"\\N" else raw.decode("utf-8") if b"\\" not in raw else _unescape(raw)
             for raw in (fields[2], fields[4], fields[5], fields[6], fields[7], fields[8])
         ]
-        self._event_id: str | uuid.UUID = fields[0].decode("ascii")
-        self.seq = 0
+        self._event_id = fields[0].decode("ascii")
         self.occurred_at = datetime.fromisoformat(fields[1].decode("ascii"))
         self.node_id = node_id or ""
-        self.node_seq = int(fields[3])
+        self.seq = self.node_seq = int(fields[3])
         self.supervisor = supervisor or ""
         self.agent_id = agent_id
         self.kind = kind
@@ -174,28 +173,10 @@ class JournalLine:
         self.restart_count = int(fields[9])
         self._data: bytes | dict[str, Any] = fields[10]
 
-    @classmethod
-    def from_event(cls, event: SupervisionEvent) -> JournalLine:
-        """The same view, taken from the event a line was encoded from (no parsing)."""
-        line = cls.__new__(cls)
-        line._event_id = event.event_id
-        line.seq = 0
-        line.occurred_at = event.occurred_at
-        line.node_id = event.node_id
-        line.node_seq = event.seq
-        line.supervisor = event.supervisor
-        line.agent_id = event.agent_id
-        line.kind = event.kind
-        line.event_type = event.event_type
-        line.reason = event.reason
-        line.restart_count = event.restart_count
-        line._data = dict(event.data)
-        return line
-
     @property
     def event_id(self) -> str:
-        """The event's id in canonical text form."""
-        return str(self._event_id)
+        """The event's id, as text."""
+        return self._event_id
 
     @property
     def data(self) -> dict[str, Any]:

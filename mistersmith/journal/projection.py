@@ -161,8 +161,10 @@ class Projection:
         for record in records:
             self.records[record.key] = record
 
-    def apply(self, event: EventLike) -> None:
-        self.last_seq = event.seq
+    def apply(self, event: EventLike, journal_seq: int | None = None) -> None:
+        """Fold one event; ``journal_seq`` (default ``event.seq``) is its seq in the journal."""
+        seq = event.seq if journal_seq is None else journal_seq
+        self.last_seq = seq
         self.last_at = event.occurred_at
         if event.agent_id is None:  # a supervisor's event about itself
             parent, name = _split(event.supervisor)
@@ -171,13 +173,13 @@ class Projection:
             key = (event.node_id, event.supervisor, event.agent_id)
         kind = event.event_type
         if kind in ("started", "restarted"):
-            self._started(key, event)
+            self._started(key, event, seq)
             return
         record = self.records.get(key)
         if record is None:
             return  # e.g. a start that failed: the child never existed
         record.last_event = kind
-        record.last_seq = event.seq
+        record.last_seq = seq
         record.updated_at = event.occurred_at
         if event.reason is not None:
             record.reason = event.reason
@@ -189,16 +191,16 @@ class Projection:
             elif reason.startswith("normal"):
                 record.desired_state = "running" if record.restart == "permanent" else "stopped"
             if record.is_supervisor:
-                self._stops[(event.node_id, record.path)] = event.seq
+                self._stops[(event.node_id, record.path)] = seq
                 if record.desired_state == "stopped":
                     self._end_children(record, f"stopped with supervisor {record.path}")
         elif kind in _STATES:
             record.state = _STATES[kind]
             if kind == "escalated":
-                self._stops[(event.node_id, record.path)] = event.seq
+                self._stops[(event.node_id, record.path)] = seq
         self._touch(record)
 
-    def _started(self, key: RecordKey, event: EventLike) -> None:
+    def _started(self, key: RecordKey, event: EventLike, seq: int) -> None:
         data = dict(event.data)
         record = self.records.get(key)
         if record is None:
@@ -206,7 +208,7 @@ class Projection:
                 node_id=key[0], supervisor=key[1], agent_id=key[2], kind=event.kind or "?",
                 restart=str(data.get("restart", "permanent")), spec=data, desired_state="running",
                 state="running", incarnation=event.restart_count, reason=None, last_event=event.event_type,
-                last_seq=event.seq, started_seq=event.seq, updated_at=event.occurred_at,
+                last_seq=seq, started_seq=seq, updated_at=event.occurred_at,
             )
             self.records[key] = record
         else:
@@ -220,7 +222,7 @@ class Projection:
             record.incarnation = event.restart_count
             record.reason = None
             record.last_event = event.event_type
-            record.last_seq = event.seq
+            record.last_seq = seq
             record.updated_at = event.occurred_at
         self._removed.discard(key)
         self._changed.add(key)

@@ -75,6 +75,10 @@ _SEQS_OF = sql.SQL("SELECT event_id, seq FROM supervision_events WHERE event_id 
 _NOTIFY = sql.SQL("SELECT pg_notify(%s, %s)")
 
 
+Event = SupervisionEvent | JournalLine
+Numbered = tuple[Event, int]  # an event and its journal seq
+
+
 class _Duplicate(Exception):
     """The straight path met an event already in the journal."""
 
@@ -186,8 +190,9 @@ class Shipper:
                 if not self.spool.wait_readable(self._pos, 1.0, self._stop) or self._stop.is_set():
                     continue
                 try:
-                    lines, new_pos, nbytes = self.spool.read(self._pos, self.batch_max_events, self.batch_max_bytes)
-                    metas = self.spool.take_metas(self._pos, lines)
+                    lines, metas, new_pos, nbytes = self.spool.read(
+                        self._pos, self.batch_max_events, self.batch_max_bytes
+                    )
                 except Exception as exc:
                     logger.critical("journal writer cannot read the spool: %r", exc)
                     self.last_error = repr(exc)
@@ -274,7 +279,7 @@ class Shipper:
                     rows = self._insert_direct(cur, lines, metas)
                 self._fold(conn, cur, rows)
                 if rows:
-                    cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(rows[-1].seq)))
+                    cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(rows[-1][1])))
         except BaseException:
             self._projection = Projection()
             self._loaded_nodes.clear()
@@ -285,18 +290,17 @@ class Shipper:
         self.last_batch_events = len(lines)
 
     @staticmethod
-    def _parsed(lines: list[bytes], metas: list[object]) -> list[JournalLine]:
-        """Views of the lines: from the events still in memory, else parsed."""
+    def _events(lines: list[bytes], metas: list[object]) -> list[Event]:
+        """The events of the lines: still in memory (the usual case), else parsed."""
         return [
-            JournalLine.from_event(meta) if isinstance(meta, SupervisionEvent) else JournalLine(line)
-            for line, meta in zip(lines, metas)
+            meta if isinstance(meta, SupervisionEvent) else JournalLine(line) for line, meta in zip(lines, metas)
         ]
 
-    def _insert_direct(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[JournalLine]:
-        """COPY straight into the journal; the lines, numbered.
+    def _insert_direct(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[Numbered]:
+        """COPY straight into the journal; the events with their seqs, in seq order.
 
         The server ingests the COPY (a worker thread feeds it) while this
-        thread parses the lines for the fold. Under the append lock the
+        thread parses what it must for the fold. Under the append lock the
         numbers are the sequence's next ones; that is checked afterwards.
         """
         row = cur.execute(_SEQ_NOW).fetchone()
@@ -304,7 +308,7 @@ class Shipper:
         try:
             with cur.copy(_COPY_DIRECT, writer=QueuedLibpqWriter(cur)) as copy:
                 copy.write(b"".join(lines))
-                parsed = self._parsed(lines, metas)
+                events = self._events(lines, metas)
         except psycopg.errors.UniqueViolation as exc:
             raise _Duplicate from exc
         row = cur.execute(_LAST_SEQ).fetchone()
@@ -312,40 +316,31 @@ class Shipper:
         last = int(row[0])
         first = last - len(lines) + 1
         if first == expected_first:
-            ends = [parsed[0].event_id, parsed[-1].event_id]
+            ends = [str(events[0].event_id), str(events[-1].event_id)]
             found = {str(k): v for k, v in cur.execute(_SEQS_OF, (ends,)).fetchall()}
             if found.get(ends[0]) == first and found.get(ends[-1]) == last:
-                for i, line in enumerate(parsed):
-                    line.seq = first + i
-                return parsed
+                return list(zip(events, range(first, last + 1)))
         # a writer that does not take the lock took numbers in between: ask for each
-        found = {str(k): v for k, v in cur.execute(_SEQS_OF, ([p.event_id for p in parsed],)).fetchall()}
-        for line in parsed:
-            line.seq = found[line.event_id]
-        return sorted(parsed, key=lambda line: line.seq)
+        found = {str(k): v for k, v in cur.execute(_SEQS_OF, ([str(e.event_id) for e in events],)).fetchall()}
+        return sorted(((e, found[str(e.event_id)]) for e in events), key=lambda pair: pair[1])
 
-    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[JournalLine]:
-        """Through the staging table, skipping events already journaled; the inserted lines."""
+    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[Numbered]:
+        """Through the staging table, skipping events already journaled (folded when they were inserted)."""
         cur.execute(_STAGE)
         with cur.copy(_COPY_STAGE) as copy:
             copy.write(b"".join(lines))
         found = {str(k): v for k, v in cur.execute(_INSERT_STAGED).fetchall()}
-        inserted = []
-        for line in self._parsed(lines, metas):
-            seq = found.get(line.event_id)
-            if seq is not None:  # else already in the journal: folded when it was inserted
-                line.seq = seq
-                inserted.append(line)
-        return inserted
+        numbered = [(e, found.get(str(e.event_id))) for e in self._events(lines, metas)]
+        return [(e, seq) for e, seq in numbered if seq is not None]
 
-    def _fold(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[JournalLine]) -> None:
+    def _fold(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[Numbered]) -> None:
         """Fold the inserted events into the registry, in the same transaction."""
         projection = self._projection
-        for i, line in enumerate(rows):
-            if line.node_id not in self._loaded_nodes:
-                projection.load(load_node(conn, line.node_id))
-                self._loaded_nodes.add(line.node_id)
-            projection.apply(line)
+        for i, (event, seq) in enumerate(rows):
+            if event.node_id not in self._loaded_nodes:
+                projection.load(load_node(conn, event.node_id))
+                self._loaded_nodes.add(event.node_id)
+            projection.apply(event, seq)
             if not i % 512:
                 time.sleep(0)  # let emitting threads have the GIL: they wait on us less than we on them
         changed, removed = projection.take_changes()

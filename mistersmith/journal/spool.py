@@ -68,7 +68,7 @@ class Spool:
         segment_bytes: int = 64 << 20,
         fsync: bool = True,
         group_wait_s: float = 0.001,
-        recent_max: int = 50_000,
+        recent_max: int = 10_000,
     ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
@@ -82,9 +82,9 @@ class Spool:
         self._followers = 0  # threads waiting in wait_durable
         self._expect = 1  # how many records the next group should wait for (see _gather)
         self._pending: list[bytes] = []
-        self._pending_meta: list[object] = []
-        # (segment, end offset, meta) of records written lately, for the shipper (see take_metas)
-        self._recent: deque[tuple[int, int, object]] = deque(maxlen=recent_max)
+        self._pending_meta: list[tuple[bytes, object]] = []
+        # (segment, start, end, record, meta) of the records written lately, oldest first (see read)
+        self._recent: deque[tuple[int, int, int, bytes, object]] = deque(maxlen=recent_max)
         self._appended = 0  # tickets handed out
         self._durable_ticket = 0
         self._durable_pos = SpoolPosition(1, 0)
@@ -186,15 +186,16 @@ class Spool:
     def append(self, record: bytes, meta: object = None) -> int:
         """Queue ``record``; return the ticket to ``wait_durable`` on. Never blocks on I/O.
 
-        ``meta`` (the event the record encodes) is kept in memory, bounded, for
-        ``take_metas``: the shipper then need not parse what was just encoded.
+        Once written, the record and ``meta`` (the event it encodes) stay in
+        memory for a while (``recent_max`` records), so that ``read`` can serve
+        the shipper without reading the file or parsing the line again.
         """
         framed = frame(record)
         with self._lock:
             if self._closing or self.closed:
                 raise JournalClosedError("appending an event")
             self._pending.append(framed)
-            self._pending_meta.append(meta)
+            self._pending_meta.append((record, meta))
             self._appended += 1
             if self._gathering:
                 self._arrived.notify()
@@ -253,10 +254,9 @@ class Spool:
             with self._lock:
                 recent = self._recent
                 end = start
-                for frame, meta in zip(frames, metas):
-                    end += len(frame)
-                    if meta is not None:
-                        recent.append((segment, end, meta))
+                for framed, (record, meta) in zip(frames, metas):
+                    begin, end = end, end + len(framed)
+                    recent.append((segment, begin, end, record, meta))
                 self._durable_ticket = ticket
                 self._durable_pos = SpoolPosition(self._segment, self._size)
                 self.records_durable += len(frames)
@@ -354,39 +354,55 @@ class Spool:
         with self._cond:
             self._cond.notify_all()
 
-    def read(self, pos: SpoolPosition, max_records: int, max_bytes: int) -> tuple[list[bytes], SpoolPosition, int]:
-        """Durable records after ``pos``: ``(payloads, position after them, bytes consumed)``."""
+    def read(
+        self, pos: SpoolPosition, max_records: int, max_bytes: int
+    ) -> tuple[list[bytes], list[object], SpoolPosition, int]:
+        """Durable records after ``pos``: ``(payloads, metas, position after them, bytes consumed)``.
+
+        Served from memory when the records after ``pos`` are still there (the
+        usual case); else (a backlog after an outage or a restart) from the
+        segment files, with ``None`` metas. Reading does not consume: the
+        same position reads the same records again (from the files).
+        """
+        recent = self._from_memory(pos, max_records, max_bytes)
+        if recent is not None:
+            return recent
         with self._cond:
             durable = self._durable_pos
+            ahead = self._recent[0] if self._recent else None
         if pos >= durable:
-            return [], pos, 0
+            return [], [], pos, 0
         end = self._reader.size(pos.segment) if pos.segment < durable.segment else durable.offset
+        if ahead is not None and ahead[0] == pos.segment and pos.offset < ahead[1] < end:
+            end = ahead[1]  # read up to what memory still holds, and serve the rest from there
         if pos.offset >= end:
-            return [], SpoolPosition(pos.segment + 1, 0), 0
+            return [], [], SpoolPosition(pos.segment + 1, 0), 0
         records, consumed = self._reader.read(pos, end, max_records, max_bytes)
-        return records, SpoolPosition(pos.segment, pos.offset + consumed), consumed
+        return records, [None] * len(records), SpoolPosition(pos.segment, pos.offset + consumed), consumed
 
-    def take_metas(self, pos: SpoolPosition, records: list[bytes]) -> list[object]:
-        """The ``meta`` given to ``append`` for each of ``records`` read from ``pos`` (None if gone).
-
-        Metas are kept for the last ``recent_max`` records only; older ones (a
-        backlog after an outage or a restart) come back as None, and the
-        caller parses the record instead. Call it in reading order.
-        """
-        out: list[object] = []
-        segment = pos.segment
-        off = pos.offset
+    def _from_memory(
+        self, pos: SpoolPosition, max_records: int, max_bytes: int
+    ) -> tuple[list[bytes], list[object], SpoolPosition, int] | None:
+        records: list[bytes] = []
+        metas: list[object] = []
         with self._lock:
             recent = self._recent
-            for record in records:
-                off += HEADER.size + len(record)
-                while recent and (recent[0][0], recent[0][1]) < (segment, off):
-                    recent.popleft()
-                if recent and recent[0][0] == segment and recent[0][1] == off:
-                    out.append(recent.popleft()[2])
-                else:
-                    out.append(None)
-        return out
+            while recent and (recent[0][0], recent[0][1]) < pos:  # shipped already
+                recent.popleft()
+            if not recent or recent[0][0] != pos.segment or recent[0][1] != pos.offset:
+                return None
+            end = pos.offset
+            taken = 0
+            for segment, begin, stop, record, meta in recent:
+                if segment != pos.segment or begin != end or len(records) >= max_records:
+                    break
+                if records and taken + stop - begin > max_bytes:
+                    break
+                records.append(record)
+                metas.append(meta)
+                taken += stop - begin
+                end = stop
+        return records, metas, SpoolPosition(pos.segment, end), taken
 
     def commit(self, pos: SpoolPosition, records: int, nbytes: int) -> None:
         """Everything before ``pos`` is in PostgreSQL: move the checkpoint, drop old segments.

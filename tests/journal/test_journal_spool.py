@@ -22,7 +22,7 @@ def read_all(spool: Spool, pos: SpoolPosition | None = None) -> tuple[list[bytes
     pos = pos if pos is not None else spool.shipped_position
     out: list[bytes] = []
     while True:
-        records, new_pos, _ = spool.read(pos, 1000, 1 << 20)
+        records, _, new_pos, _ = spool.read(pos, 1000, 1 << 20)
         if new_pos == pos:
             return out, pos
         out.extend(records)
@@ -109,7 +109,7 @@ def test_checkpoint_survives_reopen_and_backlog_is_counted(tmp_path: Path) -> No
     spool = opened(tmp_path)
     for i in range(6):
         spool.wait_durable(spool.append(f"r{i}\n".encode()), 5)
-    records, pos, nbytes = spool.read(spool.shipped_position, 4, 1 << 20)
+    records, _, pos, nbytes = spool.read(spool.shipped_position, 4, 1 << 20)
     assert records == [b"r0\n", b"r1\n", b"r2\n", b"r3\n"]
     spool.commit(pos, len(records), nbytes)
     spool.close()
@@ -140,3 +140,26 @@ def test_append_after_close_is_refused(tmp_path: Path) -> None:
     assert spool.wait_durable(ticket, 1), "close writes what was queued"
     with pytest.raises(JournalClosedError):
         spool.append(b"too late\n")
+
+
+def test_reads_come_from_memory_while_they_can_and_from_disk_after(tmp_path: Path) -> None:
+    spool = opened(tmp_path, recent_max=3)
+    try:
+        for i in range(10):
+            spool.wait_durable(spool.append(f"r{i}\n".encode(), meta=i), 5)
+        records: list[bytes] = []
+        metas: list[object] = []
+        pos = spool.shipped_position
+        while True:
+            got, got_metas, new_pos, _ = spool.read(pos, 4, 1 << 20)
+            if new_pos == pos:
+                break
+            records += got
+            metas += got_metas
+            pos = new_pos
+        assert records == [f"r{i}\n".encode() for i in range(10)]
+        assert metas == [None] * 7 + [7, 8, 9], "the last recent_max records come with their meta, from memory"
+        again, again_metas, _, _ = spool.read(spool.shipped_position, 100, 1 << 20)
+        assert again == records and again_metas == [None] * 10, "reading does not consume: the file serves it"
+    finally:
+        spool.close()
