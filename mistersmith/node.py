@@ -4,7 +4,9 @@ The node is where the edges meet (they never import one another): it starts,
 in order, the event-loop thread, the embedded nats-server (when no NATS URL
 is set), the journal (which starts the embedded PostgreSQL when no database
 URL is set), the Runtime with the journal as its event sink, recovery, the
-NATS bridge, the discovery hub and the HTTP shim. ``stop()`` undoes it in
+NATS bridge with the discovery hub (discoveries stored in the journal's
+``discoveries`` table, published and ingested on ``discoveries.*.*``; task
+states in its ``tasks`` table) and the HTTP shim. ``stop()`` undoes it in
 reverse: agents first, then the edges, then the embedded servers, each step
 bounded. A data directory serves one node at a time (an exclusive lock).
 """
@@ -28,9 +30,10 @@ from mistersmith.bridge.connection import ConnectionStats, ConnectOptions, conne
 from mistersmith.config import Settings
 from mistersmith.crossing import LoopThread
 from mistersmith.discoveries import DiscoveryHub
+from mistersmith.discovery import Discovery
 from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.errors import MisterSmithError
-from mistersmith.journal import Journal, JournalConfig, PoolConfig
+from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgTaskStore, PoolConfig
 from mistersmith.runtime import Runtime
 from mistersmith.supervisors import Backoff, SupervisorSpec
 from mistersmith.web.app import build_app
@@ -111,6 +114,7 @@ class Node:
         self.runtime: Runtime | None = None
         self.journal: Journal | None = None
         self.bridge: Bridge | None = None
+        self.discoveries: DiscoveryHub | None = None
         self.http: HttpServer | None = None
         self.nats_url = ""
         self.node_id = ""
@@ -176,11 +180,17 @@ class Node:
         nc, _ = loop.run(connect(ConnectOptions.from_settings(s, tuple(urls), name=self.node_id), stats), _STEP_S)
         self._undo.append(("nats connection", lambda: loop.run(nc.close(), _STEP_S)))
         remote_shutdown = self._shutdown_requested if s["nats.allow_remote_shutdown"] else None
-        bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown)
+
+        async def ingest(discovery: Discovery) -> object:
+            return await hub.ingest(discovery)
+
+        bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown,
+                                      task_store=PgTaskStore(journal.pool), ingest_discovery=ingest)
+        hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),
+                                              publish=bridge.publish_discovery)
         loop.run(bridge.start(), _STEP_S)
         self._undo.append(("nats bridge", lambda: loop.run(bridge.close(), _STEP_S)))
 
-        hub = DiscoveryHub(publish=bridge.publish_discovery)
         backends = Backends(
             runtime, history=_JournalHistory(journal), discoveries=hub, tasks=bridge.task_tracker, nats=bridge,
             health={"nats": self._nats_health, "database": self._database_health},

@@ -26,6 +26,7 @@ __all__ = [
     "History",
     "NatsStats",
     "Publish",
+    "TaskStore",
     "Tasks",
 ]
 
@@ -121,6 +122,22 @@ class Tasks(Protocol):
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         """``{"task_id", "status", "result"?, "error"?}``, or ``None`` if unknown."""
+        ...
+
+
+class TaskStore(Protocol):
+    """Durable task state (the journal's ``tasks`` table), used by the bridge's task tracker."""
+
+    async def record(self, task_id: str, fields: Mapping[str, Any]) -> None:
+        """Upsert one transition. ``fields`` is what the tracker saw: ``status`` (``queued``,
+        ``running``, ``retrying``, ``done``, ``dead``) and any of ``kind``/``task_type``,
+        ``priority``, ``payload``, ``attempt``, ``agent_id``, ``node``, ``result``, ``error``.
+        A state never goes back (a late ``queued`` after ``running``, anything after
+        ``done`` or ``dead``); fields not given keep their stored value."""
+        ...
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        """``{"task_id", "status", "kind", "priority", "attempts", "result"?, "error"?, ...}``, or ``None``."""
         ...
 
 

@@ -11,7 +11,10 @@ agents only through the Runtime's non-blocking API (``aask``, ``send``,
 - ``ServiceDiscovery``: ``agents.discovery.announce``/``query``;
 - ``Membership``: which nodes share the bus;
 - ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``;
-  ``TaskTracker`` (``bridge.task_tracker``): task states, the web's ``Tasks`` port.
+  ``TaskTracker`` (``bridge.task_tracker``): task states, the web's ``Tasks`` port (durable
+  through an injected ``task_store``);
+- ``DiscoveryIngest``: discoveries any NATS client publishes on ``discoveries.*.*``, handed
+  to an injected ``ingest_discovery`` (the node's discovery hub).
 
 One task pumps supervision events: an agent is routed before its ``started``
 event is published (so whoever sees the event can command it), and events
@@ -36,6 +39,7 @@ from nats.aio.client import Client as NATS
 from mistersmith.crossing import EventStream
 from mistersmith.discovery import Discovery
 from mistersmith.errors import SpecError, UnknownAgentError
+from mistersmith.ports import TaskStore
 from mistersmith.runtime import Runtime
 from mistersmith.supervisors import SupervisionEvent
 
@@ -44,6 +48,7 @@ from .connection import ConnectionStats
 from .control import ControlPlane, parse_filters
 from .counters import BridgeCounters
 from .discovery import ServiceDiscovery
+from .ingest import DiscoveryIngest, Ingest
 from .lifecycle import cancel_and_wait
 from .membership import Membership
 from .status import StatusPublisher
@@ -121,6 +126,8 @@ class Bridge:
         connection_stats: ConnectionStats | None = None,
         shutdown: Callable[[], Awaitable[None]] | None = None,
         task_options: TaskOptions | None = None,
+        task_store: TaskStore | None = None,
+        ingest_discovery: Ingest | None = None,
     ) -> None:
         self.runtime = runtime
         self.nc = nc
@@ -142,7 +149,10 @@ class Bridge:
             forward_timeout_s=opts.forward_timeout_s, gather_timeout_s=opts.gather_timeout_s, shutdown=shutdown,
         )
         self.tasks = TaskQueue(runtime, self.wire, task_options)
-        self.task_tracker = TaskTracker(self.tasks, self.wire)
+        self.task_tracker = TaskTracker(self.tasks, self.wire, store=task_store)
+        self.ingest = (DiscoveryIngest(self.wire, self.counters, ingest_discovery,
+                                       pending_msgs_limit=opts.pending_msgs_limit)
+                       if ingest_discovery is not None else None)
         self._stream: EventStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
@@ -160,6 +170,8 @@ class Bridge:
         await self.control.start()
         await self.discovery.start()
         await self.task_tracker.start()
+        if self.ingest is not None:
+            await self.ingest.start()
         for info in self.runtime.list_agents():
             await self.router.route(str(info["id"]))
         await self.membership.start()
@@ -179,6 +191,8 @@ class Bridge:
         self._closed = True
         await self.tasks.close()
         await self.task_tracker.close()
+        if self.ingest is not None:
+            await self.ingest.close()
         if self._stream is not None:
             self._stream.close()
         await cancel_and_wait([*self._tasks, *self._side], self.options.forward_timeout_s)

@@ -21,6 +21,9 @@ class BridgeCounters:
         "control_in",
         "publish_failed",
         "events_dropped",
+        "discoveries_in",
+        "discoveries_invalid",
+        "discoveries_failed",
     )
 
     def __init__(self) -> None:

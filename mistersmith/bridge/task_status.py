@@ -3,8 +3,12 @@
 It follows ``tasks.*.progress`` and ``tasks.*.result`` (published by whichever
 node ran the task) and keeps the newest ``keep`` tasks in memory, so any node
 can answer ``get(task_id)``. ``submit`` queues through the ``TaskQueue``.
-Durable task state (a PostgreSQL ``tasks`` table) is the journal's to add; this
-view lasts as long as the node. Runs on the event loop.
+
+With an injected ``TaskStore`` (the journal's ``tasks`` table, wired by the
+node) every transition is also recorded there, in arrival order, and ``get``
+falls back to it for a task this node has not seen (or has forgotten, or
+saw before a restart). A failing store is logged and counted
+(``store_errors``), never raised into nats-py. Runs on the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from nats.aio.subscription import Subscription
 
 from mistersmith.envelope import EnvelopeError, decode_json
 from mistersmith.errors import SpecError
+from mistersmith.ports import TaskStore
 
 from .tasks import TaskQueue
 from .wire import Wire
@@ -31,10 +36,12 @@ logger = logging.getLogger("mistersmith.bridge.tasks")
 class TaskTracker:
     """Task states seen on the bus; implements ``mistersmith.ports.Tasks``."""
 
-    def __init__(self, queue: TaskQueue, wire: Wire, *, keep: int = 10_000) -> None:
+    def __init__(self, queue: TaskQueue, wire: Wire, *, keep: int = 10_000, store: TaskStore | None = None) -> None:
         self.queue = queue
         self.wire = wire
         self.keep = keep
+        self.store = store
+        self.store_errors = 0
         self._states: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._subs: list[Subscription] = []
 
@@ -59,12 +66,21 @@ class TaskTracker:
             raise SpecError(None, "agent_id", agent_id,
                             "the task queue routes by kind; omit agent_id, or command that agent directly")
         queued = await self.queue.submit(task_type, payload, timeout_s=timeout_s)
-        self._remember(str(queued["task_id"]), {"status": "queued", "task_type": task_type})
+        task_id = str(queued["task_id"])
+        self._remember(task_id, {"status": "queued", "task_type": task_type})
+        await self._record(task_id, {"status": "queued", "kind": task_type, "payload": dict(payload)})
         return {"task_id": queued["task_id"], "status": "queued"}
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         """``{"task_id", "status", "result"?, "error"?, ...}``, or ``None`` if never seen here."""
         state = self._states.get(task_id)
+        if state is None and self.store is not None:
+            try:
+                return await self.store.get(task_id)
+            except Exception:
+                self.store_errors += 1
+                logger.exception("reading task %s from the task store failed", task_id)
+                return None
         return None if state is None else {"task_id": task_id, **state}
 
     def status_of(self, task_id: str) -> str | None:
@@ -97,3 +113,13 @@ class TaskTracker:
                 return  # a late progress message after the result
             fields = {k: v for k, v in raw.items() if k != "task_id"}
         self._remember(task_id, fields)
+        await self._record(task_id, fields)
+
+    async def _record(self, task_id: str, fields: Mapping[str, Any]) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.record(task_id, fields)
+        except Exception:
+            self.store_errors += 1
+            logger.exception("recording task %s (%s) in the task store failed", task_id, fields.get("status"))
