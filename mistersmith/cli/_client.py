@@ -261,7 +261,11 @@ def run_shutdown(args: argparse.Namespace, out: Output) -> int:
         node = _token(args.node, "--node")
         if node is None:
             node = (await _control(nc, "ping", {}, args.timeout)).get("node")
-        return await _control(nc, "shutdown", {"node": node}, args.timeout)
+        # Straight to the node's own subject: system.control.shutdown answers ok for
+        # the node that gets it but does not stop it (see the bridge's control plane).
+        missing = unreachable(f"no node {node!r} answers on this NATS")
+        return await request(nc, subjects.node_control(str(node), "shutdown"), {"node": node}, args.timeout,
+                             no_responders=missing)
 
     result = _with_nats(args, body)
     out.result(result, f"node {result.get('node')} is shutting down")

@@ -208,14 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
         out = Output(json_mode=args.json)
         debug = args.debug
-        if debug:
+        if debug and args.command != "serve":  # serve sets up its own logging
             from mistersmith.logs import configure_logging
 
             configure_logging("DEBUG")
-        elif args.command != "serve":
-            from mistersmith.logs import configure_logging
-
-            configure_logging("WARNING")
         handler: Handler = args.handler
         return handler(args, out)
     except CliError as exc:

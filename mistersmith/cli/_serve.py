@@ -7,7 +7,8 @@ Runs in the main thread:
 3. ``Node.start()``: embedded nats-server and PostgreSQL when no URLs are set,
    journal, Runtime, recovery, NATS bridge, HTTP; a data directory already
    served by another node is refused (exit code 2);
-4. prints where everything listens (stdout; one JSON line with ``--json``)
+4. prints where everything listens (stdout; with ``--json`` one JSON line,
+   ``{"event": "ready", ...}``, and ``{"event": "stopped", ...}`` at the end)
    and waits;
 5. on SIGINT or SIGTERM (or ``system.control.shutdown`` over NATS), ``Node.stop()``:
    agents, then edges, then embedded servers, each step bounded, the whole
@@ -125,8 +126,8 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         where = node.describe()
         assert node.runtime is not None
         registered = sorted(node.runtime.kinds())
-        out.result({"event": "ready", "pid": os.getpid(), **where, "kinds": registered},
-                   lambda: _ready_text(where, settings, registered))
+        out.record({"event": "ready", "pid": os.getpid(), **where, "kinds": registered},
+                   _ready_text(where, settings, registered))
         code = EXIT_OK
         while not stop.event.wait(_POLL_S):
             if node.runtime.closed:
@@ -143,6 +144,6 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
             watchdog.cancel()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    out.result({"event": "stopped", "node_id": node.node_id, "reason": stop.reason},
+    out.record({"event": "stopped", "node_id": node.node_id, "reason": stop.reason},
                f"node {node.node_id} stopped ({stop.reason})")
     return code

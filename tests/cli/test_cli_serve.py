@@ -1,0 +1,103 @@
+"""`mistersmith serve`: starts on free ports in a temp data dir, says where it listens, refuses a
+second node on the same data dir and bad settings (exit 2, one line), and stops cleanly on
+SIGTERM/SIGINT or over NATS, leaving no nats-server or postgres behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from _cli_helpers import Served, alive, call, children, processes_using, run_cli
+
+from mistersmith.cli import EXIT_OK, EXIT_USAGE
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_stops_the_node_cleanly_without_orphans(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sig: signal.Signals
+) -> None:
+    data_dir = tmp_path / "node"
+    served = Served(data_dir).start()
+    try:
+        ready = served.ready
+        info = json.loads((data_dir / "node.json").read_text())
+        assert info["pid"] == served.pid == ready["pid"]
+        assert info["node_id"] == ready["node_id"] and info["http_url"] == ready["http_url"]
+        assert ready["nats_url"].startswith("nats://127.0.0.1:") and ready["http_url"].startswith("http://127.0.0.1:")
+        assert {"echo", "process"} <= set(ready["kinds"])
+
+        kids = children(served.pid)
+        commands = {pid: _cmdline(pid) for pid in kids}
+        nats_pids = [p for p, c in commands.items() if "nats-server" in c]
+        postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        assert len(nats_pids) == 1 and postmaster in kids, commands
+        assert call(capsys, "--data-dir", str(data_dir), "spawn", "echo", "--id", "s1").code == EXIT_OK
+    except BaseException:
+        served.stop(signal.SIGKILL)
+        raise
+
+    assert served.stop(sig) == EXIT_OK, served.stderr()
+    stopped = json.loads(served.next_line() or "{}")
+    assert stopped == {"event": "stopped", "node_id": ready["node_id"], "reason": sig.name}
+    leftovers = [p for p in [*kids, postmaster] if alive(p)]
+    assert leftovers == [], {p: _cmdline(p) for p in leftovers}
+    assert processes_using(data_dir) == []
+    assert not (data_dir / "node.json").exists()
+    assert "Traceback" not in served.stderr()
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    with Served(tmp_path / "node") as served:
+        again = run_cli("serve", "--data-dir", str(served.data_dir), "--http-port", "0")
+        assert again.returncode == EXIT_USAGE
+        assert again.stdout == ""
+        assert again.stderr.count("\n") == 1 and again.stderr.startswith("mistersmith: ")
+        assert f"pid {served.pid}" in again.stderr and "already serving" in again.stderr
+        assert served.proc is not None and served.proc.poll() is None  # the first node is untouched
+
+
+@pytest.mark.parametrize(("toml", "flags", "expected"), [
+    ("[http]\nport = 'eighty'\n", (), "http.port='eighty'"),
+    ("[http\nport = 1\n", (), "fix the TOML"),
+    ("[nodes]\nid = 'x'\n", (), "nodes.id='x'"),
+    (None, ("--http-port", "99999"), "http.port='99999' (from the command line)"),
+    (None, ("--log-level", "loud"), "logging.level='LOUD'"),
+    (None, ("--log-format", "xml"), "logging.format='xml'"),
+    (None, ("--config", "/nonexistent/mistersmith.toml"), "name an existing TOML file"),
+    (None, ("--kind", "no_such_module:Agent"), "cannot import 'no_such_module'"),
+    (None, ("--bogus",), "unrecognized arguments: --bogus"),
+], ids=["bad-value-in-file", "bad-toml", "unknown-setting", "bad-port-flag", "bad-log-level", "bad-log-format",
+        "missing-file", "bad-kind", "unknown-flag"])
+def test_bad_settings_are_one_line_and_exit_code_2(
+    tmp_path: Path, toml: str | None, flags: tuple[str, ...], expected: str
+) -> None:
+    args = ["serve", "--data-dir", str(tmp_path / "node"), *flags]
+    if toml is not None:
+        (tmp_path / "mistersmith.toml").write_text(toml)
+        args += ["--config", str(tmp_path / "mistersmith.toml")]
+    done = run_cli(*args)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("mistersmith: "), done.stderr
+    assert expected in done.stderr
+    assert not (tmp_path / "node" / "node.json").exists()
+
+
+def test_shutdown_over_nats_when_the_node_allows_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = tmp_path / "node"
+    with Served(data_dir, "--allow-remote-shutdown") as served:
+        asked = call(capsys, "--data-dir", str(data_dir), "shutdown", "--json")
+        assert asked.code == EXIT_OK, asked.err
+        assert asked.json() == {"node": served.ready["node_id"], "shutting_down": True}
+        assert served.wait() == EXIT_OK
+        stopped = json.loads(served.next_line() or "{}")
+        assert stopped["event"] == "stopped" and "NATS" in stopped["reason"]
+    assert processes_using(data_dir) == []
