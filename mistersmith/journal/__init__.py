@@ -9,6 +9,7 @@ the node ran before, and read history with ``journal.replay(...)`` and
 from mistersmith.journal.config import DATABASE_URL_ENV, JournalConfig, PoolConfig
 from mistersmith.journal.discoveries import PgDiscoveryStore
 from mistersmith.journal.errors import (
+    DatabaseUnreachableError,
     JournalClosedError,
     JournalError,
     MigrationChecksumError,
@@ -26,6 +27,7 @@ from mistersmith.journal.tasks import PgTaskStore
 __all__ = [
     "DATABASE_URL_ENV",
     "AgentRecord",
+    "DatabaseUnreachableError",
     "Journal",
     "JournalClosedError",
     "JournalConfig",

@@ -11,6 +11,7 @@ from pathlib import Path
 from mistersmith.errors import MisterSmithError
 
 __all__ = [
+    "DatabaseUnreachableError",
     "JournalClosedError",
     "JournalError",
     "MigrationChecksumError",
@@ -23,6 +24,24 @@ class JournalError(MisterSmithError):
     """Something external broke the journal (PostgreSQL, the spool's disk)."""
 
     code = "journal"
+
+
+class DatabaseUnreachableError(JournalError):
+    """PostgreSQL could not be reached when the journal opened.
+
+    ``target`` says where (host, port, database; never the password),
+    ``detail`` what the driver said. The PostgreSQL error is in ``__cause__``.
+    """
+
+    code = "database_unreachable"
+
+    def __init__(self, target: str, detail: str) -> None:
+        super().__init__(
+            f"cannot reach PostgreSQL at {target}: {detail}; check the URL "
+            "(MISTERSMITH_DATABASE_URL), or leave it unset for the embedded server"
+        )
+        self.target = target
+        self.detail = detail
 
 
 class MigrationError(JournalError):

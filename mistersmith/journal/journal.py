@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from mistersmith.crossing import LoopThread, forbid_blocking, run_in_thread
@@ -38,7 +39,7 @@ from mistersmith.embedded.postgres import EmbeddedPostgres
 
 from .codec import event_from_row
 from .config import JournalConfig
-from .errors import JournalClosedError
+from .errors import DatabaseUnreachableError, JournalClosedError
 from .migrate import migrate
 from .pool import open_pool, pool_stats
 from .projection import AgentRecord, Projection, TreeSnapshot
@@ -49,12 +50,23 @@ from .shipper import Shipper
 from .sink import JournalSink
 from .spool import Spool
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "describe_target"]
 
 logger = logging.getLogger("mistersmith.journal")
 
 _CALL_TIMEOUT_S = 60.0
 T = TypeVar("T")
+
+
+def describe_target(conninfo: str) -> str:
+    """``host:port/dbname`` of a conninfo or URL, without credentials (for logs and errors)."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "an unparsable database URL"
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
 
 
 class Journal:
@@ -106,7 +118,10 @@ class Journal:
                 conninfo = embedded.conninfo()
             else:
                 conninfo = url
-            applied = migrate(conninfo)
+            try:
+                applied = migrate(conninfo)
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnreachableError(describe_target(conninfo), str(exc).strip()) from exc
             if applied:
                 logger.info("journal schema migrated: %s", ", ".join(m.filename for m in applied))
             spool = Spool(data_dir / "journal", segment_bytes=config.spool_segment_bytes, fsync=config.spool_fsync)

@@ -14,7 +14,14 @@ import pytest
 
 from mistersmith import Runtime
 from mistersmith.errors import BlockingCallError, SpecError
-from mistersmith.journal import DATABASE_URL_ENV, Journal, JournalClosedError, JournalConfig, PoolConfig
+from mistersmith.journal import (
+    DATABASE_URL_ENV,
+    DatabaseUnreachableError,
+    Journal,
+    JournalClosedError,
+    JournalConfig,
+    PoolConfig,
+)
 from mistersmith.journal import spool as spool_module
 from mistersmith.supervisors import EventBus
 
@@ -181,3 +188,13 @@ def test_sync_gives_up_after_its_timeout_and_the_event_still_lands(
         assert [e.event_id for e in journal.replay()] == [first.event_id, second.event_id]
     finally:
         journal.close()
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nowhere?connect_timeout=2"
+    with pytest.raises(DatabaseUnreachableError) as caught:
+        Journal.open(tmp_path / "node", small(database_url=url))
+    assert caught.value.target == "127.0.0.1:1/nowhere"
+    assert "s3cret" not in caught.value.message
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+    assert not (tmp_path / "node" / "journal").exists(), "nothing was opened"
