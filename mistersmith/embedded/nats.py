@@ -24,7 +24,6 @@ stops, or from a helper thread.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
@@ -42,12 +41,13 @@ from typing import Any
 
 from mistersmith.errors import MisterSmithError
 
+from ._process import free_port, parent_death_signal
+
 __all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary"]
 
 logger = logging.getLogger("mistersmith.embedded.nats")
 
 _HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
 _POLL_S = 0.005
 _ENV_BINARY = "MISTERSMITH_NATS_SERVER"
 
@@ -84,24 +84,8 @@ def nats_server_binary() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
-def _parent_death_signal() -> Any:
-    """A ``preexec_fn`` that makes the child get SIGTERM when its parent thread dies (Linux)."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return preexec
 
 
 def _accepts_clients(port: int) -> bool:
@@ -134,7 +118,7 @@ class EmbeddedNats:
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = _HOST
-        self.port = port if port else _free_port()
+        self.port = port if port else free_port(_HOST)
         self.jetstream = jetstream
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -226,7 +210,7 @@ class EmbeddedNats:
             try:
                 proc = subprocess.Popen(
                     self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=_parent_death_signal(), cwd=self.data_dir,
+                    start_new_session=True, preexec_fn=parent_death_signal(signal.SIGTERM), cwd=self.data_dir,
                 )
             except BaseException as exc:
                 failure.append(exc)

