@@ -11,7 +11,7 @@ a supervisor's). ``write`` runs inside the bus lock and must be quick; ``sync``
 runs after it and may block until the event is durable: the emitting thread
 waits for it before the transition's effect becomes visible (write-ahead).
 Subscriptions get the event after that, in ``seq`` order; their callbacks run
-in the emitting thread and must be quick.
+in an emitting thread (not always the event's own) and must be quick.
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ class EventBus:
         self._next_seq = first_seq
         self._next_delivery = first_seq
         self._lock = threading.Lock()
-        self._delivery = threading.Condition()
+        self._delivery = threading.Lock()
+        self._ready: dict[int, SupervisionEvent] = {}
         self._sinks: tuple[EventSink, ...] = ()
         self._subs: tuple[Subscription, ...] = ()
 
@@ -322,14 +323,24 @@ class EventBus:
             for sink in sinks:
                 sink.sync(event)
         finally:
-            with self._delivery:
-                self._delivery.wait_for(lambda: self._next_delivery == event.seq)
-                for sub in self._subs:
-                    sub._offer(event)
-                self._next_delivery += 1
-                self._delivery.notify_all()
+            self._deliver(event)
         logger.debug(
             "%s %s", event_type, agent_id or supervisor,
             extra={"agent_id": agent_id, "supervisor": supervisor, "event_type": event_type, "reason": reason},
         )
         return event
+
+    def _deliver(self, event: SupervisionEvent) -> None:
+        """Hand durable events to subscribers in ``seq`` order, without waiting.
+
+        Whoever makes the next event in ``seq`` ready delivers it and every
+        later one already durable; an emitter whose predecessor is still
+        syncing just leaves its event for that one to deliver.
+        """
+        with self._delivery:
+            self._ready[event.seq] = event
+            while self._next_delivery in self._ready:
+                ready = self._ready.pop(self._next_delivery)
+                for sub in self._subs:
+                    sub._offer(ready)
+                self._next_delivery += 1
