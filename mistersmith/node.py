@@ -88,7 +88,7 @@ class _JournalHistory:
                 if len(out) >= limit:
                     break
         finally:
-            replay.close()
+            await replay.aclose()  # gives the pooled connection back clean
         return out
 
 

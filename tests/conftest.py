@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pykka
 import pytest
@@ -57,3 +60,17 @@ def real_runtime() -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
+
+
+@pytest.fixture
+def node_dir() -> Iterator[Path]:
+    """A node's data directory outside pytest's basetemp.
+
+    The embedded PostgreSQL runs as another user under root and must traverse
+    the path; every pytest run re-tightens /tmp/pytest-of-<user> to 0700.
+    """
+    home = Path(tempfile.mkdtemp(prefix="ms-node-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -23,11 +23,11 @@ def _mcp(url: str, method: str, params: dict[str, object] | None = None) -> dict
     return answer
 
 
-def test_node_serves_library_nats_http_and_recovers_after_restart(tmp_path: Path) -> None:
-    settings = load_settings({"node.data_dir": str(tmp_path), "http.port": 0})
+def test_node_serves_library_nats_http_and_recovers_after_restart(node_dir: Path) -> None:
+    settings = load_settings({"node.data_dir": str(node_dir), "http.port": 0})
     with Node(settings) as node:
         assert node.runtime is not None and node.http is not None
-        info = read_node_file(tmp_path)
+        info = read_node_file(node_dir)
         assert info is not None and info["nats_url"] == node.nats_url and info["http_url"] == node.http.url
         node.runtime.spawn("echo", agent_id="lib-agent")
 
@@ -50,10 +50,10 @@ def test_node_serves_library_nats_http_and_recovers_after_restart(tmp_path: Path
         assert result["structuredContent"]["result"] == {"via": "http"}
         node_id = node.node_id
         with pytest.raises(DataDirLockedError, match="already serving"):
-            Node(load_settings({"node.data_dir": str(tmp_path), "http.port": 0})).start()
-    assert read_node_file(tmp_path) is None
+            Node(load_settings({"node.data_dir": str(node_dir), "http.port": 0})).start()
+    assert read_node_file(node_dir) is None
 
-    with Node(load_settings({"node.data_dir": str(tmp_path), "http.port": 0})) as again:
+    with Node(load_settings({"node.data_dir": str(node_dir), "http.port": 0})) as again:
         assert again.node_id == node_id
         assert again.runtime is not None
         hosted = {a["id"] for a in again.runtime.list_agents()}

@@ -35,8 +35,8 @@ class Worker(Agent):
         return {"doubled": 2 * n}
 
 
-def _settings(tmp_path: Path) -> Any:
-    return load_settings({"node.data_dir": str(tmp_path), "http.port": 0})
+def _settings(data_dir: Path) -> Any:
+    return load_settings({"node.data_dir": str(data_dir), "http.port": 0})
 
 
 def _mcp_call(url: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -128,8 +128,8 @@ class Sse:
             pass
 
 
-def test_discoveries_are_stored_published_streamed_ingested_and_resumed(tmp_path: Path) -> None:
-    with Node(_settings(tmp_path)) as node:
+def test_discoveries_are_stored_published_streamed_ingested_and_resumed(node_dir: Path) -> None:
+    with Node(_settings(node_dir)) as node:
         assert node.http is not None and node.journal is not None
         url, conninfo = node.http.url, node.journal.conninfo
 
@@ -173,7 +173,7 @@ def test_discoveries_are_stored_published_streamed_ingested_and_resumed(tmp_path
         missed = [_share(url, "scout-2", f"finding {i}", "pattern") for i in range(3)]
 
     last_seen = seen[-1]["seq"]
-    with Node(_settings(tmp_path)) as again:
+    with Node(_settings(node_dir)) as again:
         assert again.http is not None and again.journal is not None
         url = again.http.url
 
@@ -196,8 +196,8 @@ def test_discoveries_are_stored_published_streamed_ingested_and_resumed(tmp_path
         assert [r[0] for r in stored] == seqs  # no gap: every stored one, in order
 
 
-def test_task_state_is_kept_in_the_tasks_table(tmp_path: Path) -> None:
-    with Node(_settings(tmp_path), kinds={"worker": Worker}) as node:
+def test_task_state_is_kept_in_the_tasks_table(node_dir: Path) -> None:
+    with Node(_settings(node_dir), kinds={"worker": Worker}) as node:
         assert node.runtime is not None and node.bridge is not None and node.journal is not None
         assert node.http is not None and node.loop is not None
         node.runtime.spawn("worker", agent_id="w1")
@@ -211,7 +211,7 @@ def test_task_state_is_kept_in_the_tasks_table(tmp_path: Path) -> None:
         task_id = task["task_id"]
 
     # Another run of the node has not seen the task on the bus: it answers from the table.
-    with Node(_settings(tmp_path), kinds={"worker": Worker}) as again:
+    with Node(_settings(node_dir), kinds={"worker": Worker}) as again:
         assert again.http is not None
         found = _mcp_call(again.http.url, "get_task", {"task_id": task_id})["task"]
         assert found["status"] == "done" and found["result"] == {"doubled": 42}
