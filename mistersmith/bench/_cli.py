@@ -49,6 +49,9 @@ def _runtime(options: Options) -> list[Figure]:
     return runtime.run(options)
 
 
+# What each suite's baseline column holds.
+BASELINES = {"runtime": "raw pykka", "nats": "raw nats-py", "journal": "raw psycopg", "http": "bare Starlette"}
+
 SUITES: dict[str, Suite] = {
     "runtime": _runtime,
     "journal": lambda options: __import__("mistersmith.bench.journal", fromlist=["run"]).run(options),
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 even if a target is missed)."""
     parser = argparse.ArgumentParser(
         prog="python -m mistersmith.bench",
-        description="Measure MisterSmith against raw pykka, side by side, and print the figures against their targets.",
+        description="Measure MisterSmith against its raw baselines (pykka, nats-py, psycopg, Starlette), side by side, and print the figures against their targets.",
     )
     parser.add_argument("suite", choices=[*SUITES, ALL], help="which suite to run")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -102,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# {info['nproc']} CPUs, Python {info['python']}, pykka {info['pykka']}, load average {load}")
     for name, figures in results:
         print(f"\n## {name}\n")
-        print(render_table(figures))
+        print(render_table(figures, BASELINES.get(name, "baseline")))
     if args.quick:
         print("\n(--quick: small sizes for smoke tests; these are not the figures)")
     return 0

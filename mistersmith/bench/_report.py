@@ -121,9 +121,9 @@ def _note(key: str, value: float | int | str) -> str:
     return f"{label} {value if isinstance(value, str) else _number(float(value))}{unit}"
 
 
-def render_table(figures: Sequence[Figure]) -> str:
-    """A fixed-width table: figure, ours, baseline, ratio, target, verdict, notes."""
-    head = ("figure", "ours", "raw pykka", "ratio", "target", "result", "notes")
+def render_table(figures: Sequence[Figure], baseline: str = "raw pykka") -> str:
+    """A fixed-width table: figure, ours, ``baseline``, ratio, target, verdict, notes."""
+    head = ("figure", "ours", baseline, "ratio", "target", "result", "notes")
     rows = [head]
     for f in figures:
         notes = ", ".join(_note(key, f.extra[key]) for key in f.shown if key in f.extra)
