@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = add("config", run_config, "print the effective configuration (secrets masked)")
     _node_settings(config)
+    config.add_argument("--reference", action="store_true",
+                        help="print every setting, its environment variable and default (Markdown)")
 
     spawn = add("spawn", CLIENT_COMMANDS["spawn"], "spawn an agent", config=False)
     spawn.add_argument("kind", metavar="KIND", help="a registered kind (echo, process, or one given to serve)")

@@ -110,6 +110,13 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
     kinds = load_kinds(args.kind or [], use_entry_points=not args.no_entry_points)
 
     from mistersmith.node import DataDirLockedError, Node
+    from mistersmith.web.config import is_loopback
+
+    host = settings["http.host"]
+    if not is_loopback(host) and not settings["http.api_token"] and not settings["http.allow_insecure"]:
+        raise usage(f"http.host={host!r} (from {settings.sources['http.host']}) is not a loopback address: set "
+                    "MISTERSMITH_API_TOKEN (http.api_token) to require a bearer token, or http.allow_insecure=true "
+                    "to serve it unauthenticated")
 
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -120,6 +127,8 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         except DataDirLockedError as exc:
             raise usage(exc.message) from None
         except MisterSmithError as exc:
+            if exc.code in ("invalid_spec", "invalid_config"):
+                raise usage(f"the node could not start: {exc.message}") from exc
             raise failed(f"the node could not start: {exc.message}") from exc
         except OSError as exc:
             raise failed(f"the node could not start: {exc}") from exc

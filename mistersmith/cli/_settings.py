@@ -18,7 +18,7 @@ from mistersmith.config import SETTINGS, Settings, load_settings
 
 from ._output import Output
 
-__all__ = ["FLAG_KEYS", "load", "run_config", "settings_text"]
+__all__ = ["FLAG_KEYS", "load", "run_config", "settings_reference", "settings_text"]
 
 FLAG_KEYS: dict[str, str] = {
     "data_dir": "node.data_dir",
@@ -80,7 +80,29 @@ def settings_text(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def _shown_default(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, tuple) and not value:
+        return "(none)"
+    return f"`{_toml(value)}`"
+
+
+def settings_reference() -> str:
+    """Every setting as a Markdown table (docs/reference/configuration.md is made from it)."""
+    rows = ["| Setting | Environment variable | Default | What it is |", "| --- | --- | --- | --- |"]
+    for setting in SETTINGS:
+        secret = " (secret: shown as `***`)" if setting.secret else ""
+        rows.append(f"| `{setting.key}` | `{setting.env}` | {_shown_default(setting.default)} | "
+                    f"{setting.help}{secret} |")
+    return "\n".join(rows)
+
+
 def run_config(args: argparse.Namespace, out: Output) -> int:
+    if args.reference:
+        out.result({"settings": [{"key": s.key, "env": s.env, "default": s.default, "secret": s.secret,
+                                  "help": s.help} for s in SETTINGS]}, settings_reference())
+        return 0
     settings = load(args)
     doc = {"settings": settings.as_dict(mask_secrets=True), "sources": dict(settings.sources)}
     out.result(doc, lambda: settings_text(settings))

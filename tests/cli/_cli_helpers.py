@@ -118,10 +118,15 @@ class Served:
         )
         stderr.close()
         threading.Thread(target=self._read, name="serve-stdout", daemon=True).start()
-        line = self.next_line()
-        assert line is not None, f"serve exited before it was ready:\n{self.stderr()}"
-        self.ready = json.loads(line)
-        assert self.ready["event"] == "ready", line
+        try:
+            line = self.next_line()
+            assert line is not None, f"serve exited before it was ready:\n{self.stderr()}"
+            self.ready = json.loads(line)
+            assert self.ready["event"] == "ready", line
+        except BaseException:
+            self.proc.kill()  # never leave a node behind
+            self.proc.wait(WAIT_S)
+            raise
         return self
 
     def _read(self) -> None:
