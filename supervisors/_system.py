@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable
@@ -80,7 +81,10 @@ class System:
         supervisor: str,
         on_exit: Any,
     ) -> AgentContext:
-        start_data: dict[str, Any] = {"restart": spec.restart, "shutdown_s": spec.shutdown_s}
+        start_data: dict[str, Any] = {
+            "restart": spec.restart, "shutdown_s": spec.shutdown_s, "start_timeout_s": spec.start_timeout_s,
+            "backoff": dataclasses.asdict(spec.backoff) if spec.backoff is not None else None,
+        }
         if isinstance(spec, SupervisorSpec):
             kind, limit, timeout = "supervisor", 1 << 62, None
             config: dict[str, Any] = {}
@@ -88,7 +92,7 @@ class System:
         else:
             kind, limit, timeout = spec.kind_name, spec.mailbox_size, spec.command_timeout_s
             config = dict(spec.config)
-            start_data.update(config=config, command_timeout_s=timeout, mailbox_size=limit)
+            start_data.update(config=config, command_timeout_s=timeout, mailbox_size=limit, stash_limit=spec.stash_limit)
         ctx = AgentContext(
             agent_id=agent_id,
             kind=kind,

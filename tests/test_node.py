@@ -10,6 +10,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from mistersmith import Backoff, ChildSpec
 from mistersmith.config import load_settings
 from mistersmith.node import DataDirLockedError, Node, read_node_file
 
@@ -30,6 +31,8 @@ def test_node_serves_library_nats_http_and_recovers_after_restart(node_dir: Path
         info = read_node_file(node_dir)
         assert info is not None and info["nats_url"] == node.nats_url and info["http_url"] == node.http.url
         node.runtime.spawn("echo", agent_id="lib-agent")
+        node.runtime.spawn("echo", agent_id="tuned", backoff=Backoff(min_s=1.0, max_s=2.0, jitter=0.0),
+                           stash_limit=5, command_timeout_s=7.0)
 
         async def over_nats() -> bytes:
             nc = await nats.connect(node.nats_url)
@@ -59,5 +62,9 @@ def test_node_serves_library_nats_http_and_recovers_after_restart(node_dir: Path
         hosted = {a["id"] for a in again.runtime.list_agents()}
         assert {"lib-agent", "nats-agent"} <= hosted
         assert again.runtime.ask("nats-agent", "ping", timeout=10)["pong"] is True
+        tuned = again.runtime.system.agents["tuned"].spec
+        assert isinstance(tuned, ChildSpec)
+        assert (tuned.backoff, tuned.stash_limit, tuned.command_timeout_s) == (
+            Backoff(min_s=1.0, max_s=2.0, jitter=0.0), 5, 7.0)
         recovered = again.runtime.history(event_types=["recovered"])
         assert {e.agent_id for e in recovered} >= {"lib-agent", "nats-agent"}

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mistersmith.errors import MisterSmithError
-from mistersmith.supervisors import EventBus, SupervisorSpec
+from mistersmith.supervisors import Backoff, EventBus, SupervisorSpec
 
 from .projection import AgentRecord
 
@@ -39,7 +39,7 @@ __all__ = ["RecoveryPlan", "RecoveryReport", "RecoveryTarget", "plan_recovery", 
 
 logger = logging.getLogger("mistersmith.journal.recovery")
 
-_AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "mailbox_size")
+_AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "mailbox_size", "stash_limit", "start_timeout_s")
 
 
 class RecoveryTarget(Protocol):
@@ -151,11 +151,14 @@ def _respawn(runtime: RecoveryTarget, record: AgentRecord) -> None:
                 period_s=spec.get("period_s", 5.0),
                 restart=record.restart,  # type: ignore[arg-type]
                 shutdown_s=spec.get("shutdown_s", 60.0),
+                backoff=Backoff(**spec["backoff"]) if spec.get("backoff") else None,
             ),
             parent=record.supervisor,
         )
         return
-    options = {k: spec[k] for k in _AGENT_OPTIONS if k in spec}
+    options: dict[str, Any] = {k: spec[k] for k in _AGENT_OPTIONS if k in spec}
+    if spec.get("backoff"):
+        options["backoff"] = Backoff(**spec["backoff"])
     runtime.spawn(
         record.kind, record.agent_id, record.config, record.restart,
         supervisor=record.supervisor, **options,
