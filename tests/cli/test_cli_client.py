@@ -5,8 +5,10 @@ restart, tree, health, shutdown, replay (with --follow and --at), migrate, confi
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,15 @@ from mistersmith.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, 
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    node = Served(tmp_path_factory.mktemp("cli") / "node", "--kind", "greeter=_cli_kinds:Greeter", cwd=HERE)
-    with node:
-        yield node
+def served() -> Iterator[Served]:
+    # outside pytest's basetemp, like the ``node_dir`` fixture (the embedded PostgreSQL runs as
+    # another user under root and must traverse the path)
+    home = Path(tempfile.mkdtemp(prefix="ms-cli-"))
+    try:
+        with Served(home / "node", "--kind", "greeter=_cli_kinds:Greeter", cwd=HERE) as node:
+            yield node
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""`mistersmith serve`: starts on free ports in a temp data dir, says where it listens, refuses a
+"""`mistersmith serve`: starts on free ports in a temp data dir (outside pytest's basetemp: see
+the ``node_dir`` fixture), says where it listens, refuses a
 second node on the same data dir and bad settings (exit 2, one line), and stops cleanly on
 SIGTERM/SIGINT or over NATS, leaving no nats-server or postgres behind."""
 
@@ -23,9 +24,9 @@ def _cmdline(pid: int) -> str:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_stops_the_node_cleanly_without_orphans(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], sig: signal.Signals
+    node_dir: Path, capsys: pytest.CaptureFixture[str], sig: signal.Signals
 ) -> None:
-    data_dir = tmp_path / "node"
+    data_dir = node_dir / "node"
     served = Served(data_dir).start()
     try:
         ready = served.ready
@@ -55,8 +56,8 @@ def test_signal_stops_the_node_cleanly_without_orphans(
     assert "Traceback" not in served.stderr()
 
 
-def test_a_second_serve_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
-    with Served(tmp_path / "node") as served:
+def test_a_second_serve_on_the_same_data_dir_is_refused(node_dir: Path) -> None:
+    with Served(node_dir / "node") as served:
         again = run_cli("serve", "--data-dir", str(served.data_dir), "--http-port", "0")
         assert again.returncode == EXIT_USAGE
         assert again.stdout == ""
@@ -91,8 +92,8 @@ def test_bad_settings_are_one_line_and_exit_code_2(
     assert not (tmp_path / "node" / "node.json").exists()
 
 
-def test_shutdown_over_nats_when_the_node_allows_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data_dir = tmp_path / "node"
+def test_shutdown_over_nats_when_the_node_allows_it(node_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = node_dir / "node"
     with Served(data_dir, "--allow-remote-shutdown") as served:
         asked = call(capsys, "--data-dir", str(data_dir), "shutdown", "--json")
         assert asked.code == EXIT_OK, asked.err
