@@ -8,11 +8,13 @@ stderr, so stdout holds only the figures (a table, or JSON with ``--json``).
 from __future__ import annotations
 
 import argparse
+import shutil
 import threading
 import time
 from typing import TextIO
 
 from mistersmith.bench import SUITES, Figure, Options
+from mistersmith.bench._cli import BASELINES
 from mistersmith.bench._report import machine, render_json, render_table
 
 from ._output import Output
@@ -70,7 +72,11 @@ class ProgressDisplay:
     def _line(self) -> str:
         spin = _SPINNER[int((time.monotonic() - self._started) / _TICK_S) % len(_SPINNER)] if self.live else "-"
         elapsed = time.monotonic() - self._suite_started
-        return f"[bench] {spin} {self.suite} {elapsed:5.1f} s  {self.message}"
+        line = f"[bench] {spin} {self.suite} {elapsed:5.1f} s  {self.message}"
+        if self.live:  # one terminal row, or the carriage return cannot redraw it
+            width = shutil.get_terminal_size().columns - 1
+            line = line if len(line) <= width else line[: max(width - 3, 0)] + "..."
+        return line
 
     def _show(self, *, newline: bool) -> None:
         with self._lock:
@@ -123,7 +129,8 @@ def run_bench(args: argparse.Namespace, out: Output) -> int:
         load = ", ".join(f"{x:.2f}" for x in info["loadavg"])
         parts = [f"# mistersmith bench {args.suite}{flags}",
                  f"# {info['nproc']} CPUs, Python {info['python']}, pykka {info['pykka']}, load average {load}"]
-        parts += [f"\n## {name}\n\n{render_table(figures)}" for name, figures in results]
+        parts += [f"\n## {name}\n\n{render_table(figures, BASELINES.get(name, 'baseline'))}"
+                  for name, figures in results]
         if args.quick:
             parts.append("\n(--quick: small sizes for smoke tests; these are not the figures)")
         return "\n".join(parts)

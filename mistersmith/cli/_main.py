@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from mistersmith import __version__
 from mistersmith.errors import MisterSmithError
 
-from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, usage
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, usage
 from ._output import Output
 
 __all__ = ["build_parser", "main"]
@@ -193,6 +193,15 @@ def _suite_names() -> list[str]:
     return list(SUITES)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -230,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.error(CliError("interrupted", exit_code=EXIT_INTERRUPTED, code="interrupted"))
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `mistersmith replay | head`: the reader has all it wanted
+        _silence_stdout()
+        return EXIT_OK
     except Exception as exc:
         if debug:
             raise
