@@ -1,0 +1,98 @@
+"""Pure parts of the CLI: the tree rebuilt from an agent list, journal positions, the TOML that
+`config` prints, agent kinds from flags and entry points, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mistersmith.cli import EXIT_USAGE, CliError
+from mistersmith.cli import _kinds
+from mistersmith.cli._journal import parse_bound
+from mistersmith.cli._output import Output, table
+from mistersmith.cli._settings import settings_text
+from mistersmith.cli._tree import render_tree, tree_from_agents
+from mistersmith.config import load_settings
+
+
+def test_tree_from_agents_nests_supervisor_paths_per_node() -> None:
+    agents = [
+        {"id": "a1", "kind": "echo", "state": "idle", "supervisor": "root", "node_id": "n1"},
+        {"id": "w1", "kind": "echo", "state": "busy", "supervisor": "root/pool/inner", "node_id": "n1",
+         "restart_count": 2},
+        {"id": "b1", "kind": "echo", "state": "idle", "supervisor": "root", "node_id": "n2"},
+    ]
+    trees = tree_from_agents(agents)
+    assert list(trees) == ["n1", "n2"]
+    n1 = trees["n1"]
+    assert [c["id"] for c in n1["children"]] == ["a1", "pool"]
+    inner = n1["children"][1]["children"][0]
+    assert inner["path"] == "root/pool/inner" and inner["children"][0]["id"] == "w1"
+    assert render_tree(n1).splitlines() == [
+        "root  supervisor",
+        "├── a1  echo  idle",
+        "└── pool  supervisor",
+        "    └── inner  supervisor",
+        "        └── w1  echo  busy  restarts=2",
+    ]
+
+
+def test_parse_bound_takes_seqs_times_and_durations() -> None:
+    assert parse_bound("42", "--since") == 42
+    assert parse_bound("2026-01-02T03:04:05Z", "--since") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    local = parse_bound("2026-01-02T03:04:05", "--at")
+    assert isinstance(local, datetime) and local.tzinfo is not None  # no offset: local time
+    ago = parse_bound("10m", "--since")
+    assert isinstance(ago, datetime)
+    assert abs((datetime.now(UTC) - ago) - timedelta(minutes=10)) < timedelta(seconds=5)
+    with pytest.raises(CliError) as bad:
+        parse_bound("last tuesday", "--since")
+    assert bad.value.exit_code == EXIT_USAGE and "--since 'last tuesday'" in bad.value.message
+
+
+def test_config_output_is_a_valid_config_file(tmp_path: Path) -> None:
+    settings = load_settings({"http.port": "9001", "http.cors_origins": "https://a.example,https://b.example"},
+                             {"MISTERSMITH_API_TOKEN": "s3cr3t-value"})
+    text = settings_text(settings)
+    assert "s3cr3t-value" not in text and "# port" not in text
+    (tmp_path / "again.toml").write_text(text)
+    tomllib.loads(text)
+    again = load_settings({}, {}, tmp_path / "again.toml")
+    for key in ("http.port", "http.cors_origins", "node.max_agents", "database.pool_max", "logging.format"):
+        assert again[key] == settings[key], key
+
+
+def test_kinds_from_flags_and_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    points = [EntryPoint("hello", "_cli_kinds:Greeter", _kinds.ENTRY_POINT_GROUP)]
+
+    def entry_points(*, group: str) -> list[EntryPoint]:
+        return points if group == _kinds.ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(_kinds, "entry_points", entry_points)
+    kinds = _kinds.load_kinds(["_cli_kinds:Greeter", "polite=_cli_kinds:Greeter"])
+    assert set(kinds) == {"hello", "greeter", "polite"}
+    assert _kinds.load_kinds([], use_entry_points=False) == {}
+    for spec, needle in (("no_colon", "use module:Class"), ("_cli_kinds:Nope", "has no 'Nope'"),
+                         ("json:dumps", "not an Agent subclass"), ("bad name=_cli_kinds:Greeter", "kind name")):
+        with pytest.raises(CliError) as bad:
+            _kinds.load_kinds([spec], use_entry_points=False)
+        assert bad.value.exit_code == EXIT_USAGE and needle in bad.value.message, spec
+    points[:] = [EntryPoint("broken", "no_such_module_here:X", _kinds.ENTRY_POINT_GROUP)]
+    with pytest.raises(CliError, match="entry point mistersmith.agents:broken"):
+        _kinds.load_kinds([])
+
+
+def test_errors_are_one_line_even_when_the_message_is_not(capsys: pytest.CaptureFixture[str]) -> None:
+    out = Output(json_mode=True)
+    out.error(CliError("first line\n  second line", exit_code=3, code="unreachable"))
+    captured = capsys.readouterr()
+    assert captured.err == "mistersmith: first line second line\n"
+    doc: dict[str, Any] = json.loads(captured.out)
+    assert doc == {"error": {"code": "unreachable", "message": "first line second line"}, "exit_code": 3}
+    assert table(("A", "B"), [(1, None)]).splitlines() == ["A  B", "-  -", "1  -"]
