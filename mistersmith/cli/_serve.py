@@ -23,6 +23,7 @@ acted on, so a start is never torn down half way by a signal handler.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -131,6 +132,9 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
                 raise usage(f"the node could not start: {exc.message}") from exc
             raise failed(f"the node could not start: {exc.message}") from exc
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise usage(f"the node could not start: {settings['http.host']}:{settings['http.port']} is in use "
+                            "by another program; pass another --http-port (0 picks a free one)") from exc
             raise failed(f"the node could not start: {exc}") from exc
         where = node.describe()
         assert node.runtime is not None

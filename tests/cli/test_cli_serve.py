@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,13 @@ def test_shutdown_over_nats_when_the_node_allows_it(node_dir: Path, capsys: pyte
         stopped = json.loads(served.next_line() or "{}")
         assert stopped["event"] == "stopped" and "NATS" in stopped["reason"]
     assert processes_using(data_dir) == []
+
+
+def test_a_taken_http_port_is_one_line_and_leaves_nothing_behind(node_dir: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run_cli("serve", "--data-dir", str(node_dir / "node"), "--http-port", str(port))
+    assert done.returncode == EXIT_USAGE
+    assert f"127.0.0.1:{port} is in use" in done.stderr.splitlines()[-1]
+    assert "Traceback" not in done.stderr
+    assert processes_using(node_dir / "node") == []  # the embedded servers it had started are gone
