@@ -207,7 +207,9 @@ class ControlPlane:
             await self.wire.reply(msg, reply, headers)
         else:
             logger.warning("control %s without a reply subject: %s", msg.subject, reply[:200])
-        if action == "shutdown" and local and self._shutdown is not None and reply.startswith(b'{"ok":true'):
+        # This node answered ok for itself (on system.control.* or its own node subject): stop now.
+        if (action == "shutdown" and self._shutdown is not None and reply.startswith(b'{"ok":true')
+                and (local or payload.get("node") == self.node_id)):
             await self._shutdown()
 
     async def _act(self, action: str, payload: dict[str, Any], local: bool) -> bytes:

@@ -43,7 +43,8 @@ class Node:
     """One MisterSmith node on a NATS server: ``run(coro)`` runs on its loop thread."""
 
     def __init__(self, url: str, *, node_id: str | None = None, options: BridgeOptions | None = None,
-                 task_options: TaskOptions | None = None, **runtime: Any) -> None:
+                 task_options: TaskOptions | None = None,
+                 shutdown: Callable[[], Awaitable[None]] | None = None, **runtime: Any) -> None:
         self.node_id = node_id or f"n-{uuid.uuid4().hex[:8]}"
         self.url = url
         self.rt = Runtime(node_id=self.node_id, **runtime)
@@ -53,7 +54,7 @@ class Node:
         try:
             self.nc, stats = self.run(connect(connect_options(url, name=self.node_id)))
             self.bridge = Bridge(self.rt, self.nc, options=options or BridgeOptions(), connection_stats=stats,
-                                 task_options=task_options)
+                                 task_options=task_options, shutdown=shutdown)
             self.run(self.bridge.start())
         except BaseException:
             self.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import nats
@@ -10,6 +11,7 @@ import pytest
 from _bridge_helpers import WAIT_S, Node, client
 from nats.aio.client import Client as NATS
 
+from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.envelope import RemoteError
 
 
@@ -164,3 +166,25 @@ def test_bad_control_requests_get_error_replies(pair: tuple[Node, Node], action:
             await nc.close()
 
     a.run(scenario())
+
+
+def test_shutdown_on_system_control_stops_a_node_that_allows_it(nats_server: EmbeddedNats) -> None:
+    asked = threading.Event()
+
+    async def shutdown() -> None:
+        asked.set()
+
+    node = Node(nats_server.url, node_id="node-s", shutdown=shutdown)
+    try:
+        async def scenario() -> dict[str, Any]:
+            nc, ms = await client(node.url)
+            try:
+                answer: dict[str, Any] = await ms.control("shutdown", {"node": "node-s"})
+                return answer
+            finally:
+                await nc.close()
+
+        assert node.run(scenario()) == {"node": "node-s", "shutting_down": True}
+        assert asked.wait(10), "the node answered ok on system.control.shutdown, so it must stop"
+    finally:
+        node.close()
