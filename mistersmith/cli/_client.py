@@ -261,8 +261,7 @@ def run_shutdown(args: argparse.Namespace, out: Output) -> int:
         node = _token(args.node, "--node")
         if node is None:
             node = (await _control(nc, "ping", {}, args.timeout)).get("node")
-        # Straight to the node's own subject: system.control.shutdown answers ok for
-        # the node that gets it but does not stop it (see the bridge's control plane).
+        # Straight to the node's own subject: no-responders then means "no such node".
         missing = unreachable(f"no node {node!r} answers on this NATS")
         return await request(nc, subjects.node_control(str(node), "shutdown"), {"node": node}, args.timeout,
                              no_responders=missing)
