@@ -6,10 +6,29 @@ import ctypes
 import signal
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["free_port", "parent_death_signal"]
+from mistersmith.errors import MisterSmithError
+
+__all__ = ["EmbeddedServerError", "free_port", "parent_death_signal"]
 
 _PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedServerError(MisterSmithError):
+    """An embedded server could not be found, set up, started or stopped.
+
+    ``data_dir`` is its data directory; ``detail`` what went wrong (with the
+    tail of the server log when there is one).
+    """
+
+    code = "embedded_server"
+    server = "server"
+
+    def __init__(self, data_dir: Path, detail: str) -> None:
+        super().__init__(f"embedded {self.server} in {str(data_dir)!r}: {detail}")
+        self.data_dir = data_dir
+        self.detail = detail
 
 
 def free_port(host: str = "127.0.0.1") -> int:

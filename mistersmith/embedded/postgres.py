@@ -49,9 +49,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from mistersmith.errors import MisterSmithError
-
-from ._process import free_port, parent_death_signal
+from ._process import EmbeddedServerError, free_port, parent_death_signal
 
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
@@ -63,19 +61,11 @@ _POLL_S = 0.005
 _FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
-class EmbeddedPostgresError(MisterSmithError):
-    """The embedded PostgreSQL could not be set up, started or stopped.
-
-    ``data_dir`` is the cluster directory; ``detail`` what went wrong (with the
-    tail of the server log when there is one).
-    """
+class EmbeddedPostgresError(EmbeddedServerError):
+    """The embedded PostgreSQL could not be found, set up, started or stopped."""
 
     code = "embedded_postgres"
-
-    def __init__(self, data_dir: Path, detail: str) -> None:
-        super().__init__(f"embedded PostgreSQL in {str(data_dir)!r}: {detail}")
-        self.data_dir = data_dir
-        self.detail = detail
+    server = "PostgreSQL"
 
 
 def _bin_dir() -> Path:
