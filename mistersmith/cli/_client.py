@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NATS
 
 from mistersmith.bridge import subjects
+from mistersmith.crossing import run_in_thread
 from mistersmith.config import Settings
 
 from ._errors import EXIT_FAILED, EXIT_OK, CliError, failed, unreachable, usage
@@ -232,7 +233,8 @@ def run_health(args: argparse.Namespace, out: Output) -> int:
 
     async def body(nc: NATS, settings: Settings) -> dict[str, Any]:
         ping = await _control(nc, "ping", payload, args.timeout)
-        http = await asyncio.to_thread(_http_health, settings, str(ping.get("node")), args.timeout)
+        node = str(ping.get("node"))
+        http = await run_in_thread(lambda: _http_health(settings, node, args.timeout), "mistersmith-cli-health")
         status = http.get("status", "down") if http is not None else "ok"
         return {"status": status, "node": ping.get("node"), "ping": ping, "http": http}
 
