@@ -104,7 +104,12 @@ class Supervisor(Agent):
     # -- lifecycle ------------------------------------------------------------
 
     def on_start(self) -> None:
-        """Register the path, then start the static children in order (rollback on failure)."""
+        """Register the path, then start the static children in order (rollback on failure).
+
+        Runs in the supervisor's own thread. If a child fails to start, the
+        ones already started stop in reverse order and the ``StartError``
+        propagates: this supervisor's own start fails.
+        """
         if self.system.supervisors.setdefault(self.path, self) is not self:
             raise AgentExistsError(self.path)
         started: list[Child] = []
@@ -122,14 +127,18 @@ class Supervisor(Agent):
             raise
 
     def on_stop(self) -> None:
-        """Stop every child (reverse start order), leave the registry, refuse what is queued."""
+        """Stop every child (reverse start order), leave the registry, refuse what is queued.
+
+        Runs in the supervisor's own thread; each child's stop is bounded by
+        its ``shutdown_s``. If it raises, the supervisor's exit becomes a crash.
+        """
         self._terminate_all("supervisor shutting down")
         self._unregister()
         self.mailbox.closed = True
         self.system.dead_letters(self.path, self.mailbox.drain())
 
     def on_failure(self, *exc_info: Any) -> None:
-        """A crash of the supervisor itself still stops its children."""
+        """A crash of the supervisor itself still stops its children (in its own thread)."""
         self.on_stop()
 
     def on_receive(self, message: Any) -> Any:
