@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pykka
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from mistersmith import FakeClock, Runtime
 
 LEAK_GRACE_S = 5.0
+
+# Property tests check behaviour, not speed: on a loaded 2-CPU machine a fine
+# example can take longer than hypothesis's default 200 ms deadline.
+hypothesis_settings.register_profile("mistersmith", deadline=None)
+hypothesis_settings.load_profile("mistersmith")
 
 
 def _ours(thread: threading.Thread) -> bool:
