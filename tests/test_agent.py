@@ -562,14 +562,14 @@ def test_slow_restart_is_abandoned_and_never_serves_the_mailbox(rt: Runtime) -> 
                 pass
         for _ in range(20):
             try:
-                answer = rt.ask(agent, "whoami", timeout=1.0)["token"]
+                answer = rt.ask(agent, "whoami", timeout=WAIT_S)["token"]
             except CommandTimeoutError:
                 problems.append("a command to the agent was swallowed without a reply")
                 break
             if answer != live:
                 problems.append("another incarnation answered a command for the agent")
                 break
-        if not gate.join_all(1.0):
+        if not gate.join_all(WAIT_S):
             problems.append("the abandoned incarnation kept running after its on_start returned")
         assert not problems, "; ".join(problems)
     finally:
