@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 import nats
@@ -166,8 +168,18 @@ def test_a_full_mailbox_answers_mailbox_full(node: Node) -> None:
         nc, ms = await client(node.url)
         try:
             await ms.tell("slow", "hang", {"seconds": 30.0})
+            # Wait (bounded) until the agent has taken the hang out of its mailbox, so that
+            # exactly one more message fills it, however slow the machine.
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            while node.rt.get_agent("slow")["state"] != "busy":
+                assert asyncio.get_running_loop().time() < deadline, "the agent never started the hang"
+                await asyncio.sleep(0.01)  # polling a state with a deadline, not ordering by time
             await ms.tell("slow", "echo", {})
-            await ms.tell("slow", "echo", {})
+            await nc.flush()
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            while node.rt.get_agent("slow")["mailbox_depth"] < 1:
+                assert asyncio.get_running_loop().time() < deadline, "the echo never reached the mailbox"
+                await asyncio.sleep(0.01)
             with pytest.raises(RemoteError) as info:
                 await ms.request("slow", "echo", {})
             assert info.value.code == "mailbox_full"

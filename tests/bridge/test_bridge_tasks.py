@@ -128,8 +128,11 @@ def test_dead_letters_after_max_deliver_and_at_once_for_bad_input(nats_server: E
             try:
                 dead = await Inbox().subscribe(nc, "tasks.flaky.dead")
                 await tasks.serve("flaky")
-                await tasks.submit("flaky", {"key": "never", "fail_times": 99}, task_id="doomed")
+                # The malformed task goes first (one in flight at a time), so the agent is up when it
+                # arrives: sent while "doomed" had the agent restarting, it could meet `restarting`
+                # first and be dead-lettered only at its second delivery.
                 await tasks.submit("flaky", {"wrong": True}, task_id="malformed")
+                await tasks.submit("flaky", {"key": "never", "fail_times": 99}, task_id="doomed")
                 letters = [orjson.loads((await dead.next()).data) for _ in range(2)]
                 # they are kept in the dead-letter stream
                 info = await nc.jetstream().stream_info("MS_TASKS_DEAD")
