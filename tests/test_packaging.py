@@ -7,6 +7,7 @@ test builds the real wheel so that a package missing from pyproject's list
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,10 +19,15 @@ SOURCES = {"mistersmith": ROOT / "mistersmith", "mistersmith/actors": ROOT / "ac
 
 
 def test_wheel_holds_every_module_under_mistersmith(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+    # Build from a copy: setuptools writes build/ and *.egg-info into the source tree.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".mypy_cache", ".pytest_cache", ".hypothesis"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=300,
     )
+    assert built.returncode == 0, built.stdout + built.stderr
     wheel = next(tmp_path.glob("mistersmith-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
