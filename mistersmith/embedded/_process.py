@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import signal
 import socket
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mistersmith.errors import MisterSmithError
 
-__all__ = ["EmbeddedServerError", "free_port", "parent_death_signal"]
+__all__ = ["EmbeddedServerError", "free_port", "parent_death_signal", "stop_process"]
+
+logger = logging.getLogger("mistersmith.embedded")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -50,3 +54,18 @@ def parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, sig)
 
     return preexec
+
+
+def stop_process(proc: subprocess.Popen[bytes], signals: Sequence[signal.Signals], timeout_s: float, name: str) -> None:
+    """Send ``signals`` in turn, each given ``timeout_s`` to work, until ``proc`` has exited."""
+    for sig in signals:
+        if proc.poll() is not None:
+            return
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.error("embedded %s (pid %d) ignored %s", name, proc.pid, sig.name)

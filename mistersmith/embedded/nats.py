@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._process import EmbeddedServerError, free_port, parent_death_signal
+from ._process import EmbeddedServerError, free_port, parent_death_signal, stop_process
 
 __all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary"]
 
@@ -158,17 +158,7 @@ class EmbeddedNats:
             return
         self._stopping = True
         try:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if proc.poll() is not None:
-                    break
-                try:
-                    proc.send_signal(sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(self.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    logger.error("embedded nats-server (pid %d) ignored %s", proc.pid, sig.name)
+            stop_process(proc, (signal.SIGTERM, signal.SIGKILL), self.stop_timeout_s, "nats-server")
             if watcher is not None:
                 watcher.join(self.stop_timeout_s)
         finally:

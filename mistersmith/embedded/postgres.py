@@ -49,7 +49,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from ._process import EmbeddedServerError, free_port, parent_death_signal
+from ._process import EmbeddedServerError, free_port, parent_death_signal, stop_process
 
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
@@ -208,17 +208,7 @@ class EmbeddedPostgres:
             return
         self._stopping = True
         try:
-            for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
-                if proc.poll() is not None:
-                    break
-                try:
-                    proc.send_signal(sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(self.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    logger.error("embedded PostgreSQL (pid %d) ignored %s", proc.pid, sig.name)
+            stop_process(proc, (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL), self.stop_timeout_s, "PostgreSQL")
             if watcher is not None:
                 watcher.join(self.stop_timeout_s)
         finally:
