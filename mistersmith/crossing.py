@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from mistersmith.errors import BlockingCallError
 from mistersmith.supervisors import EventBus, SupervisionEvent
 
-__all__ = ["EventStream", "LoopReply", "LoopThread", "forbid_blocking", "run_in_thread", "wait_reply"]
+__all__ = ["EventStream", "LoopReply", "LoopThread", "forbid_blocking", "run_in_thread"]
 
 logger = logging.getLogger("mistersmith.crossing")
 
@@ -41,14 +41,21 @@ def forbid_blocking(call: str, instead: str) -> None:
 
 
 class LoopReply:
-    """A reply slot that actor threads fill and an asyncio task awaits."""
+    """A reply slot that actor threads fill and the event loop awaits (``future``).
 
-    __slots__ = ("_done", "_loop", "future")
+    With ``timeout_s``, the future fails with ``on_timeout()`` if no reply
+    came within that time (a timer on the loop, cancelled by the reply).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_done", "_loop", "_timer", "future")
+
+    def __init__(self, timeout_s: float | None = None, on_timeout: Callable[[], Exception] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Any] = self._loop.create_future()
         self._done = False
+        self._timer: asyncio.TimerHandle | None = None
+        if timeout_s is not None:
+            self._timer = self._loop.call_later(timeout_s, self._expire, on_timeout or TimeoutError)
 
     def set(self, value: Any = None) -> None:
         self._cross(value, None)
@@ -66,6 +73,8 @@ class LoopReply:
             pass
 
     def _resolve(self, value: Any, error: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self.future.done():
             return
         if error is None:
@@ -73,13 +82,15 @@ class LoopReply:
         else:
             self.future.set_exception(error)
 
+    def cancel(self) -> None:
+        """Nobody will wait: drop the timer and cancel the future (a late reply is ignored)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.future.cancel()
 
-async def wait_reply(reply: LoopReply, timeout_s: float | None, on_timeout: Callable[[], Exception]) -> Any:
-    """Await a ``LoopReply``; raise ``on_timeout()`` after ``timeout_s``."""
-    try:
-        return await asyncio.wait_for(reply.future, timeout_s)
-    except TimeoutError:
-        raise on_timeout() from None
+    def _expire(self, on_timeout: Callable[[], Exception]) -> None:
+        if not self.future.done():
+            self.future.set_exception(on_timeout())
 
 
 async def run_in_thread(fn: Callable[[], T], name: str) -> T:

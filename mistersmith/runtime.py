@@ -8,6 +8,7 @@ twin (``aask``, ``aspawn``...); ``send`` never blocks and works anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
@@ -20,7 +21,7 @@ import pykka
 
 from mistersmith.actors import Agent, Command, EchoAgent, Envelope, Exit, ProcessAgent, ThreadReply
 from mistersmith.clock import Clock, MonotonicClock
-from mistersmith.crossing import EventStream, LoopReply, forbid_blocking, run_in_thread, wait_reply
+from mistersmith.crossing import EventStream, LoopReply, forbid_blocking, run_in_thread
 from mistersmith.errors import (
     CommandTimeoutError,
     FatalError,
@@ -269,9 +270,25 @@ class Runtime:
         self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
     ) -> Any:
         """``ask`` for asyncio programs; never blocks the loop."""
-        reply = LoopReply()
-        self._enqueue(agent_id, command, payload, reply)
-        return await wait_reply(reply, timeout, lambda: CommandTimeoutError(agent_id, command, timeout))
+        return await self.ask_future(agent_id, command, payload, timeout=timeout)
+
+    def ask_future(
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
+    ) -> asyncio.Future[Any]:
+        """Queue the command now and return the future of its result (call it on the event loop).
+
+        Refusals (``UnknownAgentError``, ``MailboxFullError``...) raise at
+        once; the future holds the result or the error ``aask`` would raise,
+        ``CommandTimeoutError`` after ``timeout`` seconds included. For callers
+        that must queue in order before they await (the NATS bridge).
+        """
+        reply = LoopReply(timeout, lambda: CommandTimeoutError(agent_id, command, timeout))
+        try:
+            self._enqueue(agent_id, command, payload, reply)
+        except BaseException:
+            reply.cancel()
+            raise
+        return reply.future
 
     # -- stop and restart ---------------------------------------------------------
 
@@ -321,10 +338,14 @@ class Runtime:
         return reply.result()
 
     async def _acall(self, sup: Supervisor, message: Any, bound_s: float) -> Any:
-        reply = LoopReply()
-        self._post(sup, message, reply)
         timeout = bound_s + _CALL_MARGIN_S
-        return await wait_reply(reply, timeout, lambda: CommandTimeoutError(sup.path, type(message).__name__, timeout))
+        reply = LoopReply(timeout, lambda: CommandTimeoutError(sup.path, type(message).__name__, timeout))
+        try:
+            self._post(sup, message, reply)
+        except BaseException:
+            reply.cancel()
+            raise
+        return await reply.future
 
     # -- introspection (never blocks) ---------------------------------------------------
 

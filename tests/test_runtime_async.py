@@ -124,6 +124,28 @@ def test_aask_timeout_and_errors() -> None:
     run(main)
 
 
+def test_ask_future_queues_at_once_in_call_order() -> None:
+    async def main() -> None:
+        async with new_runtime() as rt:
+            gate = Gate()
+            blocked = await rt.aspawn(blocker_kind(gate))
+            await rt.asend(blocked, "block_hard")
+            with pytest.raises(CommandTimeoutError):
+                await rt.ask_future(blocked, "ping", timeout=0.05)
+            pings = [rt.ask_future(blocked, "ping", timeout=WAIT_S) for _ in range(3)]
+            assert rt.get_agent(blocked)["mailbox_depth"] == 4  # queued before anything was awaited
+            gate.release.set()
+            await asyncio.gather(*pings)
+            agent = await rt.aspawn("worker", "a")
+            records = [rt.ask_future(agent, "record", {"value": i}, timeout=WAIT_S) for i in range(5)]
+            await asyncio.gather(*records)
+            assert await rt.aask(agent, "recorded", timeout=WAIT_S) == [0, 1, 2, 3, 4]
+            with pytest.raises(UnknownAgentError):  # a refusal raises at once, not in the future
+                rt.ask_future("ghost", "ping", timeout=WAIT_S)
+
+    run(main)
+
+
 BLOCKING: list[tuple[str, Callable[[Runtime], Any], str]] = [
     ("ask", lambda rt: rt.ask("a", "ping", timeout=1), "await runtime.aask(...)"),
     ("spawn", lambda rt: rt.spawn("worker"), "await runtime.aspawn(...)"),
@@ -172,5 +194,25 @@ def test_wait_closed_on_the_loop_is_refused() -> None:
         async with new_runtime() as rt:
             with pytest.raises(BlockingCallError):
                 rt.wait_closed(0.05)
+
+    run(main)
+
+
+def test_loop_reply_times_out_once_and_ignores_late_replies() -> None:
+    from mistersmith.crossing import LoopReply
+
+    async def main() -> None:
+        late = LoopReply(0.01, lambda: CommandTimeoutError("a", "ping", 0.01))
+        with pytest.raises(CommandTimeoutError):
+            await late.future
+        done = threading.Event()
+        threading.Thread(target=lambda: (late.set("too late"), done.set())).start()
+        assert done.wait(WAIT_S)
+        await asyncio.sleep(0)  # let the crossing callback run: it must leave the future alone
+        assert isinstance(late.future.exception(), CommandTimeoutError)
+        quick = LoopReply(WAIT_S)
+        threading.Thread(target=quick.set, args=("on time",)).start()
+        assert await quick.future == "on time"
+        assert quick._timer is not None and quick._timer.cancelled()
 
     run(main)

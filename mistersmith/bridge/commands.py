@@ -7,7 +7,7 @@ request for an agent on another node is answered by that node.
 
 - With a reply subject, a message is a request: the body is decoded
   (``mistersmith.envelope.decode_command``), the command is queued with
-  ``Runtime.aask`` and the outcome is published on the reply subject as
+  ``Runtime.ask_future`` and the outcome is published on the reply subject as
   ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``.
   The request's ``traceparent``/``tracestate`` headers go back on the reply.
 - Without one, it is a tell (``Runtime.send``): a refusal (unknown command,
@@ -126,7 +126,12 @@ class CommandRouter:
             self._tell(agent_id, command, payload)
             return
         self.counters.add("requests_in")
-        task = asyncio.get_running_loop().create_task(self._ask(msg, agent_id, command, payload))
+        try:  # queue now, in arrival order; a task awaits the answer
+            answer = self.runtime.ask_future(agent_id, command, payload, timeout=self.ask_timeout_s)
+        except Exception as exc:
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_exception(exc)
+        task = asyncio.get_running_loop().create_task(self._answer(msg, agent_id, command, answer))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -148,10 +153,10 @@ class CommandRouter:
             if isinstance(exc, UnknownAgentError):
                 self._forget_later(agent_id)
 
-    async def _ask(self, msg: Msg, agent_id: str, command: str, payload: dict[str, Any]) -> None:
+    async def _answer(self, msg: Msg, agent_id: str, command: str, answer: asyncio.Future[Any]) -> None:
         headers = trace_headers(msg.headers)
         try:
-            result = await self.runtime.aask(agent_id, command, payload, timeout=self.ask_timeout_s)
+            result = await answer
         except MisterSmithError as exc:
             if isinstance(exc, UnknownAgentError):
                 self._forget_later(agent_id)

@@ -73,7 +73,8 @@ _UNESCAPES = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
 def _text(value: str | None) -> str:
     if value is None:
         return _NULL
-    if _NEEDS_ESCAPE.search(value):
+    # isprintable() is False for tab, newline, carriage return and NUL (and a few harmless others)
+    if ("\\" in value or not value.isprintable()) and _NEEDS_ESCAPE.search(value):
         return value.translate(_ESCAPES)
     return value
 
@@ -105,7 +106,7 @@ def encode_line(event: SupervisionEvent) -> bytes:
         data = data.replace(b"\\", b"\\\\")
     head = "\t".join(
         (
-            str(event.event_id),
+            event.event_id.hex,  # PostgreSQL's uuid input takes the 32 digits without hyphens
             event.occurred_at.isoformat(),
             _text(event.node_id),
             str(event.seq),
@@ -175,8 +176,11 @@ class JournalLine:
 
     @property
     def event_id(self) -> str:
-        """The event's id, as text."""
-        return self._event_id
+        """The event's id, as text in the canonical hyphenated form (``str(uuid)``)."""
+        raw = self._event_id
+        if len(raw) == 32:  # written without hyphens
+            return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+        return raw
 
     @property
     def data(self) -> dict[str, Any]:

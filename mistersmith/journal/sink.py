@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 
 from mistersmith.supervisors import SupervisionEvent
 
@@ -33,7 +32,7 @@ class JournalSink:
     def __init__(self, spool: Spool, *, sync_timeout_s: float) -> None:
         self.spool = spool
         self.sync_timeout_s = sync_timeout_s
-        self._tickets: dict[uuid.UUID, int] = {}
+        self._tickets: dict[int, int] = {}  # event_id.int -> spool ticket
         self._lock = threading.Lock()
         self.dropped = 0
         self.sync_timeouts = 0
@@ -48,10 +47,10 @@ class JournalSink:
                 extra={"agent_id": event.agent_id, "supervisor": event.supervisor, "event_type": event.event_type},
             )
             return
-        self._tickets[event.event_id] = ticket
+        self._tickets[event.event_id.int] = ticket
 
     def sync(self, event: SupervisionEvent) -> None:
-        ticket = self._tickets.pop(event.event_id, None)
+        ticket = self._tickets.pop(event.event_id.int, None)
         if ticket is None or self.spool.wait_durable(ticket, self.sync_timeout_s):
             return
         with self._lock:

@@ -11,7 +11,7 @@ from psycopg import sql
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mistersmith.journal.codec import COLUMNS, decode_line, encode_line, event_from_row
+from mistersmith.journal.codec import COLUMNS, JournalLine, decode_line, encode_line, event_from_row
 from mistersmith.journal.replay import ReplayFilter
 from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
@@ -37,6 +37,15 @@ def test_round_trip_keeps_every_field() -> None:
     assert line.count(b"\t") == len(COLUMNS) - 1
     assert decode_line(line) == original
     assert decode_line(line, seq=99).seq == 99
+
+
+def test_journal_line_gives_the_canonical_event_id_whichever_form_was_spooled() -> None:
+    original = event()
+    line = encode_line(original)
+    assert JournalLine(line).event_id == str(original.event_id)
+    hyphenated = line.replace(original.event_id.hex.encode(), str(original.event_id).encode(), 1)  # older spools
+    assert JournalLine(hyphenated).event_id == str(original.event_id)
+    assert decode_line(hyphenated) == original
 
 
 def test_none_fields_are_copy_nulls() -> None:
