@@ -248,8 +248,7 @@ class Shipper:
         return self._conn
 
     def _failed(self, exc: BaseException) -> None:
-        self._projection = Projection()  # it may hold changes that were rolled back
-        self._loaded_nodes.clear()
+        self._forget_projection()
         self.last_error = f"{type(exc).__name__}: {str(exc).strip()}"
         try:
             self._note_failure(exc)
@@ -274,15 +273,16 @@ class Shipper:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(_LOCK, (APPEND_LOCK_KEY,))
                 if careful:
-                    rows = self._insert_careful(cur, lines, metas)
+                    rows = self._insert_careful(conn, cur, lines, metas)
                 else:
-                    rows = self._insert_direct(cur, lines, metas)
-                self._fold(conn, cur, rows)
+                    rows = self._insert_direct(conn, cur, lines, metas)
+                changed, removed = self._projection.take_changes()
+                delete_records(cur, removed)
+                upsert_records(cur, changed)
                 if rows:
                     cur.execute(_NOTIFY, (NOTIFY_CHANNEL, str(rows[-1][1])))
         except BaseException:
-            self._projection = Projection()
-            self._loaded_nodes.clear()
+            self._forget_projection()
             raise
         self.batches += 1
         self.events_shipped += len(rows)
@@ -296,56 +296,85 @@ class Shipper:
             meta if isinstance(meta, SupervisionEvent) else JournalLine(line) for line, meta in zip(lines, metas)
         ]
 
-    def _insert_direct(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[Numbered]:
-        """COPY straight into the journal; the events with their seqs, in seq order.
+    def _insert_direct(
+        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]
+    ) -> list[Numbered]:
+        """COPY straight into the journal, folding into the registry meanwhile; the events with their seqs.
 
-        The server ingests the COPY (a worker thread feeds it) while this
-        thread parses what it must for the fold. Under the append lock the
-        numbers are the sequence's next ones; that is checked afterwards.
+        Under the append lock the new rows take the sequence's next numbers,
+        so while the server ingests the COPY (a worker thread feeds it) this
+        thread folds the events with those numbers. Afterwards the numbers are
+        checked; if a writer that does not take the lock took some in between,
+        the fold is done again with the real ones.
         """
         row = cur.execute(_SEQ_NOW).fetchone()
-        expected_first = int(row[0] or 0) + 1 if row is not None else 1
+        first = int(row[0] or 0) + 1 if row is not None else 1
+        events = self._events(lines, metas)
+        expected = list(zip(events, range(first, first + len(events))))
+        folded = self._knows_nodes(events)  # else the fold must query the registry: after the COPY
         try:
             with cur.copy(_COPY_DIRECT, writer=QueuedLibpqWriter(cur)) as copy:
                 copy.write(b"".join(lines))
-                events = self._events(lines, metas)
+                if folded:
+                    self._apply(expected)
         except psycopg.errors.UniqueViolation as exc:
             raise _Duplicate from exc
         row = cur.execute(_LAST_SEQ).fetchone()
         assert row is not None
         last = int(row[0])
-        first = last - len(lines) + 1
-        if first == expected_first:
-            ends = [str(events[0].event_id), str(events[-1].event_id)]
-            found = {str(k): v for k, v in cur.execute(_SEQS_OF, (ends,)).fetchall()}
-            if found.get(ends[0]) == first and found.get(ends[-1]) == last:
-                return list(zip(events, range(first, last + 1)))
-        # a writer that does not take the lock took numbers in between: ask for each
-        found = {str(k): v for k, v in cur.execute(_SEQS_OF, ([str(e.event_id) for e in events],)).fetchall()}
-        return sorted(((e, found[str(e.event_id)]) for e in events), key=lambda pair: pair[1])
+        rows = expected
+        if last != first + len(events) - 1 or not self._numbered_as(cur, expected):
+            found = {str(k): v for k, v in cur.execute(_SEQS_OF, ([str(e.event_id) for e in events],)).fetchall()}
+            rows = sorted(((e, found[str(e.event_id)]) for e in events), key=lambda pair: pair[1])
+            if folded:
+                self._forget_projection()
+                folded = False
+        if not folded:
+            self._fold(conn, rows)
+        return rows
 
-    def _insert_careful(self, cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]) -> list[Numbered]:
+    @staticmethod
+    def _numbered_as(cur: psycopg.Cursor[Any], expected: list[Numbered]) -> bool:
+        """The first and last events hold the seqs expected of them."""
+        ends = [expected[0], expected[-1]]
+        found = {str(k): v for k, v in cur.execute(_SEQS_OF, ([str(e.event_id) for e, _ in ends],)).fetchall()}
+        return all(found.get(str(e.event_id)) == seq for e, seq in ends)
+
+    def _insert_careful(
+        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], lines: list[bytes], metas: list[object]
+    ) -> list[Numbered]:
         """Through the staging table, skipping events already journaled (folded when they were inserted)."""
         cur.execute(_STAGE)
         with cur.copy(_COPY_STAGE) as copy:
             copy.write(b"".join(lines))
         found = {str(k): v for k, v in cur.execute(_INSERT_STAGED).fetchall()}
         numbered = [(e, found.get(str(e.event_id))) for e in self._events(lines, metas)]
-        return [(e, seq) for e, seq in numbered if seq is not None]
+        rows = [(e, seq) for e, seq in numbered if seq is not None]
+        self._fold(conn, rows)
+        return rows
 
-    def _fold(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[Numbered]) -> None:
-        """Fold the inserted events into the registry, in the same transaction."""
-        projection = self._projection
+    def _knows_nodes(self, events: list[Event]) -> bool:
+        loaded = self._loaded_nodes
+        return all(e.node_id in loaded for e in events)
+
+    def _fold(self, conn: psycopg.Connection[Any], rows: list[Numbered]) -> None:
+        """Load the registry of nodes not seen yet, then fold ``rows`` into it."""
+        for node_id in {e.node_id for e, _ in rows} - self._loaded_nodes:
+            self._projection.load(load_node(conn, node_id))
+            self._loaded_nodes.add(node_id)
+        self._apply(rows)
+
+    def _apply(self, rows: list[Numbered]) -> None:
+        apply = self._projection.apply
         for i, (event, seq) in enumerate(rows):
-            if event.node_id not in self._loaded_nodes:
-                projection.load(load_node(conn, event.node_id))
-                self._loaded_nodes.add(event.node_id)
-            projection.apply(event, seq)
+            apply(event, seq)
             if not i % 512:
                 time.sleep(0)  # let emitting threads have the GIL: they wait on us less than we on them
-        changed, removed = projection.take_changes()
-        delete_records(cur, removed)
-        upsert_records(cur, changed)
+
+    def _forget_projection(self) -> None:
+        """Drop the fold (it may hold changes that were rolled back); it reloads from the registry."""
+        self._projection = Projection()
+        self._loaded_nodes.clear()
 
     # -- poison lines -----------------------------------------------------------------------
 

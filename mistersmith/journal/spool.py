@@ -68,7 +68,7 @@ class Spool:
         segment_bytes: int = 64 << 20,
         fsync: bool = True,
         group_wait_s: float = 0.001,
-        recent_max: int = 10_000,
+        recent_max: int = 50_000,
     ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
