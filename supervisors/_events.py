@@ -301,9 +301,10 @@ class EventBus:
         Subscribers see the event only after that, and in ``seq`` order, so
         nothing outside the process observes an event a crash could lose.
         """
+        event_id = uuid.uuid4()  # a syscall: outside the lock
         with self._lock:
             event = SupervisionEvent(
-                event_id=uuid.uuid4(),
+                event_id=event_id,
                 seq=self._next_seq,
                 occurred_at=datetime.now(UTC),
                 node_id=self.node_id,

@@ -37,7 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 from mistersmith.crossing import LoopThread, forbid_blocking, run_in_thread
 from mistersmith.embedded.postgres import EmbeddedPostgres
 
-from .codec import event_from_row
+from .codec import encode_line, event_from_row
 from .config import JournalConfig
 from .errors import DatabaseUnreachableError, JournalClosedError
 from .migrate import migrate
@@ -124,7 +124,8 @@ class Journal:
                 raise DatabaseUnreachableError(describe_target(conninfo), str(exc).strip()) from exc
             if applied:
                 logger.info("journal schema migrated: %s", ", ".join(m.filename for m in applied))
-            spool = Spool(data_dir / "journal", segment_bytes=config.spool_segment_bytes, fsync=config.spool_fsync)
+            spool = Spool(data_dir / "journal", segment_bytes=config.spool_segment_bytes, fsync=config.spool_fsync,
+                          encode=encode_line)
             spool.open()
             shipper = Shipper(
                 spool, conninfo,

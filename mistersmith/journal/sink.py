@@ -1,8 +1,9 @@
 """``JournalSink``: the event bus's durable sink (the write-ahead hook).
 
-- ``write(event)`` runs under the bus lock, in ``seq`` order: it encodes the
-  event (``codec.encode_line``) and queues it in the spool. No I/O; it never
-  raises (after ``close`` it logs and counts the event as dropped).
+- ``write(event)`` runs under the bus lock, in ``seq`` order: it queues the
+  event in the spool, whose writing thread encodes it (``codec.encode_line``,
+  the spool's ``encode``) outside the lock. No I/O; it never raises (after
+  ``close`` it logs and counts the event as dropped).
 - ``sync(event)`` runs right after, in the emitting actor's thread: it returns
   once the spool has fsync'd the event, so the transition's effect (the
   restart, the reply, the next event) cannot be seen before the event is on
@@ -17,7 +18,6 @@ import threading
 
 from mistersmith.supervisors import SupervisionEvent
 
-from .codec import encode_line
 from .errors import JournalClosedError
 from .spool import Spool
 
@@ -39,7 +39,7 @@ class JournalSink:
 
     def write(self, event: SupervisionEvent) -> None:
         try:
-            ticket = self.spool.append(encode_line(event), event)
+            ticket = self.spool.append(None, event)  # the spool's writer encodes it, outside the bus lock
         except JournalClosedError:
             self.dropped += 1
             logger.error(

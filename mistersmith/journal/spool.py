@@ -32,6 +32,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,13 @@ class Spool:
         fsync: bool = True,
         group_wait_s: float = 0.001,
         recent_max: int = 50_000,
+        encode: Callable[[Any], bytes] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.group_wait_s = group_wait_s
+        self._encode = encode
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # durable progress: followers, the shipper
         self._arrived = threading.Condition(self._lock)  # a record queued while the leader gathers
@@ -81,8 +84,8 @@ class Spool:
         self._gathering = False
         self._followers = 0  # threads waiting in wait_durable
         self._expect = 1  # how many records the next group should wait for (see _gather)
-        self._pending: list[bytes] = []
-        self._pending_meta: list[tuple[bytes, object]] = []
+        self._pending: list[bytes | None] = []  # records, or None: encode(meta) when written
+        self._pending_meta: list[object] = []
         # (segment, start, end, record, meta) of the records written lately, oldest first (see read)
         self._recent: deque[tuple[int, int, int, bytes, object]] = deque(maxlen=recent_max)
         self._appended = 0  # tickets handed out
@@ -183,19 +186,23 @@ class Spool:
 
     # -- appending (any thread) --------------------------------------------------------
 
-    def append(self, record: bytes, meta: object = None) -> int:
+    def append(self, record: bytes | None, meta: object = None) -> int:
         """Queue ``record``; return the ticket to ``wait_durable`` on. Never blocks on I/O.
 
-        Once written, the record and ``meta`` (the event it encodes) stay in
-        memory for a while (``recent_max`` records), so that ``read`` can serve
-        the shipper without reading the file or parsing the line again.
+        With ``record=None`` the record is ``encode(meta)`` (the spool's
+        ``encode``), computed by the thread that writes the group, so that
+        callers holding a lock (the event bus) only queue. Once written, the
+        record and ``meta`` (the event it encodes) stay in memory for a while
+        (``recent_max`` records), so that ``read`` can serve the shipper
+        without reading the file or parsing the line again.
         """
-        framed = frame(record)
+        if record is None and self._encode is None:
+            raise TypeError("Spool.append(None, meta) needs a spool made with encode=...")
         with self._lock:
             if self._closing or self.closed:
                 raise JournalClosedError("appending an event")
-            self._pending.append(framed)
-            self._pending_meta.append((record, meta))
+            self._pending.append(record)
+            self._pending_meta.append(meta)
             self._appended += 1
             if self._gathering:
                 self._arrived.notify()
@@ -238,23 +245,26 @@ class Spool:
         try:
             with self._lock:
                 self._gather()
-                frames, self._pending = self._pending, []
+                queued, self._pending = self._pending, []
                 metas, self._pending_meta = self._pending_meta, []
                 ticket = self._appended
-            if not frames:
+            if not queued:
                 return
+            encode = self._encode
+            records = [r if r is not None else encode(m) for r, m in zip(queued, metas)]  # type: ignore[misc]
+            frames = [frame(r) for r in records]
             data = b"".join(frames)
             start = self._size
             if not self._write(data, deadline):
                 with self._lock:
-                    self._pending[:0] = frames  # a later leader tries again, in the same order
+                    self._pending[:0] = records  # a later leader tries again, in the same order
                     self._pending_meta[:0] = metas
                 return
             segment = self._segment
             with self._lock:
                 recent = self._recent
                 end = start
-                for framed, (record, meta) in zip(frames, metas):
+                for framed, record, meta in zip(frames, records, metas):
                     begin, end = end, end + len(framed)
                     recent.append((segment, begin, end, record, meta))
                 self._durable_ticket = ticket

@@ -163,3 +163,21 @@ def test_reads_come_from_memory_while_they_can_and_from_disk_after(tmp_path: Pat
         assert again == records and again_metas == [None] * 10, "reading does not consume: the file serves it"
     finally:
         spool.close()
+
+
+def test_records_can_be_encoded_by_the_writing_thread(tmp_path: Path) -> None:
+    spool = opened(tmp_path, encode=lambda n: f"event {n}\n".encode())  # type: ignore[arg-type]
+    try:
+        tickets = [spool.append(None, meta=n) for n in range(3)] + [spool.append(b"ready made\n", meta="x")]
+        assert spool.wait_durable(tickets[-1], 5.0)
+        records, metas, _, _ = spool.read(spool.shipped_position, 10, 1 << 20)
+        assert records == [b"event 0\n", b"event 1\n", b"event 2\n", b"ready made\n"]
+        assert metas == [0, 1, 2, "x"]
+    finally:
+        spool.close()
+    plain = opened(tmp_path / "plain")
+    try:
+        with pytest.raises(TypeError, match="encode="):
+            plain.append(None, meta=1)
+    finally:
+        plain.close()
