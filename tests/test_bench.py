@@ -77,7 +77,7 @@ def test_table_and_json_carry_the_same_figure() -> None:
     )
     table = render_table([figure])
     row = table.splitlines()[2]
-    for cell in ("ask round trip p50", "30.0 us", "20.0 us", "1.50x", "<= 1.5x", "pass", "p99 90.0, pykka p99 80.0"):
+    for cell in ("ask round trip p50", "30.0 us", "20.0 us", "1.50x", "<= 1.5x", "pass", "p99 90.0, baseline p99 80.0"):
         assert cell in row
     doc = render_json("runtime", False, [("runtime", [figure])], {"nproc": 2})
     assert doc["figures"] == [{"suite": "runtime", **figure.as_dict()}]

@@ -117,7 +117,7 @@ def _note(key: str, value: float | int | str) -> str:
     unit = ""
     if key.endswith("_s"):
         key, unit = key[:-2], " s"
-    label = key.replace("baseline_", "pykka ").replace("_", " ")
+    label = key.replace("baseline_", "baseline ").replace("_", " ")
     return f"{label} {value if isinstance(value, str) else _number(float(value))}{unit}"
 
 
