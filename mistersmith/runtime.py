@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -282,13 +282,10 @@ class Runtime:
         ``CommandTimeoutError`` after ``timeout`` seconds included. For callers
         that must queue in order before they await (the NATS bridge).
         """
-        reply = LoopReply(timeout, lambda: CommandTimeoutError(agent_id, command, timeout))
-        try:
-            self._enqueue(agent_id, command, payload, reply)
-        except BaseException:
-            reply.cancel()
-            raise
-        return reply.future
+        return _queued(
+            timeout, lambda: CommandTimeoutError(agent_id, command, timeout),
+            lambda reply: self._enqueue(agent_id, command, payload, reply),
+        )
 
     # -- stop and restart ---------------------------------------------------------
 
@@ -339,13 +336,10 @@ class Runtime:
 
     async def _acall(self, sup: Supervisor, message: Any, bound_s: float) -> Any:
         timeout = bound_s + _CALL_MARGIN_S
-        reply = LoopReply(timeout, lambda: CommandTimeoutError(sup.path, type(message).__name__, timeout))
-        try:
-            self._post(sup, message, reply)
-        except BaseException:
-            reply.cancel()
-            raise
-        return await reply.future
+        return await _queued(
+            timeout, lambda: CommandTimeoutError(sup.path, type(message).__name__, timeout),
+            lambda reply: self._post(sup, message, reply),
+        )
 
     # -- introspection (never blocks) ---------------------------------------------------
 
@@ -489,3 +483,16 @@ class Runtime:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _queued(
+    timeout_s: float, on_timeout: Callable[[], Exception], queue: Callable[[LoopReply], None]
+) -> asyncio.Future[Any]:
+    """A ``LoopReply``'s future after ``queue`` handed the reply slot to an actor; nothing left behind if it raises."""
+    reply = LoopReply(timeout_s, on_timeout)
+    try:
+        queue(reply)
+    except BaseException:
+        reply.cancel()
+        raise
+    return reply.future
