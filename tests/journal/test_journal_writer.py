@@ -145,3 +145,36 @@ def test_a_line_postgresql_rejects_is_set_aside_and_the_rest_ships(journal: Jour
     assert journal.stats()["writer"]["rejected"] == 2
     kept = (journal.spool.directory / "rejected.log").read_text()
     assert poison.event_id.hex in kept and "not a journal line" in kept  # the line as spooled
+
+
+def test_the_registry_fold_is_redone_when_another_writer_took_seqs(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer folds a batch while the COPY runs, with the seqs it expects; a writer that skips the
+    append lock can take numbers in between, and then the registry must hold the real seqs."""
+    from psycopg import sql
+
+    from mistersmith.journal import shipper as shipper_module
+
+    bus = EventBus("n-refold")
+    bus.add_sink(journal.sink)
+    bus.emit("started", supervisor="root", agent_id="a0", kind="echo", data={"restart": "permanent"})
+    assert journal.flush(10)  # the first batch after a start goes the careful way; the next ones straight
+    # From now on, each batch "loses" one number to someone else, right after the writer read the sequence.
+    monkeypatch.setattr(shipper_module, "_SEQ_NOW", sql.SQL(
+        "SELECT nextval(pg_get_serial_sequence('supervision_events', 'seq')) - 1"
+    ))
+    bus.emit("started", supervisor="root", agent_id="a1", kind="echo", data={"restart": "permanent"})
+    bus.emit("failed", supervisor="root", agent_id="a1", kind="echo", reason="boom")
+    bus.emit("restarted", supervisor="root", agent_id="a1", kind="echo", restart_count=1,
+             data={"restart": "permanent"})
+    bus.emit("stopped", supervisor="root", agent_id="a0", kind="echo", reason="shutdown: stopped on request")
+    assert journal.flush(10)
+    with psycopg.connect(journal.conninfo) as conn:
+        seqs = {a: s for a, s in conn.execute(
+            "SELECT agent_id, max(seq) FROM supervision_events WHERE node_id = 'n-refold' GROUP BY agent_id")}
+        all_seqs = [r[0] for r in conn.execute("SELECT seq FROM supervision_events ORDER BY seq")]
+        registry = {r[0]: r[1:] for r in conn.execute(
+            "SELECT agent_id, last_seq, state, incarnation FROM agents WHERE node_id = 'n-refold'")}
+    assert all_seqs != list(range(all_seqs[0], all_seqs[0] + len(all_seqs))), "a number was taken in between"
+    assert registry == {"a1": (seqs["a1"], "running", 1)}, "a0 stopped on purpose; a1 at its real last seq"
