@@ -13,6 +13,8 @@ one node answers each request:
   hosting node subscribes to (``unknown_agent`` if nobody answers).
 - ``list`` ``{"kind"?, "node"?, "command"?}`` gathers ``system.nodes.list``
   answers from every known node: ``{"agents", "nodes", "missing"}``.
+- ``tree`` ``{"node"?}`` gathers ``system.nodes.tree`` answers (each node's
+  ``Runtime.tree()``) the same way: ``{"trees", "nodes", "missing"}``.
 - ``ping`` ``{"node"?}``: ``{"node", "agents", "uptime_s", "nodes"}``.
 - ``shutdown`` ``{"node"}``: only where the node allows it (else ``unauthorized``).
 
@@ -102,6 +104,14 @@ def _agent_id(payload: Mapping[str, Any], action: str) -> str:
     return str(payload["agent_id"])
 
 
+def _node_only(payload: Mapping[str, Any], action: str) -> str | None:
+    """The optional ``node`` of a ``{}`` or ``{"node": "<node id>"}`` payload."""
+    node = payload.get("node")
+    if set(payload) - {"node"} or (node is not None and not subjects.is_token(node)):
+        raise _bad(f'{action}: use {{}} or {{"node": "<node id>"}}')
+    return None if node is None else str(node)
+
+
 def parse_filters(payload: Mapping[str, Any]) -> dict[str, str]:
     unknown = sorted(set(payload) - _FILTER_KEYS)
     if unknown:
@@ -122,7 +132,8 @@ def matches(agent: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
 
 
 class ControlPlane:
-    """Answers ``system.control.*``, ``system.node.{me}.*``, ``agents.{id}.control.*`` and ``system.nodes.list``."""
+    """Answers ``system.control.*``, ``system.node.{me}.*``, ``agents.{id}.control.*``,
+    ``system.nodes.list`` and ``system.nodes.tree``."""
 
     def __init__(
         self,
@@ -157,6 +168,7 @@ class ControlPlane:
             await nc.subscribe("system.control.*", queue=subjects.SPAWN_QUEUE, cb=self._on_message),
             await nc.subscribe(f"system.node.{self.node_id}.*", cb=self._on_message),
             await nc.subscribe(subjects.nodes("list"), cb=self._on_list_scatter),
+            await nc.subscribe(subjects.nodes("tree"), cb=self._on_tree_scatter),
         ]
 
     async def close(self) -> None:
@@ -219,6 +231,8 @@ class ControlPlane:
             return await self._agent_action(action, _agent_id(payload, action), local)
         if action == "list":
             return encode_ok(await self.gather(parse_filters(payload)))
+        if action == "tree":
+            return encode_ok(await self.gather_trees(_node_only(payload, "tree")))
         if action == "ping":
             return await self._ping(payload, local)
         if action == "shutdown":
@@ -288,9 +302,7 @@ class ControlPlane:
         return encode_ok({"agent_id": agent_id, "node": self.node_id, "restarted": True})
 
     async def _ping(self, payload: Mapping[str, Any], local: bool) -> bytes:
-        node = payload.get("node")
-        if set(payload) - {"node"} or (node is not None and not subjects.is_token(node)):
-            raise _bad('ping: use {} or {"node": "<node id>"}')
+        node = _node_only(payload, "ping")
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "ping"), payload,
                                        _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
@@ -316,11 +328,13 @@ class ControlPlane:
 
     # -- list across nodes ---------------------------------------------------------
 
+    def _expected(self, node: str | None) -> list[str]:
+        """The nodes a gather waits for: every known node, or just ``node`` (known or not)."""
+        return self.membership.known() if node is None else [node]
+
     async def gather(self, filters: Mapping[str, str]) -> dict[str, Any]:
         """Every known node's agents that pass ``filters``: ``{"agents", "nodes", "missing"}``."""
-        expected = self.membership.known()
-        if "node" in filters:
-            expected = [n for n in expected if n == filters["node"]] or [filters["node"]]
+        expected = self._expected(filters.get("node"))
         answers = await gather_nodes(self.wire.nc, subjects.nodes("list"), expected, self.gather_timeout_s)
         agents = [a for answer in answers.values() for a in answer if matches(a, filters)]
         agents.sort(key=lambda a: (str(a.get("id")), str(a.get("node_id"))))
@@ -330,3 +344,36 @@ class ControlPlane:
         if msg.reply:
             agents = await self.local_agents()
             await self.wire.publish(msg.reply, encode_ok({"node": self.node_id, "agents": agents}))
+
+    # -- tree across nodes ---------------------------------------------------------
+
+    async def gather_trees(self, node: str | None) -> dict[str, Any]:
+        """Every known node's supervision tree, or only ``node``'s: ``{"trees", "nodes", "missing"}``.
+
+        The scatter names ``node``, so the other nodes do not send their trees for nothing.
+        """
+        expected = self._expected(node)
+        asked = encode_json({} if node is None else {"node": node})
+        answers = await gather_nodes(self.wire.nc, subjects.nodes("tree"), expected, self.gather_timeout_s,
+                                     asked, key="tree")
+        if node is not None:
+            answers = {n: tree for n, tree in answers.items() if n == node}
+        return {"trees": dict(sorted(answers.items())), "nodes": sorted(answers),
+                "missing": sorted(set(expected) - set(answers))}
+
+    async def _on_tree_scatter(self, msg: Msg) -> None:
+        """``system.nodes.tree``: this node's ``Runtime.tree()``, unless the request names another node."""
+        if not msg.reply:
+            return
+        try:
+            asked, _ = decode_command(msg.data)
+        except EnvelopeError:
+            asked = {}
+        if asked.get("node") not in (None, self.node_id):
+            return
+        try:
+            reply = encode_ok({"node": self.node_id, "tree": self.runtime.tree()})
+        except Exception as exc:  # a closing runtime: the gatherer logs it and counts this node missing
+            logger.warning("system.nodes.tree: %r", exc)
+            reply = encode_exception(exc)
+        await self.wire.publish(msg.reply, reply)

@@ -2,9 +2,10 @@
 
 ``gather_nodes`` publishes one request on a subject every node subscribes to
 (no queue group), with a private inbox as the reply subject, and collects
-``{"ok": true, "result": {"node": ..., "agents": [...]}}`` answers until every
-expected node has answered or ``timeout_s`` has passed. Answers from nodes not
-expected are kept too. Runs on the event loop.
+``{"ok": true, "result": {"node": ..., key: ...}}`` answers (``key`` is
+``"agents"`` for ``system.nodes.list``, ``"tree"`` for ``system.nodes.tree``)
+until every expected node has answered or ``timeout_s`` has passed. Answers
+from nodes not expected are kept too. Runs on the event loop.
 """
 
 from __future__ import annotations
@@ -25,24 +26,32 @@ logger = logging.getLogger("mistersmith.bridge.gather")
 
 
 async def gather_nodes(
-    nc: NATS, subject: str, expected: Collection[str], timeout_s: float, payload: bytes = b""
-) -> dict[str, list[dict[str, Any]]]:
-    """``{node_id: agents}`` from every node that answered in time."""
-    answers: dict[str, list[dict[str, Any]]] = {}
+    nc: NATS, subject: str, expected: Collection[str], timeout_s: float, payload: bytes = b"",
+    *, key: str = "agents",
+) -> dict[str, Any]:
+    """``{node_id: result[key]}`` from every node that answered in time.
+
+    An answer whose ``key`` is not a list (``"agents"``) or an object (any
+    other key) is malformed: logged and left out, as if the node had not answered.
+    """
+    answers: dict[str, Any] = {}
+    shape = list if key == "agents" else dict
     waiting = set(expected)
     done = asyncio.Event()
 
     async def collect(msg: Msg) -> None:
         try:
             result = decode_reply(msg.data).unwrap()
-            node, agents = result["node"], result["agents"]
+            node, value = result["node"], result[key]
+            if not isinstance(value, shape):
+                raise TypeError(f"{key} is {type(value).__name__}, not {shape.__name__}")
         except (EnvelopeError, KeyError, TypeError) as exc:
             logger.warning("malformed answer on %s: %s", subject, exc)
             return
         except Exception as exc:  # an error reply
             logger.warning("a node answered %s with an error: %s", subject, exc)
             return
-        answers[str(node)] = list(agents)
+        answers[str(node)] = value
         waiting.discard(node)
         if not waiting:
             done.set()

@@ -10,7 +10,8 @@ ids, node ids, kinds and command names are):
 - ``system.control.{action}``: the control plane (request/reply);
 - ``system.node.{node}.{action}``: one node's control plane (a ``spawn`` or
   ``ping`` that names a node is forwarded here);
-- ``system.nodes.{hello,here,bye,list}``: node membership and the scatter of ``list``;
+- ``system.nodes.{hello,here,bye,list,tree}``: node membership and the scatters of
+  ``list`` and ``tree``;
 - ``system.events.{node}.{type}``: supervision events of supervisors (no agent id);
 - ``agents.discovery.announce`` and ``agents.discovery.query``;
 - ``discoveries.{agent_id}.{type}``: shared knowledge;
@@ -53,7 +54,7 @@ __all__ = [
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
-CONTROL_ACTIONS: tuple[str, ...] = ("spawn", "stop", "restart", "list", "get", "ping", "shutdown")
+CONTROL_ACTIONS: tuple[str, ...] = ("spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree")
 AGENT_ACTIONS: tuple[str, ...] = ("stop", "restart", "get")
 NODE_ACTIONS: tuple[str, ...] = ("spawn", "ping", "shutdown")
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
@@ -117,9 +118,9 @@ def node_control(node_id: str, action: str) -> str:
 
 
 def nodes(what: str) -> str:
-    """``system.nodes.{hello,here,bye,list}``."""
-    if what not in ("hello", "here", "bye", "list"):
-        raise SpecError(None, "what", what, "use hello, here, bye or list")
+    """``system.nodes.{hello,here,bye,list,tree}``."""
+    if what not in ("hello", "here", "bye", "list", "tree"):
+        raise SpecError(None, "what", what, "use hello, here, bye, list or tree")
     return f"system.nodes.{what}"
 
 

@@ -29,7 +29,7 @@ from ._locate import data_dir, nats_urls, read_node_file
 from ._nats import connected, request
 from ._output import Output, table
 from ._settings import load
-from ._tree import empty_root, render_tree, tree_from_agents
+from ._tree import render_tree
 
 __all__ = ["CLIENT_COMMANDS", "json_object"]
 
@@ -113,7 +113,6 @@ def run_send(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-_DETAILS_MAX = 500  # agents whose details (restarts, mailbox) `tree` fetches one by one
 _DETAILS_AT_ONCE = 32
 
 
@@ -184,21 +183,11 @@ def _agent_action(action: str, done: str) -> Callable[[argparse.Namespace, Outpu
 
 
 def run_tree(args: argparse.Namespace, out: Output) -> int:
-    filters = {"node": v for v in (_token(args.node, "--node"),) if v is not None}
-
-    async def body(nc: NATS, _: Settings) -> dict[str, Any]:
-        result: dict[str, Any] = await _control(nc, "list", filters, args.timeout)
-        agents = result.get("agents") or []
-        if len(agents) <= _DETAILS_MAX:
-            result["agents"] = await _with_details(nc, agents, args.timeout)
-        return result
-
-    result = _with_nats(args, body)
-    trees = tree_from_agents(result.get("agents") or [])
-    for node_id in result.get("nodes") or []:
-        trees.setdefault(node_id, empty_root(node_id))
+    payload = {"node": v for v in (_token(args.node, "--node"),) if v is not None}
+    result: dict[str, Any] = _with_nats(args, lambda nc, _: _control(nc, "tree", payload, args.timeout))
+    trees: dict[str, Any] = result.get("trees") or {}
     missing: list[str] = result.get("missing") or []
-    doc = {"trees": dict(sorted(trees.items())), "missing": missing}
+    doc = {"trees": dict(sorted(trees.items())), "nodes": result.get("nodes") or sorted(trees), "missing": missing}
 
     def human() -> str:
         parts = [f"node {node_id}\n{render_tree(tree)}" for node_id, tree in sorted(trees.items())]

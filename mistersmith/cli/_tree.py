@@ -1,7 +1,9 @@
-"""Supervision trees as text, and the live tree rebuilt from an agent list. Pure code.
+"""Supervision trees as text, and a tree rebuilt from an agent list. Pure code.
 
-A tree node is shaped like ``Runtime.tree()`` and ``TreeSnapshot.tree()``:
-``{"id", "path", "type", "kind", "state", "restart_count", "children"?...}``.
+A tree node is shaped like ``Runtime.tree()`` (what ``system.control.tree``
+gathers) and ``TreeSnapshot.tree()``: ``{"id", "path", "type", "kind", "state",
+"restart_count", "children"?...}``; a live supervisor also has ``strategy``,
+``intensity`` and ``period_s``.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["empty_root", "render_tree", "tree_from_agents"]
+__all__ = ["render_tree", "tree_from_agents"]
 
 
 def _label(node: Mapping[str, Any]) -> str:
     parts = [str(node.get("id"))]
     if node.get("type") == "supervisor":
-        parts.append("supervisor" + (f" ({node['strategy']})" if node.get("strategy") else ""))
+        policy = [str(node["strategy"])] if node.get("strategy") else []
+        intensity, period_s = node.get("intensity"), node.get("period_s")
+        if isinstance(intensity, int) and isinstance(period_s, (int, float)):
+            policy.append(f"intensity {intensity}/{period_s:g}s")
+        parts.append("supervisor" + (f" ({', '.join(policy)})" if policy else ""))
     else:
         parts.append(str(node.get("kind") or "?"))
     if node.get("state"):
@@ -37,7 +43,7 @@ def _lines(node: Mapping[str, Any], prefix: str, out: list[str]) -> None:
 
 
 def render_tree(tree: Mapping[str, Any]) -> str:
-    """``root  supervisor (one_for_one)  running`` and its children, drawn with box lines."""
+    """``root  supervisor (one_for_one, intensity 3/5s)  running`` and its children, drawn with box lines."""
     if tree.get("id") is None:
         return "(empty)"
     out = [_label(tree)]
@@ -48,11 +54,6 @@ def render_tree(tree: Mapping[str, Any]) -> str:
 def _supervisor(path: str) -> dict[str, Any]:
     return {"id": path.rpartition("/")[2], "path": path, "type": "supervisor", "kind": "supervisor",
             "state": None, "children": []}
-
-
-def empty_root(node_id: str) -> dict[str, Any]:
-    """The root supervisor of a node that hosts no agent."""
-    return {**_supervisor("root"), "node_id": node_id}
 
 
 def tree_from_agents(agents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

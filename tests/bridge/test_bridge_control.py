@@ -1,4 +1,4 @@
-"""system.control.*: spawn placement, list across nodes, stop/restart/get anywhere (two nodes, one server)."""
+"""system.control.*: spawn placement, list and tree across nodes, stop/restart/get anywhere (two nodes, one server)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from _bridge_helpers import WAIT_S, Node, client
 from nats.aio.client import Client as NATS
 
+from mistersmith import SupervisorSpec
+from mistersmith.bridge import BridgeOptions
 from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.envelope import RemoteError
 
@@ -87,6 +89,82 @@ def test_list_covers_every_node_and_filters(pair: tuple[Node, Node]) -> None:
     a.run(scenario())
 
 
+def _child(tree: dict[str, Any], child_id: str) -> dict[str, Any]:
+    found = [c for c in tree.get("children") or () if c["id"] == child_id]
+    assert len(found) == 1, tree
+    return found[0]
+
+
+def test_tree_shows_a_nested_supervisor_with_its_strategy_and_children(node: Node) -> None:
+    path = node.rt.add_supervisor(SupervisorSpec("workers", strategy="one_for_all", intensity=2, period_s=7.5))
+    node.rt.spawn("echo", "top")
+
+    async def scenario() -> dict[str, Any]:
+        nc, ms = await client(node.url)
+        try:
+            await ms.spawn("echo", "w1", supervisor=path)
+            await ms.spawn("echo", "w2", supervisor=path)
+            answer: dict[str, Any] = await ms.control("tree", {"node": node.node_id})
+            return answer
+        finally:
+            await nc.close()
+
+    answer = node.run(scenario())
+    assert answer["nodes"] == [node.node_id] and answer["missing"] == [] and list(answer["trees"]) == [node.node_id]
+    tree = answer["trees"][node.node_id]
+    assert tree == node.rt.tree() | {"children": tree["children"]}  # Runtime.tree() of that node
+    assert (tree["id"], tree["type"], tree["node_id"]) == ("root", "supervisor", node.node_id)
+    assert [c["id"] for c in tree["children"]] == ["workers", "top"]  # start order
+    workers = _child(tree, "workers")
+    assert (workers["type"], workers["path"], workers["strategy"], workers["intensity"], workers["period_s"]) == (
+        "supervisor", "root/workers", "one_for_all", 2, 7.5)
+    assert [(c["id"], c["kind"], c["supervisor"]) for c in workers["children"]] == [
+        ("w1", "echo", "root/workers"), ("w2", "echo", "root/workers")]
+
+
+def test_tree_covers_every_node_or_the_one_named(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        nc, ms = await client(a.url)
+        try:
+            await ms.spawn("echo", "ta", node="node-a")
+            await ms.spawn("echo", "tb", node="node-b")
+            for _ in range(4):  # whichever node the queue group picks, the answer is the same
+                both = await ms.control("tree")
+                assert both["nodes"] == ["node-a", "node-b"] and both["missing"] == []
+                assert list(both["trees"]) == ["node-a", "node-b"]
+                assert [c["id"] for c in both["trees"]["node-a"]["children"]] == ["ta"]
+                assert [c["id"] for c in both["trees"]["node-b"]["children"]] == ["tb"]
+                only_b = await ms.control("tree", {"node": "node-b"})
+                assert only_b["nodes"] == ["node-b"] and only_b["missing"] == [] and list(only_b["trees"]) == ["node-b"]
+                assert only_b["trees"]["node-b"]["children"][0]["id"] == "tb"
+        finally:
+            await nc.close()
+
+    a.run(scenario())
+
+
+def test_tree_of_a_node_that_does_not_answer_is_missing(nats_server: EmbeddedNats) -> None:
+    node = Node(nats_server.url, node_id="node-t", options=BridgeOptions(gather_timeout_s=0.5))
+    try:
+        async def scenario() -> tuple[dict[str, Any], RemoteError]:
+            nc, ms = await client(node.url)
+            try:
+                answer: dict[str, Any] = await ms.control("tree", {"node": "node-zz"})
+                with pytest.raises(RemoteError) as info:
+                    await ms.control("tree", {"node": "node-t", "depth": 2})
+                return answer, info.value
+            finally:
+                await nc.close()
+
+        answer, refused = node.run(scenario())
+        assert answer == {"trees": {}, "nodes": [], "missing": ["node-zz"]}
+        assert refused.code == "invalid_payload" and '{"node": "<node id>"}' in str(refused), str(refused)
+    finally:
+        node.close()
+
+
 def test_stop_restart_get_reach_the_hosting_node(pair: tuple[Node, Node]) -> None:
     a, b = pair
 
@@ -142,6 +220,9 @@ def test_ping_and_shutdown(pair: tuple[Node, Node]) -> None:
         ("stop", b"{}", "invalid_payload"),
         ("get", b'{"agent_id": "a.b"}', "invalid_payload"),
         ("list", b'{"colour": "red"}', "invalid_payload"),
+        ("tree", b'{"colour": "red"}', "invalid_payload"),
+        ("tree", b'{"node": "a.b"}', "invalid_payload"),
+        ("tree", b'{"node": 7}', "invalid_payload"),
         ("shutdown", b"{}", "invalid_payload"),
         ("explode", b"{}", "unknown_command"),
         ("spawn", b"[]", "invalid_payload"),
