@@ -78,7 +78,7 @@ class BridgeOptions:
     - ``ask_timeout_s``: how long a request waits for its agent (hung handlers
       are failed sooner by the agent's own ``command_timeout_s``);
     - ``forward_timeout_s``: a control request forwarded to another node;
-    - ``gather_timeout_s``: ``list``/``query`` wait at most this for every node;
+    - ``gather_timeout_s``: ``list``/``tree``/``query`` wait at most this for every node;
     - ``node_expiry_s``: a node not heard from for this long is forgotten
       (default: three heartbeats);
     - ``pending_msgs_limit``: per-subscription client buffer (past it nats-py

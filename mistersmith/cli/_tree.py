@@ -1,4 +1,4 @@
-"""Supervision trees as text, and a tree rebuilt from an agent list. Pure code.
+"""Supervision trees as text. Pure code.
 
 A tree node is shaped like ``Runtime.tree()`` (what ``system.control.tree``
 gathers) and ``TreeSnapshot.tree()``: ``{"id", "path", "type", "kind", "state",
@@ -8,10 +8,10 @@ gathers) and ``TreeSnapshot.tree()``: ``{"id", "path", "type", "kind", "state",
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["render_tree", "tree_from_agents"]
+__all__ = ["render_tree"]
 
 
 def _label(node: Mapping[str, Any]) -> str:
@@ -49,37 +49,3 @@ def render_tree(tree: Mapping[str, Any]) -> str:
     out = [_label(tree)]
     _lines(tree, "", out)
     return "\n".join(out)
-
-
-def _supervisor(path: str) -> dict[str, Any]:
-    return {"id": path.rpartition("/")[2], "path": path, "type": "supervisor", "kind": "supervisor",
-            "state": None, "children": []}
-
-
-def tree_from_agents(agents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One tree per node (``{node_id: tree}``) from agent descriptions that name their supervisor path.
-
-    Supervisors appear only on the way to an agent, and without a state (an
-    agent list does not describe them).
-    """
-    trees: dict[str, dict[str, Any]] = {}
-    supervisors: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def supervisor(node_id: str, path: str) -> dict[str, Any]:
-        key = (node_id, path)
-        found = supervisors.get(key)
-        if found is not None:
-            return found
-        made = supervisors[key] = _supervisor(path)
-        parent, _, _ = path.rpartition("/")
-        if parent:
-            supervisor(node_id, parent)["children"].append(made)
-        else:
-            made["node_id"] = node_id
-            trees[node_id] = made
-        return made
-
-    for agent in agents:
-        node_id = str(agent.get("node_id") or "?")
-        supervisor(node_id, str(agent.get("supervisor") or "root"))["children"].append(dict(agent))
-    return dict(sorted(trees.items()))

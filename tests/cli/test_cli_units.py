@@ -17,30 +17,28 @@ from mistersmith.cli import _kinds
 from mistersmith.cli._journal import parse_bound
 from mistersmith.cli._output import Output, table
 from mistersmith.cli._settings import settings_text
-from mistersmith.cli._tree import render_tree, tree_from_agents
+from mistersmith.cli._tree import render_tree
 from mistersmith.config import load_settings
 
 
-def test_tree_from_agents_nests_supervisor_paths_per_node() -> None:
-    agents = [
-        {"id": "a1", "kind": "echo", "state": "idle", "supervisor": "root", "node_id": "n1"},
-        {"id": "w1", "kind": "echo", "state": "busy", "supervisor": "root/pool/inner", "node_id": "n1",
-         "restart_count": 2},
-        {"id": "b1", "kind": "echo", "state": "idle", "supervisor": "root", "node_id": "n2"},
-    ]
-    trees = tree_from_agents(agents)
-    assert list(trees) == ["n1", "n2"]
-    n1 = trees["n1"]
-    assert [c["id"] for c in n1["children"]] == ["a1", "pool"]
-    inner = n1["children"][1]["children"][0]
-    assert inner["path"] == "root/pool/inner" and inner["children"][0]["id"] == "w1"
-    assert render_tree(n1).splitlines() == [
-        "root  supervisor",
+def test_render_tree_draws_nested_supervisors_with_their_policy() -> None:
+    tree = {
+        "id": "root", "path": "root", "type": "supervisor", "strategy": "one_for_one", "intensity": 3,
+        "period_s": 5.0, "state": "running", "children": [
+            {"id": "a1", "type": "worker", "kind": "echo", "state": "idle", "restart_count": 0},
+            {"id": "pool", "type": "supervisor", "strategy": "simple_one_for_one", "intensity": 10, "period_s": 0.5,
+             "state": "running", "children": [
+                 {"id": "w1", "type": "worker", "kind": "echo", "state": "busy", "restart_count": 2},
+             ]},
+        ],
+    }
+    assert render_tree(tree).splitlines() == [
+        "root  supervisor (one_for_one, intensity 3/5s)  running",
         "├── a1  echo  idle",
-        "└── pool  supervisor",
-        "    └── inner  supervisor",
-        "        └── w1  echo  busy  restarts=2",
+        "└── pool  supervisor (simple_one_for_one, intensity 10/0.5s)  running",
+        "    └── w1  echo  busy  restarts=2",
     ]
+    assert render_tree({}) == "(empty)"
 
 
 def test_parse_bound_takes_seqs_times_and_durations() -> None:
