@@ -145,6 +145,10 @@ async def _get_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
     return {"agent": b.runtime.get_agent(a["agent_id"])}
 
 
+async def _supervision_tree(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    return {"node_id": b.runtime.node_id, "tree": b.runtime.tree()}
+
+
 async def _send_command(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
     result = await b.runtime.aask(a["agent_id"], a["command"], a.get("payload"), timeout=a.get("timeout_s", 10.0))
     return {"agent_id": a["agent_id"], "command": a["command"], "result": result}
@@ -242,6 +246,11 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
          _list_agents, read_only=True),
     Tool("get_agent", "Get an agent", "One agent's status: state, restarts, mailbox depth, config.",
          _AGENT_ID, obj({"agent": AGENT}, ("agent",)), _get_agent, read_only=True),
+    Tool("supervision_tree", "Supervision tree",
+         "This node's live supervision tree: each supervisor with its strategy and restart intensity, "
+         "its children in start order, each agent's state and restart count.",
+         obj({}), obj({"node_id": {"type": "string"}, "tree": {"type": "object"}}, ("node_id", "tree")),
+         _supervision_tree, read_only=True),
     Tool("send_command", "Send a command",
          "Send a command to an agent and wait for its result (at most timeout_s, default 10).",
          obj({"agent_id": ID, "command": {"type": "string", "minLength": 1, "maxLength": 128},

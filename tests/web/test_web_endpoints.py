@@ -75,7 +75,7 @@ def test_info_names_the_node_and_its_endpoints(serve: Callable[..., Served]) -> 
     assert set(info["endpoints"]) == {"/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/metrics",
                                       "/discoveries/stream"}
     assert info["subjects"]["discoveries"] == "discoveries.{agent_id}.{discovery_type}"
-    assert len(info["tools"]) == 12
+    assert len(info["tools"]) == 13
 
 
 class _Nats:

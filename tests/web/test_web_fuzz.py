@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 METHODS = ["initialize", "ping", "tools/list", "tools/call", "list_tools", "call_tool", "resources/list",
            "resources/read", "resources/templates/list", "server/discover", "notifications/initialized", "nope"]
-TOOL_NAMES = ["spawn_agent", "stop_agent", "restart_agent", "list_agents", "get_agent", "send_command",
+TOOL_NAMES = ["spawn_agent", "stop_agent", "restart_agent", "list_agents", "get_agent",
+              "supervision_tree", "send_command",
               "share_discovery", "query_discoveries", "replay_events", "system_health", "submit_task", "x"]
 
 json_values = st.recursive(

@@ -48,6 +48,22 @@ def test_agent_lifecycle(serve: Callable[..., Served]) -> None:
     assert [a["id"] for a in served.runtime.list_agents()] == [auto]
 
 
+def test_supervision_tree_shows_supervisors_and_children_in_start_order(serve: Callable[..., Served]) -> None:
+    from mistersmith import SupervisorSpec
+
+    served = serve()
+    served.runtime.spawn("echo", "first")
+    path = served.runtime.add_supervisor(SupervisorSpec("workers", strategy="rest_for_one", intensity=4, period_s=30))
+    served.runtime.spawn("echo", "w1", supervisor=path)
+    answer = _ok(served, "supervision_tree")
+    assert answer["node_id"] == served.runtime.node_id
+    root = answer["tree"]
+    assert root["id"] == "root" and [c["id"] for c in root["children"]] == ["first", "workers"]
+    workers = root["children"][1]
+    assert (workers["strategy"], workers["intensity"], workers["period_s"]) == ("rest_for_one", 4, 30)
+    assert [c["id"] for c in workers["children"]] == ["w1"] and workers["children"][0]["kind"] == "echo"
+
+
 def test_agent_errors_are_tool_errors_with_their_wire_codes(serve: Callable[..., Served]) -> None:
     served = serve()
     served.runtime.spawn("echo", "dup")
@@ -185,7 +201,7 @@ def test_system_health_tool(serve: Callable[..., Served]) -> None:
 
 
 def test_every_tool_schema_is_valid_and_closed() -> None:
-    assert len(TOOLS) == 12
+    assert len(TOOLS) == 13
     for tool in TOOLS.values():
         described = tool.describe()
         assert described["inputSchema"]["type"] == "object"
