@@ -178,3 +178,45 @@ def test_the_registry_fold_is_redone_when_another_writer_took_seqs(
             "SELECT agent_id, last_seq, state, incarnation FROM agents WHERE node_id = 'n-refold'")}
     assert all_seqs != list(range(all_seqs[0], all_seqs[0] + len(all_seqs))), "a number was taken in between"
     assert registry == {"a1": (seqs["a1"], "running", 1)}, "a0 stopped on purpose; a1 at its real last seq"
+
+
+def test_two_nodes_share_one_database(tmp_path: Path, journal_db: str) -> None:
+    """Two nodes' journals write to one PostgreSQL at once: every event once, each node's own order kept,
+    both nodes' registries."""
+    import threading
+
+    from conftest_pg import journal_config
+
+    journals = [Journal.open(tmp_path / name, journal_config(journal_db)) for name in ("node-a", "node-b")]
+    try:
+        buses = [EventBus(name) for name in ("n-a", "n-b")]
+        for bus, journal in zip(buses, journals):
+            bus.add_sink(journal.sink)
+        start = threading.Barrier(4)
+
+        def emit(bus: EventBus, agent: str) -> None:
+            start.wait(10)
+            bus.emit("started", supervisor="root", agent_id=agent, kind="echo", data={"restart": "permanent"})
+            for i in range(1, 150):
+                bus.emit("restarted", supervisor="root", agent_id=agent, kind="echo", restart_count=i,
+                         data={"restart": "permanent"})
+
+        threads = [threading.Thread(target=emit, args=(bus, f"{bus.node_id}-w{t}"), name=f"emit-{bus.node_id}-{t}")
+                   for bus in buses for t in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert all(journal.flush(30) for journal in journals)
+        with psycopg.connect(journal_db) as conn:
+            rows = conn.execute("SELECT node_id, node_seq FROM supervision_events ORDER BY seq").fetchall()
+            registry = conn.execute("SELECT node_id, agent_id, incarnation FROM agents ORDER BY 1, 2").fetchall()
+        assert len(rows) == 4 * 150
+        for node in ("n-a", "n-b"):
+            mine = [r[1] for r in rows if r[0] == node]
+            assert mine == sorted(mine) and len(set(mine)) == 300, f"{node}: its events once, in its own order"
+        assert registry == [(n, f"{n}-w{t}", 149) for n in ("n-a", "n-b") for t in range(2)]
+    finally:
+        for journal in journals:
+            journal.close()
