@@ -10,7 +10,12 @@ Everything runs on the node's event loop. Shares and ingests are serialised
 (store, then fan-out) so that subscribers see ``seq`` in increasing order,
 which is what makes ``Last-Event-ID`` resume gap-free: a subscriber that
 resumes registers for live discoveries first, then reads the stored ones
-after its ``seq``, then drops live ones it has already delivered.
+after its ``seq``, then drops live ones it has already delivered. With
+several nodes on one store, a discovery whose ``seq`` skips past ones this
+hub has not seen yet (another node's, still on its way over NATS) first
+brings those from the store, in order; the late copies are then ignored as
+already seen. (The first discovery a hub sees after it starts has no
+predecessor to compare with.)
 
 A subscriber holds at most ``buffer_per_subscriber`` undelivered
 discoveries. One that falls further behind is closed with ``overflowed``
@@ -167,12 +172,38 @@ class DiscoveryHub:
                 seq = await self._store.persist(discovery)
             else:
                 seq = self._last_seq + 1
+            if self._store is not None and 0 < self._last_seq < seq - 1:
+                await self._catch_up(self._store, seq)
             self._last_seq = max(self._last_seq, seq)
             stored = discovery.with_seq(seq)
-            self._remember(stored)
-            for sub in list(self._subscribers):
-                sub.offer(stored)
+            self._fan_out(stored)
         return stored
+
+    async def _catch_up(self, store: DiscoveryStore, seq: int) -> None:
+        """Fan out the stored discoveries numbered between the last one seen here and ``seq`` first.
+
+        NATS keeps each publisher's order, not a global one: another node's
+        discovery can arrive after a later-numbered one. The store numbers in
+        commit order (a writer lock), so every discovery below ``seq`` is
+        already there; without this, subscribers that saw ``seq`` would drop
+        the late one as already delivered.
+        """
+        after = self._last_seq
+        while after < seq - 1:
+            page = await store.load(DiscoveryFilter(), after_seq=after, limit=_PAGE)
+            for missed in page:
+                if missed.seq is None or missed.seq >= seq:
+                    return
+                if missed.id not in self._by_id:
+                    self._fan_out(missed)
+                self._last_seq = after = missed.seq
+            if len(page) < _PAGE:
+                return
+
+    def _fan_out(self, stored: Discovery) -> None:
+        self._remember(stored)
+        for sub in list(self._subscribers):
+            sub.offer(stored)
 
     def _remember(self, stored: Discovery) -> None:
         if len(self._recent) == self._recent.maxlen:
