@@ -14,8 +14,8 @@ after its ``seq``, then drops live ones it has already delivered. With
 several nodes on one store, a discovery whose ``seq`` skips past ones this
 hub has not seen yet (another node's, still on its way over NATS) first
 brings those from the store, in order; the late copies are then ignored as
-already seen. (The first discovery a hub sees after it starts has no
-predecessor to compare with.)
+already seen. ``start()`` anchors a new hub at the store's last ``seq``, so
+this holds from its first discovery on.
 
 A subscriber holds at most ``buffer_per_subscriber`` undelivered
 discoveries. One that falls further behind is closed with ``overflowed``
@@ -136,10 +136,19 @@ class DiscoveryHub:
         self._subscribers: list[_Subscription] = []
         self._lock = asyncio.Lock()
         self._last_seq = 0
+        self._anchored = False  # _last_seq is where this hub's view of the store starts (see start)
         self._total = 0
         self._by_type: collections.Counter[str] = collections.Counter()
         self._by_agent: collections.Counter[str] = collections.Counter()
         self.publish_errors = 0
+
+    async def start(self) -> None:
+        """With a store: start from its last ``seq``, so that even the first discovery this hub
+        hears of is checked for earlier ones still on their way (see ``_catch_up``)."""
+        if self._store is not None:
+            async with self._lock:
+                self._last_seq = max(self._last_seq, await self._store.last_seq())
+                self._anchored = True
 
     # -- writing --------------------------------------------------------------------
 
@@ -172,9 +181,10 @@ class DiscoveryHub:
                 seq = await self._store.persist(discovery)
             else:
                 seq = self._last_seq + 1
-            if self._store is not None and 0 < self._last_seq < seq - 1:
+            if self._store is not None and self._anchored and self._last_seq < seq - 1:
                 await self._catch_up(self._store, seq)
             self._last_seq = max(self._last_seq, seq)
+            self._anchored = True
             stored = discovery.with_seq(seq)
             self._fan_out(stored)
         return stored

@@ -188,6 +188,7 @@ class Node:
                                       task_store=PgTaskStore(journal.pool), ingest_discovery=ingest)
         hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),
                                               publish=bridge.publish_discovery)
+        loop.run(hub.start(), _STEP_S)
         loop.run(bridge.start(), _STEP_S)
         self._undo.append(("nats bridge", lambda: loop.run(bridge.close(), _STEP_S)))
 

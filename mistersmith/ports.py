@@ -105,6 +105,10 @@ class DiscoveryStore(Protocol):
 
     async def get(self, discovery_id: str) -> Discovery | None: ...
 
+    async def last_seq(self) -> int:
+        """The highest ``seq`` stored (0 when there is none)."""
+        ...
+
 
 Publish = Callable[[Discovery], Awaitable[None]]
 """Publish a stored discovery on ``discoveries.{agent_id}.{type}`` (the bridge)."""

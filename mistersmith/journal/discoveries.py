@@ -103,6 +103,12 @@ class PgDiscoveryStore:
             cur = await conn.execute(query, params)
             return [discovery_from_row(row) for row in await cur.fetchall()]
 
+    async def last_seq(self) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM discoveries")
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
+
     async def get(self, discovery_id: str) -> Discovery | None:
         query = sql.SQL("{} WHERE id = %s").format(_SELECT)
         async with self.pool.connection() as conn:

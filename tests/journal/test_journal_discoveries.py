@@ -41,6 +41,17 @@ def test_a_late_discovery_from_another_node_is_delivered_in_seq_order(journal_db
             assert [(d.id, d.seq) for d in got] == [(d.id, d.seq) for d in (d0, d1, d2)]
             assert c.stats()["total"] == 3 and c.stats()["last_seq"] == d2.seq
             live.close()
+
+            fresh = DiscoveryHub(store=PgDiscoveryStore(pool, "node-d"))  # a node that starts now
+            await fresh.start()
+            assert fresh.stats()["last_seq"] == d2.seq
+            watching = fresh.subscribe(DiscoveryFilter())
+            d3 = await a.share(found("agent-a", "fourth"))
+            d4 = await b.share(found("agent-b", "fifth"))
+            assert await fresh.ingest(d4) is not None  # the very first it hears of overtook another
+            assert await fresh.ingest(d3) is None
+            assert [(await watching.next(WAIT_S)).id for _ in range(2)] == [d3.id, d4.id]
+            watching.close()
         finally:
             await pool.close()
 
