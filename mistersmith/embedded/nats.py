@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._process import EmbeddedServerError, free_port, parent_death_signal, stop_process
+from ._process import EmbeddedServerError, free_port, launch_watched, stop_process
 
 __all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary"]
 
@@ -178,36 +178,19 @@ class EmbeddedNats:
     # -- steps ------------------------------------------------------------------
 
     def _launch(self) -> None:
-        spawned = threading.Event()
-        failure: list[BaseException] = []
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the watcher closes it
-
-        def watch() -> None:
-            try:
-                proc = subprocess.Popen(
-                    self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=parent_death_signal(signal.SIGTERM), cwd=self.data_dir,
-                )
-            except BaseException as exc:
-                failure.append(exc)
-                log.close()
-                spawned.set()
-                return
-            self._proc = proc
-            spawned.set()
-            self.exit_code = proc.wait()
-            log.close()
-            if not self._stopping:
-                logger.error("embedded nats-server (pid %d) exited with %s", proc.pid, self.exit_code)
-
         self.exit_code = None
-        self._watcher = threading.Thread(target=watch, name="mistersmith-nats", daemon=True)
-        self._watcher.start()
-        spawned.wait()
-        if failure:
-            self._watcher.join()
-            self._watcher = None
-            raise EmbeddedNatsError(self.data_dir, f"could not run {self._binary}: {failure[0]!r}") from failure[0]
+        try:
+            self._proc, self._watcher = launch_watched(
+                self.command(), log_path=self.log_path, cwd=self.data_dir, death_signal=signal.SIGTERM,
+                thread_name="mistersmith-nats", on_exit=self._exited,
+            )
+        except BaseException as exc:
+            raise EmbeddedNatsError(self.data_dir, f"could not run {self._binary}: {exc!r}") from exc
+
+    def _exited(self, proc: subprocess.Popen[bytes], code: int) -> None:
+        self.exit_code = code
+        if not self._stopping:
+            logger.error("embedded nats-server (pid %d) exited with %s", proc.pid, code)
 
     def _log_tail(self) -> str:
         try:

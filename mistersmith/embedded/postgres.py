@@ -49,7 +49,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from ._process import EmbeddedServerError, free_port, parent_death_signal, stop_process
+from ._process import EmbeddedServerError, free_port, launch_watched, stop_process
 
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
@@ -293,37 +293,20 @@ class EmbeddedPostgres:
         return cmd
 
     def _launch(self) -> None:
-        spawned = threading.Event()
-        failure: list[BaseException] = []
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the watcher closes it
-
-        def watch() -> None:
-            try:
-                self._proc = subprocess.Popen(
-                    self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    user=self._as_user, start_new_session=True, preexec_fn=parent_death_signal(signal.SIGINT),
-                    cwd=self.data_dir,
-                )
-            except BaseException as exc:
-                failure.append(exc)
-                log.close()
-                spawned.set()
-                return
-            spawned.set()
-            proc = self._proc
-            self.exit_code = proc.wait()
-            log.close()
-            if not self._stopping:
-                logger.error("embedded PostgreSQL (pid %d) exited with %s", proc.pid, self.exit_code)
-
         self.exit_code = None
-        self._watcher = threading.Thread(target=watch, name="mistersmith-postgres", daemon=True)
-        self._watcher.start()
-        spawned.wait()
-        if failure:
-            self._watcher.join()
-            self._watcher = None
-            raise EmbeddedPostgresError(self.data_dir, f"could not run postgres: {failure[0]!r}") from failure[0]
+        try:
+            self._proc, self._watcher = launch_watched(
+                self._command(), log_path=self.data_dir / "server.log", cwd=self.data_dir,
+                death_signal=signal.SIGINT, thread_name="mistersmith-postgres", on_exit=self._exited,
+                user=self._as_user,
+            )
+        except BaseException as exc:
+            raise EmbeddedPostgresError(self.data_dir, f"could not run postgres: {exc!r}") from exc
+
+    def _exited(self, proc: subprocess.Popen[bytes], code: int) -> None:
+        self.exit_code = code
+        if not self._stopping:
+            logger.error("embedded PostgreSQL (pid %d) exited with %s", proc.pid, code)
 
     def _log_tail(self) -> str:
         try:
