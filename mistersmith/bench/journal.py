@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +163,25 @@ def _write_ours(home: Path, conninfo: str, events: list[SupervisionEvent], group
         journal.close()
 
 
+def _together(threads: int, name: str, body: Callable[[int], None]) -> float:
+    """Run ``body(t)`` in ``threads`` threads released at once; returns the ``perf_counter`` of the
+    release, once every thread has ended."""
+    start = threading.Barrier(threads + 1)
+
+    def run(t: int) -> None:
+        start.wait()
+        body(t)
+
+    workers = [threading.Thread(target=run, args=(t,), name=f"{name}-{t}") for t in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for w in workers:
+        w.join()
+    return t0
+
+
 def _emit_ours(home: Path, conninfo: str, n: int, threads: int) -> float:
     """``threads`` threads emitting on a journaled bus, each emit waiting for its fsync."""
     journal = Journal.open(home / f"node-{uuid.uuid4().hex[:6]}", _config(conninfo))
@@ -170,22 +189,14 @@ def _emit_ours(home: Path, conninfo: str, n: int, threads: int) -> float:
         bus = EventBus("bench-node")
         bus.add_sink(journal.sink)
         per_thread = n // threads
-        start = threading.Barrier(threads + 1)
 
         def emit(t: int) -> None:
             agent = f"agent-{t}"
-            start.wait()
             for i in range(per_thread):
                 bus.emit("restarted", supervisor="root/workers", agent_id=agent, kind="worker",
                          restart_count=i, data=_SPEC)
 
-        workers = [threading.Thread(target=emit, args=(t,), name=f"bench-emit-{t}") for t in range(threads)]
-        for w in workers:
-            w.start()
-        start.wait()
-        t0 = time.perf_counter()
-        for w in workers:
-            w.join()
+        t0 = _together(threads, "bench-emit", emit)
         if not journal.flush(600):
             raise RuntimeError("the journal did not ship the benchmark's events within 600 s")
         return per_thread * threads / (time.perf_counter() - t0)
@@ -255,20 +266,12 @@ def _spool_only(home: Path, n: int, threads: int) -> float:
     try:
         per_thread = n // threads
         record = encode_line(_events(1, 1)[0])
-        start = threading.Barrier(threads + 1)
 
-        def emit() -> None:
-            start.wait()
+        def emit(t: int) -> None:
             for _ in range(per_thread):
                 spool.wait_durable(spool.append(record), 60)
 
-        workers = [threading.Thread(target=emit, name=f"bench-spool-{t}") for t in range(threads)]
-        for w in workers:
-            w.start()
-        start.wait()
-        t0 = time.perf_counter()
-        for w in workers:
-            w.join()
+        t0 = _together(threads, "bench-spool", emit)
         return per_thread * threads / (time.perf_counter() - t0)
     finally:
         spool.close()
