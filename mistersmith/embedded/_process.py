@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mistersmith.errors import MisterSmithError
 
-__all__ = ["EmbeddedServerError", "free_port", "launch_watched", "parent_death_signal", "stop_process"]
+__all__ = ["EmbeddedServerError", "ServerProcess", "free_port", "parent_death_signal", "stop_process"]
 
 logger = logging.getLogger("mistersmith.embedded")
 
@@ -57,52 +58,116 @@ def parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
     return preexec
 
 
-def launch_watched(
-    command: list[str],
-    *,
-    log_path: Path,
-    cwd: Path,
-    death_signal: signal.Signals,
-    thread_name: str,
-    on_exit: Callable[[subprocess.Popen[bytes], int], None],
-    user: str | None = None,
-) -> tuple[subprocess.Popen[bytes], threading.Thread]:
-    """Start a server process from a thread of its own, which then waits for it and calls ``on_exit``.
+class ServerProcess:
+    """One embedded server's process: started, watched, waited for and stopped the same way for both.
 
-    The parent-death signal (``death_signal``) fires when the *thread* that
-    forked the child ends, so that thread lives exactly as long as the child:
-    the server dies with us, even after ``kill -9``, and never before. Output
-    goes to ``log_path``. Raises what starting the process raised.
+    The process is started from a thread of its own, which then waits for
+    it: the parent-death signal (``death_signal``) fires when the *thread*
+    that forked the child ends, so that thread lives exactly as long as the
+    child, and the server dies with us, even after ``kill -9``, never before.
+    ``stop`` sends ``stop_signals`` in turn. Failures raise ``error`` (the
+    server's ``EmbeddedServerError``), with the tail of ``log_path``.
     """
-    spawned = threading.Event()
-    outcome: list[subprocess.Popen[bytes] | BaseException] = []
-    log = open(log_path, "ab")  # noqa: SIM115 - the watcher closes it
 
-    def watch() -> None:
-        try:
-            proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, user=user,
-                start_new_session=True, preexec_fn=parent_death_signal(death_signal), cwd=cwd,
-            )
-        except BaseException as exc:
-            outcome.append(exc)
-            log.close()
+    def __init__(
+        self,
+        error: type[EmbeddedServerError],
+        data_dir: Path,
+        log_path: Path,
+        *,
+        death_signal: signal.Signals,
+        stop_signals: Sequence[signal.Signals],
+        thread_name: str,
+    ) -> None:
+        self.error = error
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.death_signal = death_signal
+        self.stop_signals = tuple(stop_signals)
+        self.thread_name = thread_name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+        self._watcher: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.running else None
+
+    def launch(self, command: list[str], *, user: str | None = None) -> None:
+        """Start ``command`` in ``data_dir``, its output appended to ``log_path``."""
+        spawned = threading.Event()
+        outcome: list[subprocess.Popen[bytes] | BaseException] = []
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the watcher closes it
+
+        def watch() -> None:
+            try:
+                proc = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, user=user,
+                    start_new_session=True, preexec_fn=parent_death_signal(self.death_signal), cwd=self.data_dir,
+                )
+            except BaseException as exc:
+                outcome.append(exc)
+                log.close()
+                spawned.set()
+                return
+            outcome.append(proc)
             spawned.set()
-            return
-        outcome.append(proc)
-        spawned.set()
-        code = proc.wait()
-        log.close()
-        on_exit(proc, code)
+            self.exit_code = proc.wait()
+            log.close()
+            if not self._stopping:
+                logger.error("embedded %s (pid %d) exited with %s", self.error.server, proc.pid, self.exit_code)
 
-    watcher = threading.Thread(target=watch, name=thread_name, daemon=True)
-    watcher.start()
-    spawned.wait()
-    started = outcome[0]
-    if isinstance(started, BaseException):
-        watcher.join()
-        raise started
-    return started, watcher
+        self.exit_code = None
+        watcher = threading.Thread(target=watch, name=self.thread_name, daemon=True)
+        watcher.start()
+        spawned.wait()
+        started = outcome[0]
+        if isinstance(started, BaseException):
+            watcher.join()
+            raise self.error(self.data_dir, f"could not run {command[0]}: {started!r}") from started
+        self.proc, self._watcher = started, watcher
+
+    def wait_ready(
+        self, ready: Callable[[subprocess.Popen[bytes]], bool], timeout_s: float, poll_s: float
+    ) -> str | None:
+        """Poll ``ready(proc)`` until it holds: None; else what went wrong (the process exited, or
+        ``timeout_s`` passed), with the log's tail, for the owner to stop and raise."""
+        deadline = time.monotonic() + timeout_s
+        proc = self.proc
+        assert proc is not None
+        while not ready(proc):
+            if proc.poll() is not None:
+                return f"{self.error.server} exited with {proc.returncode} while starting:\n{self.log_tail()}"
+            if time.monotonic() > deadline:
+                return f"not ready within start_timeout_s={timeout_s}:\n{self.log_tail()}"
+            time.sleep(poll_s)
+        return None
+
+    def stop(self, timeout_s: float) -> None:
+        """Send ``stop_signals`` in turn, each given ``timeout_s``, until the process has exited."""
+        proc, watcher = self.proc, self._watcher
+        if proc is None:
+            return
+        self._stopping = True
+        try:
+            stop_process(proc, self.stop_signals, timeout_s, self.error.server)
+            if watcher is not None:
+                watcher.join(timeout_s)
+        finally:
+            self.proc = None
+            self._watcher = None
+            self._stopping = False
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
 
 
 def stop_process(proc: subprocess.Popen[bytes], signals: Sequence[signal.Signals], timeout_s: float, name: str) -> None:

@@ -29,17 +29,13 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import sysconfig
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from ._process import EmbeddedServerError, free_port, launch_watched, stop_process
+from ._process import EmbeddedServerError, ServerProcess, free_port
 
 __all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary"]
 
@@ -111,10 +107,10 @@ class EmbeddedNats:
         self.server_name = server_name or f"mistersmith-{self.port}"
         self.args = tuple(args)
         self._binary = nats_server_binary()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._watcher: threading.Thread | None = None
-        self._stopping = False
-        self.exit_code: int | None = None
+        self._server = ServerProcess(
+            EmbeddedNatsError, self.data_dir, self.data_dir / "nats-server.log", death_signal=signal.SIGTERM,
+            stop_signals=(signal.SIGTERM, signal.SIGKILL), thread_name="mistersmith-nats",
+        )
 
     @property
     def url(self) -> str:
@@ -122,15 +118,20 @@ class EmbeddedNats:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._server.running
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self.running else None
+        return self._server.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last server process ended (None while it runs)."""
+        return self._server.exit_code
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir / "nats-server.log"
+        return self._server.log_path
 
     def command(self) -> list[str]:
         """The server's command line."""
@@ -147,24 +148,16 @@ class EmbeddedNats:
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._launch()
-        self._wait_ready()
+        self._server.launch(self.command())
+        problem = self._server.wait_ready(lambda _proc: _accepts_clients(self.port), self.start_timeout_s, _POLL_S)
+        if problem is not None:
+            self.stop()
+            raise EmbeddedNatsError(self.data_dir, problem)
         logger.info("embedded nats-server ready at %s (pid %s, store %s)", self.url, self.pid, self.data_dir)
 
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM), bounded by ``stop_timeout_s``, then SIGKILL."""
-        proc, watcher = self._proc, self._watcher
-        if proc is None:
-            return
-        self._stopping = True
-        try:
-            stop_process(proc, (signal.SIGTERM, signal.SIGKILL), self.stop_timeout_s, "nats-server")
-            if watcher is not None:
-                watcher.join(self.stop_timeout_s)
-        finally:
-            self._proc = None
-            self._watcher = None
-            self._stopping = False
+        self._server.stop(self.stop_timeout_s)
 
     def __enter__(self) -> EmbeddedNats:
         self.start()
@@ -175,43 +168,3 @@ class EmbeddedNats:
     ) -> None:
         self.stop()
 
-    # -- steps ------------------------------------------------------------------
-
-    def _launch(self) -> None:
-        self.exit_code = None
-        try:
-            self._proc, self._watcher = launch_watched(
-                self.command(), log_path=self.log_path, cwd=self.data_dir, death_signal=signal.SIGTERM,
-                thread_name="mistersmith-nats", on_exit=self._exited,
-            )
-        except BaseException as exc:
-            raise EmbeddedNatsError(self.data_dir, f"could not run {self._binary}: {exc!r}") from exc
-
-    def _exited(self, proc: subprocess.Popen[bytes], code: int) -> None:
-        self.exit_code = code
-        if not self._stopping:
-            logger.error("embedded nats-server (pid %d) exited with %s", proc.pid, code)
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        proc = self._proc
-        assert proc is not None
-        while not _accepts_clients(self.port):
-            if proc.poll() is not None:
-                code = proc.returncode
-                self.stop()
-                raise EmbeddedNatsError(
-                    self.data_dir, f"nats-server exited with {code} while starting:\n{self._log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise EmbeddedNatsError(
-                    self.data_dir, f"not ready within start_timeout_s={self.start_timeout_s}:\n{self._log_tail()}"
-                )
-            time.sleep(_POLL_S)

@@ -45,11 +45,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from ._process import EmbeddedServerError, free_port, launch_watched, stop_process
+from ._process import EmbeddedServerError, ServerProcess, free_port
 
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
@@ -166,20 +165,25 @@ class EmbeddedPostgres:
         self._as_user = _SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
         self._socket_dir: Path | None = None
         self._own_socket_dir = False
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._watcher: threading.Thread | None = None
-        self._stopping = False
-        self.exit_code: int | None = None
+        self._server = ServerProcess(
+            EmbeddedPostgresError, self.data_dir, self.data_dir / "server.log", death_signal=signal.SIGINT,
+            stop_signals=(signal.SIGINT, signal.SIGQUIT, signal.SIGKILL), thread_name="mistersmith-postgres",
+        )
 
     # -- public API -----------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._server.running
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
+        return self._server.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last server process ended (None while it runs)."""
+        return self._server.exit_code
 
     def conninfo(self, dbname: str = "postgres") -> str:
         """A libpq connection string for ``dbname`` on this server."""
@@ -197,24 +201,18 @@ class EmbeddedPostgres:
             self._initdb()
         self._stop_leftover()
         self._pick_socket_dir()
-        self._launch()
-        self._wait_ready()
+        self._server.launch(self._command(), user=self._as_user)
+        problem = self._server.wait_ready(self._ready, self.start_timeout_s, _POLL_S)
+        if problem is not None:
+            self.stop()
+            raise EmbeddedPostgresError(self.data_dir, problem)
         logger.info("embedded PostgreSQL ready in %s (pid %s)", self.data_dir, self.pid)
 
     def stop(self) -> None:
         """Fast shutdown, bounded by ``stop_timeout_s`` (then SIGQUIT, then SIGKILL)."""
-        proc, watcher = self._proc, self._watcher
-        if proc is None:
-            return
-        self._stopping = True
         try:
-            stop_process(proc, (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL), self.stop_timeout_s, "PostgreSQL")
-            if watcher is not None:
-                watcher.join(self.stop_timeout_s)
+            self._server.stop(self.stop_timeout_s)
         finally:
-            self._proc = None
-            self._watcher = None
-            self._stopping = False
             if self._own_socket_dir and self._socket_dir is not None:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
                 self._socket_dir = None
@@ -292,49 +290,10 @@ class EmbeddedPostgres:
             cmd += ["-c", f"{name}={value}"]
         return cmd
 
-    def _launch(self) -> None:
-        self.exit_code = None
+    def _ready(self, proc: subprocess.Popen[bytes]) -> bool:
+        """``postmaster.pid`` names this process and says ``ready``."""
         try:
-            self._proc, self._watcher = launch_watched(
-                self._command(), log_path=self.data_dir / "server.log", cwd=self.data_dir,
-                death_signal=signal.SIGINT, thread_name="mistersmith-postgres", on_exit=self._exited,
-                user=self._as_user,
-            )
-        except BaseException as exc:
-            raise EmbeddedPostgresError(self.data_dir, f"could not run postgres: {exc!r}") from exc
-
-    def _exited(self, proc: subprocess.Popen[bytes], code: int) -> None:
-        self.exit_code = code
-        if not self._stopping:
-            logger.error("embedded PostgreSQL (pid %d) exited with %s", proc.pid, code)
-
-    def _log_tail(self) -> str:
-        try:
-            return (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         except OSError:
-            return ""
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        pidfile = self.data_dir / "postmaster.pid"
-        proc = self._proc
-        assert proc is not None
-        while True:
-            if proc.poll() is not None:
-                self.stop()
-                raise EmbeddedPostgresError(
-                    self.data_dir, f"postgres exited with {proc.returncode} while starting:\n{self._log_tail()}"
-                )
-            try:
-                lines = pidfile.read_text().splitlines()
-            except OSError:
-                lines = []
-            if len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() == "ready":
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise EmbeddedPostgresError(
-                    self.data_dir,
-                    f"not ready within start_timeout_s={self.start_timeout_s}:\n{self._log_tail()}",
-                )
-            time.sleep(_POLL_S)
+            return False
+        return len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() == "ready"
