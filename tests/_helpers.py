@@ -8,6 +8,8 @@ call queued after an exit signal comes back, that exit has been handled.
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -179,3 +181,15 @@ def end_incarnation(rt: Runtime, agent_id: str, trigger: Callable[[], object]) -
 
 def child_ids(rt: Runtime, path: str = "root") -> list[str]:
     return [c["id"] for c in rt.which_children(path)]
+
+
+def exits_within(pid: int, timeout_s: float) -> bool:
+    """Wait for any process (not only our child) to end, via a pidfd: no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-import select
 import sys
 from pathlib import Path
 
 import pytest
 
+from _helpers import exits_within
 from mistersmith import AgentFailedError, Runtime, StartError, SupervisorSpec
 
 FAKE = str(Path(__file__).resolve().parent.parent / "examples" / "bin" / "fake_claude.py")
@@ -56,19 +55,6 @@ def test_bad_json_is_an_agent_failure(rt: Runtime) -> None:
         rt.ask(a, "prompt", {"prompt": "x"}, timeout=30)
 
 
-def _exits_within(pid: int, timeout_s: float) -> bool:
-    """Wait for any process (not only our child) to end, via a pidfd."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
 def test_timeout_kills_the_whole_process_group(rt: Runtime, tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     a = rt.spawn("process", config={"command": cli("--hang"), "timeout_s": 1.0, "env": {"PIDFILE": str(pidfile)}})
@@ -76,8 +62,8 @@ def test_timeout_kills_the_whole_process_group(rt: Runtime, tmp_path: Path) -> N
         rt.ask(a, "prompt", {"prompt": "x"}, timeout=30)
     assert "timed out after 1.0 s" in err.value.reason and "thinking very hard" in err.value.reason
     program, grandchild = (int(p) for p in pidfile.read_text().split())
-    assert _exits_within(program, 10), "the program must be killed"
-    assert _exits_within(grandchild, 10), "its grandchild (same process group) must be killed too"
+    assert exits_within(program, 10), "the program must be killed"
+    assert exits_within(grandchild, 10), "its grandchild (same process group) must be killed too"
 
 
 @pytest.mark.parametrize(

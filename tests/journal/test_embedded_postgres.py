@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import select
 import signal
 import subprocess
 import sys
@@ -12,21 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from _helpers import exits_within
 from mistersmith.embedded.postgres import EmbeddedPostgres, EmbeddedPostgresError
 
 pytest_plugins = ["conftest_pg"]
-
-
-def wait_pid_gone(pid: int, timeout_s: float) -> bool:
-    """Wait for a process that is not our child to end (pidfd: no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
 
 
 def test_start_query_restart_stop(pg_tmp: Path) -> None:
@@ -40,7 +27,7 @@ def test_start_query_restart_stop(pg_tmp: Path) -> None:
         assert first_pid is not None
         server.stop()
         assert not server.running
-        assert wait_pid_gone(first_pid, 10)
+        assert exits_within(first_pid, 10)
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(conninfo, connect_timeout=2)
         server.start()
@@ -95,10 +82,10 @@ def test_no_orphan_postgres_when_the_owner_is_killed(pg_tmp: Path) -> None:
     try:
         assert owner.stdout is not None
         pid = int(owner.stdout.readline())
-        assert not wait_pid_gone(pid, 0), "postgres runs while its owner lives"
+        assert not exits_within(pid, 0), "postgres runs while its owner lives"
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
-        assert wait_pid_gone(pid, 20), "postgres outlived its owner"
+        assert exits_within(pid, 20), "postgres outlived its owner"
     finally:
         if owner.poll() is None:
             owner.kill()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from _helpers import exits_within
 from mistersmith import Runtime
 from mistersmith.errors import BlockingCallError, SpecError
 from mistersmith.journal import (
@@ -32,17 +32,6 @@ def small(**overrides: Any) -> JournalConfig:
     options: dict[str, Any] = dict(pool=PoolConfig(min_size=1, max_size=3), retry_max_s=0.2, embedded_durable=False)
     options.update(overrides)
     return JournalConfig(**options)
-
-
-def pid_gone(pid: int, timeout_s: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
 
 
 def test_pool_defaults_are_the_designs() -> None:
@@ -84,7 +73,7 @@ def test_embedded_postgres_when_no_url(pg_tmp: Path, monkeypatch: pytest.MonkeyP
         assert [e.event_id for e in journal.replay()] == [event.event_id]
     finally:
         journal.close()
-    assert pid_gone(pid, 10), "the embedded server stops with the journal"
+    assert exits_within(pid, 10), "the embedded server stops with the journal"
 
 
 def test_database_url_from_the_environment(tmp_path: Path, journal_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
