@@ -8,9 +8,11 @@ from mistersmith.actors._command import CommandSpec, command
 from mistersmith.actors._context import AgentContext, Counters
 from mistersmith.actors._mailbox import Command, Envelope, Exit, Mailbox, ThreadReply
 from mistersmith.actors.echo import EchoAgent
-from mistersmith.actors.process import ProcessAgent, ProcessFailed
+from mistersmith.actors.process import DEFAULT_INHERITED_ENV, ProcessAgent, ProcessFailed
+from mistersmith.actors.process_kind import ProcessKind
 
 __all__ = [
+    "DEFAULT_INHERITED_ENV",
     "Agent",
     "AgentContext",
     "AgentState",
@@ -23,6 +25,7 @@ __all__ = [
     "Mailbox",
     "ProcessAgent",
     "ProcessFailed",
+    "ProcessKind",
     "ThreadReply",
     "command",
 ]

@@ -78,6 +78,11 @@ class Agent(pykka.ThreadingActor):
     """
 
     kind: ClassVar[str | None] = None
+    pool_size: ClassVar[int | None] = None
+    """At most this many agents of the kind at once on a node (``pool_full`` past it); None: no limit
+    of its own (the node's ``max_agents`` still applies)."""
+    pool_size_setting: ClassVar[str | None] = None
+    """How a user raises ``pool_size``, named in the ``pool_full`` error."""
     use_daemon_thread: ClassVar[bool] = True
     _commands: ClassVar[dict[str, CommandSpec]] = {}
 
@@ -105,6 +110,7 @@ class Agent(pykka.ThreadingActor):
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
         self._busy_since: float | None = None
+        self._overdue_since: float | None = None  # the _busy_since the watchdog last reported
         self._busy_command: str | None = None
         self._reply: Reply | None = None
         self._stop_exit: Exit | None = None
@@ -141,6 +147,32 @@ class Agent(pykka.ThreadingActor):
 
         If it raises, the exception is logged and the crash stands as it was.
         """
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any], child: str | None = None) -> None:
+        """Refuse a bad ``config`` when the agent is spawned, before any incarnation exists.
+
+        Runs in the spawning caller's thread (an event loop's included: keep it
+        quick, no I/O that waits). Raise ``SpecError`` naming the key; the spawn
+        then fails with ``invalid_spec`` and nothing starts. By default every
+        config is accepted and ``on_start`` may still refuse it.
+        """
+
+    @classmethod
+    def command_timeout_for(cls, config: Mapping[str, Any]) -> float | None:
+        """The ``command_timeout_s`` an agent with ``config`` gets when its spawner names none
+        (None: the default, 30 s). Called where ``check_config`` is, after it."""
+        return None
+
+    @classmethod
+    def redact_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` as it may be shown: in status replies, events, the journal and logs.
+
+        Runs in whichever thread describes or journals the agent; must not
+        raise. By default the config as it is; override to hide secrets (the
+        ``process`` kind shows ``env`` values as ``***``).
+        """
+        return dict(config)
 
     # -- built-in commands ---------------------------------------------------
 
@@ -185,15 +217,17 @@ class Agent(pykka.ThreadingActor):
 
     # -- control from inside ---------------------------------------------------
 
-    def exit(self, kind: str = "normal", detail: str = "") -> None:
+    def exit(self, kind: str = "normal", detail: str = "", cause: BaseException | None = None) -> None:
         """End this incarnation after the current message, as OTP's ``exit/1``.
 
         ``kind`` is ``normal`` or ``shutdown``; the supervisor then applies the
         child's restart type (a permanent child is restarted even so).
+        ``cause``: the exception behind it, if any (a supervisor giving up
+        passes its child's last crash on).
         """
         if kind not in ("normal", "shutdown"):
             raise ValueError(f"kind={kind!r} is not allowed; use 'normal' or 'shutdown'")
-        self._stop_exit = Exit(kind, detail)
+        self._stop_exit = Exit(kind, detail, cause)
 
     # -- control from the supervisor (any thread) -------------------------------
 
@@ -215,8 +249,20 @@ class Agent(pykka.ThreadingActor):
         self.context.counters.add("leaked_threads")
         return True
 
+    def overdue(self, now: float) -> bool:
+        """True, once, when the running handler has passed ``command_timeout_s`` (any thread; no side
+        effect but remembering that it said so)."""
+        since, limit = self._busy_since, self.context.command_timeout_s
+        if since is None or limit is None or now - since < limit or self._overdue_since == since:
+            return False
+        self._overdue_since = since
+        return True
+
     def check_hung(self, now: float) -> bool:
-        """Abandon and fail this incarnation if its handler ran past the timeout."""
+        """Abandon and fail this incarnation if its handler ran past the timeout.
+
+        Runs in the supervisor's thread (the watchdog sends it ``Hung``); emits ``failed``.
+        """
         since, limit = self._busy_since, self.context.command_timeout_s
         if since is None or limit is None or now - since < limit:
             return False

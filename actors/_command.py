@@ -84,6 +84,14 @@ class CommandSpec:
     accepted: frozenset[str] | None  # None: the handler takes **kwargs
     types: Mapping[str, tuple[type, ...]]
 
+    def describe(self) -> dict[str, Any]:
+        """The parameters, for clients: ``{"params": {name: {"required", "type"}}, "more_params": bool}``."""
+        names = sorted(self.required | (self.accepted or frozenset()) | set(self.types))
+        params = {n: {"required": n in self.required,
+                      "type": " or ".join(t.__name__ for t in self.types[n]) if n in self.types else "any"}
+                  for n in names}
+        return {"params": params, "more_params": self.accepted is None}
+
     def check(self, payload: Mapping[str, Any]) -> str | None:
         """Describe what is wrong with ``payload``, or return None if it fits."""
         if not payload:

@@ -45,13 +45,15 @@ class Envelope:
 
 
 class Command:
-    """A command for an agent: its name and its JSON-compatible payload."""
+    """A command for an agent: its name, its JSON-compatible payload, and when its caller
+    stops waiting (``deadline``, on the runtime's clock; None for a tell)."""
 
-    __slots__ = ("name", "payload")
+    __slots__ = ("deadline", "name", "payload")
 
-    def __init__(self, name: str, payload: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, payload: Mapping[str, Any], deadline: float | None = None) -> None:
         self.name = name
         self.payload = payload
+        self.deadline = deadline
 
     def __repr__(self) -> str:
         return f"Command({self.name!r})"
@@ -101,10 +103,11 @@ class StopRequest:
 class Mailbox:
     """An unbounded queue with a bounded entrance for user commands."""
 
-    __slots__ = ("_queue", "closed", "limit")
+    __slots__ = ("_lock", "_queue", "closed", "limit")
 
     def __init__(self, limit: int) -> None:
         self._queue: queue.SimpleQueue[Envelope] = queue.SimpleQueue()
+        self._lock = _thread.allocate_lock()  # senders against ``expire`` (which re-queues in order)
         self.limit = limit
         self.closed = False
 
@@ -114,13 +117,37 @@ class Mailbox:
         With concurrent senders the bound can be overshot by at most one
         message per sender thread.
         """
-        if self._queue.qsize() >= self.limit:
-            return False
-        self._queue.put(envelope)
+        with self._lock:
+            if self._queue.qsize() >= self.limit:
+                return False
+            self._queue.put(envelope)
         return True
 
     def put(self, envelope: Envelope, /) -> None:
-        self._queue.put(envelope)
+        with self._lock:
+            self._queue.put(envelope)
+
+    def expire(self, before: float) -> list[Envelope]:
+        """Take out the commands whose caller stops waiting before ``before``; keep the rest, in order.
+
+        For the moment a backoff starts (no incarnation reads the mailbox then):
+        the supervisor answers those at once instead of letting them wait out a
+        restart their caller will not see.
+        """
+        with self._lock:
+            kept: list[Envelope] = []
+            gone: list[Envelope] = []
+            while True:
+                try:
+                    envelope = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                message = envelope.message
+                late = type(message) is Command and message.deadline is not None and message.deadline < before
+                (gone if late else kept).append(envelope)
+            for envelope in kept:
+                self._queue.put(envelope)
+        return gone
 
     def get(self) -> Envelope:
         return self._queue.get()

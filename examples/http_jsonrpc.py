@@ -106,6 +106,7 @@ def drive(base_url: str) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o711)  # under root the embedded PostgreSQL runs as pgserver, which must pass through
         proc, node = start_node(Path(tmp) / "node")
         print(f"node {node['node_id']} is up at {node['http_url']}")
         try:

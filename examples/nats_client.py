@@ -2,7 +2,8 @@
 
 Starts ``mistersmith serve`` as a subprocess (embedded NATS and PostgreSQL in a
 temporary data directory, free ports), then talks to it as any NATS client in
-any language would: spawns an agent on ``system.control.spawn``, commands it on
+any language would (as the node's client user, whose password the node wrote
+in its data directory): spawns an agent on ``system.control.spawn``, commands it on
 ``agents.{id}.commands.{cmd}`` (a plain JSON body, a tell, a full envelope),
 crashes it and watches ``agents.{id}.status.*`` report the restart, lists the
 agents, asks for an agent nobody hosts, stops the agent, and stops the node
@@ -52,8 +53,11 @@ async def ask(nc: Client, subject: str, body: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-async def as_a_nats_client(url: str) -> None:
-    nc = await nats.connect(url)
+async def as_a_nats_client(url: str, credentials_file: str) -> None:
+    # The embedded nats-server requires a password. The node wrote its client
+    # user into the data dir (mode 0600); the ready line names that file.
+    creds = json.loads(Path(credentials_file).read_text())
+    nc = await nats.connect(url, user=creds["user"], password=creds["password"])
     try:
         statuses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -95,10 +99,11 @@ async def as_a_nats_client(url: str) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o711)  # under root the embedded PostgreSQL runs as pgserver, which must pass through
         proc, node = start_node(Path(tmp) / "node")
         print(f"node {node['node_id']} is up: NATS {node['nats_url']}, HTTP {node['http_url']}")
         try:
-            asyncio.run(as_a_nats_client(node["nats_url"]))
+            asyncio.run(as_a_nats_client(node["nats_url"], node["nats_credentials"]))
         finally:
             proc.send_signal(signal.SIGTERM)  # graceful: agents, then edges, then the embedded servers
             print("node exited with", proc.wait(60))

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mistersmith import AgentFailedError, Runtime, SupervisorSpec
+from mistersmith import AgentFailedError, ProcessAgent, Runtime, SupervisorSpec
 
 FAKE_CLAUDE = str(Path(__file__).resolve().parent / "bin" / "fake_claude.py")
 EDITOR = "import sys; text = sys.stdin.read().strip(); print(text.replace('You said:', 'Editor:').upper())"
@@ -46,7 +46,9 @@ def gone(pid: int) -> bool:
 
 def main() -> None:
     # a root that tolerates a few crashes: two of our stages fail on purpose
-    with Runtime(root=SupervisorSpec("root", intensity=10, period_s=5)) as rt:
+    # ProcessAgent runs whatever command its config names: an embedder registers it
+    # (a node serves named kinds whose command its operator configured instead).
+    with Runtime(root=SupervisorSpec("root", intensity=10, period_s=5), kinds={"process": ProcessAgent}) as rt:
         writers = [rt.spawn("process", f"writer-{i}", {"command": claude(), "timeout_s": 30}) for i in range(3)]
         editor = rt.spawn("process", "editor", {"command": [sys.executable, "-c", EDITOR], "output": "text"})
 

@@ -88,6 +88,7 @@ def run_two(data_dir: Path, before_crash: int, after_crash: int, moment: datetim
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o711)  # under root the embedded PostgreSQL runs as pgserver, which must pass through
         data_dir = Path(tmp) / "node"
         before_crash, after_crash, moment = run_one(data_dir)
         run_two(data_dir, before_crash, after_crash, moment)

@@ -10,7 +10,9 @@ Embed a ``Runtime`` in a sync or asyncio program::
         rt.ask(agent, "echo", {"hello": "world"}, timeout=5)
 """
 
-from mistersmith.actors import Agent, AgentState, EchoAgent, command
+import logging as _logging
+
+from mistersmith.actors import Agent, AgentState, EchoAgent, ProcessAgent, ProcessKind, command
 from mistersmith.clock import FakeClock, MonotonicClock
 from mistersmith.errors import (
     AgentExistsError,
@@ -43,6 +45,11 @@ from mistersmith.supervisors import (
 
 __version__ = "0.1.0"
 
+# A library leaves output to its application: without this, Python's last-resort
+# handler would print every handled crash's traceback to stderr. `mistersmith
+# serve` (and any program calling logging.basicConfig) sees the records as usual.
+_logging.getLogger("mistersmith").addHandler(_logging.NullHandler())
+
 __all__ = [
     "EVENT_TYPES",
     "Agent",
@@ -64,6 +71,8 @@ __all__ = [
     "MonotonicClock",
     "PausedError",
     "PoolFullError",
+    "ProcessAgent",
+    "ProcessKind",
     "RestartingError",
     "Runtime",
     "RuntimeClosedError",

@@ -8,15 +8,22 @@ from, the value, and what is allowed.
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mistersmith.errors import MisterSmithError
+import orjson
 
-__all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings"]
+from mistersmith.actors import ProcessKind
+from mistersmith.supervisors import DEFAULTS
+from mistersmith.errors import MisterSmithError, SpecError
+from mistersmith.redact import strip_userinfo
+
+__all__ = ["SETTINGS", "ConfigError", "ConfigErrors", "Setting", "Settings", "load_settings"]
 
 
 class ConfigError(MisterSmithError):
@@ -30,6 +37,23 @@ class ConfigError(MisterSmithError):
         self.source = source
         self.value = value
         self.allowed = allowed
+
+
+_KIND_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class ConfigErrors(ConfigError):
+    """Several settings are wrong at once; ``errors`` holds each ``ConfigError``."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.key, first.source, first.value, first.allowed)
+        self.errors = list(errors)
+        self.message = f"{len(errors)} settings are not allowed: " + "; ".join(e.message for e in errors)
+        self.args = (self.message,)
+
+
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
 def _text(value: object) -> str:
@@ -118,9 +142,41 @@ def _origins(value: object) -> tuple[str, ...]:
     return tuple(o.strip() for o in items if o.strip())
 
 
+def _names(value: object) -> tuple[str, ...] | None:
+    if value in (None, "", []):
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in items):
+        raise ValueError("use a comma-separated list of kind names")
+    return tuple(n.strip() for n in items)
+
+
+def _process_kinds(value: object) -> dict[str, ProcessKind]:
+    if isinstance(value, str):  # from the environment: a JSON object
+        try:
+            value = orjson.loads(value) if value.strip() else {}
+        except orjson.JSONDecodeError:
+            raise ValueError("use a JSON object of tables, such as {\"claude\": {\"command\": [\"claude\"]}}") from None
+    if not isinstance(value, Mapping):
+        raise ValueError("use [process.kinds.NAME] tables")
+    kinds: dict[str, ProcessKind] = {}
+    for name, table in value.items():
+        if not isinstance(name, str) or not _KIND_NAME.fullmatch(name):
+            raise ValueError(f"kind name {name!r}: use 1-128 letters, digits, '_' or '-'")
+        try:
+            kinds[name] = ProcessKind.from_table(name, table)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+    return kinds
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its dotted key (``section.name``), default, parser, env name, secrecy."""
+    """One setting: its dotted key (``section.name``), default, parser, env name, secrecy.
+
+    A secret shows as ``***``, or as ``shown(value)`` when that is given (a
+    URL without its credentials).
+    """
 
     key: str
     default: Any
@@ -128,12 +184,17 @@ class Setting:
     env: str
     secret: bool = False
     help: str = ""
+    shown: Callable[[Any], Any] | None = None
 
 
 def _s(key: str, default: Any, parse: Callable[[object], Any], help: str, *, env: str | None = None,
-       secret: bool = False) -> Setting:
+       secret: bool = False, shown: Callable[[Any], Any] | None = None) -> Setting:
     name = env or "MISTERSMITH_" + key.replace(".", "_").upper()
-    return Setting(key, default, parse, name, secret, help)
+    return Setting(key, default, parse, name, secret, help, shown)
+
+
+def _urls_shown(urls: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(strip_userinfo(u) for u in urls)
 
 
 # Every node default, stated once (the design's values where it gives them).
@@ -141,11 +202,19 @@ SETTINGS: tuple[Setting, ...] = (
     _s("node.id", None, _opt_text, "node id; the same id on restart recovers its agents", env="MISTERSMITH_NODE_ID"),
     _s("node.data_dir", ".mistersmith", _text, "data directory (embedded servers, spool, lock)",
        env="MISTERSMITH_DATA_DIR"),
-    _s("node.max_agents", 10, _count, "concurrent agents per node (pool_full past it)"),
+    _s("node.max_agents", 10_000, _count, "agents one node hosts at once, of all kinds (pool_full past it; "
+       "each process kind has its own max_agents too)"),
     _s("node.recovery", True, _flag, "respawn this node's agents from the journal at start"),
-    _s("node.root_intensity", 1000, _count, "restarts the root supervisor tolerates per period before the node stops"),
-    _s("node.root_period_s", 60.0, _seconds, "the root supervisor's intensity window"),
-    _s("node.restart_backoff_max_s", 30.0, _seconds, "restart backoff cap for agents (it starts at 0.1 s)"),
+    _s("node.root_intensity", DEFAULTS.root_intensity, _count, "restarts the root supervisor tolerates per period before the node stops"),
+    _s("node.root_period_s", DEFAULTS.root_period_s, _seconds, "the root supervisor's intensity window"),
+    _s("node.restart_backoff_max_s", DEFAULTS.backoff_max_s, _seconds,
+       f"restart backoff cap for agents (it starts at {DEFAULTS.backoff_min_s} s)"),
+    _s("node.kinds", None, _names, "the agent kinds this node serves, comma-separated (empty: echo, the "
+       "[process.kinds] ones and those given with --kind)"),
+    _s("node.allow_arbitrary_process", False, _flag, "serve the generic process kind, whose spawner picks the "
+       "command: anyone who may spawn can run any program as this node's user"),
+    _s("process.kinds", {}, _process_kinds, "named process kinds, [process.kinds.NAME] tables with command = "
+       "[...] (the operator picks the program; a spawn may set only the kind's overridable fields)"),
     _s("http.host", "127.0.0.1", _text, "HTTP bind address"),
     _s("http.port", 8080, _port, "HTTP port (0 picks a free one)"),
     _s("http.request_timeout_s", 30.0, _seconds, "HTTP request timeout"),
@@ -158,6 +227,15 @@ SETTINGS: tuple[Setting, ...] = (
     _s("http.max_body_bytes", 1_048_576, _count, "request body size limit"),
     _s("http.rate_limit_per_s", 100.0, _seconds, "per-client token-bucket refill rate"),
     _s("http.rate_limit_burst", 200, _count, "per-client token-bucket size"),
+    _s("http.allowed_hosts", (), _origins, "Host header values (name, name:port, or * for any) answered besides "
+       "localhost, 127.0.0.1, [::1] and http.host; others get 421 on every route but /health"),
+    _s("http.header_timeout_s", 10.0, _seconds, "time a connection may go without a complete request head "
+       "(slow headers, idle keep-alive, TLS handshake)"),
+    _s("http.max_connections_per_client", 64, _count, "open connections per client address; more are closed"),
+    _s("http.mcp_max_sessions", 1000, _count, "MCP sessions kept (the least recently used go first)"),
+    _s("http.mcp_session_idle_s", 600.0, _seconds, "an MCP session unused this long is forgotten"),
+    _s("http.tls_cert", None, _opt_text, "PEM certificate (chain) file; with http.tls_key the node serves HTTPS"),
+    _s("http.tls_key", None, _opt_text, "PEM private key file for http.tls_cert", secret=True),
     _s("database.url", None, _opt_text, "PostgreSQL URL; empty starts the embedded server",
        env="MISTERSMITH_DATABASE_URL", secret=True),
     _s("database.pool_max", 30, _count, "pool max connections"),
@@ -166,7 +244,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("database.idle_timeout_s", 300.0, _seconds, "idle connection timeout"),
     _s("database.max_lifetime_s", 3600.0, _seconds, "connection max lifetime"),
     _s("nats.url", None, _urls, "NATS URL(s), comma-separated; empty starts the embedded server",
-       env="MISTERSMITH_NATS_URL"),
+       env="MISTERSMITH_NATS_URL", secret=True, shown=_urls_shown),
+    _s("nats.embedded_port", 4222, _port, "the embedded nats-server's port (0 picks a free one); when it is "
+       "taken, the port this data directory's server used last, else a free one (node.json says which)"),
     _s("nats.ping_interval_s", 30.0, _seconds, "NATS ping interval"),
     _s("nats.allow_remote_shutdown", False, _flag, "let system.control.shutdown over NATS stop this node"),
     _s("nats.user", None, _opt_text, "NATS user"),
@@ -186,42 +266,73 @@ _BY_KEY = {s.key: s for s in SETTINGS}
 class Settings:
     """The effective settings. Read them as ``settings["http.port"]``."""
 
-    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str], config_file: str | None = None) -> None:
         self._values = dict(values)
         self.sources = dict(sources)
+        self.config_file = config_file  # the TOML file read, if any
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
 
     def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
-        """Nested ``{section: {name: value}}``; secrets show as ``***`` unless unset."""
+        """Nested ``{section: {name: value}}``; secrets show as ``***`` (or their ``shown`` form) unless unset."""
         out: dict[str, dict[str, Any]] = {}
         for setting in SETTINGS:
             section, name = setting.key.split(".", 1)
             value = self._values[setting.key]
             if mask_secrets and setting.secret and value is not None:
-                value = "***"
+                value = setting.shown(value) if setting.shown is not None else "***"
             if isinstance(value, tuple):
                 value = list(value)
+            if setting.key == "process.kinds":
+                value = {name: kind.to_table() for name, kind in value.items()}
             out.setdefault(section, {})[name] = value
         return out
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def _suggest(key: str) -> str:
+    """``use known settings`` with the nearest one first (``http.hots`` -> ``http.host``)."""
+    near = difflib.get_close_matches(key, list(_BY_KEY), n=1, cutoff=0.6)
+    if near:
+        return f"did you mean {near[0]}? (`mistersmith config --reference` lists every setting)"
+    return "use a known setting (`mistersmith config --reference` lists them)"
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    """The TOML parser's message in plain words: where, then what."""
+    text = str(exc)
+    where = _TOML_AT.search(text)
+    what = _TOML_AT.sub("", text).strip().rstrip(".")
+    if where is None:
+        return f"it is not valid TOML ({what}); fix the TOML"
+    return (f"line {where.group(1)}, column {where.group(2)} is not valid TOML ({what[:1].lower()}{what[1:]}); "
+            "fix the TOML there")
+
+
+def _read_file(path: Path, problems: list[ConfigError]) -> dict[str, Any]:
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError("--config", "the command line", str(path), "name an existing TOML file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("--config", str(path), str(path), f"fix the TOML: {exc}") from None
+        raise ConfigError("--config", "the command line", str(path),
+                          f"{path} was not found; name an existing TOML file") from None
+    except IsADirectoryError:
+        raise ConfigError("--config", "the command line", str(path), f"{path} is a directory; name a TOML file") \
+            from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", str(path), str(path), "it is not UTF-8 text; save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", str(path), str(path), _toml_problem(exc)) from None
     flat: dict[str, Any] = {}
     for section, table in raw.items():
         if not isinstance(table, dict):
-            raise ConfigError(section, str(path), table, "put settings in [section] tables")
+            problems.append(ConfigError(section, str(path), table, f"put settings in [section] tables, such as "
+                                        f"[{section.split('.')[0] or 'node'}]"))
+            continue
         for name, value in table.items():
             key = f"{section}.{name}"
             if key not in _BY_KEY:
-                raise ConfigError(key, str(path), value, f"use known settings: {', '.join(_BY_KEY)}")
+                problems.append(ConfigError(key, str(path), value, _suggest(key)))
+                continue
             flat[key] = value
     return flat
 
@@ -234,11 +345,13 @@ def load_settings(
     """Merge flags > environment > file > defaults, validating every value.
 
     ``flags`` maps dotted keys to values given on the command line (None means
-    not given); ``env`` is usually ``os.environ``.
+    not given); ``env`` is usually ``os.environ``. Every problem is reported
+    at once: one ``ConfigError``, or ``ConfigErrors`` holding them all.
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = env or {}
-    from_file = _read_file(Path(config_file)) if config_file is not None else {}
+    problems: list[ConfigError] = []
+    from_file = _read_file(Path(config_file), problems) if config_file is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in SETTINGS:
@@ -255,12 +368,17 @@ def load_settings(
             values[setting.key] = setting.parse(raw)
         except ValueError as exc:
             shown = "***" if setting.secret else raw
-            raise ConfigError(setting.key, source, shown, str(exc)) from None
+            problems.append(ConfigError(setting.key, source, shown, str(exc)))
+            values[setting.key] = setting.default
         sources[setting.key] = source
     for key in flags:
         if key not in _BY_KEY:
-            raise ConfigError(key, "the command line", flags[key], "use a known setting")
+            problems.append(ConfigError(key, "the command line", flags[key], _suggest(key)))
     if values["database.pool_min"] > values["database.pool_max"]:
-        raise ConfigError("database.pool_min", sources["database.pool_min"], values["database.pool_min"],
-                          f"use a value <= database.pool_max ({values['database.pool_max']})")
-    return Settings(values, sources)
+        problems.append(ConfigError("database.pool_min", sources["database.pool_min"], values["database.pool_min"],
+                                    f"use a value <= database.pool_max ({values['database.pool_max']})"))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigErrors(problems)
+    return Settings(values, sources, None if config_file is None else str(config_file))

@@ -113,21 +113,42 @@ class EventStream:
 
     Holds at most ``maxsize`` events; past that the oldest are dropped,
     counted in ``dropped`` and logged.
+
+    ``history`` (e.g. ``MemorySink.events``) makes the stream begin with the
+    events already delivered before it subscribed: it subscribes, reads
+    ``bus.delivered_seq`` and queues the matching events of ``history()``
+    up to that seq (the newest ``maxsize`` of them), then skips any live
+    event at or below it. So each event comes once, in ``seq`` order, and
+    only once durable; what ``history`` no longer keeps is not there.
     """
 
-    def __init__(self, bus: EventBus, maxsize: int, **filters: Any) -> None:
+    def __init__(
+        self, bus: EventBus, maxsize: int,
+        history: Callable[[], list[SupervisionEvent]] | None = None, **filters: Any,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: collections.deque[SupervisionEvent] = collections.deque()
         self._ready = asyncio.Event()
         self.maxsize = maxsize
         self.dropped = 0
         self._sub = bus.subscribe(self._from_thread, **filters)
+        self._after_seq = 0  # live events up to this seq came from ``history``
+        if history is not None:
+            self._after_seq = bus.delivered_seq
+            backlog = [e for e in history() if e.seq <= self._after_seq and self._sub.matches(e)]
+            self._queue.extend(backlog[-maxsize:])
+            if self._queue:
+                self._ready.set()
 
     def _from_thread(self, event: SupervisionEvent) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._arrive, event)
+            self._loop.call_soon_threadsafe(self._arrive_live, event)
         except RuntimeError:
             self._sub.close()
+
+    def _arrive_live(self, event: SupervisionEvent) -> None:
+        if event.seq > self._after_seq:  # else it came from the history already
+            self._arrive(event)
 
     def _arrive(self, event: SupervisionEvent) -> None:
         if len(self._queue) >= self.maxsize:

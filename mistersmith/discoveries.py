@@ -17,6 +17,16 @@ brings those from the store, in order; the late copies are then ignored as
 already seen. ``start()`` anchors a new hub at the store's last ``seq``, so
 this holds from its first discovery on.
 
+The hub sets each discovery's ``source``, whatever it carried: ``share``
+makes it ``node:<node_id>`` (this node vouches for it), ``ingest`` (a NATS
+message) ``nats:<node_id>`` (this node heard it; NATS does not say from
+whom). An id is taken once: when the store already holds it (another node
+sharing the database stored it before publishing, or a message reuses an
+old id), the stored row is what is delivered, never the message's copy, and
+one already delivered here (or stored before this hub started) is dropped.
+A ``share`` whose id holds another discovery is refused (``SpecError``), and
+so is an ``occurred_at`` more than ``MAX_AHEAD_S`` ahead of this node's clock.
+
 A subscriber holds at most ``buffer_per_subscriber`` undelivered
 discoveries. One that falls further behind is closed with ``overflowed``
 set, never silently thinned: it resumes from its last ``seq``.
@@ -27,10 +37,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
-from mistersmith.discovery import DISCOVERY_TYPES, Discovery, DiscoveryFilter
+from mistersmith.discovery import DISCOVERY_TYPES, Discovery, DiscoveryFilter, refuse_future
 from mistersmith.errors import SpecError
 from mistersmith.ports import DiscoveryStore, Publish
 
@@ -39,6 +52,7 @@ __all__ = ["DiscoveryHub"]
 logger = logging.getLogger("mistersmith.discoveries")
 
 _PAGE = 500
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class _Subscription:
@@ -115,7 +129,11 @@ class _Subscription:
 
 
 class DiscoveryHub:
-    """Implements ``mistersmith.ports.Discoveries`` on the node's event loop."""
+    """Implements ``mistersmith.ports.Discoveries`` on the node's event loop.
+
+    ``node_id`` names this node in the sources it sets; by default the store's
+    ``node_id`` (``PgDiscoveryStore`` has one), else ``local``.
+    """
 
     def __init__(
         self,
@@ -124,10 +142,19 @@ class DiscoveryHub:
         publish: Publish | None = None,
         keep: int = 10_000,
         buffer_per_subscriber: int = 1024,
+        node_id: str | None = None,
     ) -> None:
         for key, value in (("keep", keep), ("buffer_per_subscriber", buffer_per_subscriber)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(None, key, value, "use an integer >= 1")
+        if node_id is None:
+            from_store = getattr(store, "node_id", None)
+            node_id = from_store if isinstance(from_store, str) else "local"
+        if not _NODE_ID.fullmatch(node_id):
+            raise SpecError(None, "node_id", node_id, "use 1-128 letters, digits, '_' or '-'")
+        self.node_id = node_id
+        self._shared_source = f"node:{node_id}"
+        self._ingested_source = f"nats:{node_id}"
         self._store = store
         self._publish = publish
         self._buffer = buffer_per_subscriber
@@ -153,10 +180,20 @@ class DiscoveryHub:
     # -- writing --------------------------------------------------------------------
 
     async def share(self, discovery: Discovery) -> Discovery:
-        """Store, fan out, publish. A failed publish is logged and counted, not raised:
-        the discovery is stored and was delivered here."""
-        stored = await self._accept(discovery)
-        if self._publish is not None:
+        """Store, fan out, publish, vouched for by this node (``source`` ``node:<node_id>``).
+
+        Sharing the same discovery again returns it as stored and publishes
+        nothing. ``SpecError`` if its id holds another discovery, or its
+        ``occurred_at`` is more than ``MAX_AHEAD_S`` ahead of this node's clock.
+        A failed publish is logged and counted, not raised: the discovery is
+        stored and was delivered here.
+        """
+        refuse_future(discovery, datetime.now(UTC))
+        mine = replace(discovery, seq=None, source=self._shared_source)
+        stored, delivered = await self._accept(mine)
+        if replace(stored, seq=None) != mine:
+            raise SpecError(None, "id", mine.id, "another discovery has this id; omit id to have a fresh one made")
+        if delivered and self._publish is not None:
             try:
                 await self._publish(stored)
             except Exception:
@@ -165,29 +202,48 @@ class DiscoveryHub:
         return stored
 
     async def ingest(self, discovery: Discovery) -> Discovery | None:
-        """A discovery some NATS client published: store and fan out, not republish.
+        """A discovery heard on NATS: store (as ``nats:<node_id>``, whatever it says) and fan out,
+        not republish.
 
-        Returns ``None`` for one already seen here (our own, echoed back by NATS).
+        When the store holds its id already (another node on this database
+        stored it before publishing it), what is delivered and returned is the
+        stored row, with its own source and content, never the message's.
+        Returns ``None``, changing nothing, for an id already delivered here
+        (our own, echoed back by NATS) or stored before this hub started.
+        ``SpecError`` if its ``occurred_at`` is more than ``MAX_AHEAD_S`` ahead
+        of this node's clock.
         """
         if discovery.id in self._by_id:
             return None
-        return await self._accept(discovery, dedupe=True)
+        refuse_future(discovery, datetime.now(UTC))
+        stored, delivered = await self._accept(replace(discovery, seq=None, source=self._ingested_source))
+        return stored if delivered else None
 
-    async def _accept(self, discovery: Discovery, dedupe: bool = False) -> Discovery:
+    async def _accept(self, discovery: Discovery) -> tuple[Discovery, bool]:
+        """Store and fan out: the discovery as stored, and whether it was delivered just now
+        (False: its id was known here, or stored before and delivered, or before this hub started)."""
         async with self._lock:
-            if dedupe and discovery.id in self._by_id:
-                return self._by_id[discovery.id]
+            known = self._by_id.get(discovery.id)
+            if known is not None:
+                return known, False
             if self._store is not None:
-                seq = await self._store.persist(discovery)
+                stored = await self._store.persist(discovery)
+                if stored.seq is None:  # a store always numbers what it returns
+                    raise RuntimeError(f"the discovery store returned {stored.id} without a seq")
+                seq = stored.seq
             else:
                 seq = self._last_seq + 1
+                stored = discovery.with_seq(seq)
+            if self._anchored and seq <= self._last_seq:
+                # A new row is numbered after every committed one, so this row was there before:
+                # delivered here already (catch-up, or our own), or before this hub started.
+                return stored, False
             if self._store is not None and self._anchored and self._last_seq < seq - 1:
                 await self._catch_up(self._store, seq)
             self._last_seq = max(self._last_seq, seq)
             self._anchored = True
-            stored = discovery.with_seq(seq)
             self._fan_out(stored)
-        return stored
+        return stored, True
 
     async def _catch_up(self, store: DiscoveryStore, seq: int) -> None:
         """Fan out the stored discoveries numbered between the last one seen here and ``seq`` first.

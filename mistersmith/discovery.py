@@ -8,6 +8,14 @@ results); ``Discovery.from_dict`` is its validating inverse.
 ``seq`` is the order in which the store accepted the discovery (the id of an
 SSE event, what ``Last-Event-ID`` resumes after); it is ``None`` until then.
 ``id`` is the discovery's global identity, made by whoever shares it.
+
+``source`` says who vouches for it, and is set by the node that stores it,
+never taken from a message: ``node:<node_id>`` for one shared through that
+node (``DiscoveryHub.share``), ``nats:<node_id>`` for one that node ingested
+from a NATS message no node had stored (NATS does not tell a subscriber who
+published), ``unknown`` before it is stored (and for rows stored before
+sources were recorded). ``agent_id``, ``id`` and ``occurred_at`` of a
+``nats:`` discovery are whatever its publisher claimed.
 """
 
 from __future__ import annotations
@@ -25,19 +33,26 @@ from mistersmith.errors import SpecError
 __all__ = [
     "CONTENT_MAX_CHARS",
     "DISCOVERY_TYPES",
+    "MAX_AHEAD_S",
     "ROLE_MAX_CHARS",
+    "UNKNOWN_SOURCE",
     "Discovery",
     "DiscoveryFilter",
     "discovery_subject",
+    "refuse_future",
 ]
 
 DISCOVERY_TYPES: tuple[str, ...] = ("pattern", "anomaly", "connection", "solution", "question", "insight")
 CONTENT_MAX_CHARS = 16_384
 ROLE_MAX_CHARS = 128
+UNKNOWN_SOURCE = "unknown"
+MAX_AHEAD_S = 300.0
+"""How far ahead of the storing node's clock ``occurred_at`` may be (clock skew); later is refused."""
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # a NATS subject token, as agent ids are
+_SOURCE = re.compile(r"^(?:unknown|(?:node|nats):[A-Za-z0-9_-]{1,128})$")
 _FIELDS = ("id", "seq", "agent_id", "agent_role", "discovery_type", "content", "confidence", "related_to",
-           "occurred_at")
+           "occurred_at", "source")
 
 
 def _token(key: str, value: object) -> str:
@@ -71,6 +86,20 @@ def _types(value: object) -> frozenset[str] | None:
     return frozenset(value)
 
 
+def refuse_future(discovery: Discovery, now: datetime, max_ahead_s: float = MAX_AHEAD_S) -> Discovery:
+    """``discovery`` unless its ``occurred_at`` is more than ``max_ahead_s`` after ``now`` (``SpecError``).
+
+    A time in the past is a claim nobody can check and is kept as given;
+    ``seq``, not ``occurred_at``, orders discoveries.
+    """
+    ahead_s = (discovery.occurred_at - now).total_seconds()
+    if ahead_s > max_ahead_s:
+        raise SpecError(None, "occurred_at", discovery.occurred_at.isoformat(),
+                        f"use a time at most {max_ahead_s:g} s ahead of this node's clock "
+                        f"(it is {ahead_s:.0f} s ahead), or omit it to mean now")
+    return discovery
+
+
 def discovery_subject(agent_id: str, discovery_type: str) -> str:
     """The NATS subject a discovery is published on."""
     return f"discoveries.{agent_id}.{discovery_type}"
@@ -89,6 +118,7 @@ class Discovery:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     seq: int | None = None
+    source: str = UNKNOWN_SOURCE
 
     def __post_init__(self) -> None:
         _token("agent_id", self.agent_id)
@@ -104,6 +134,8 @@ class Discovery:
             raise SpecError(None, "occurred_at", self.occurred_at, "use an aware datetime")
         if self.seq is not None and (isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 1):
             raise SpecError(None, "seq", self.seq, "use an integer >= 1, or None before it is stored")
+        if not isinstance(self.source, str) or not _SOURCE.fullmatch(self.source):
+            raise SpecError(None, "source", self.source, "use 'node:<node_id>', 'nats:<node_id>' or 'unknown'")
 
     @property
     def subject(self) -> str:
@@ -113,6 +145,10 @@ class Discovery:
     def with_seq(self, seq: int) -> Discovery:
         """The same discovery, as stored under ``seq``."""
         return replace(self, seq=seq)
+
+    def with_source(self, source: str) -> Discovery:
+        """The same discovery, vouched for by ``source``."""
+        return replace(self, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-compatible wire form (time as ISO 8601)."""
@@ -126,11 +162,19 @@ class Discovery:
             "confidence": self.confidence,
             "related_to": self.related_to,
             "occurred_at": self.occurred_at.isoformat(),
+            "source": self.source,
         }
+
+    def to_wire(self) -> dict[str, Any]:
+        """``to_dict`` without ``source``: what goes on NATS. A receiver sets the source itself,
+        and a node of an older release refuses keys it does not know."""
+        wire = self.to_dict()
+        del wire["source"]
+        return wire
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Discovery:
-        """Validate and build; ``id``, ``seq``, ``related_to`` and ``occurred_at`` are optional.
+        """Validate and build; ``id``, ``seq``, ``related_to``, ``occurred_at`` and ``source`` are optional.
 
         Unknown keys are refused (``SpecError`` naming the key), so a typo
         never passes silently.
@@ -148,6 +192,8 @@ class Discovery:
             extra["id"] = raw["id"]
         if raw.get("seq") is not None:
             extra["seq"] = raw["seq"]
+        if raw.get("source") is not None:
+            extra["source"] = raw["source"]
         when = raw.get("occurred_at")
         if when is not None:
             try:

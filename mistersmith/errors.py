@@ -177,15 +177,19 @@ class PausedError(MisterSmithError):
 
 
 class PoolFullError(MisterSmithError):
-    """The node already runs its maximum number of agents."""
+    """The node already runs its maximum number of agents (of all kinds, or of one kind).
+
+    ``setting`` names the limit as a user sets it (``--max-agents / node.max_agents``).
+    """
 
     code = "pool_full"
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"this node already runs its limit of {limit} agents; stop one or raise max_agents"
-        )
+    def __init__(self, limit: int, setting: str = "max_agents", kind: str | None = None) -> None:
+        what = f"{limit} agents of kind {kind!r}" if kind is not None else f"{limit} agents"
+        super().__init__(f"this node already runs its limit of {what}; stop one, or raise {setting}")
         self.limit = limit
+        self.setting = setting
+        self.kind = kind
 
 
 class CommandTimeoutError(MisterSmithError, TimeoutError):

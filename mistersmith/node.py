@@ -9,6 +9,11 @@ NATS bridge with the discovery hub (discoveries stored in the journal's
 states in its ``tasks`` table) and the HTTP shim. ``stop()`` undoes it in
 reverse: agents first, then the edges, then the embedded servers, each step
 bounded. A data directory serves one node at a time (an exclusive lock).
+
+Files: from ``start()`` to ``stop()`` the process's umask is 077, and what the
+node writes in its data directory is ``0600``/``0700`` (``mistersmith.files``);
+URLs it shows or writes (``node.json``, ``/health``, ``describe()``) carry no
+credentials (``mistersmith.redact``), while ``nats_url`` keeps them to connect.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -31,21 +37,27 @@ from mistersmith.config import Settings
 from mistersmith.crossing import LoopThread
 from mistersmith.discoveries import DiscoveryHub
 from mistersmith.discovery import Discovery
-from mistersmith.embedded.nats import EmbeddedNats
+from mistersmith.embedded.nats import EmbeddedNats, port_is_free
+from mistersmith.embedded.nats_auth import CLIENT_FILE, NatsUser, authorization_block, node_users
+from mistersmith.embedded.postgres import let_server_through
 from mistersmith.errors import MisterSmithError
+from mistersmith.files import UMASK, make_private_dirs, open_private, write_private
+from mistersmith.kinds import PROCESS_REFUSED, served_kinds
 from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgTaskStore, PoolConfig
+from mistersmith.redact import strip_userinfo
 from mistersmith.runtime import Runtime
-from mistersmith.supervisors import Backoff, SupervisorSpec
+from mistersmith.supervisors import SupervisorSpec, tolerant_root
 from mistersmith.web.app import build_app
 from mistersmith.web.backends import Backends
 from mistersmith.web.config import WebConfig
-from mistersmith.web.server import HttpServer
+from mistersmith.web.server import HttpServer, listen
 
 __all__ = ["DataDirLockedError", "Node", "read_node_file"]
 
 logger = logging.getLogger("mistersmith.node")
 
 NODE_FILE = "node.json"
+NATS_PORT_FILE = "port"  # in DIR/nats: the embedded nats-server's last port, kept for the next start
 _STEP_S = 30.0  # bound on any single start or stop step on the loop
 
 
@@ -110,6 +122,8 @@ class Node:
         self._on_shutdown_request = on_shutdown_request
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self._lock_file: IO[str] | None = None
+        self._http_socket: socket.socket | None = None  # bound early (see _start); the HTTP server's once it serves
+        self._umask: int | None = None  # the process's umask before start, restored by stop
         self.loop: LoopThread | None = None
         self.runtime: Runtime | None = None
         self.journal: Journal | None = None
@@ -117,6 +131,7 @@ class Node:
         self.discoveries: DiscoveryHub | None = None
         self.http: HttpServer | None = None
         self.nats_url = ""
+        self.nats_credentials: str | None = None  # the clients' credentials file of the embedded server
         self.node_id = ""
 
     # -- start ------------------------------------------------------------------
@@ -132,18 +147,32 @@ class Node:
 
     def _start(self) -> None:
         s = self.settings
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        kinds = served_kinds(s, self._kinds)  # a bad node.kinds stops the node before anything starts
+        if self._umask is None:
+            self._umask = os.umask(UMASK)  # while the node runs, what it creates is its user's alone
+        created = make_private_dirs(self.data_dir)
+        if not s["database.url"]:
+            let_server_through(created)  # under root the embedded PostgreSQL's user must reach DIR/postgres
         self._lock_data_dir()
+        # Bound now, handed to the HTTP server last: a port in use stops the node before anything starts.
+        self._http_socket = listen(s["http.host"], s["http.port"])
         self.node_id = s["node.id"] or self._stored_node_id()
         loop = self.loop = LoopThread("mistersmith-loop")
         self._undo.append(("event loop", loop.stop))
 
         urls = s["nats.url"]
+        own_user: dict[str, str] = {}
         if not urls:
-            embedded = EmbeddedNats(self.data_dir / "nats")
+            # Our own server requires a password: a node user, and one for clients (nats_auth).
+            node_user, client_user = node_users(self.data_dir / "nats" / "credentials")
+            embedded = EmbeddedNats(self.data_dir / "nats", port=self._nats_port(), fallback_port=True,
+                                    config_text=authorization_block(node_user, client_user))
             embedded.start()
+            write_private(self.data_dir / "nats" / NATS_PORT_FILE, f"{embedded.port}\n".encode())
             self._undo.append(("embedded nats-server", embedded.stop))
             urls = (embedded.url,)
+            own_user = {"user": node_user.user, "password": node_user.password}
+            self.nats_credentials = str(self.data_dir / "nats" / "credentials" / CLIENT_FILE)
         self.nats_url = ",".join(urls)
 
         journal = self.journal = Journal.open(
@@ -163,13 +192,14 @@ class Node:
 
         # A node serves remote clients: one crash-looping agent must not take it
         # down. Agents back off (Akka) and the root tolerates many restarts.
-        root = self._root or SupervisorSpec(
-            "root", intensity=s["node.root_intensity"], period_s=s["node.root_period_s"],
-            backoff=Backoff(min_s=0.1, max_s=s["node.restart_backoff_max_s"]),
+        root = self._root or tolerant_root(
+            intensity=s["node.root_intensity"], period_s=s["node.root_period_s"],
+            backoff_max_s=s["node.restart_backoff_max_s"],
         )
         runtime = self.runtime = Runtime(
-            node_id=self.node_id, root=root, kinds=self._kinds, sinks=[journal.sink],
-            max_agents=s["node.max_agents"],
+            node_id=self.node_id, root=root, kinds=kinds, sinks=[journal.sink],
+            max_agents=s["node.max_agents"], default_kinds=False, refused_kinds={"process": PROCESS_REFUSED},
+            max_agents_setting="--max-agents / node.max_agents",
         )
         self._undo.append(("agents", runtime.close))
         if s["node.recovery"]:
@@ -177,15 +207,18 @@ class Node:
             logger.info("recovery: %s", report)
 
         stats = ConnectionStats()
-        nc, _ = loop.run(connect(ConnectOptions.from_settings(s, tuple(urls), name=self.node_id), stats), _STEP_S)
+        options = ConnectOptions.from_settings(s, tuple(urls), name=self.node_id, **own_user)
+        nc, _ = loop.run(connect(options, stats), _STEP_S)
         self._undo.append(("nats connection", lambda: loop.run(nc.close(), _STEP_S)))
         remote_shutdown = self._shutdown_requested if s["nats.allow_remote_shutdown"] else None
 
         async def ingest(discovery: Discovery) -> object:
             return await hub.ingest(discovery)
 
+        # Recovery ran before NATS was up: replay_history publishes its events now, once and in order.
         bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown,
-                                      task_store=PgTaskStore(journal.pool), ingest_discovery=ingest)
+                                      task_store=PgTaskStore(journal.pool), ingest_discovery=ingest,
+                                      replay_history=True)
         hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),
                                               publish=bridge.publish_discovery)
         loop.run(hub.start(), _STEP_S)
@@ -204,15 +237,19 @@ class Node:
             max_body_bytes=s["http.max_body_bytes"], rate_per_s=s["http.rate_limit_per_s"],
             rate_burst=s["http.rate_limit_burst"], request_timeout_s=s["http.request_timeout_s"],
             max_streams=s["http.sse_max_streams"], keepalive_s=s["http.sse_keepalive_s"],
+            allowed_hosts=s["http.allowed_hosts"], header_timeout_s=s["http.header_timeout_s"],
+            max_connections_per_client=s["http.max_connections_per_client"],
+            max_sessions=s["http.mcp_max_sessions"], session_idle_s=s["http.mcp_session_idle_s"],
+            tls_cert=s["http.tls_cert"], tls_key=s["http.tls_key"],
         )
         http = self.http = HttpServer(build_app(backends, web))
-        loop.run(http.start(), _STEP_S)
+        loop.run(http.start(self._http_socket), _STEP_S)
         self._undo.append(("http server", lambda: loop.run(http.stop(), _STEP_S)))
         self._write_node_file()
 
     def _lock_data_dir(self) -> None:
         path = self.data_dir / "node.lock"
-        handle = open(path, "a+")  # noqa: SIM115 (held for the node's life)
+        handle = open(path, "a+", opener=open_private)  # noqa: SIM115 (held for the node's life)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -226,6 +263,18 @@ class Node:
         handle.flush()
         self._lock_file = handle
 
+    def _nats_port(self) -> int | None:
+        """The embedded nats-server's port: ``nats.embedded_port`` if free, else the one it used last
+        (``DIR/nats/port``) if free, else None (a free one)."""
+        try:
+            last: int | None = int((self.data_dir / "nats" / NATS_PORT_FILE).read_text())
+        except (OSError, ValueError):
+            last = None
+        for port in (self.settings["nats.embedded_port"], last):
+            if port and port_is_free(port):
+                return int(port)
+        return None
+
     def _stored_node_id(self) -> str:
         """A node id kept in the data directory, so a restart recovers the same agents."""
         path = self.data_dir / "node_id"
@@ -233,25 +282,34 @@ class Node:
             return path.read_text().strip()
         except FileNotFoundError:
             node_id = f"node-{uuid.uuid4().hex[:12]}"
-            path.write_text(node_id + "\n")
+            write_private(path, (node_id + "\n").encode())
             return node_id
 
     def _write_node_file(self) -> None:
         assert self.http is not None and self.journal is not None
         info = {
-            "pid": os.getpid(), "node_id": self.node_id, "http_url": self.http.url, "nats_url": self.nats_url,
+            "pid": os.getpid(), "node_id": self.node_id, "http_url": self.http.url,
+            "nats_url": strip_userinfo(self.nats_url),
+            "nats_credentials": self.nats_credentials,
             "database": "embedded" if self.journal.embedded is not None else "external",
         }
-        tmp = self.data_dir / (NODE_FILE + ".tmp")
-        tmp.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
-        tmp.replace(self.data_dir / NODE_FILE)
+        write_private(self.data_dir / NODE_FILE, orjson.dumps(info, option=orjson.OPT_INDENT_2))
         self._undo.append(("node file", lambda: (self.data_dir / NODE_FILE).unlink(missing_ok=True)))
+
+    def nats_client_options(self) -> dict[str, Any]:
+        """``nats.connect(**options)`` for a client of this node's NATS: the servers and, for the
+        embedded server, its client user (which may not publish what only nodes say)."""
+        options: dict[str, Any] = {"servers": self.nats_url.split(",")}
+        if self.nats_credentials is not None:
+            client = NatsUser.read(Path(self.nats_credentials))
+            options.update(user=client.user, password=client.password)
+        return options
 
     # -- health (on the loop) ------------------------------------------------------------
 
     async def _nats_health(self) -> dict[str, Any]:
         connected = self.bridge is not None and self.bridge.nc.is_connected
-        return {"status": "ok" if connected else "down", "url": self.nats_url}
+        return {"status": "ok" if connected else "down", "url": strip_userinfo(self.nats_url)}
 
     async def _database_health(self) -> dict[str, Any]:
         assert self.journal is not None
@@ -269,18 +327,32 @@ class Node:
 
     def stop(self) -> None:
         """Stop the agents first, then the rest in reverse start order (edges, then embedded
-        servers); every step is bounded, and a failing one is logged and passed."""
+        servers); every step is bounded, and a failing one is logged and passed. One INFO line
+        then says what stopped (``stopped: agents; ...; embedded PostgreSQL; embedded nats-server; ...``)."""
         steps = list(reversed(self._undo))
         self._undo.clear()
         steps.sort(key=lambda step: step[0] != "agents")  # stable: agents first, the rest in reverse
+        stopped: list[str] = []
         for what, undo in steps:
             try:
                 undo()
+                stopped.append(what)
             except Exception:
                 logger.exception("stopping the %s failed; going on", what)
+            embedded_pg = self.journal.embedded if what == "journal" and self.journal is not None else None
+            if embedded_pg is not None and not embedded_pg.running:  # the journal stops it
+                stopped.append("embedded PostgreSQL")
+        if stopped:
+            logger.info("stopped: %s", "; ".join(stopped))
+        if self._http_socket is not None:
+            self._http_socket.close()  # if the HTTP server never took it over; harmless if it did
+            self._http_socket = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+        if self._umask is not None:
+            os.umask(self._umask)
+            self._umask = None
 
     def __enter__(self) -> Node:
         return self.start()
@@ -294,7 +366,8 @@ class Node:
             "node_id": self.node_id,
             "data_dir": str(self.data_dir),
             "http_url": self.http.url if self.http is not None else None,
-            "nats_url": self.nats_url,
+            "nats_url": strip_userinfo(self.nats_url),
+            "nats_credentials": self.nats_credentials,
             "database": "embedded PostgreSQL in the data directory"
             if self.journal is not None and self.journal.embedded is not None else "external PostgreSQL",
         }

@@ -92,11 +92,15 @@ class Discoveries(Protocol):
 
 
 class DiscoveryStore(Protocol):
-    """Durable discoveries (the journal's ``discoveries`` table), used by the node's hub."""
+    """Durable discoveries (the journal's ``discoveries`` table), used by the node's hub.
 
-    async def persist(self, discovery: Discovery) -> int:
-        """Store it and return its ``seq`` (strictly increasing). Idempotent on ``discovery.id``:
-        storing the same id again returns the first ``seq``."""
+    ``node_id`` (optional attribute): the node it stores for; a hub made without one uses it.
+    """
+
+    async def persist(self, discovery: Discovery) -> Discovery:
+        """Store it and return it as stored, with its ``seq`` (strictly increasing). Idempotent on
+        ``discovery.id``: storing the same id again changes nothing and returns the first row
+        (its ``seq``, content and ``source``), whatever the second one said."""
         ...
 
     async def load(self, flt: DiscoveryFilter, *, after_seq: int, limit: int) -> list[Discovery]:
@@ -130,14 +134,32 @@ class Tasks(Protocol):
 
 
 class TaskStore(Protocol):
-    """Durable task state (the journal's ``tasks`` table), used by the bridge's task tracker."""
+    """Durable task state (the journal's ``tasks`` table), the authority on what became of a task.
+
+    Only nodes write it: the submitting node (``queued``) and the worker that
+    holds the task (everything after). The bridge's task tracker reads it; it
+    never records what a NATS message says.
+    """
 
     async def record(self, task_id: str, fields: Mapping[str, Any]) -> None:
-        """Upsert one transition. ``fields`` is what the tracker saw: ``status`` (``queued``,
-        ``running``, ``retrying``, ``done``, ``dead``) and any of ``kind``/``task_type``,
-        ``priority``, ``payload``, ``attempt``, ``agent_id``, ``node``, ``result``, ``error``.
-        A state never goes back (a late ``queued`` after ``running``, anything after
-        ``done`` or ``dead``); fields not given keep their stored value."""
+        """Upsert one transition that no claim covers (``queued``; ``retrying`` or ``dead`` before
+        a worker took the task). ``fields``: ``status`` (``queued``, ``running``, ``retrying``,
+        ``done``, ``dead``) and any of ``kind``/``task_type``, ``priority``, ``payload``,
+        ``attempt``, ``agent_id``, ``node``, ``result``, ``error``.
+        A state never goes back (a late ``queued`` after ``running``); a ``done`` or ``dead``
+        task never changes again; fields not given keep their stored value."""
+        ...
+
+    async def claim(self, task_id: str, claim: str, fields: Mapping[str, Any]) -> bool:
+        """A worker took the task: ``running`` under ``claim`` (a random token, never published),
+        with ``kind``, ``agent_id``, ``node`` and ``attempt`` from ``fields``; it replaces any
+        earlier claim (a redelivery). False, and nothing changes, if the task is ``done`` or ``dead``."""
+        ...
+
+    async def settle(self, task_id: str, claim: str, fields: Mapping[str, Any]) -> bool:
+        """The outcome of the attempt that holds ``claim``: ``status`` ``done`` (with ``result``),
+        ``retrying`` or ``dead`` (with ``error``). False, and nothing changes, unless ``claim`` is
+        still the task's claim and the task is neither ``done`` nor ``dead``."""
         ...
 
     async def get(self, task_id: str) -> dict[str, Any] | None:

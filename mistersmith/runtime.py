@@ -19,7 +19,7 @@ from typing import Any
 
 import pykka
 
-from mistersmith.actors import Agent, Command, EchoAgent, Envelope, Exit, ProcessAgent, ThreadReply
+from mistersmith.actors import Agent, Command, EchoAgent, Envelope, Exit, ThreadReply
 from mistersmith.clock import Clock, MonotonicClock
 from mistersmith.crossing import EventStream, LoopReply, forbid_blocking, run_in_thread
 from mistersmith.errors import (
@@ -33,6 +33,7 @@ from mistersmith.errors import (
     StartError,
     UnknownAgentError,
 )
+from mistersmith.recovery import RecoveryPlan, RecoveryReport, execute
 from mistersmith.supervisors import (
     Backoff,
     ChildSpec,
@@ -45,6 +46,7 @@ from mistersmith.supervisors import (
     Supervisor,
     SupervisorSpec,
     System,
+    tolerant_root,
 )
 from mistersmith.supervisors._spec import check_id
 from mistersmith.supervisors._messages import RestartChild, StartChild, TerminateChild
@@ -53,18 +55,34 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger("mistersmith.runtime")
 
+_PROCESS_REFUSED = (
+    "the process kind runs any program its spawner names, so a Runtime does not register it; register it in "
+    "code (Runtime(kinds={'process': ProcessAgent})), or a named kind (ProcessKind) whose command you choose"
+)
 _CALL_MARGIN_S = 5.0  # added to a child's own bound when waiting for its supervisor
 
 
 class Runtime:
     """One node's supervision tree and the calls to reach its agents.
 
-    ``root`` is the root supervisor's spec (default: ``one_for_one`` with OTP's
-    intensity); its static children start before the constructor returns.
+    ``root`` is the root supervisor's spec (default: ``tolerant_root()``, the
+    same as a node's: ``one_for_one``, 1000 restarts a minute, and restart
+    backoff from 0.1 s to 30 s for its agents, so crashing agents cannot stop
+    the runtime; ``SupervisorSpec("root")`` is OTP's exact 1 restart in 5 s);
+    its static children start before the constructor returns.
     ``clock`` is injectable (``FakeClock`` in tests). ``sinks`` receive every
     supervision event, after the built-in in-memory one (``runtime.events``).
     ``max_agents`` caps the agents hosted at once (``PoolFullError`` past it);
-    a stopped agent frees its slot, a restarting one keeps it.
+    a stopped agent frees its slot, a restarting one keeps it; a kind may
+    have a limit of its own (``Agent.pool_size``: 10 for process kinds).
+    ``max_agents_setting`` is how the error tells a user to raise it.
+
+    ``kinds`` are registered after the built-in ``echo`` (unless
+    ``default_kinds=False``). The ``process`` kind (``ProcessAgent``) runs
+    whatever program its spawner names, so it is never registered by
+    default: register it in code, or declare named kinds (``ProcessKind``).
+    ``refused_kinds`` maps a kind name that is not registered to what a
+    spawn of it is told (``invalid_spec``).
     """
 
     def __init__(
@@ -78,6 +96,9 @@ class Runtime:
         events_kept: int = 10_000,
         watchdog_interval_s: float = 0.1,
         max_agents: int | None = None,
+        default_kinds: bool = True,
+        refused_kinds: Mapping[str, str] | None = None,
+        max_agents_setting: str = "max_agents",
     ) -> None:
         self.node_id = check_id(node_id or f"node-{uuid.uuid4().hex[:12]}", "node_id")
         self._own_clock = clock is None
@@ -88,18 +109,21 @@ class Runtime:
         for sink in sinks:
             self.bus.add_sink(sink)
         self.system = System(
-            self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s, max_agents=max_agents
+            self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s, max_agents=max_agents,
+            max_agents_setting=max_agents_setting,
         )
         self._agents = self.system.agents
-        self.system.register("echo", EchoAgent)
-        self.system.register("process", ProcessAgent)
+        if default_kinds:
+            self.system.register("echo", EchoAgent)
+        self.refused_kinds: dict[str, str] = {"process": _PROCESS_REFUSED, **(refused_kinds or {})}
         for name, cls in (kinds or {}).items():
             self.register(name, cls)
         self.fatal_error: FatalError | None = None
+        self.recovery: RecoveryReport | None = None  # the last ``recover``'s report (``/health`` reads it)
         self._closing = False
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
-        spec = root if root is not None else SupervisorSpec("root")
+        spec = root if root is not None else tolerant_root()
         ctx = self.system.make_context(spec, spec.id, "", self._root_exited)
         self._root = Supervisor(ctx, spec, self.system)
         pykka.ActorRegistry.register(self._root.actor_ref)
@@ -117,9 +141,21 @@ class Runtime:
         check_id(kind, "kind")
         self.system.register(kind, cls)
 
-    def kinds(self) -> dict[str, list[str]]:
-        """Every registered kind and the commands its agents answer."""
-        return {name: sorted(cls._commands) for name, cls in self.system.kinds.items()}
+    def kinds(self) -> dict[str, dict[str, Any]]:
+        """Every registered kind: the commands its agents answer, with their parameters.
+
+        ``{kind: {"commands": {cmd: {"params": ..., "more_params": bool}}}}``,
+        plus ``"process"`` (its command and what a spawn may override) for a
+        named process kind. Reads no agent: a busy one is described too.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for name, cls in sorted(self.system.kinds.items()):
+            info: dict[str, Any] = {"commands": {c: spec.describe() for c, spec in sorted(cls._commands.items())}}
+            process_kind = getattr(cls, "process_kind", None)
+            if process_kind is not None:
+                info["process"] = process_kind.describe()
+            out[name] = info
+        return out
 
     def _spawn_request(
         self,
@@ -140,6 +176,9 @@ class Runtime:
         if kind is None:
             raise SpecError(agent_id, "kind", None, "name a registered kind")
         name = kind if isinstance(kind, str) else (kind.kind or kind.__name__)
+        if isinstance(kind, str) and kind not in self.system.kinds:
+            known = ", ".join(sorted(self.system.kinds)) or "none"
+            raise SpecError(agent_id, "kind", kind, self.refused_kinds.get(kind, f"use a registered kind ({known})"))
         if agent_id is None:
             agent_id = f"{name}-{uuid.uuid4().hex[:8]}"
         fields: dict[str, Any] = {"id": agent_id, "kind": kind, **options}
@@ -151,7 +190,12 @@ class Runtime:
             spec = dataclasses.replace(template, **fields)
         else:
             spec = ChildSpec(**fields)
-            self.system.resolve(spec)  # an unknown kind fails here, before the supervisor
+        cls = self.system.resolve(spec)
+        cls.check_config(spec.config, spec.id)  # a bad config fails here, before the supervisor
+        if "command_timeout_s" not in options:
+            own = cls.command_timeout_for(spec.config)
+            if own is not None and spec.command_timeout_s is not None and own > spec.command_timeout_s:
+                spec = dataclasses.replace(spec, command_timeout_s=own)
         return sup, spec
 
     def spawn(
@@ -213,23 +257,28 @@ class Runtime:
 
     # -- commands --------------------------------------------------------------
 
-    def _enqueue(self, agent_id: str, command: str, payload: Any, reply: Any) -> None:
+    def _enqueue(self, agent_id: str, command: str, payload: Any, reply: Any, timeout_s: float | None = None) -> None:
         # The hot path of send/ask: keep it lean.
-        if self._closing:
-            self._check_open()
+        if self.system.closing:  # closing, or the root gave up: nothing queued now would be handled
+            raise self._closed_error()
         child = self._agents.get(agent_id)
         mailbox = child.context.mailbox if child is not None else None
         if child is None or mailbox is None or mailbox.closed:
             self._dead_letter(agent_id, command, "no such agent")
-            raise UnknownAgentError(agent_id)
+            raise self._unknown(agent_id)
         if payload is None:
             payload = {}
         elif type(payload) is not dict and not isinstance(payload, Mapping):
             raise InvalidPayloadError(command, f"payload must be a JSON object, not {type(payload).__name__}")
-        if child.restart_token is not None and mailbox.depth() >= getattr(child.spec, "stash_limit", 0):
+        deadline = None if timeout_s is None else self.clock.now() + timeout_s
+        if child.restart_token is not None:
+            # During a backoff a command waits for the next incarnation (the stash) while the
+            # stash has room and the restart comes before the caller's deadline; else `restarting`.
             retry = None if child.restart_at is None else max(0.0, child.restart_at - self.clock.now())
-            raise RestartingError(agent_id, retry)
-        if not mailbox.offer(Envelope(Command(command, payload), reply)):
+            if mailbox.depth() >= getattr(child.spec, "stash_limit", 0) or (
+                    timeout_s is not None and retry is not None and retry >= timeout_s):
+                raise RestartingError(agent_id, retry)
+        if not mailbox.offer(Envelope(Command(command, payload, deadline), reply)):
             self.system.counters.add("mailbox_full")
             self._dead_letter(agent_id, command, f"mailbox full ({mailbox.limit})")
             raise MailboxFullError(agent_id, mailbox.limit)
@@ -261,7 +310,7 @@ class Runtime:
         """
         forbid_blocking("Runtime.ask()", "await runtime.aask(...)")
         reply = ThreadReply()
-        self._enqueue(agent_id, command, payload, reply)
+        self._enqueue(agent_id, command, payload, reply, timeout)
         if not reply.wait(timeout):
             raise CommandTimeoutError(agent_id, command, timeout)
         return reply.result()
@@ -284,7 +333,7 @@ class Runtime:
         """
         return _queued(
             timeout, lambda: CommandTimeoutError(agent_id, command, timeout),
-            lambda reply: self._enqueue(agent_id, command, payload, reply),
+            lambda reply: self._enqueue(agent_id, command, payload, reply, timeout),
         )
 
     # -- stop and restart ---------------------------------------------------------
@@ -296,7 +345,7 @@ class Runtime:
         if child is None:
             sup = self.system.supervisors.get(agent_id)
             if sup is None or "/" not in agent_id:
-                raise UnknownAgentError(agent_id)
+                raise self._unknown(agent_id)
             parent, _, child_id = agent_id.rpartition("/")
             return self.system.supervisor(parent), child_id, sup.spec.shutdown_s + sup.spec.start_timeout_s
         bound = child.spec.shutdown_s + child.spec.start_timeout_s
@@ -341,13 +390,31 @@ class Runtime:
             lambda reply: self._post(sup, message, reply),
         )
 
+    # -- recovery ---------------------------------------------------------------------
+
+    def recover(self, plan: RecoveryPlan) -> RecoveryReport:
+        """Respawn what a recovery plan says (the journal makes it: ``journal.recover(runtime)``).
+
+        Parents first; emits ``recovered``, ``recovery_failed`` and ``stopped``
+        (``mistersmith.recovery`` says when). A slot that cannot come back is
+        reported, never raised; the report is kept on ``runtime.recovery``.
+        """
+        forbid_blocking("Runtime.recover()", "await runtime.arecover(...)")
+        self._check_open()
+        self.recovery = execute(self, plan)
+        return self.recovery
+
+    async def arecover(self, plan: RecoveryPlan) -> RecoveryReport:
+        """``recover`` for asyncio programs (runs in a helper thread)."""
+        return await run_in_thread(lambda: self.recover(plan), "mistersmith-recover")
+
     # -- introspection (never blocks) ---------------------------------------------------
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
         """The agent's status: state, restart count, mailbox depth... Never blocks."""
         child = self.system.agents.get(agent_id)
         if child is None:
-            raise UnknownAgentError(agent_id)
+            raise self._unknown(agent_id)
         info = child.info()
         info["node_id"] = self.node_id
         return info
@@ -397,9 +464,15 @@ class Runtime:
         supervisor: str | None = None,
         event_types: Collection[str] | None = None,
         maxsize: int = 10_000,
+        include_history: bool = False,
     ) -> EventStream:
-        """Supervision events as an async iterator (call on the event loop)."""
-        return EventStream(self.bus, maxsize, agent_id=agent_id, supervisor=supervisor, event_types=event_types)
+        """Supervision events as an async iterator (call on the event loop).
+
+        ``include_history``: begin with the kept events (``history()``) emitted
+        before this call, each once and in ``seq`` order with what follows.
+        """
+        return EventStream(self.bus, maxsize, self.events.events if include_history else None,
+                           agent_id=agent_id, supervisor=supervisor, event_types=event_types)
 
     def history(self, *, agent_id: str | None = None, event_types: Collection[str] | None = None) -> list[SupervisionEvent]:
         """The events kept in memory (the newest ``events_kept``), oldest first."""
@@ -412,21 +485,33 @@ class Runtime:
         return self._closed.is_set()
 
     def _check_open(self) -> None:
-        if self._closing:
-            error = RuntimeClosedError(
-                "the runtime shut down after a fatal error; see runtime.fatal_error"
-                if self.fatal_error is not None
-                else "the runtime is closed; create a new Runtime"
-            )
-            raise error from self.fatal_error
+        if self.system.closing:
+            raise self._closed_error()
+
+    def _closed_error(self) -> RuntimeClosedError:
+        if self.fatal_error is not None:
+            message = "the runtime shut down after a fatal error; see runtime.fatal_error"
+        elif self._closing:
+            message = "the runtime is closed; create a new Runtime"
+        else:
+            message = "the runtime is shutting down: its root supervisor gave up (see runtime.fatal_error)"
+        error = RuntimeClosedError(message)
+        error.__cause__ = self.fatal_error
+        return error
+
+    def _unknown(self, agent_id: str) -> Exception:
+        """What a call naming an agent that is not here raises: ``RuntimeClosedError`` from the moment
+        the runtime starts closing (or its root gives up), else ``UnknownAgentError``."""
+        return self._closed_error() if self.system.closing else UnknownAgentError(agent_id)
 
     def _root_exited(self, incarnation: Agent, exit_: Exit) -> None:
         # Runs in the root supervisor's thread, as its very last act.
         with self._close_lock:
             if self._closing:
                 return
-            self._closing = True
+            self._closing = self.system.closing = True
         self.fatal_error = FatalError(f"root supervisor exited ({exit_.describe()}); the runtime shut down")
+        self.fatal_error.__cause__ = exit_.exception  # the crash that made the tree give up
         logger.critical("%s", self.fatal_error.message, extra={"supervisor": "root", "reason": exit_.describe()})
         self._shutdown_services()
 
@@ -454,7 +539,7 @@ class Runtime:
         forbid_blocking("Runtime.close()", "await runtime.aclose()")
         with self._close_lock:
             already = self._closing
-            self._closing = True
+            self._closing = self.system.closing = True
         if already:
             self._closed.wait(timeout_s if timeout_s is not None else self._root.spec.shutdown_s)
             return
@@ -470,11 +555,20 @@ class Runtime:
         """``close`` for asyncio programs (runs in a helper thread)."""
         await run_in_thread(lambda: self.close(timeout_s), "mistersmith-close")
 
+    def _raise_fatal(self, exc: BaseException | None) -> None:
+        """On leaving a ``with`` block: the root gave up, so the block must not end as if all went well."""
+        if self.fatal_error is not None and exc is None:
+            raise self.fatal_error
+
     def __enter__(self) -> Runtime:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close; then raise the ``FatalError`` if the root gave up (its cause: the last crash)."""
         self.close()
+        self._raise_fatal(exc)
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -482,7 +576,9 @@ class Runtime:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        """``__exit__`` for ``async with``."""
         await self.aclose()
+        self._raise_fatal(exc)
 
 
 def _queued(

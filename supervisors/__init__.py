@@ -13,7 +13,7 @@ from mistersmith.supervisors._events import (
     SupervisionEvent,
 )
 from mistersmith.supervisors._intensity import IntensityWindow
-from mistersmith.supervisors._spec import DEFAULTS, Backoff, ChildSpec, Restart, Strategy, SupervisorSpec
+from mistersmith.supervisors._spec import DEFAULTS, Backoff, ChildSpec, Restart, Strategy, SupervisorSpec, tolerant_root
 from mistersmith.supervisors._supervisor import Supervisor
 from mistersmith.supervisors._system import System
 
@@ -34,4 +34,5 @@ __all__ = [
     "Supervisor",
     "SupervisorSpec",
     "System",
+    "tolerant_root",
 ]

@@ -23,6 +23,7 @@ class Child:
         self.spec = spec
         self.context = context
         self.dynamic = dynamic
+        self.static = False  # one of its supervisor spec's children (started in order at boot)
         self.incarnation: Agent | None = None
         self.restart_at: float | None = None  # set while a restart is pending
         self.restart_token: object | None = None  # set while a backoff timer runs
@@ -63,7 +64,7 @@ class Child:
         if not self.is_supervisor:
             info["paused"] = ctx.paused
             info["mailbox_depth"] = ctx.mailbox.depth()
-            info["config"] = dict(ctx.config)
+            info["config"] = dict(ctx.start_data.get("config") or {})  # as its kind shows it (secrets redacted)
         if self.restart_token is not None:
             info["restart_at"] = self.restart_at
         if self.last_exit is not None:

@@ -51,6 +51,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "paused",
     "resumed",
     "recovered",
+    "recovery_failed",
 )
 
 
@@ -330,6 +331,18 @@ class EventBus:
             extra={"agent_id": agent_id, "supervisor": supervisor, "event_type": event_type, "reason": reason},
         )
         return event
+
+    @property
+    def delivered_seq(self) -> int:
+        """The ``seq`` of the last event handed to subscribers (0: none yet).
+
+        Every event up to it is durable and was offered to every subscription
+        that existed then; every later one will be offered to every
+        subscription that exists now. So subscribe first, then read this, to
+        split history from what is still to come (``EventStream``'s backlog).
+        """
+        with self._delivery:
+            return self._next_delivery - 1
 
     def _deliver(self, event: SupervisionEvent) -> None:
         """Hand durable events to subscribers in ``seq`` order, without waiting.

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ._child import Child
     from ._spec import ChildSpec, SupervisorSpec
 
-__all__ = ["ChildExit", "RestartChild", "RestartDue", "StartChild", "TerminateChild"]
+__all__ = ["ChildExit", "Hung", "RestartChild", "RestartDue", "StartChild", "TerminateChild"]
 
 
 class ChildExit:
@@ -25,6 +25,18 @@ class ChildExit:
     def __init__(self, incarnation: Agent, exit_: Exit) -> None:
         self.incarnation = incarnation
         self.exit = exit_
+
+
+class Hung:
+    """The watchdog saw this incarnation's handler run past its ``command_timeout_s``.
+
+    The supervisor, not the clock thread, abandons it and emits ``failed``:
+    a timer callback never waits on the journal."""
+
+    __slots__ = ("incarnation",)
+
+    def __init__(self, incarnation: Agent) -> None:
+        self.incarnation = incarnation
 
 
 class RestartDue:

@@ -27,6 +27,7 @@ __all__ = [
     "Strategy",
     "SupervisorSpec",
     "check_id",
+    "tolerant_root",
 ]
 
 Restart = Literal["permanent", "transient", "temporary"]
@@ -41,12 +42,21 @@ class _Defaults:
 
     intensity: int = 1  # OTP: at most 1 restart ...
     period_s: float = 5.0  # ... in 5 seconds
+    # The root a Runtime (library or node) gets unless told otherwise: it
+    # tolerates many restarts, and its agents back off (Akka) instead, so one
+    # crash-looping agent cannot stop the program. OTP's exact 1-in-5 root is
+    # SupervisorSpec("root").
+    root_intensity: int = 1000
+    root_period_s: float = 60.0
     restart: Restart = "permanent"
     agent_shutdown_s: float = 5.0  # OTP's worker default
     supervisor_shutdown_s: float = 60.0  # OTP says infinity; ours is bounded
     command_timeout_s: float | None = 30.0
     mailbox_size: int = 10_000
-    stash_limit: int = 0  # commands during a backoff: 0 rejects with `restarting`
+    # Commands arriving during a backoff wait for the next incarnation, up to this many and
+    # only when the restart comes before the caller's deadline; past that: `restarting`.
+    # The same for every door (in-process, NATS, MCP). 0 refuses them all at once.
+    stash_limit: int = 100
     start_timeout_s: float = 10.0
     backoff_min_s: float = 0.1
     backoff_max_s: float = 30.0
@@ -223,3 +233,15 @@ class SupervisorSpec:
                 raise SpecError(sup, "template", self.template, "simple_one_for_one needs a ChildSpec template")
         elif self.template is not None:
             raise SpecError(sup, "template", self.template, "a template is for simple_one_for_one only")
+
+
+def tolerant_root(
+    *,
+    intensity: int = DEFAULTS.root_intensity,
+    period_s: float = DEFAULTS.root_period_s,
+    backoff_max_s: float = DEFAULTS.backoff_max_s,
+) -> SupervisorSpec:
+    """The default root: ``one_for_one``, ``intensity`` restarts per ``period_s``, and restart
+    backoff for its agents (from ``DEFAULTS.backoff_min_s`` up to ``backoff_max_s``)."""
+    return SupervisorSpec("root", intensity=intensity, period_s=period_s,
+                          backoff=Backoff(max_s=max(backoff_max_s, DEFAULTS.backoff_min_s)))

@@ -33,11 +33,12 @@ from typing import Any
 import pykka
 
 from mistersmith.actors import Agent, AgentContext, Envelope, Exit
-from mistersmith.errors import AgentExistsError, StartError, UnknownAgentError
+from mistersmith.actors._mailbox import deliver
+from mistersmith.errors import AgentExistsError, RestartingError, StartError, UnknownAgentError
 
 from ._child import Child
 from ._intensity import IntensityWindow
-from ._messages import ChildExit, RestartChild, RestartDue, StartChild, TerminateChild
+from ._messages import ChildExit, Hung, RestartChild, RestartDue, StartChild, TerminateChild
 from ._spec import ChildSpec, SupervisorSpec
 from ._system import System
 
@@ -116,6 +117,7 @@ class Supervisor(Agent):
         try:
             for spec in self.spec.children:
                 child = self._add(spec, spec.id or "", dynamic=False)
+                child.static = True  # part of the spec: stopped in reverse start order, one by one
                 self._start(child)
                 started.append(child)
         except BaseException:
@@ -153,6 +155,8 @@ class Supervisor(Agent):
             return self._terminate_child(message.child_id)
         if kind is RestartChild:
             return self._restart_child(message.child_id)
+        if kind is Hung:
+            return message.incarnation.check_hung(self.system.clock.now())
         return super().on_receive(message)
 
     # -- children: add, start, stop, remove ------------------------------------------
@@ -232,11 +236,18 @@ class Supervisor(Agent):
             self.system.release(child)
 
     def _terminate_all(self, cause: str) -> None:
+        """Stop every child, bounded: static children one by one in reverse start order (OTP),
+        dynamic ones (added at run time, with no start order to keep) together, as OTP's
+        ``simple_one_for_one`` stops its children. Two hung dynamic agents take one
+        ``shutdown_s``, not two."""
         children = list(self._children)
-        if self.spec.strategy == "simple_one_for_one":
-            # OTP stops dynamic children together, in no particular order.
-            running = [(c, c.incarnation) for c in children if c.incarnation is not None]
+        for batch in _stop_batches(children, together=self.spec.strategy == "simple_one_for_one"):
+            if len(batch) == 1:
+                self._terminate(batch[0], cause)
+                continue
+            running = [(c, c.incarnation) for c in batch]
             for child, inc in running:
+                child.restart_token = child.restart_at = None
                 child.last_exit = Exit.shutdown(cause)
                 if inc is not None:
                     inc.request_stop(Exit.shutdown(cause))
@@ -244,9 +255,6 @@ class Supervisor(Agent):
             for child, inc in running:
                 if inc is not None:
                     self._await_stop(child, inc, start + child.spec.shutdown_s)
-        else:
-            for child in reversed(children):
-                self._terminate(child, cause)
         self._children.clear()
         self._by_id.clear()
         for child in children:
@@ -328,6 +336,9 @@ class Supervisor(Agent):
         for t in targets:
             t.restart_at = now + delay
             t.restart_token = token
+            # Callers whose deadline comes before the restart hear `restarting` now, not a timeout later.
+            for late in t.context.mailbox.expire(now + delay):
+                deliver(late.reply_to, error=RestartingError(t.id, delay))
         due = RestartDue(tuple(targets), token, counted=True)
         self.system.clock.call_later(delay, lambda: self.mailbox.put(Envelope(due)))
         first.context.emit(
@@ -368,9 +379,12 @@ class Supervisor(Agent):
         reason = f"more than {self.spec.intensity} restart(s) in {self.spec.period_s} s"
         logger.error("supervisor %s: %s; escalating", self.path, reason, extra={"supervisor": self.path})
         self._emit_own("intensity_exceeded", reason, {"child": child.id})
+        last = child.last_exit  # the crash that tipped it (before the shutdown below replaces it)
+        if not self.context.supervisor:
+            self.system.closing = True  # the root gives up: from here on, callers learn the tree is going down
         self._terminate_all("restart intensity exceeded")
         self._emit_own("escalated", reason, {"parent": self.context.supervisor or None})
-        self.exit("shutdown", "reached_max_restart_intensity")
+        self.exit("shutdown", "reached_max_restart_intensity", last.exception if last is not None else None)
 
     def _emit_own(self, event_type: str, reason: str, data: dict[str, Any]) -> None:
         self.system.bus.emit(
@@ -409,3 +423,22 @@ class Supervisor(Agent):
         child.context.restart_count += 1
         self._start(child)
         return child.info()
+
+
+def _stop_batches(children: list[Child], *, together: bool) -> list[list[Child]]:
+    """``children`` in stopping order (reverse start order), in steps: each static child (of the
+    spec) or supervisor alone, each run of agents added at run time (or every child, when
+    ``together``) as one step."""
+    if together:
+        return [list(reversed(children))] if children else []
+    batches: list[list[Child]] = []
+    for child in reversed(children):
+        if _together(child) and batches and _together(batches[-1][-1]):
+            batches[-1].append(child)
+        else:
+            batches.append([child])
+    return batches
+
+
+def _together(child: Child) -> bool:
+    return not child.static and not child.is_supervisor

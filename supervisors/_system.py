@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from mistersmith.actors import Agent, AgentContext, Command, Counters, Envelope, Mailbox
 from mistersmith.actors._mailbox import deliver
 from mistersmith.clock import Clock, TimerHandle
-from mistersmith.errors import PoolFullError, SpecError, UnknownAgentError
+from mistersmith.errors import PoolFullError, RuntimeClosedError, SpecError, UnknownAgentError
 
 from ._child import Child
+from ._messages import Hung
 from ._events import EventBus
 from ._spec import ChildSpec, SupervisorSpec
 
@@ -42,6 +43,7 @@ class System:
         *,
         watchdog_interval_s: float = 0.1,
         max_agents: int | None = None,
+        max_agents_setting: str = "max_agents",
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -51,6 +53,8 @@ class System:
         self.agents: dict[str, Child] = {}
         self.supervisors: dict[str, Supervisor] = {}
         self.max_agents = max_agents
+        self.max_agents_setting = max_agents_setting
+        self.closing = False  # set once the whole tree is going down (the Runtime sets it)
         self._watchdog_interval_s = watchdog_interval_s
         self._watchdog: TimerHandle | None = None
         self._lock = threading.Lock()
@@ -92,7 +96,8 @@ class System:
         else:
             kind, limit, timeout = spec.kind_name, spec.mailbox_size, spec.command_timeout_s
             config = dict(spec.config)
-            start_data.update(config=config, command_timeout_s=timeout, mailbox_size=limit, stash_limit=spec.stash_limit)
+            shown = self.resolve(spec).redact_config(config)  # events and the journal never hold secrets
+            start_data.update(config=shown, command_timeout_s=timeout, mailbox_size=limit, stash_limit=spec.stash_limit)
         ctx = AgentContext(
             agent_id=agent_id,
             kind=kind,
@@ -130,16 +135,27 @@ class System:
         Raises ``PoolFullError`` when ``max_agents`` agents already hold a
         slot (an agent holds one until it is stopped for good).
         """
-        if self.max_agents is None:
+        kind_limit = None if child.is_supervisor else self.resolve(child.spec).pool_size  # type: ignore[arg-type]
+        if self.max_agents is None and kind_limit is None:
             return self.agents.setdefault(child.id, child) is child
         with self._lock:
             if child.id in self.agents:
                 return False
-            live = sum(1 for c in self.agents.values() if not c.context.mailbox.closed)
-            if live >= self.max_agents:
-                raise PoolFullError(self.max_agents)
+            live = [c for c in self.agents.values() if not c.context.mailbox.closed]
+            if self.max_agents is not None and len(live) >= self.max_agents:
+                raise PoolFullError(self.max_agents, self.max_agents_setting)
+            if kind_limit is not None:
+                kind = child.context.kind
+                if sum(1 for c in live if c.context.kind == kind) >= kind_limit:
+                    raise PoolFullError(kind_limit, self.kind_limit_setting(kind), kind)
             self.agents[child.id] = child
             return True
+
+    def kind_limit_setting(self, kind: str) -> str:
+        """How a user raises one kind's limit (``pool_size``)."""
+        cls = self.kinds.get(kind)
+        hint = getattr(cls, "pool_size_setting", None)
+        return str(hint) if hint else f"{cls.__name__ if cls else kind}.pool_size"
 
     def release(self, child: Child) -> None:
         """Forget an agent for good; whatever its mailbox still holds is dead-lettered."""
@@ -150,19 +166,28 @@ class System:
         self.dead_letters(child.id, mailbox.drain())
 
     def dead_letters(self, agent_id: str, envelopes: Iterable[Envelope]) -> None:
-        """Answer (and count, and log) messages that no incarnation will handle."""
+        """Answer (and count, and log) messages that no incarnation will handle.
+
+        Their callers get ``UnknownAgentError``, or ``RuntimeClosedError`` once the
+        tree is going down (``closing``: the runtime closes, or its root gave up).
+        """
         for envelope in envelopes:
             message = envelope.message
             if not isinstance(message, Command):
                 if envelope.reply_to is not None:
-                    deliver(envelope.reply_to, error=UnknownAgentError(agent_id))
+                    deliver(envelope.reply_to, error=self._gone(agent_id))
                 continue
             self.counters.add("dead_letters")
             logger.warning(
                 "dead letter: %r for stopped agent %s", message.name, agent_id,
                 extra={"agent_id": agent_id},
             )
-            deliver(envelope.reply_to, error=UnknownAgentError(agent_id))
+            deliver(envelope.reply_to, error=self._gone(agent_id))
+
+    def _gone(self, agent_id: str) -> Exception:
+        if self.closing:
+            return RuntimeClosedError(f"agent {agent_id!r} was stopped: the runtime is shutting down")
+        return UnknownAgentError(agent_id)
 
     def supervisor(self, path: str) -> Supervisor:
         try:
@@ -183,11 +208,14 @@ class System:
             self._watchdog = None
 
     def _sweep(self) -> None:
+        # On the clock thread: look, and tell the supervisor; never emit (that may wait on the journal).
         now = self.clock.now()
         for child in list(self.agents.values()):
             inc = child.incarnation
-            if inc is not None and inc._busy_since is not None:
-                inc.check_hung(now)
+            if inc is not None and inc._busy_since is not None and inc.overdue(now):
+                sup = self.supervisors.get(child.context.supervisor)
+                if sup is not None:
+                    sup.mailbox.put(Envelope(Hung(inc)))
         with self._lock:
             if self._watchdog is not None:
                 self._watchdog = self.clock.call_later(self._watchdog_interval_s, self._sweep)

@@ -70,12 +70,15 @@ def real_runtime() -> Iterator[Runtime]:
 
 @pytest.fixture
 def node_dir() -> Iterator[Path]:
-    """A node's data directory outside pytest's basetemp.
+    """A node's data directory outside pytest's basetemp, one the embedded PostgreSQL's user can traverse.
 
-    The embedded PostgreSQL runs as another user under root and must traverse
-    the path; every pytest run re-tightens /tmp/pytest-of-<user> to 0700.
+    Under root the embedded PostgreSQL runs as another user (``pgserver``) and
+    must traverse the path, and the node never opens a directory it did not
+    create: pytest's /tmp/pytest-of-<user> is 0700 (and re-tightened by every
+    run), and so is a ``mkdtemp`` until the test that made it opens it (0711).
     """
     home = Path(tempfile.mkdtemp(prefix="ms-node-"))
+    home.chmod(0o711)
     try:
         yield home
     finally:

@@ -45,6 +45,7 @@ def pg_admin() -> Iterator[str]:
         return
     # Not under pytest's basetemp: a concurrent pytest run may prune that while we run.
     home = Path(tempfile.mkdtemp(prefix="ms-test-pg-"))
+    home.chmod(0o711)  # under root the server's user must traverse it (see ``pg_tmp``)
     server = EmbeddedPostgres(home / "data", durable=False)
     try:
         server.start()
@@ -109,11 +110,13 @@ def journal_db(pg_admin: str, journal_template: str) -> Iterator[str]:
 def pg_tmp() -> Iterator[Path]:
     """A temporary directory for a PostgreSQL data dir, outside pytest's basetemp.
 
-    Under root the server runs as another user, which must traverse the path;
-    every pytest run re-tightens ``/tmp/pytest-of-<user>`` to 0700, which would
-    pull the rug from under a server started by a concurrent run.
+    Under root the server runs as another user, which must traverse the path,
+    and the server never opens a directory it did not create: pytest's
+    ``/tmp/pytest-of-<user>`` is 0700 (and re-tightened by every run), and so
+    is a ``mkdtemp`` until we open it (0711: others may pass, not list).
     """
     home = Path(tempfile.mkdtemp(prefix="ms-pg-"))
+    home.chmod(0o711)
     try:
         yield home
     finally:

@@ -691,3 +691,52 @@ def test_hung_handler_on_the_real_clock(real_runtime: Runtime) -> None:
     finally:
         gate.release.set()
     assert gate.join_all()
+
+
+def test_a_stalled_journal_does_not_freeze_other_supervisors_timers(clock: FakeClock) -> None:
+    """The watchdog runs on the clock: it only tells the hung agent's supervisor, which emits.
+    A sink stalled on that `failed` event must not hold back another supervisor's backoff."""
+    from mistersmith import Backoff, ChildSpec
+
+    stalled, unstall = threading.Event(), threading.Event()
+
+    class StallOnHang:
+        def write(self, event: Any) -> None:
+            pass
+
+        def sync(self, event: Any) -> None:
+            if event.event_type == "failed" and event.data.get("hung"):
+                stalled.set()
+                unstall.wait(WAIT_S * 3)  # longer than the test waits for the clock below
+
+    gate = Gate()
+    rt = Runtime(clock=clock, sinks=[StallOnHang()], root=SupervisorSpec("root", intensity=100),
+                 kinds={"blocker": blocker_kind(gate), "worker": Worker})
+    advancing: threading.Thread | None = None
+    try:
+        rt.add_supervisor(SupervisorSpec("s1", intensity=10, children=(
+            ChildSpec("hangs", "blocker", command_timeout_s=1.0),)))
+        rt.add_supervisor(SupervisorSpec("s2", intensity=10, children=(
+            ChildSpec("backs-off", "worker", backoff=Backoff(min_s=0.5, max_s=0.5, jitter=0.0)),)))
+        rt.send("hangs", "block_hard")
+        assert gate.entered.wait(WAIT_S)
+        def crash() -> None:
+            with pytest.raises(AgentFailedError):
+                rt.ask("backs-off", "exit", {"how": "crash"}, timeout=WAIT_S)
+
+        end_incarnation(rt, "backs-off", crash)  # its restart is scheduled (0.5 s) before time moves
+        assert clock.pending()
+        advancing = threading.Thread(target=clock.advance, args=(2.0,), name="test-advance")
+        advancing.start()
+        advancing.join(WAIT_S)
+        assert not advancing.is_alive(), "a timer callback waited on the journal"
+        assert stalled.wait(WAIT_S)  # ... while the hung agent's `failed` event is stuck in the sink
+        assert rt.ask("backs-off", "ping", timeout=WAIT_S)["pong"] is True  # restarted on time
+        assert rt.get_agent("backs-off")["restart_count"] == 1
+    finally:
+        unstall.set()
+        gate.release.set()
+        if advancing is not None:
+            advancing.join(WAIT_S)
+        rt.close()
+    assert gate.join_all()

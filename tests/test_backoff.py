@@ -114,8 +114,8 @@ def test_jitter_stays_within_its_bound(rt: Runtime, clock: FakeClock) -> None:
         assert rt.ask(agent, "ping", timeout=WAIT_S)["pong"] is True
 
 
-def test_commands_during_backoff_are_rejected_with_restarting(rt: Runtime, clock: FakeClock) -> None:
-    agent = rt.spawn("worker", "b", backoff=NO_JITTER)
+def test_commands_during_backoff_are_rejected_with_restarting_without_a_stash(rt: Runtime, clock: FakeClock) -> None:
+    agent = rt.spawn("worker", "b", backoff=NO_JITTER, stash_limit=0)
     crash(rt, agent)
     with pytest.raises(RestartingError) as err:
         rt.ask(agent, "ping", timeout=WAIT_S)
@@ -128,6 +128,41 @@ def test_commands_during_backoff_are_rejected_with_restarting(rt: Runtime, clock
     assert later.value.retry_after_s == pytest.approx(0.75)
     wait_out(rt, clock, 0.75)
     assert rt.ask(agent, "ping", timeout=WAIT_S)["pong"] is True
+
+
+def test_by_default_a_command_waits_for_the_restart_only_within_its_deadline(rt: Runtime, clock: FakeClock) -> None:
+    agent = rt.spawn("worker", "b", backoff=NO_JITTER)  # the default stash_limit
+    crash(rt, agent)
+    with pytest.raises(RestartingError) as err:  # the restart is 1 s away: past a 0.5 s deadline, at once
+        rt.ask(agent, "ping", timeout=0.5)
+    assert err.value.retry_after_s == pytest.approx(1.0)
+    rt.send(agent, "record", {"value": 1})  # a tell has no deadline: it waits for the next incarnation
+    wait_out(rt, clock, 1.0)
+    assert rt.ask(agent, "recorded", timeout=WAIT_S) == [1]
+
+
+def test_an_ask_during_backoff_within_its_deadline_is_answered_by_the_next_incarnation(
+    rt: Runtime, clock: FakeClock
+) -> None:
+    import threading
+
+    agent = rt.spawn("worker", "b", backoff=NO_JITTER)
+    crash(rt, agent)
+    answers: list[object] = []
+    asked = threading.Thread(target=lambda: answers.append(rt.ask(agent, "ping", timeout=WAIT_S)),
+                             name="test-asker")
+    asked.start()
+    try:
+        settle(rt)
+        for _ in range(1000):  # the ask is queued in the stash (no sleeping: the mailbox shows it)
+            if rt.get_agent(agent)["mailbox_depth"] == 1:
+                break
+            asked.join(0.01)
+        assert rt.get_agent(agent)["mailbox_depth"] == 1 and answers == []
+        wait_out(rt, clock, 1.0)
+    finally:
+        asked.join(WAIT_S)
+    assert answers == [{"pong": True, "agent_id": agent}]
 
 
 def test_commands_during_backoff_are_stashed_up_to_the_limit(rt: Runtime, clock: FakeClock) -> None:
@@ -180,8 +215,8 @@ def test_one_for_all_group_waits_out_one_backoff(rt: Runtime, clock: FakeClock) 
     assert event.data["children"] == ["a", "b", "c"]
     for cid in "abc":
         assert rt.get_agent(cid)["state"] == "restarting"
-        with pytest.raises(RestartingError):
-            rt.ask(cid, "ping", timeout=WAIT_S)
+        with pytest.raises(RestartingError):  # the restart is 1 s away, past this ask's deadline
+            rt.ask(cid, "ping", timeout=0.5)
     wait_out(rt, clock, 1.0, path)
     for cid in "abc":
         assert token(rt, cid) != before[cid]
@@ -249,3 +284,53 @@ def test_close_with_a_restart_pending(clock: FakeClock) -> None:
     assert rt.closed
     clock.advance(5.0)  # the backoff timer fires into a closed runtime: harmless
     assert rt.history(agent_id=agent, event_types=["restarted"]) == []
+
+
+def test_a_command_queued_behind_a_crash_hears_restarting_when_the_backoff_outlasts_its_deadline(
+    clock: FakeClock,
+) -> None:
+    import threading
+
+    from mistersmith import Agent, command
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Crashes(Agent):
+        @command
+        def crash_later(self) -> None:
+            entered.set()
+            release.wait(WAIT_S)
+            raise RuntimeError("crashed with commands queued behind")
+
+    root = SupervisorSpec("root", intensity=100, period_s=1.0)
+    with running(clock=clock, root=root, kinds={"crashes": Crashes}) as rt:
+        agent = rt.spawn("crashes", "c", backoff=NO_JITTER)  # the restart comes 1 s after the crash
+        rt.send(agent, "crash_later")
+        assert entered.wait(WAIT_S)
+        outcomes: dict[str, object] = {}
+
+        def ask(name: str, timeout: float) -> None:
+            try:
+                outcomes[name] = rt.ask(agent, "ping", timeout=timeout)
+            except Exception as exc:
+                outcomes[name] = exc
+
+        short = threading.Thread(target=ask, args=("short", 5.0), name="test-short")
+        long_ = threading.Thread(target=ask, args=("long", WAIT_S * 3), name="test-long")
+        for t in (short, long_):
+            t.start()
+        for _ in range(1000):  # both queued behind the busy handler (the mailbox shows it)
+            if rt.get_agent(agent)["mailbox_depth"] == 2:
+                break
+            entered.wait(0.01)
+        assert rt.get_agent(agent)["mailbox_depth"] == 2
+        clock.advance(4.5)  # the short ask's deadline is now 0.5 s away: the 1 s backoff outlasts it
+        release.set()
+        short.join(WAIT_S)
+        assert isinstance(outcomes.get("short"), RestartingError), outcomes  # at once, not a timeout
+        assert outcomes["short"].retry_after_s == pytest.approx(1.0)  # type: ignore[union-attr]
+        assert "long" not in outcomes  # still waiting: the restart comes within its deadline
+        wait_out(rt, clock, 1.0)
+        long_.join(WAIT_S)
+        assert outcomes["long"] == {"pong": True, "agent_id": agent}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mistersmith.config import SETTINGS, ConfigError, load_settings
+from mistersmith.config import SETTINGS, ConfigError, ConfigErrors, load_settings
 
 
 def test_defaults_are_the_designs() -> None:
@@ -18,7 +18,7 @@ def test_defaults_are_the_designs() -> None:
     assert (s["database.connect_timeout_s"], s["database.idle_timeout_s"], s["database.max_lifetime_s"]) == (
         10.0, 300.0, 3600.0)
     assert s["nats.ping_interval_s"] == 30.0
-    assert s["node.data_dir"] == ".mistersmith" and s["node.max_agents"] == 10
+    assert s["node.data_dir"] == ".mistersmith" and s["node.max_agents"] == 10_000
     assert all(src == "default" for src in s.sources.values())
 
 
@@ -54,6 +54,14 @@ def test_secrets_are_masked() -> None:
     assert "t0k" not in repr(shown)
 
 
+def test_nats_url_is_a_secret_shown_without_its_userinfo() -> None:
+    s = load_settings(env={"MISTERSMITH_NATS_URL": "nats://u:pw-1@a:4222,nats://tok-2@b:4222"})
+    assert s["nats.url"] == ("nats://u:pw-1@a:4222", "nats://tok-2@b:4222"), "the real URLs are used"
+    assert next(x for x in SETTINGS if x.key == "nats.url").secret
+    assert s.as_dict()["nats"]["url"] == ["nats://a:4222", "nats://b:4222"]
+    assert s.as_dict(mask_secrets=False)["nats"]["url"] == ["nats://u:pw-1@a:4222", "nats://tok-2@b:4222"]
+
+
 @pytest.mark.parametrize(
     ("flags", "env", "key", "source"),
     [
@@ -75,16 +83,39 @@ def test_bad_values_name_key_source_and_allowed(flags: dict[str, object], env: d
 
 
 def test_bad_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="existing TOML file"):
-        load_settings(config_file=tmp_path / "missing.toml")
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError, match="existing TOML file") as err:
+        load_settings(config_file=missing)
+    assert f"{missing} was not found" in str(err.value)
     broken = tmp_path / "broken.toml"
-    broken.write_text("[http\nport=1")
-    with pytest.raises(ConfigError, match="fix the TOML"):
+    broken.write_text('[http]\nport = 1\nhost = "a\n')
+    with pytest.raises(ConfigError) as err:
         load_settings(config_file=broken)
+    assert "line 3, column" in str(err.value) and "is not valid TOML" in str(err.value), str(err.value)
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[http]\nprot = 1\n")
     with pytest.raises(ConfigError, match="http.prot"):
         load_settings(config_file=unknown)
+
+
+def test_an_unknown_key_suggests_the_nearest(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('[http]\nhots = "0.0.0.0"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=path)
+    assert err.value.key == "http.hots" and "did you mean http.host?" in str(err.value)
+    with pytest.raises(ConfigError, match="did you mean node.max_agents"):
+        load_settings({"node.max_agent": 3})
+
+
+def test_every_error_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "many.toml"
+    path.write_text('[http]\nhots = "x"\nport = "eighty"\n[node]\nmax_agents = 0\n')
+    with pytest.raises(ConfigErrors) as err:
+        load_settings(config_file=path)
+    assert sorted(e.key for e in err.value.errors) == ["http.hots", "http.port", "node.max_agents"]
+    assert str(err.value).startswith("3 settings are not allowed: ")
+    assert err.value.code == "invalid_config"
 
 
 def test_pool_min_above_max_is_refused() -> None:

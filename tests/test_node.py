@@ -35,7 +35,7 @@ def test_node_serves_library_nats_http_and_recovers_after_restart(node_dir: Path
                            stash_limit=5, command_timeout_s=7.0)
 
         async def over_nats() -> bytes:
-            nc = await nats.connect(node.nats_url)
+            nc = await nats.connect(**node.nats_client_options())
             try:
                 reply = await nc.request("system.control.spawn", b'{"kind": "echo", "agent_id": "nats-agent"}',
                                          timeout=10)

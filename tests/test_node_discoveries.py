@@ -134,7 +134,7 @@ def test_discoveries_are_stored_published_streamed_ingested_and_resumed(node_dir
         url, conninfo = node.http.url, node.journal.conninfo
 
         async def first_run() -> list[dict[str, Any]]:
-            nc = await nats.connect(node.nats_url)
+            nc = await nats.connect(**node.nats_client_options())
             sse = await Sse.open(url)
             try:
                 sub = await nc.subscribe("discoveries.*.*")

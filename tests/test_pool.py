@@ -51,3 +51,28 @@ def test_a_restarting_agent_keeps_its_slot(pooled: Runtime) -> None:
     assert pooled.ask("e0", "ping", timeout=5)["pong"] is True
     with pytest.raises(PoolFullError):
         pooled.spawn("echo")
+
+
+def test_a_kind_with_a_pool_size_is_limited_on_its_own_naming_its_setting(tmp_path: object) -> None:
+    import sys
+
+    from mistersmith import ProcessKind
+
+    kind = ProcessKind("tool", [sys.executable, "-c", "print('{}')"], max_agents=2)
+    with Runtime(kinds={"tool": kind.agent_class()}, max_agents=50) as rt:
+        rt.spawn("tool", "t1")
+        rt.spawn("tool", "t2")
+        with pytest.raises(PoolFullError) as err:
+            rt.spawn("tool", "t3")
+        assert err.value.kind == "tool" and err.value.limit == 2
+        assert "process.kinds.tool.max_agents" in str(err.value)
+        rt.spawn("echo", "e1")  # other kinds are not held back by it
+        rt.stop("t1")
+        rt.spawn("tool", "t3")  # a stopped agent frees its kind's slot
+
+
+def test_pool_full_names_the_setting_as_a_user_types_it() -> None:
+    with Runtime(max_agents=1, max_agents_setting="--max-agents / node.max_agents") as rt:
+        rt.spawn("echo")
+        with pytest.raises(PoolFullError, match="raise --max-agents / node.max_agents"):
+            rt.spawn("echo")

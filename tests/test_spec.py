@@ -133,7 +133,7 @@ def test_defaults_are_otps_where_otp_has_one() -> None:
     assert child.restart == "permanent" == DEFAULTS.restart
     assert child.shutdown_s == DEFAULTS.agent_shutdown_s
     assert child.mailbox_size == 10_000
-    assert child.stash_limit == 0 and child.backoff is None
+    assert child.stash_limit == DEFAULTS.stash_limit == 100 and child.backoff is None
     assert math.isfinite(spec.shutdown_s)  # bounded, unlike OTP's infinity
     assert Backoff().stable_after_s == Backoff().max_s
 

@@ -12,7 +12,8 @@ agents only through the Runtime's non-blocking API (``aask``, ``send``,
 - ``Membership``: which nodes share the bus;
 - ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``;
   ``TaskTracker`` (``bridge.task_tracker``): task states, the web's ``Tasks`` port (durable
-  through an injected ``task_store``);
+  through an injected ``task_store``, which the queue's workers write their claims and
+  outcomes to, and the tracker trusts over any NATS message);
 - ``DiscoveryIngest``: discoveries any NATS client publishes on ``discoveries.*.*``, handed
   to an injected ``ingest_discovery`` (the node's discovery hub).
 
@@ -20,6 +21,17 @@ One task pumps supervision events: an agent is routed before its ``started``
 event is published (so whoever sees the event can command it), and events
 are published in ``seq`` order. A second task ticks: heartbeats, node
 presence, periodic announcements, and forgetting agents that are gone.
+
+With ``replay_history=True`` the pump begins with the runtime's kept events
+(``runtime.history()``) emitted before the bridge subscribed, then goes on
+with the live ones, each event once and all in ``seq`` order
+(``Runtime.event_stream(include_history=True)``: subscribe, then take the
+history up to the last seq the bus had delivered, then skip live events up
+to it). A node sets it because it recovers its agents before NATS is
+connected: their ``started`` and ``recovered`` (or ``recovery_failed``)
+events reach ``agents.*.status.>`` once the bridge is up. It is off by
+default: a second bridge on the same runtime would publish that history
+again.
 
 The bridge does not own the NATS connection or the Runtime: whoever made them
 closes them, after ``Bridge.close()``.
@@ -38,7 +50,7 @@ from nats.aio.client import Client as NATS
 
 from mistersmith.crossing import EventStream
 from mistersmith.discovery import Discovery
-from mistersmith.errors import SpecError, UnknownAgentError
+from mistersmith.errors import RuntimeClosedError, SpecError, UnknownAgentError
 from mistersmith.ports import TaskStore
 from mistersmith.runtime import Runtime
 from mistersmith.supervisors import SupervisionEvent
@@ -128,8 +140,10 @@ class Bridge:
         task_options: TaskOptions | None = None,
         task_store: TaskStore | None = None,
         ingest_discovery: Ingest | None = None,
+        replay_history: bool = False,
     ) -> None:
         self.runtime = runtime
+        self._replay_history = replay_history
         self.nc = nc
         self.node_id = runtime.node_id
         self.options = options or BridgeOptions()
@@ -148,7 +162,7 @@ class Bridge:
             runtime, self.wire, self.counters, self.membership, self.router, self.discovery.local_agents,
             forward_timeout_s=opts.forward_timeout_s, gather_timeout_s=opts.gather_timeout_s, shutdown=shutdown,
         )
-        self.tasks = TaskQueue(runtime, self.wire, task_options)
+        self.tasks = TaskQueue(runtime, self.wire, task_options, store=task_store)
         self.task_tracker = TaskTracker(self.tasks, self.wire, store=task_store)
         self.ingest = (DiscoveryIngest(self.wire, self.counters, ingest_discovery,
                                        pending_msgs_limit=opts.pending_msgs_limit)
@@ -166,7 +180,8 @@ class Bridge:
         if self._started:
             return
         self._started = True
-        self._stream = self.runtime.event_stream(maxsize=self.options.event_buffer)
+        self._stream = self.runtime.event_stream(maxsize=self.options.event_buffer,
+                                                 include_history=self._replay_history)
         await self.control.start()
         await self.discovery.start()
         await self.task_tracker.start()
@@ -317,7 +332,7 @@ class Bridge:
     def _hosted(self, agent_id: str) -> bool:
         try:
             self.runtime.get_agent(agent_id)
-        except UnknownAgentError:
+        except (UnknownAgentError, RuntimeClosedError):  # closing: nothing is hosted any more
             return False
         return True
 

@@ -38,6 +38,7 @@ from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 
 from mistersmith.errors import SpecError
+from mistersmith.redact import strip_userinfo
 
 from .errors import NatsUnavailableError
 
@@ -132,7 +133,7 @@ class ConnectOptions:
 
     def describe(self) -> str:
         """The servers, without credentials (for logs and errors)."""
-        return ", ".join(s.split("@")[-1] if "@" in s else s for s in self.servers)
+        return ", ".join(strip_userinfo(s) for s in self.servers)
 
 
 def reconnect_delay_s(attempt: int, options: ConnectOptions, rng: random.Random | None = None) -> float:

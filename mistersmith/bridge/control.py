@@ -235,6 +235,8 @@ class ControlPlane:
             return encode_ok(await self.gather_trees(_node_only(payload, "tree")))
         if action == "ping":
             return await self._ping(payload, local)
+        if action == "kinds":
+            return await self._kinds(payload, local)
         if action == "shutdown":
             return await self._shutdown_node(payload, local)
         raise _Refused("unknown_command", f"no control action {action!r}; use: {', '.join(subjects.CONTROL_ACTIONS)}")
@@ -312,6 +314,13 @@ class ControlPlane:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "nodes": self.membership.known(),
         })
+
+    async def _kinds(self, payload: Mapping[str, Any], local: bool) -> bytes:
+        node = _node_only(payload, "kinds")
+        if node is not None and node != self.node_id and not local:
+            return await self._forward(subjects.node_control(node, "kinds"), payload,
+                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+        return encode_ok({"node": self.node_id, "kinds": self.runtime.kinds()})
 
     async def _shutdown_node(self, payload: Mapping[str, Any], local: bool) -> bytes:
         node = payload.get("node")

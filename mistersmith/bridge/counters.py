@@ -24,6 +24,7 @@ class BridgeCounters:
         "discoveries_in",
         "discoveries_invalid",
         "discoveries_failed",
+        "task_results_rejected",
     )
 
     def __init__(self) -> None:

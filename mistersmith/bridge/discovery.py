@@ -153,5 +153,6 @@ class ServiceDiscovery:
     # -- knowledge ----------------------------------------------------------------------
 
     async def publish_discovery(self, discovery: Discovery) -> None:
-        """Publish a (stored) discovery on ``discoveries.{agent_id}.{type}``."""
-        await self.wire.publish(discovery.subject, encode_json(discovery.to_dict()))
+        """Publish a (stored) discovery on ``discoveries.{agent_id}.{type}``, without its ``source``
+        (receivers set it themselves; ``Discovery.to_wire``)."""
+        await self.wire.publish(discovery.subject, encode_json(discovery.to_wire()))

@@ -5,8 +5,15 @@ envelope whose ``payload`` is that form), validated (``Discovery.from_dict``,
 and the subject must be ``discoveries.{agent_id}.{discovery_type}`` of the
 body) and handed to the injected ``ingest`` callable (the node's
 ``DiscoveryHub.ingest``, which stores it and fans it out, and drops this
-node's own discoveries echoed back by id). Bad input is logged and counted
-(``discoveries_invalid``), a failing ``ingest`` too (``discoveries_failed``);
+node's own discoveries echoed back by id).
+
+NATS does not tell a subscriber who published a message, so nothing in one
+is taken as proof of its origin: a ``seq`` or ``source`` in the body is
+dropped, and the hub records the discovery as ``nats:<this node>``, or
+delivers the stored row when a node stored that id first (a node's own
+discoveries keep their ``node:`` source). Bad input is logged and counted
+(``discoveries_invalid``, also for a discovery the hub refuses with a
+``SpecError``: a time too far ahead), a failing ``ingest`` too (``discoveries_failed``);
 neither ever reaches nats-py. Messages are ingested one at a time, in arrival
 order. Runs on the event loop.
 """
@@ -22,7 +29,7 @@ from nats.aio.subscription import Subscription
 
 from mistersmith.discovery import Discovery
 from mistersmith.envelope import EnvelopeError, decode_json
-from mistersmith.errors import MisterSmithError
+from mistersmith.errors import MisterSmithError, SpecError
 
 from .counters import BridgeCounters
 from .wire import Wire
@@ -44,7 +51,8 @@ def parse_discovery(subject: str, data: bytes) -> Discovery:
     if isinstance(raw, dict) and "payload" in raw and "content" not in raw:
         raw = raw["payload"]  # an envelope around the discovery
     if isinstance(raw, dict):
-        raw = {k: v for k, v in raw.items() if k != "seq"}  # the sender's seq is not ours
+        # The sender's seq is not ours, and nobody may say who vouches for it: the hub sets the source.
+        raw = {k: v for k, v in raw.items() if k not in ("seq", "source")}
     discovery = Discovery.from_dict(raw)
     if subject != discovery.subject:
         raise EnvelopeError("subject", f"{subject!r} should be {discovery.subject!r} for this discovery",
@@ -84,6 +92,9 @@ class DiscoveryIngest:
             return
         try:
             await self._ingest(discovery)
+        except SpecError as exc:  # the hub refused it (a time too far ahead)
+            self.counters.add("discoveries_invalid")
+            logger.warning("refused discovery %s on %s: %s", discovery.id, msg.subject, exc)
         except Exception:
             self.counters.add("discoveries_failed")
             logger.exception("ingesting discovery %s from %s failed", discovery.id, msg.subject,

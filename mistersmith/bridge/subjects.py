@@ -54,9 +54,9 @@ __all__ = [
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
-CONTROL_ACTIONS: tuple[str, ...] = ("spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree")
+CONTROL_ACTIONS: tuple[str, ...] = ("spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree", "kinds")
 AGENT_ACTIONS: tuple[str, ...] = ("stop", "restart", "get")
-NODE_ACTIONS: tuple[str, ...] = ("spawn", "ping", "shutdown")
+NODE_ACTIONS: tuple[str, ...] = ("spawn", "ping", "shutdown", "kinds")
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 
 ANNOUNCE = "agents.discovery.announce"

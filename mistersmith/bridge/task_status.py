@@ -1,14 +1,24 @@
 """``TaskTracker``: what became of each task, and the web's ``Tasks`` port.
 
-It follows ``tasks.*.progress`` and ``tasks.*.result`` (published by whichever
-node ran the task) and keeps the newest ``keep`` tasks in memory, so any node
-can answer ``get(task_id)``. ``submit`` queues through the ``TaskQueue``.
+``submit`` queues through the ``TaskQueue``; ``get(task_id)`` answers from
+the record that only nodes write, never from what a NATS message says (NATS
+does not tell a subscriber who published, and any client could publish on
+``tasks.{task_id}.result``):
 
-With an injected ``TaskStore`` (the journal's ``tasks`` table, wired by the
-node) every transition is also recorded there, in arrival order, and ``get``
-falls back to it for a task this node has not seen (or has forgotten, or
-saw before a restart). A failing store is logged and counted
-(``store_errors``), never raised into nats-py. Runs on the event loop.
+- With an injected ``TaskStore`` (the journal's ``tasks`` table, shared by
+  every node and wired by the node) the record is the table: the submitting
+  node writes ``queued``, the worker that claimed the task everything after
+  (see ``tasks``). ``get`` reads it; if it cannot, it answers from memory.
+- Without one, the record is what this node's own queue did (told in
+  process, ``TaskQueue.add_listener``): tasks other nodes ran are unknown here.
+
+The tracker keeps the newest ``keep`` tasks in memory. It follows
+``tasks.*.progress`` and ``tasks.*.result`` only as notifications: each one
+refreshes the task from the store. One that says a task is done (a result,
+or ``done`` progress) when the record does not, or whose result is not the
+recorded one, is ignored: logged and counted (``results_rejected``, and the
+bridge counter ``task_results_rejected``). A failing store is logged and
+counted (``store_errors``), never raised into nats-py. Runs on the event loop.
 """
 
 from __future__ import annotations
@@ -42,8 +52,10 @@ class TaskTracker:
         self.keep = keep
         self.store = store
         self.store_errors = 0
+        self.results_rejected = 0
         self._states: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._subs: list[Subscription] = []
+        queue.add_listener(self._remember)
 
     async def start(self) -> None:
         nc = self.wire.nc
@@ -65,22 +77,21 @@ class TaskTracker:
         if agent_id is not None:
             raise SpecError(None, "agent_id", agent_id,
                             "the task queue routes by kind; omit agent_id, or command that agent directly")
-        queued = await self.queue.submit(task_type, payload, timeout_s=timeout_s)
-        task_id = str(queued["task_id"])
-        self._remember(task_id, {"status": "queued", "task_type": task_type})
-        await self._record(task_id, {"status": "queued", "kind": task_type, "payload": dict(payload)})
+        queued = await self.queue.submit(task_type, payload, timeout_s=timeout_s)  # records it, tells us
         return {"task_id": queued["task_id"], "status": "queued"}
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
-        """``{"task_id", "status", "result"?, "error"?, ...}``, or ``None`` if never seen here."""
-        state = self._states.get(task_id)
-        if state is None and self.store is not None:
+        """``{"task_id", "status", "result"?, "error"?, ...}`` as recorded, or ``None`` if unknown."""
+        if self.store is not None:
             try:
-                return await self.store.get(task_id)
+                found = await self.store.get(task_id)
             except Exception:
                 self.store_errors += 1
-                logger.exception("reading task %s from the task store failed", task_id)
-                return None
+                logger.exception("reading task %s from the task store failed; answering from memory", task_id)
+            else:
+                if found is not None:
+                    return found
+        state = self._states.get(task_id)
         return None if state is None else {"task_id": task_id, **state}
 
     def status_of(self, task_id: str) -> str | None:
@@ -89,37 +100,46 @@ class TaskTracker:
         return None if state is None else state.get("status")
 
     def _remember(self, task_id: str, fields: Mapping[str, Any]) -> None:
+        """A transition from the record (this node's queue, or the store); the payload is not kept."""
         state = self._states.pop(task_id, {})
-        state.update(fields)
+        state.update((k, v) for k, v in fields.items() if k not in ("task_id", "payload"))
         self._states[task_id] = state
         while len(self._states) > self.keep:
             self._states.popitem(last=False)
 
     async def _on_message(self, msg: Msg) -> None:
+        """A notification: refresh from the record; a claim of ``done`` the record does not back is rejected."""
         try:
             raw = decode_json(msg.data)
         except EnvelopeError:
             logger.warning("malformed message on %s", msg.subject)
             return
-        if not isinstance(raw, dict) or not isinstance(raw.get("task_id"), str):
+        task_id = msg.subject.split(".")[1]
+        if not isinstance(raw, dict) or raw.get("task_id") != task_id:
+            logger.warning("message on %s is not about task %s; ignored", msg.subject, task_id)
             return
-        task_id = raw["task_id"]
-        if msg.subject.endswith(".result"):
-            fields = {"status": "done", "result": raw.get("result"), "agent_id": raw.get("agent_id"),
-                      "node": raw.get("node")}
+        says_done = msg.subject.endswith(".result") or raw.get("status") == "done"
+        if self.store is not None:
+            try:
+                found = await self.store.get(task_id)
+            except Exception:
+                self.store_errors += 1
+                logger.exception("reading task %s from the task store failed", task_id)
+                return
+            if found is not None:
+                self._remember(task_id, found)
+            record = found
         else:
-            current = self._states.get(task_id, {}).get("status")
-            if current == "done" and raw.get("status") != "done":
-                return  # a late progress message after the result
-            fields = {k: v for k, v in raw.items() if k != "task_id"}
-        self._remember(task_id, fields)
-        await self._record(task_id, fields)
+            record = self._states.get(task_id)
+        if says_done and not _backs(record, raw, msg.subject.endswith(".result")):
+            self.results_rejected += 1
+            self.wire.counters.add("task_results_rejected")
+            logger.warning("ignored %s: task %s is %s in the record, and only the worker that claimed it "
+                           "settles it", msg.subject, task_id, "unknown" if record is None else record.get("status"))
 
-    async def _record(self, task_id: str, fields: Mapping[str, Any]) -> None:
-        if self.store is None:
-            return
-        try:
-            await self.store.record(task_id, fields)
-        except Exception:
-            self.store_errors += 1
-            logger.exception("recording task %s (%s) in the task store failed", task_id, fields.get("status"))
+
+def _backs(record: Mapping[str, Any] | None, message: Mapping[str, Any], is_result: bool) -> bool:
+    """Whether the record says what a ``done`` message says: done, and (for a result) that result."""
+    if record is None or record.get("status") != "done":
+        return False
+    return not is_result or message.get("result") == record.get("result")

@@ -24,6 +24,15 @@
 - A node that stops mid-task never acks it: JetStream redelivers it after
   ``ack_wait_s`` to whichever worker asks next. No task is lost.
 
+Only the worker that claimed a task says what became of it (``TaskRecord``):
+it records a claim (a random token, never published) before it runs the
+task, and the outcome, under that claim, before it publishes on
+``tasks.{task_id}.result``/``.progress``, which are notifications only. A
+redelivered task already ``done`` or ``dead`` is acked, not run; an attempt
+whose claim a redelivery took over drops its outcome. A task can run twice
+between the agent's start and the commit of ``done`` (a crash, or a
+redelivery after ``ack_wait_s`` without keep-alives).
+
 Runs on the event loop.
 """
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,13 +54,15 @@ from nats.js.errors import NotFoundError
 
 from mistersmith.envelope import EnvelopeError, decode_json, encode_json
 from mistersmith.errors import MisterSmithError, SpecError
+from mistersmith.ports import TaskStore
 from mistersmith.runtime import Runtime
 
 from . import subjects
 from .lifecycle import cancel_and_wait
+from .task_record import TaskListener, TaskRecord
 from .wire import Wire
 
-__all__ = ["TASK_STREAM", "TaskOptions", "TaskQueue"]
+__all__ = ["TASK_STREAM", "TaskListener", "TaskOptions", "TaskQueue"]
 
 logger = logging.getLogger("mistersmith.bridge.tasks")
 
@@ -102,15 +114,24 @@ def _task(data: bytes) -> tuple[str, str, dict[str, Any], float | None]:
 
 
 class TaskQueue:
-    """Submit tasks, and serve kinds with this node's agents."""
+    """Submit tasks, and serve kinds with this node's agents.
 
-    def __init__(self, runtime: Runtime, wire: Wire, options: TaskOptions | None = None) -> None:
+    ``counters``: ``submitted``, ``done``, ``retried``, ``dead``; ``skipped``
+    (redeliveries of tasks already settled), ``claims_lost`` (outcomes dropped
+    because a redelivery took the task over), ``store_errors``.
+    """
+
+    def __init__(self, runtime: Runtime, wire: Wire, options: TaskOptions | None = None, *,
+                 store: TaskStore | None = None) -> None:
         self.runtime = runtime
         self.node_id = runtime.node_id
         self.wire = wire
         self.js = wire.nc.jetstream()
         self.options = options or TaskOptions()
-        self.counters = {"submitted": 0, "done": 0, "retried": 0, "dead": 0}
+        self.store = store
+        self.counters = {"submitted": 0, "done": 0, "retried": 0, "dead": 0, "skipped": 0, "claims_lost": 0,
+                         "store_errors": 0}
+        self.record = TaskRecord(store, self.counters)
         self._ready = False
         self._consumers: set[tuple[str, str]] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -168,6 +189,8 @@ class TaskQueue:
         body = encode_json(task)
         ack = await self.js.publish(subject, body, headers={"Nats-Msg-Id": task_id})
         self.counters["submitted"] += 1
+        await self.record.record(task_id, {"status": "queued", "kind": kind, "priority": priority,
+                                     "payload": task["payload"]})
         await self._progress(task_id, "queued", kind=kind, priority=priority)
         return {"task_id": task_id, "status": "queued", "stream_seq": ack.seq, "duplicate": bool(ack.duplicate)}
 
@@ -275,6 +298,18 @@ class TaskQueue:
         if agent is None:
             await self._retry(kind, msg, task_id, "unavailable", f"no {kind!r} agent on {self.node_id}", deliveries)
             return
+        claim = secrets.token_hex(16)
+        running = {"status": "running", "kind": kind, "agent_id": agent, "node": self.node_id, "attempt": deliveries}
+        taken = await self.record.claim(task_id, claim, running)
+        if taken is None:
+            await self._retry(kind, msg, task_id, "store_unavailable",
+                              "the claim could not be recorded, so the task was not run", deliveries)
+            return
+        if not taken:
+            await msg.ack()
+            self.counters["skipped"] += 1
+            logger.info("task %s is done or dead already (a redelivery): acked, not run again", task_id)
+            return
         await self._progress(task_id, "running", kind=kind, agent_id=agent, node=self.node_id, attempt=deliveries)
         keepalive = asyncio.get_running_loop().create_task(self._keep_alive(msg))
         try:
@@ -283,9 +318,9 @@ class TaskQueue:
         except MisterSmithError as exc:
             code = str(exc.code)
             if code in _PERMANENT:
-                await self._dead(kind, msg, task_id, code, exc.message, deliveries)
+                await self._dead(kind, msg, task_id, code, exc.message, deliveries, claim=claim)
             else:
-                await self._retry(kind, msg, task_id, code, exc.message, deliveries)
+                await self._retry(kind, msg, task_id, code, exc.message, deliveries, claim=claim)
             return
         finally:
             keepalive.cancel()
@@ -293,8 +328,16 @@ class TaskQueue:
             body = encode_json({"task_id": task_id, "ok": True, "result": result, "agent_id": agent,
                                 "node": self.node_id, "attempt": deliveries})
         except TypeError as exc:
-            await self._dead(kind, msg, task_id, "invalid_result", str(exc), deliveries)
+            await self._dead(kind, msg, task_id, "invalid_result", str(exc), deliveries, claim=claim)
             return
+        done = {"status": "done", "result": result, "agent_id": agent, "node": self.node_id, "attempt": deliveries}
+        settled = await self.record.settle(task_id, claim, done)
+        if settled is None:  # not recorded: JetStream gives the task again (and it runs again)
+            await self._retry(kind, msg, task_id, "store_unavailable", "the result could not be recorded",
+                              deliveries)
+            return
+        if not settled:
+            return  # a redelivery holds the task now: that attempt settles and acks it
         await self.wire.publish(subjects.task_result(task_id), body)
         await msg.ack()
         self.counters["done"] += 1
@@ -305,23 +348,31 @@ class TaskQueue:
             await asyncio.sleep(self.options.ack_wait_s / 2)
             await msg.in_progress()
 
-    async def _retry(self, kind: str, msg: Msg, task_id: str, code: str, message: str, deliveries: int) -> None:
+    async def _retry(self, kind: str, msg: Msg, task_id: str, code: str, message: str, deliveries: int,
+                     claim: str | None = None) -> None:
         if deliveries >= self.options.max_deliver:
-            await self._dead(kind, msg, task_id, code, message, deliveries)
+            await self._dead(kind, msg, task_id, code, message, deliveries, claim=claim)
             return
         delay = self.options.delay_s(deliveries)
+        error = {"code": code, "message": message}
+        retrying = {"status": "retrying", "attempt": deliveries, "error": error}
+        if not await self.record.transition(task_id, claim, retrying):
+            return  # a redelivery holds the task now
         await msg.nak(delay=delay)
         self.counters["retried"] += 1
         logger.info("task %s failed (%s), retry in %.2f s: %s", task_id, code, delay, message)
-        await self._progress(task_id, "retrying", attempt=deliveries, error={"code": code, "message": message},
-                             retry_in_s=delay)
+        await self._progress(task_id, "retrying", attempt=deliveries, error=error, retry_in_s=delay)
         bell = self._doorbell.get(kind)
         if bell is not None:
             asyncio.get_running_loop().call_later(delay, bell.set)
 
     async def _dead(self, kind: str, msg: Msg, task_id: str | None, code: str, message: str,
-                    deliveries: int) -> None:
+                    deliveries: int, claim: str | None = None) -> None:
         """Dead-letter: kept in ``MS_TASKS_DEAD`` on ``tasks.{kind}.dead``, then terminated here."""
+        error = {"code": code, "message": message}
+        if task_id is not None and not await self.record.transition(
+                task_id, claim, {"status": "dead", "attempt": deliveries, "error": error}):
+            return  # a redelivery holds the task now
         try:
             original: Any = decode_json(msg.data)
         except EnvelopeError:
@@ -338,3 +389,7 @@ class TaskQueue:
     async def _progress(self, task_id: str, status: str, **fields: Any) -> None:
         await self.wire.publish(subjects.task_progress(task_id), encode_json({"task_id": task_id, "status": status,
                                                                                **fields}))
+
+    def add_listener(self, listener: TaskListener) -> None:
+        """Tell ``listener`` of each transition this node makes from now on (see ``TaskListener``)."""
+        self.record.add_listener(listener)

@@ -64,10 +64,10 @@ def _token(value: str | None, what: str) -> str | None:
 
 def _with_nats(args: argparse.Namespace, body: Callable[[NATS, Settings], Awaitable[T]]) -> T:
     settings = load(args)
-    urls = nats_urls(settings)
+    urls, user = nats_urls(settings)
 
     async def run() -> T:
-        async with connected(settings, urls, args.timeout) as nc:
+        async with connected(settings, urls, args.timeout, **user) as nc:
             return await body(nc, settings)
 
     return asyncio.run(run())
@@ -237,7 +237,7 @@ def run_health(args: argparse.Namespace, out: Output) -> int:
         components = (doc["http"] or {}).get("components") or {}
         width = max((len(n) for n in components), default=0)
         for name, comp in sorted(components.items()):
-            detail = comp.get("error") or comp.get("url") or ""
+            detail = comp.get("error") or comp.get("detail") or comp.get("url") or ""
             lines.append(f"  {name.ljust(width)}  {comp.get('status')}  {detail}".rstrip())
         if doc["http"] is None:
             lines.append("  (component checks need the node's HTTP endpoint; run this in its data directory)")
@@ -262,6 +262,34 @@ def run_shutdown(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def kinds_text(doc: dict[str, Any]) -> str:
+    """``mistersmith kinds``: each kind, its commands and their parameters (``?``: optional)."""
+    lines = [f"node {doc.get('node')}"]
+    for name, info in sorted((doc.get("kinds") or {}).items()):
+        process = info.get("process")
+        lines.append(f"{name}" + (f"  runs {' '.join(process['command'])}" if process else ""))
+        if process and process.get("overridable"):
+            lines.append(f"  a spawn may set: {', '.join(process['overridable'])}")
+        for cmd, spec in sorted((info.get("commands") or {}).items()):
+            params = [f"{p}{'' if v.get('required') else '?'}: {v.get('type')}"
+                      for p, v in sorted((spec.get("params") or {}).items())]
+            if spec.get("more_params"):
+                params.append("...")
+            lines.append(f"  {cmd}({', '.join(params)})")
+    return "\n".join(lines)
+
+
+def run_kinds(args: argparse.Namespace, out: Output) -> int:
+    payload = {"node": v for v in (_token(args.node, "--node"),) if v is not None}
+
+    async def body(nc: NATS, _: Settings) -> Any:
+        return await _control(nc, "kinds", payload, args.timeout)
+
+    doc = _with_nats(args, body)
+    out.result(doc, lambda: kinds_text(doc))
+    return EXIT_OK
+
+
 CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "spawn": run_spawn,
     "send": run_send,
@@ -271,4 +299,5 @@ CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "tree": run_tree,
     "health": run_health,
     "shutdown": run_shutdown,
+    "kinds": run_kinds,
 }

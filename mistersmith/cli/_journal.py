@@ -62,13 +62,22 @@ def _types(values: list[str] | None) -> tuple[str, ...] | None:
     return types
 
 
+_WHO_WIDTH = 20
+_TYPE_WIDTH = max(len(t) for t in EVENT_TYPES)  # the longest event type fits, whatever types are added
+
+
 def event_line(event: SupervisionEvent) -> str:
-    """``    12  2025-01-31 12:00:01.234Z  node-1  a1  restarted  reason``."""
+    """``    12  2025-01-31 12:00:01.234Z  node-1  a1  restarted  restarts=1  reason``.
+
+    The columns are aligned for every event type: the type column is as wide
+    as the longest type, and what follows it (restart count, reason) always
+    starts two spaces after it.
+    """
     ts = event.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
     who = event.agent_id if event.agent_id is not None else f"[{event.supervisor or 'root'}]"
-    line = f"{event.seq:>6}  {ts}  {event.node_id}  {who:<20} {event.event_type:<18}"
+    line = f"{event.seq:>6}  {ts}  {event.node_id}  {who:<{_WHO_WIDTH}}  {event.event_type:<{_TYPE_WIDTH}}"
     if event.restart_count:
-        line += f" restarts={event.restart_count}"
+        line += f"  restarts={event.restart_count}"
     if event.reason:
         line += f"  {event.reason}"
     return line.rstrip()

@@ -22,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 import orjson
 
 from mistersmith.config import Settings
+from mistersmith.embedded.nats_auth import NatsUser
 
 from ._errors import unreachable, usage
 
@@ -74,15 +75,31 @@ def running_node(directory: Path) -> dict[str, Any]:
     return info
 
 
-def nats_urls(settings: Settings) -> tuple[str, ...]:
-    """Where to reach NATS: the configured URL(s), else the running node's."""
+def nats_urls(settings: Settings) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Where to reach NATS, and the user to connect as.
+
+    The configured URL(s) with the configured credentials; else the running
+    node's embedded server, as the client user whose credentials file that
+    node names in ``node.json`` (``nats_credentials``).
+    """
     configured: tuple[str, ...] | None = settings["nats.url"]
     if configured:
-        return configured
-    url = running_node(data_dir(settings)).get("nats_url")
+        return configured, {}
+    info = running_node(data_dir(settings))
+    url = info.get("nats_url")
     if not isinstance(url, str) or not url:
         raise unreachable(f"the node in {data_dir(settings)} wrote no NATS URL in node.json; pass --nats-url")
-    return tuple(u for u in url.split(",") if u)
+    user: dict[str, str] = {}
+    creds = info.get("nats_credentials")
+    if isinstance(creds, str) and not settings["nats.user"]:
+        try:
+            client = NatsUser.read(Path(creds))
+        except (OSError, ValueError) as exc:
+            raise unreachable(f"cannot read the NATS credentials file {creds} that the node in "
+                              f"{data_dir(settings)} names: {getattr(exc, 'strerror', None) or exc}; run this "
+                              "command as the node's user") from None
+        user = {"user": client.user, "password": client.password}
+    return tuple(u for u in url.split(",") if u), user
 
 
 def embedded_conninfo(directory: Path) -> str | None:

@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, metadata
 from typing import Any, NoReturn
 
 from mistersmith import __version__
@@ -21,7 +22,7 @@ from mistersmith.errors import MisterSmithError
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, usage
 from ._output import Output
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "docs_link", "main"]
 
 Handler = Callable[[argparse.Namespace, Output], int]
 
@@ -29,7 +30,20 @@ _EPILOG = """\
 exit codes: 0 ok; 1 the operation failed (an error reply, a failed start, a health check not ok);
 2 bad usage or configuration; 3 cannot reach the node (or its NATS/PostgreSQL); 130 interrupted.
 Settings: flags, then MISTERSMITH_* environment variables, then the --config TOML file, then defaults
-(`mistersmith config` shows the result). Docs: docs/reference/cli.md"""
+(`mistersmith config` shows the result). Docs: {docs}"""
+
+
+def docs_link() -> str:
+    """Where the CLI reference is, from the package's metadata (pyproject's ``[project.urls]``):
+    ``Documentation`` + ``/reference/cli.md``, else ``Homepage``, else the path in a source checkout."""
+    try:
+        urls = metadata("mistersmith").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        urls = []
+    named = dict(url.split(", ", 1) for url in urls if ", " in url)
+    if named.get("Documentation"):
+        return named["Documentation"].rstrip("/") + "/reference/cli.md"
+    return named.get("Homepage") or "docs/reference/cli.md in the source"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,12 +103,16 @@ def _node_settings(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from ._bench import ALL, run_bench
     from ._client import CLIENT_COMMANDS
+    from ._completion import SHELLS, run_completion
     from ._journal import run_migrate, run_replay
+    from ._nats_url import run_nats_url
+    from ._psql import run_psql
     from ._serve import run_serve
     from ._settings import run_config
 
+    epilog = _EPILOG.format(docs=docs_link())
     parser = _Parser(prog="mistersmith", description="Run and drive a MisterSmith node: supervised agents "
-                     "over NATS, journaled to PostgreSQL, with an HTTP/MCP shim.", epilog=_EPILOG,
+                     "over NATS, journaled to PostgreSQL, with an HTTP/MCP shim.", epilog=epilog,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mistersmith {__version__}")
     _common(parser, top=True)
@@ -102,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def add(name: str, handler: Handler, help_: str, *, config: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_, description=help_, epilog=_EPILOG,
+        sub = commands.add_parser(name, help=help_, description=help_, epilog=epilog,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(sub, top=False, config=config)
         sub.set_defaults(handler=handler)
@@ -121,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print every setting, its environment variable and default (Markdown)")
 
     spawn = add("spawn", CLIENT_COMMANDS["spawn"], "spawn an agent", config=False)
-    spawn.add_argument("kind", metavar="KIND", help="a registered kind (echo, process, or one given to serve)")
+    spawn.add_argument("kind", metavar="KIND", help="a kind the node serves (echo, a [process.kinds] one, or one given to serve; "
+                       "see `mistersmith kinds`)")
     spawn.add_argument("--id", metavar="ID", help="the agent id (default: KIND-<random>)")
     spawn.add_argument("--config", dest="agent_config", metavar="JSON",
                        help="the agent's config: a JSON object, @FILE or - (stdin). The settings file goes "
@@ -154,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--node", metavar="NODE", help="only this node")
     _nats(tree)
 
+    kinds = add("kinds", CLIENT_COMMANDS["kinds"], "list the agent kinds a node serves, with their commands")
+    kinds.add_argument("--node", metavar="NODE", help="this node (default: whichever answers)")
+    _nats(kinds)
+
     health = add("health", CLIENT_COMMANDS["health"], "check a node (exit code 1 unless it is ok)")
     health.add_argument("--node", metavar="NODE", help="this node (default: whichever answers)")
     _nats(health)
@@ -178,12 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = add("migrate", run_migrate, "apply the journal's schema migrations")
     _database(migrate)
 
+    psql = add("psql", run_psql, "open the journal's PostgreSQL in psql (the one shipped with the embedded "
+               "server); psql's own arguments go after --")
+    _database(psql)
+    psql.add_argument("psql_args", metavar="-- PSQL_ARGS", nargs=argparse.REMAINDER,
+                      help="passed to psql, e.g. -- -c 'select count(*) from supervision_events'")
+
+    add("nats-url", run_nats_url, "print the running node's NATS URL (--json: and its credentials file)",
+        config=False)
+
     bench = add("bench", run_bench, "run the benchmark suites, side by side with raw pykka")
     bench.add_argument("suite", nargs="?", default=ALL, choices=[*_suite_names(), ALL],
                        help="which suite (default: all)")
     bench.add_argument("--quick", action="store_true", help="small sizes, a few seconds (smoke test; not figures)")
     bench.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin threads for ratio figures")
     bench.add_argument("--quiet", action="store_true", help="no progress display")
+
+    completion = add("completion", run_completion, "print a shell completion script: "
+                     "source <(mistersmith completion bash)", config=False)
+    completion.add_argument("shell", choices=SHELLS, help="the shell")
     return parser
 
 

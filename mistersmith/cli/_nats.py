@@ -49,8 +49,12 @@ def _shown(urls: tuple[str, ...]) -> str:
 
 
 @asynccontextmanager
-async def connected(settings: Settings, urls: tuple[str, ...], timeout_s: float) -> AsyncIterator[NATS]:
-    """A connection to ``urls`` with the configured credentials, closed after; exit 3 if none answers."""
+async def connected(
+    settings: Settings, urls: tuple[str, ...], timeout_s: float, *, user: str | None = None,
+    password: str | None = None,
+) -> AsyncIterator[NATS]:
+    """A connection to ``urls`` with the configured credentials (or ``user``/``password``, the
+    embedded server's client user), closed after; exit 3 if none answers."""
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -59,7 +63,7 @@ async def connected(settings: Settings, urls: tuple[str, ...], timeout_s: float)
     options: dict[str, Any] = {
         "servers": list(urls), "name": "mistersmith-cli", "connect_timeout": min(timeout_s, _CONNECT_TIMEOUT_S),
         "allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1,
-        "error_cb": on_error, "user": settings["nats.user"], "password": settings["nats.password"],
+        "error_cb": on_error, "user": user or settings["nats.user"], "password": password or settings["nats.password"],
         "token": settings["nats.token"],
     }
     try:

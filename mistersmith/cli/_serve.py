@@ -6,7 +6,8 @@ Runs in the main thread:
 2. user kinds (``--kind``, the ``mistersmith.agents`` entry points);
 3. ``Node.start()``: embedded nats-server and PostgreSQL when no URLs are set,
    journal, Runtime, recovery, NATS bridge, HTTP; a data directory already
-   served by another node is refused (exit code 2);
+   served by another node, or (under root) one the embedded PostgreSQL's user
+   cannot reach, is refused (exit code 2);
 4. prints where everything listens (stdout; with ``--json`` one JSON line,
    ``{"event": "ready", ...}``, and ``{"event": "stopped", ...}`` at the end)
    and waits;
@@ -26,15 +27,19 @@ import argparse
 import errno
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from mistersmith.config import Settings
 from mistersmith.errors import MisterSmithError
 from mistersmith.logs import configure_logging
+from mistersmith.recovery import NotRecovered, summarize
+from mistersmith.redact import strip_userinfo
 
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, failed, usage
 from ._kinds import load_kinds
@@ -89,20 +94,57 @@ def _watchdog(bound_s: float) -> threading.Timer:
     return timer
 
 
-def _ready_text(where: dict[str, Any], settings: Settings, kinds: list[str]) -> str:
-    nats = where["nats_url"] + ("  (embedded nats-server)" if not settings["nats.url"] else "")
+def _kind_hint(kind: str) -> str:
+    if kind == "process":
+        return "the generic process kind is not served: set node.allow_arbitrary_process = true"
+    return (f"kind {kind!r} is not served: start with --kind {kind}=MODULE:CLASS, or declare "
+            f"[process.kinds.{kind}] in the config file")
+
+
+def _not_recovered_lines(entries: Sequence[NotRecovered]) -> list[str]:
+    """The banner's lines for agents recovery could not bring back (the journal keeps them wanted)."""
+    lines = [f"  not recovered  {', '.join(labels)} ({_kind_hint(kind) if kind is not None else why})"
+             for labels, kind, why in summarize(entries)]
+    if lines:
+        lines.append("            they stay wanted: the next start that can run them brings them back")
+    return lines
+
+
+def _ready_text(where: dict[str, Any], settings: Settings, kinds: list[str],
+                not_recovered: Sequence[NotRecovered] = ()) -> str:
+    nats = strip_userinfo(where["nats_url"]) + ("  (embedded nats-server)" if not settings["nats.url"] else "")
     database = f"embedded PostgreSQL in {where['data_dir']}/postgres" if not settings["database.url"] else (
         "external PostgreSQL (database.url)")
     lines = [
         f"MisterSmith node {where['node_id']} is up (pid {os.getpid()})",
         f"  HTTP      {where['http_url']}  (MCP: {where['http_url']}/mcp, health: {where['http_url']}/health)",
         f"  NATS      {nats}",
+        *([f"            user and password in {where['nats_credentials']} (the CLI reads it)"]
+          if where.get("nats_credentials") else []),
         f"  database  {database}",
         f"  data dir  {where['data_dir']}",
+        f"  config    {settings.config_file or 'no file (defaults, environment and flags)'}",
         f"  kinds     {', '.join(kinds)}",
+        *_not_recovered_lines(not_recovered),
         "Stop with Ctrl-C (or SIGTERM).",
+        *_next_steps(where, settings, kinds),
     ]
     return "\n".join(lines)
+
+
+def _next_steps(where: dict[str, Any], settings: Settings, kinds: list[str]) -> list[str]:
+    """What to try next, from another terminal (with ``--data-dir`` unless it is the default)."""
+    default_dir = settings.sources.get("node.data_dir", "default") == "default"
+    here = "" if default_dir else f" --data-dir {shlex.quote(str(where['data_dir']))}"
+    if "echo" in kinds:
+        steps = [f"mistersmith spawn echo --id a1{here}", f"mistersmith send a1 echo '{{\"hi\": 1}}'{here}"]
+    else:
+        steps = [f"mistersmith kinds{here}"]
+    from ._main import docs_link
+
+    return ["", f"Try, from another terminal{' in this directory' if default_dir else ''}:",
+            *(f"  {step}" for step in [*steps, f"mistersmith tree{here}"]),
+            f"then the tour in README.md (\"A 30-second tour\"); docs: {docs_link()}"]
 
 
 def run_serve(args: argparse.Namespace, out: Output) -> int:
@@ -128,7 +170,7 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         except DataDirLockedError as exc:
             raise usage(exc.message) from None
         except MisterSmithError as exc:
-            if exc.code in ("invalid_spec", "invalid_config"):
+            if exc.code in ("invalid_spec", "invalid_config", "data_dir_unreachable"):
                 raise usage(f"the node could not start: {exc.message}") from exc
             raise failed(f"the node could not start: {exc.message}") from exc
         except OSError as exc:
@@ -139,8 +181,10 @@ def run_serve(args: argparse.Namespace, out: Output) -> int:
         where = node.describe()
         assert node.runtime is not None
         registered = sorted(node.runtime.kinds())
-        out.record({"event": "ready", "pid": os.getpid(), **where, "kinds": registered},
-                   _ready_text(where, settings, registered))
+        lost = node.runtime.recovery.not_recovered if node.runtime.recovery is not None else []
+        out.record({"event": "ready", "pid": os.getpid(), **where, "kinds": registered,
+                    "config_file": settings.config_file, "not_recovered": [n.to_dict() for n in lost]},
+                   _ready_text(where, settings, registered, lost))
         code = EXIT_OK
         while not stop.event.wait(_POLL_S):
             if node.runtime.closed:

@@ -2,7 +2,8 @@
 and the ``config`` command that prints the effective result.
 
 Precedence is ``mistersmith.config``'s: flags, then ``MISTERSMITH_*``
-environment variables, then the ``--config`` TOML file, then the defaults.
+environment variables, then the ``--config`` TOML file (else ``mistersmith.toml``
+in the working directory, when there is one), then the defaults.
 Flag values are handed over as typed, so a bad one is refused by the same
 validation as a bad environment variable or file entry (exit code 2).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mistersmith.config import SETTINGS, Settings, load_settings
@@ -34,6 +36,9 @@ FLAG_KEYS: dict[str, str] = {
 }
 """argparse ``dest`` -> settings key, for every flag that sets a setting."""
 
+DEFAULT_CONFIG_FILE = "mistersmith.toml"
+"""Read from the working directory when neither ``--config`` nor ``MISTERSMITH_CONFIG`` names a file."""
+
 
 def load(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
     """The effective settings for this run (``ConfigError`` for a bad value anywhere)."""
@@ -43,7 +48,10 @@ def load(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Sett
         if value is None:
             continue
         flags[key] = value.upper() if dest == "log_level" else value
-    return load_settings(flags, os.environ if env is None else env, getattr(args, "config", None))
+    config = getattr(args, "config", None)
+    if config is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        config = str(Path(DEFAULT_CONFIG_FILE).resolve())  # found in the working directory, as --config would
+    return load_settings(flags, os.environ if env is None else env, config)
 
 
 def _toml(value: Any) -> str:
@@ -53,6 +61,8 @@ def _toml(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 
@@ -60,7 +70,7 @@ def _toml(value: Any) -> str:
 def settings_text(settings: Settings) -> str:
     """The settings as TOML (usable as a ``--config`` file), each line with where its value came from.
 
-    Unset settings are commented out; secrets show as ``"***"``.
+    Unset settings are commented out; secrets show as ``"***"`` (URLs: without their ``user:password@``).
     """
     masked = settings.as_dict(mask_secrets=True)
     lines: list[str] = []
@@ -83,7 +93,7 @@ def settings_text(settings: Settings) -> str:
 def _shown_default(value: Any) -> str:
     if value is None:
         return "(not set)"
-    if isinstance(value, tuple) and not value:
+    if isinstance(value, (tuple, dict)) and not value:
         return "(none)"
     return f"`{_toml(value)}`"
 
@@ -92,7 +102,8 @@ def settings_reference() -> str:
     """Every setting as a Markdown table (docs/reference/configuration.md is made from it)."""
     rows = ["| Setting | Environment variable | Default | What it is |", "| --- | --- | --- | --- |"]
     for setting in SETTINGS:
-        secret = " (secret: shown as `***`)" if setting.secret else ""
+        secret = "" if not setting.secret else (
+            " (secret: shown without its `user:password@`)" if setting.shown else " (secret: shown as `***`)")
         rows.append(f"| `{setting.key}` | `{setting.env}` | {_shown_default(setting.default)} | "
                     f"{setting.help}{secret} |")
     return "\n".join(rows)

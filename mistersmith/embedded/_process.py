@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -11,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mistersmith.errors import MisterSmithError
+from mistersmith.files import open_private
 
-__all__ = ["EmbeddedServerError", "ServerProcess", "free_port", "parent_death_signal", "stop_process"]
+__all__ = ["EmbeddedServerError", "ServerProcess", "free_port", "parent_death_signal", "run_as", "stop_process"]
 
 logger = logging.getLogger("mistersmith.embedded")
 
@@ -43,6 +47,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def run_as(user: str | None) -> dict[str, Any]:
+    """``subprocess`` arguments that run a child as ``user`` with that user's own groups (or as us).
+
+    ``user=`` alone changes only the uid: the child would keep our groups
+    (root's, under root).
+    """
+    if user is None:
+        return {}
+    account = pwd.getpwnam(user)
+    return {"user": account.pw_uid, "group": account.pw_gid,
+            "extra_groups": os.getgrouplist(user, account.pw_gid)}
 
 
 def parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
@@ -99,15 +116,16 @@ class ServerProcess:
         return self.proc.pid if self.proc is not None and self.running else None
 
     def launch(self, command: list[str], *, user: str | None = None) -> None:
-        """Start ``command`` in ``data_dir``, its output appended to ``log_path``."""
+        """Start ``command`` in ``data_dir`` (as ``user``, see ``run_as``), its output appended to
+        ``log_path`` (``0600``)."""
         spawned = threading.Event()
         outcome: list[subprocess.Popen[bytes] | BaseException] = []
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the watcher closes it
+        log = open(self.log_path, "ab", opener=open_private)  # noqa: SIM115 - the watcher closes it
 
         def watch() -> None:
             try:
                 proc = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, user=user,
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **run_as(user),
                     start_new_session=True, preexec_fn=parent_death_signal(self.death_signal), cwd=self.data_dir,
                 )
             except BaseException as exc:

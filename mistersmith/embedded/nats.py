@@ -7,8 +7,14 @@ the environment's ``bin`` directory); ``MISTERSMITH_NATS_SERVER`` overrides it.
 - ``start()`` runs ``nats-server -js`` on loopback only (``127.0.0.1``), on a
   free port picked once (or the one given), with its JetStream store under
   ``data_dir/jetstream``, and returns once the server accepts clients (it
-  has read the server's ``INFO`` line). A restart reuses the same port, so
-  ``url`` stays valid across ``stop()``/``start()``.
+  has read *this* server's ``INFO`` line: the one naming its
+  ``server_name``, so another server on the port is never taken for it). A
+  restart reuses the same port, so ``url`` stays valid across
+  ``stop()``/``start()``.
+- ``fallback_port=True``: the given port is a preference (a node's stable
+  ``nats.embedded_port``, 4222 by default): if it is taken when ``start()`` runs, or is
+  taken between the check and the bind, a free port is used instead, and
+  ``port``/``url`` say which.
 - ``stop()`` asks for a graceful shutdown (SIGTERM), then SIGKILL after
   ``stop_timeout_s``, and joins the watcher thread.
 - No orphans: the server gets a parent-death signal (Linux
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,15 +42,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+import orjson
+
 from ._process import EmbeddedServerError, ServerProcess, free_port
 
-__all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary"]
+__all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary", "port_is_free"]
 
 logger = logging.getLogger("mistersmith.embedded.nats")
 
 _HOST = "127.0.0.1"
 _POLL_S = 0.005
 _ENV_BINARY = "MISTERSMITH_NATS_SERVER"
+_BUSY = "address already in use"  # what nats-server logs when its port is taken
 
 
 class EmbeddedNatsError(EmbeddedServerError):
@@ -70,21 +80,48 @@ def nats_server_binary() -> Path:
     )
 
 
-def _accepts_clients(port: int) -> bool:
-    """True once the server sends its ``INFO`` line on a fresh connection."""
+def port_is_free(port: int, host: str = _HOST) -> bool:
+    """Nothing listens on ``host:port`` right now (a bind succeeds, as the server's would: with
+    ``SO_REUSEADDR``, so the closed connections of a server that just stopped do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _accepts_clients(port: int, server_name: str) -> bool:
+    """True once the server named ``server_name`` sends its ``INFO`` line on a fresh connection."""
     try:
         with socket.create_connection((_HOST, port), timeout=1.0) as sock:
-            return sock.recv(4).startswith(b"INFO")
+            head = b""
+            while b"\r\n" not in head and len(head) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                head += chunk
     except OSError:
         return False
+    line = head.split(b"\r\n", 1)[0]
+    if not line.startswith(b"INFO "):
+        return False
+    try:
+        info = orjson.loads(line[5:])
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(info, dict) and info.get("server_name") == server_name
 
 
 class EmbeddedNats:
     """A ``nats-server`` with JetStream run by this process, its store in ``data_dir``.
 
     Use as a context manager, or call ``start()`` and ``stop()``. ``url`` is
-    ``nats://127.0.0.1:<port>``. ``args`` are further ``nats-server`` flags
-    (``--user``/``--pass``, ``--auth``...).
+    ``nats://127.0.0.1:<port>``. ``args`` are further ``nats-server`` flags;
+    ``config_text`` a configuration file's text (for example the
+    ``authorization`` block of ``nats_auth``), written beside the store.
+    ``fallback_port``: a taken ``port`` is replaced by a free one at start.
     """
 
     def __init__(
@@ -97,6 +134,8 @@ class EmbeddedNats:
         stop_timeout_s: float = 10.0,
         server_name: str | None = None,
         args: Sequence[str] = (),
+        config_text: str | None = None,
+        fallback_port: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = _HOST
@@ -104,8 +143,11 @@ class EmbeddedNats:
         self.jetstream = jetstream
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self.server_name = server_name or f"mistersmith-{self.port}"
+        self.fallback_port = fallback_port
+        # Unique, so that the readiness check knows this server from another one on the same port.
+        self.server_name = server_name or f"mistersmith-{secrets.token_hex(6)}"
         self.args = tuple(args)
+        self.config_text = config_text
         self._binary = nats_server_binary()
         self._server = ServerProcess(
             EmbeddedNatsError, self.data_dir, self.data_dir / "nats-server.log", death_signal=signal.SIGTERM,
@@ -141,19 +183,47 @@ class EmbeddedNats:
         ]
         if self.jetstream:
             cmd += ["--jetstream", "--store_dir", str(self.data_dir / "jetstream")]
+        if self.config_text is not None:
+            cmd += ["--config", str(self.config_path)]
         return [*cmd, *self.args]
+
+    @property
+    def config_path(self) -> Path:
+        """Where ``config_text`` is written (mode 0600: it may hold passwords)."""
+        return self.data_dir / "nats-server.conf"
 
     def start(self) -> None:
         """Start the server; return once it accepts clients."""
         if self.running:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server.launch(self.command())
-        problem = self._server.wait_ready(lambda _proc: _accepts_clients(self.port), self.start_timeout_s, _POLL_S)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.config_text is not None:
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.config_text)
+            os.chmod(self.config_path, 0o600)
+        if self.fallback_port and not port_is_free(self.port, self.host):
+            self._use_free_port()
+        problem = self._launch()
+        if problem is not None and self.fallback_port and _BUSY in problem:  # taken since the check
+            self._use_free_port()
+            problem = self._launch()
         if problem is not None:
-            self.stop()
             raise EmbeddedNatsError(self.data_dir, problem)
         logger.info("embedded nats-server ready at %s (pid %s, store %s)", self.url, self.pid, self.data_dir)
+
+    def _launch(self) -> str | None:
+        """Run the server and wait until it is ready: None, else what went wrong (it is stopped)."""
+        self._server.launch(self.command())
+        problem = self._server.wait_ready(
+            lambda _proc: _accepts_clients(self.port, self.server_name), self.start_timeout_s, _POLL_S)
+        if problem is not None:
+            self.stop()
+        return problem
+
+    def _use_free_port(self) -> None:
+        taken, self.port = self.port, free_port(self.host)
+        logger.info("port %d is in use: the embedded nats-server listens on %d instead", taken, self.port)
 
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM), bounded by ``stop_timeout_s``, then SIGKILL."""

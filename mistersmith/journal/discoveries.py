@@ -1,9 +1,10 @@
 """``PgDiscoveryStore``: the ``DiscoveryStore`` port over the journal's ``discoveries`` table.
 
 - ``persist`` inserts with ``ON CONFLICT (id) DO NOTHING`` and returns the
-  row's ``seq``, the first one for an id stored before (idempotent: a
-  discovery echoed back by NATS, or stored by another node sharing the
-  database, keeps its first ``seq``).
+  row as stored: for an id stored before, the first row, unchanged
+  (idempotent: a discovery echoed back by NATS, or stored by another node
+  sharing the database, keeps its first ``seq``, content and ``source``; a
+  NATS message that reuses a stored id overwrites nothing).
 - Writers take a transaction-level advisory lock (``DISCOVERY_LOCK_KEY``)
   before inserting, so ``seq`` is commit order even with several nodes on one
   database: a reader that has seen ``seq`` n never later finds a row below n.
@@ -29,33 +30,34 @@ __all__ = ["DISCOVERY_LOCK_KEY", "PgDiscoveryStore", "discovery_from_row"]
 DISCOVERY_LOCK_KEY = 0x4D53444953  # "MSDIS"
 
 _COLUMNS = ("seq", "id", "agent_id", "agent_role", "discovery_type", "content", "confidence", "related_to",
-            "occurred_at")
-_SELECT = sql.SQL("SELECT {} FROM discoveries").format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+            "occurred_at", "source")
+_COLUMN_LIST = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+_SELECT = sql.SQL("SELECT {} FROM discoveries").format(_COLUMN_LIST)
 _LOCK = sql.SQL("SELECT pg_advisory_xact_lock(%s)")
 _INSERT = sql.SQL(
     """
     WITH inserted AS (
         INSERT INTO discoveries (id, agent_id, agent_role, discovery_type, content, confidence, related_to,
-                                 occurred_at, node_id)
+                                 occurred_at, source, node_id)
         VALUES (%(id)s, %(agent_id)s, %(agent_role)s, %(discovery_type)s, %(content)s, %(confidence)s,
-                %(related_to)s, %(occurred_at)s, %(node_id)s)
+                %(related_to)s, %(occurred_at)s, %(source)s, %(node_id)s)
         ON CONFLICT (id) DO NOTHING
-        RETURNING seq
+        RETURNING {columns}
     )
-    SELECT seq FROM inserted
+    SELECT {columns} FROM inserted
     UNION ALL
-    SELECT seq FROM discoveries WHERE id = %(id)s
+    SELECT {columns} FROM discoveries WHERE id = %(id)s
     LIMIT 1
     """
-)
+).format(columns=_COLUMN_LIST)
 
 
 def discovery_from_row(row: tuple[Any, ...]) -> Discovery:
     """A ``Discovery`` from a row of ``_COLUMNS``."""
-    seq, id_, agent_id, role, dtype, content, confidence, related_to, occurred_at = row
+    seq, id_, agent_id, role, dtype, content, confidence, related_to, occurred_at, source = row
     return Discovery(agent_id=agent_id, agent_role=role, discovery_type=dtype, content=content,
                      confidence=float(confidence), related_to=related_to, id=id_, occurred_at=occurred_at,
-                     seq=int(seq))
+                     seq=int(seq), source=source)
 
 
 def filter_query(flt: DiscoveryFilter, after_seq: int, limit: int) -> tuple[sql.Composed, dict[str, Any]]:
@@ -82,12 +84,12 @@ class PgDiscoveryStore:
         self.pool = pool
         self.node_id = node_id
 
-    async def persist(self, discovery: Discovery) -> int:
+    async def persist(self, discovery: Discovery) -> Discovery:
         params = {
             "id": discovery.id, "agent_id": discovery.agent_id, "agent_role": discovery.agent_role,
             "discovery_type": discovery.discovery_type, "content": discovery.content,
             "confidence": discovery.confidence, "related_to": discovery.related_to,
-            "occurred_at": discovery.occurred_at, "node_id": self.node_id,
+            "occurred_at": discovery.occurred_at, "source": discovery.source, "node_id": self.node_id,
         }
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_LOCK, (DISCOVERY_LOCK_KEY,))
@@ -95,7 +97,7 @@ class PgDiscoveryStore:
             row = await cur.fetchone()
         if row is None:  # cannot happen: the row was inserted or already there
             raise RuntimeError(f"discovery {discovery.id} was neither stored nor found")
-        return int(row[0])
+        return discovery_from_row(row)
 
     async def load(self, flt: DiscoveryFilter, *, after_seq: int, limit: int) -> list[Discovery]:
         query, params = filter_query(flt, after_seq, limit)

@@ -7,7 +7,9 @@ the registry).
 
 A record is keyed by ``(node_id, supervisor path, id)``. Its ``state`` is the
 last thing observed (``running``, ``paused``, ``failed``, ``restarting``,
-``stopped``); its ``desired_state`` says whether the node meant it to run:
+``stopped``, or ``not_recovered`` after a ``recovery_failed``: a restarted
+node could not respawn it, e.g. its kind was not registered; it stays
+wanted); its ``desired_state`` says whether the node meant it to run:
 
 ========================================  ============================
 ``stopped`` event whose reason is          ``desired_state`` becomes
@@ -50,6 +52,7 @@ _STATES = {
     "resumed": "running",
     "intensity_exceeded": "failed",
     "escalated": "failed",
+    "recovery_failed": "not_recovered",  # desired_state unchanged: a later start with its kind brings it back
 }
 
 

@@ -16,74 +16,34 @@ exit of everything it ran:
   left as it is.
 
 Supervisors come back before their children, and siblings in their original
-start order. Each respawn emits ``recovered`` (after the child's own
-``started``); each slot not restarted emits ``stopped`` with reason
-``not restarted (restart=...)``, so the journal tells where every agent went
-and the registry forgets it. Failures are logged and reported, never raised:
-a kind that is no longer registered must not keep the node down.
+start order. This module only plans (pure: ``plan_recovery``); the Runtime
+carries the plan out (``Runtime.recover(plan)``, see ``mistersmith.recovery``),
+spawning and emitting: ``recovered`` after each respawned child's own
+``started``, ``recovery_failed`` for each slot that could not come back (a
+kind no longer registered: the registry keeps it wanted, see
+``projection.py``), and ``stopped`` with reason ``not restarted
+(restart=...)`` for each slot not restarted, so the journal tells where every
+agent went and the registry forgets it.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
-from mistersmith.errors import MisterSmithError
-from mistersmith.supervisors import Backoff, EventBus, SupervisorSpec
+from mistersmith.recovery import RecoveryPlan, RecoveryReport
 
 from .projection import AgentRecord
 
 __all__ = ["RecoveryPlan", "RecoveryReport", "RecoveryTarget", "plan_recovery", "recover"]
-
-logger = logging.getLogger("mistersmith.journal.recovery")
-
-_AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "mailbox_size", "stash_limit", "start_timeout_s")
 
 
 class RecoveryTarget(Protocol):
     """What recovery needs of a ``Runtime`` (the journal does not import the node)."""
 
     node_id: str
-    bus: EventBus
 
-    def tree(self) -> dict[str, Any]: ...
-
-    def add_supervisor(self, spec: SupervisorSpec, parent: str = "root") -> str: ...
-
-    def spawn(
-        self, kind: Any, agent_id: str | None = None, config: Mapping[str, Any] | None = None,
-        restart: Any = None, supervisor: str = "root", **options: Any,
-    ) -> str: ...
-
-
-@dataclass(frozen=True)
-class RecoveryPlan:
-    """What to respawn (parents first) and what to leave, with why."""
-
-    respawn: tuple[AgentRecord, ...]
-    leave: tuple[tuple[AgentRecord, str], ...]
-
-
-@dataclass
-class RecoveryReport:
-    """What recovery did on one node; ``respawned`` etc. hold child paths."""
-
-    node_id: str
-    respawned: list[str] = field(default_factory=list)
-    already_running: list[str] = field(default_factory=list)
-    not_restarted: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id,
-            "respawned": list(self.respawned),
-            "already_running": list(self.already_running),
-            "not_restarted": [list(x) for x in self.not_restarted],
-            "failed": [list(x) for x in self.failed],
-        }
+    def recover(self, plan: RecoveryPlan) -> RecoveryReport: ...
 
 
 def _why_not(record: AgentRecord) -> str | None:
@@ -123,95 +83,6 @@ def plan_recovery(records: Iterable[AgentRecord]) -> RecoveryPlan:
     return RecoveryPlan(tuple(respawn), tuple(leave))
 
 
-def _running(runtime: RecoveryTarget) -> tuple[set[str], set[str]]:
-    """The supervisor paths and agent ids the runtime has now."""
-    sups: set[str] = set()
-    agents: set[str] = set()
-
-    def walk(node: dict[str, Any]) -> None:
-        if node.get("type") == "supervisor":
-            sups.add(str(node["path"]))
-            for child in node.get("children", []):
-                walk(child)
-        else:
-            agents.add(str(node["id"]))
-
-    walk(runtime.tree())
-    return sups, agents
-
-
-def _respawn(runtime: RecoveryTarget, record: AgentRecord) -> None:
-    spec = record.spec
-    if record.is_supervisor:
-        runtime.add_supervisor(
-            SupervisorSpec(
-                record.agent_id,
-                strategy=spec.get("strategy", "one_for_one"),
-                intensity=spec.get("intensity", 1),
-                period_s=spec.get("period_s", 5.0),
-                restart=record.restart,  # type: ignore[arg-type]
-                shutdown_s=spec.get("shutdown_s", 60.0),
-                backoff=Backoff(**spec["backoff"]) if spec.get("backoff") else None,
-            ),
-            parent=record.supervisor,
-        )
-        return
-    options: dict[str, Any] = {k: spec[k] for k in _AGENT_OPTIONS if k in spec}
-    if spec.get("backoff"):
-        options["backoff"] = Backoff(**spec["backoff"])
-    runtime.spawn(
-        record.kind, record.agent_id, record.config, record.restart,
-        supervisor=record.supervisor, **options,
-    )
-
-
 def recover(runtime: RecoveryTarget, records: Iterable[AgentRecord]) -> RecoveryReport:
-    """Respawn what ``plan_recovery`` says into ``runtime``; blocking (call from a plain thread)."""
-    plan = plan_recovery(records)
-    report = RecoveryReport(runtime.node_id)
-    sups, agents = _running(runtime)
-    failed: set[str] = set()
-    for record in plan.respawn:
-        path = record.path
-        if record.is_supervisor and path in sups or not record.is_supervisor and record.agent_id in agents:
-            report.already_running.append(path)
-            continue
-        if any(record.supervisor == f or record.supervisor.startswith(f + "/") for f in failed):
-            report.failed.append((path, "its supervisor failed to recover"))
-            continue
-        try:
-            _respawn(runtime, record)
-        except MisterSmithError as exc:
-            failed.add(path)
-            report.failed.append((path, exc.message))
-            logger.error(
-                "recovery of %s failed: %s", path, exc.message,
-                extra={"agent_id": record.agent_id, "supervisor": record.supervisor},
-            )
-            continue
-        runtime.bus.emit(
-            "recovered", supervisor=record.supervisor, agent_id=record.agent_id, kind=record.kind,
-            reason="node restarted",
-            data={
-                "restart": record.restart,
-                "previous_state": record.state,
-                "previous_restart_count": record.incarnation,
-                "last_seq": record.last_seq,
-            },
-        )
-        report.respawned.append(path)
-    for record, why in plan.leave:
-        if record.desired_state != "running":
-            continue
-        report.not_restarted.append((record.path, why))
-        if why.startswith("not restarted"):
-            runtime.bus.emit(
-                "stopped", supervisor=record.supervisor, agent_id=record.agent_id, kind=record.kind,
-                reason=why, data={"restart": record.restart, "previous_state": record.state},
-            )
-    if report.respawned or report.failed:
-        logger.info(
-            "recovery of node %s: %d respawned, %d not restarted, %d failed", runtime.node_id,
-            len(report.respawned), len(report.not_restarted), len(report.failed),
-        )
-    return report
+    """Plan from ``records`` and have ``runtime`` carry the plan out; blocking (call from a plain thread)."""
+    return runtime.recover(plan_recovery(records))

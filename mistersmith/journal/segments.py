@@ -9,7 +9,7 @@ Layout of a spool directory::
 A record is framed as ``<u32 length><u32 crc32>`` (little-endian) and the
 payload. Reading stops short of a frame it cannot complete; ``validate``
 finds where the good data of a segment ends (after a crash, a torn frame may
-follow) and truncates the rest.
+follow) and truncates the rest. Every file here is ``0600`` (``mistersmith.files``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+from mistersmith.files import open_private, write_private
 
 from .errors import SpoolError
 
@@ -85,9 +87,7 @@ def read_checkpoint(directory: Path, segments: list[int]) -> SpoolPosition:
 
 def write_checkpoint(directory: Path, pos: SpoolPosition) -> None:
     """Atomically (rename), not durably: a lost checkpoint only means shipping again."""
-    tmp = directory / f"{_CHECKPOINT}.tmp"
-    tmp.write_text(f"{pos.segment} {pos.offset}\n")
-    os.replace(tmp, directory / _CHECKPOINT)
+    write_private(directory / _CHECKPOINT, f"{pos.segment} {pos.offset}\n".encode())
 
 
 def _scan(path: Path, start: int) -> Iterator[tuple[int, int, bool]]:
@@ -198,7 +198,7 @@ class DirectoryLock:
         self._fd = -1
 
     def acquire(self) -> None:
-        fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_private(self.directory / "LOCK", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -40,6 +40,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from mistersmith.files import open_private
 from mistersmith.supervisors import SupervisionEvent
 
 from .codec import COLUMNS, JournalLine
@@ -397,7 +398,7 @@ class Shipper:
         entry = orjson.dumps(
             {"at": datetime.now(UTC).isoformat(), "error": str(exc).strip(), "line": line.decode("utf-8", "replace")}
         )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, entry + b"\n")
             os.fsync(fd)

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mistersmith.files import make_private_dirs, open_private
+
 from .errors import JournalClosedError
 from .segments import (
     HEADER,
@@ -115,7 +117,7 @@ class Spool:
 
     def open(self) -> None:
         """Lock the directory and validate what is not shipped yet (truncating a torn tail)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         self._dir_lock.acquire()
         try:
             segments = list_segments(self.directory)
@@ -169,7 +171,7 @@ class Spool:
 
     def _open_segment(self) -> None:
         path = segment_path(self.directory, self._segment)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         self._size = os.fstat(self._fd).st_size
         if self.fsync:
             dir_fd = os.open(self.directory, os.O_RDONLY)

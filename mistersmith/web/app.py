@@ -86,11 +86,10 @@ class WebApp:
         return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def _discovery_gauges(self) -> dict[str, float]:
-        gauges = {"sse_streams": float(self.streams.active), "sse_rejected": float(self.streams.rejected),
-                  "mcp_sessions": float(len(self.sessions))}
-        if self.backends.discoveries is not None:
-            gauges["shared"] = float(self.backends.discoveries.stats().get("total", 0))
-        return gauges
+        hub = self.backends.discoveries
+        return {"sse_streams": float(self.streams.active), "sse_rejected": float(self.streams.rejected),
+                "mcp_sessions": float(len(self.sessions)),
+                "shared": float(hub.stats().get("total", 0)) if hub is not None else 0.0}
 
     # -- endpoints ------------------------------------------------------------------
 

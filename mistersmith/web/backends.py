@@ -13,6 +13,7 @@ from typing import Any
 
 from mistersmith.errors import MisterSmithError
 from mistersmith.ports import ComponentCheck, Discoveries, History, NatsStats, Tasks
+from mistersmith.recovery import health as recovery_health
 from mistersmith.runtime import Runtime
 
 __all__ = ["Backends", "UnavailableError", "check_health"]
@@ -36,7 +37,9 @@ class Backends:
     """The Runtime, plus whatever the node wired in (``None``: not on this node).
 
     ``health`` maps component names (``nats``, ``database``) to probes; the
-    supervisor tree is always checked, from the Runtime. ``subjects`` is what
+    supervisor tree and the last recovery (``recovery``: ``degraded`` while
+    agents it could not bring back are missing) are always checked, from the
+    Runtime. ``subjects`` is what
     ``/info`` lists as this node's NATS subjects.
     """
 
@@ -81,7 +84,8 @@ def _tree(runtime: Runtime) -> dict[str, Any]:
 
 async def check_health(backends: Backends) -> dict[str, Any]:
     """``{"status": "ok"|"degraded"|"down", "components": {...}}``; unwired components say ``disabled``."""
-    components: dict[str, dict[str, Any]] = {"supervisor_tree": _tree(backends.runtime)}
+    components: dict[str, dict[str, Any]] = {"supervisor_tree": _tree(backends.runtime),
+                                             "recovery": recovery_health(backends.runtime)}
     names = sorted(backends.health)
     reports = await asyncio.gather(*(_probe(backends.health[n]) for n in names))
     components.update(zip(names, reports, strict=True))

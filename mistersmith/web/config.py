@@ -11,9 +11,39 @@ from typing import Any
 
 from mistersmith.errors import SpecError
 
-__all__ = ["TOKEN_ENV", "WebConfig", "is_loopback"]
+__all__ = ["TOKEN_ENV", "WILDCARD_HOSTS", "WebConfig", "host_and_port", "is_loopback"]
 
 TOKEN_ENV = "MISTERSMITH_API_TOKEN"
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+"""Bind addresses that mean every interface: they name no host a client would send as its Host."""
+
+
+def host_and_port(value: str) -> tuple[str, str | None] | None:
+    """``(name, port)`` of a ``Host`` value (``name[:port]``, ``[v6][:port]``), lower-cased, without brackets.
+
+    A bare IPv6 address (``::1``) is read as a name without a port. None when
+    it is not a host: empty, whitespace, a path, a URL, a bad port.
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:] if rest else None
+    elif value.count(":") > 1:
+        name, port = value, None
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return None
+    else:
+        name, colon, port_text = value.partition(":")
+        port = port_text if colon else None
+    if not name or any(c.isspace() or c in "/@?#[]" for c in name):
+        return None
+    if port is not None and not (port.isdigit() and len(port) <= 5):
+        return None
+    return name, port
 
 
 def is_loopback(host: str) -> bool:
@@ -47,6 +77,17 @@ class WebConfig:
       ``stream_buffer``: discoveries one stream may lag behind before it is
       closed (the client resumes with ``Last-Event-ID``).
     - ``max_sessions``/``session_idle_s``: MCP sessions kept, and for how long unused.
+    - ``allowed_hosts``: ``Host`` header values answered besides ``localhost``,
+      ``127.0.0.1``, ``[::1]`` and the bound host (when it is not a wildcard
+      such as ``0.0.0.0``); a name (any port) or ``name:port``, or ``*`` for any
+      Host. Others get 421 on every route but ``/health`` (DNS-rebinding protection).
+    - ``header_timeout_s``: how long a connection may go without a complete
+      request head, from its start or from its previous response (it bounds
+      idle keep-alive connections and slow headers alike, and TLS handshakes).
+    - ``max_connections_per_client``: open connections per client address; the
+      next one is closed as soon as it is accepted.
+    - ``tls_cert``/``tls_key``: PEM files (both or neither); with them the
+      server speaks HTTPS only.
     """
 
     host: str = "127.0.0.1"
@@ -62,9 +103,14 @@ class WebConfig:
     max_streams: int = 1000
     keepalive_s: float = 30.0
     stream_buffer: int = 1024
-    max_sessions: int = 10_000
-    session_idle_s: float = 3600.0
+    max_sessions: int = 1000
+    session_idle_s: float = 600.0
     server_name: str = "mistersmith"
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout_s: float = 10.0
+    max_connections_per_client: int = 64
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -87,10 +133,29 @@ class WebConfig:
         _int("stream_buffer", self.stream_buffer, 1, 1 << 20)
         _int("max_sessions", self.max_sessions, 1, 1 << 24)
         _number("session_idle_s", self.session_idle_s)
+        if not isinstance(self.allowed_hosts, tuple) or not all(
+                isinstance(h, str) and (h == "*" or host_and_port(h) is not None) for h in self.allowed_hosts):
+            raise SpecError(None, "allowed_hosts", self.allowed_hosts,
+                            "use a tuple of host names or addresses, each optionally with :port, such as "
+                            "'mistersmith.internal' or '10.0.0.5:8080' (not URLs), or '*' for any Host")
+        _number("header_timeout_s", self.header_timeout_s)
+        _int("max_connections_per_client", self.max_connections_per_client, 1, 1 << 20)
+        for key in ("tls_cert", "tls_key"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise SpecError(None, key, value, "use the path of a PEM file")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise SpecError(None, missing, None, "set tls_cert and tls_key together (the certificate chain and "
+                                                 "its private key), or neither to serve plain HTTP")
 
     @property
     def secured(self) -> bool:
         return self.api_token is not None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     def check_bind(self) -> None:
         """Refuse a non-loopback bind without a token, unless ``allow_insecure``."""

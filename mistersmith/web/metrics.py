@@ -26,11 +26,15 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader, Metric, Sum
 from opentelemetry.sdk.resources import Resource
 
-__all__ = ["CONTENT_TYPE", "Metrics", "render"]
+__all__ = ["CONTENT_TYPE", "REFUSED_REASONS", "Metrics", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+
+REFUSED_REASONS = ("401", "403", "413", "421", "429", "connections")
+"""The ``reason`` labels of ``mistersmith_http_refused_total``: the guard's statuses, and the connection cap.
+Each is counted from 0 at start, so a dashboard's rate has a series before the first refusal."""
 
 Gauges = Callable[[], Mapping[str, float]]
 
@@ -60,6 +64,8 @@ class Metrics:
                                              explicit_bucket_boundaries_advisory=_BOUNDS_S)
         self._refused = meter.create_counter("mistersmith_http_refused_total",
                                              description="Requests refused by the guard, by reason")
+        for reason in REFUSED_REASONS:
+            self._refused.add(0, {"reason": reason})
         for name, read in (gauges or {}).items():
             meter.create_observable_gauge(f"mistersmith_{name}", callbacks=[self._observe(read)],
                                           description=f"{name} (read at scrape time)")

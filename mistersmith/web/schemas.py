@@ -18,7 +18,10 @@ __all__ = [
 ]
 
 MAX_COMMAND_TIMEOUT_S = 30.0
-ID: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
+# Not "$": in Python's re (which jsonschema uses) it also matches before a final
+# newline, so "abc\n" would pass. "(?![\s\S])" is the end of the string in
+# ECMA-262 and Python alike.
+ID: dict[str, Any] = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,128}(?![\s\S])"}
 LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
 
 
@@ -67,6 +70,8 @@ DISCOVERY = obj(
         "seq": {"type": "integer", "minimum": 1},
         "related_to": {"type": ["string", "null"]},
         "occurred_at": {"type": "string"},
+        "source": {"type": "string", "description": "who vouches for it: node:<node_id>, nats:<node_id> "
+                                                    "(heard on NATS by that node) or unknown"},
     },
     ("id", "seq", "agent_id", "agent_role", "discovery_type", "content", "confidence", "occurred_at"),
     closed=False,

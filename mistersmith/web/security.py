@@ -2,14 +2,25 @@
 
 In order, for each HTTP request:
 
-1. a present ``Origin`` that is neither loopback nor configured: 403
-   (DNS-rebinding protection);
-2. a per-client token bucket (by peer address): 429 with ``Retry-After``;
-3. the bearer token, compared in constant time, on every route but
-   ``/health`` (and CORS preflights): 401 with ``WWW-Authenticate``;
-4. a body larger than ``max_body_bytes``: 413 (read here, before any handler);
-5. a request (not a stream, not ``/mcp``, which answers its own timeout as a
+1. a ``Host`` that is not loopback, the bound host or in ``allowed_hosts``:
+   421 on every route but the public ones (``/health``) (DNS rebinding: a
+   browser led to a rebinding name sends that name as the Host);
+2. a present ``Origin`` that is neither loopback nor configured: 403
+   (cross-site requests);
+3. a per-client token bucket (by peer address), on every route but the
+   public ones: 429 with ``Retry-After``;
+4. the bearer token, compared in constant time, on every route but the
+   public ones (and CORS preflights): 401 with ``WWW-Authenticate``;
+5. a body larger than ``max_body_bytes``: 413 (read here, before any handler);
+6. a request (not a stream, not ``/mcp``, which answers its own timeout as a
    JSON-RPC error) still running after ``request_timeout_s``: 504.
+
+The public routes (``/health``) answer any Host and skip the rate limit:
+orchestrators probe them by pod IP or host name, they reveal nothing secret,
+and serving ``/health`` reads only in-memory state (no I/O), so it costs
+about what a 429 would. A bucket of its own would not do: every local
+client shares one address, so any of them could still empty it and make
+health checks fail.
 
 It also counts every answer in the metrics, by route and status.
 """
@@ -26,10 +37,12 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import WebConfig, is_loopback
+from .config import WILDCARD_HOSTS, WebConfig, host_and_port, is_loopback
 from .metrics import Metrics
 
 __all__ = ["Guard", "TokenBuckets"]
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class TokenBuckets:
@@ -83,6 +96,18 @@ class Guard:
         self.untimed = frozenset(untimed) | self.streams
         self.routes = frozenset(routes)
         self.origins = frozenset(config.allowed_origins) | frozenset(config.cors_origins)
+        self.any_host = "*" in config.allowed_hosts
+        self.host_names: set[str] = set(LOOPBACK_HOSTS)
+        self.host_ports: set[tuple[str, str | None]] = set()
+        bound = config.host.strip("[]").lower()
+        if bound not in WILDCARD_HOSTS:
+            self.host_names.add(bound)
+        for entry in config.allowed_hosts:
+            parsed = host_and_port(entry) if entry != "*" else None
+            if parsed is not None and parsed[1] is None:
+                self.host_names.add(parsed[0])
+            elif parsed is not None:
+                self.host_ports.add(parsed)
         self._token = config.api_token.encode() if config.api_token is not None else None
         self.buckets = (TokenBuckets(config.rate_per_s, config.rate_burst, clock)
                         if config.rate_per_s is not None else None)
@@ -96,18 +121,32 @@ class Guard:
             return False
         return parts.scheme in ("http", "https") and parts.hostname is not None and is_loopback(parts.hostname)
 
+    def host_allowed(self, host: str) -> bool:
+        """Loopback names, the bound host and ``allowed_hosts`` (a name: any port; ``name:port``: that port)."""
+        if self.any_host:
+            return True
+        parsed = host_and_port(host)
+        return parsed is not None and (parsed[0] in self.host_names or parsed in self.host_ports)
+
     def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[int, bytes, dict[str, str]] | None:
+        public = scope["path"] in self.public
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not public and not self.host_allowed(host):
+            shown = repr(host[:100] + "..." if len(host) > 100 else host) if host else "(none)"
+            return _error(421, "misdirected_request",
+                          f"Misdirected Request: this server does not answer to Host {shown}; if clients reach it "
+                          f"by that name, add the name to the http.allowed_hosts setting (WebConfig.allowed_hosts)")
         origin = headers.get(b"origin")
         if origin is not None and not self.origin_allowed(origin.decode("latin-1")):
             return _error(403, "forbidden_origin", "Forbidden: this Origin may not call this server")
-        if self.buckets is not None:
+        if self.buckets is not None and not public:
             client = scope.get("client")
             wait_s = self.buckets.take(client[0] if client else "-")
             if wait_s > 0:
                 return _error(429, "rate_limited", f"Too Many Requests: retry in {wait_s:.2f} s",
                               {"Retry-After": str(max(1, math.ceil(wait_s)))})
         preflight = scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
-        if self._token is not None and scope["path"] not in self.public and not preflight:
+        if self._token is not None and not public and not preflight:
             auth = headers.get(b"authorization", b"")
             scheme, _, token = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token):

@@ -2,7 +2,9 @@
 
 Bounded: at most ``max_sessions``, the least recently used evicted first, and
 any unused for ``idle_s`` forgotten. A forgotten id gets 404, which tells a
-client to initialize again.
+client to initialize again. Of the client's ``clientInfo`` a session keeps
+only ``name`` and ``version``, each cut to ``CLIENT_INFO_MAX_CHARS``, so a
+session costs a few hundred bytes whatever the client sent.
 """
 
 from __future__ import annotations
@@ -10,18 +12,26 @@ from __future__ import annotations
 import collections
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["CLIENT_INFO_MAX_CHARS", "Session", "SessionStore", "client_summary"]
+
+CLIENT_INFO_MAX_CHARS = 128
+
+
+def client_summary(client_info: Mapping[str, Any]) -> dict[str, str]:
+    """The ``name`` and ``version`` of a ``clientInfo`` (strings only), each at most ``CLIENT_INFO_MAX_CHARS``."""
+    return {key: value[:CLIENT_INFO_MAX_CHARS] for key in ("name", "version")
+            if isinstance(value := client_info.get(key), str)}
 
 
 @dataclass(slots=True)
 class Session:
     id: str
     protocol_version: str
-    client_info: dict[str, Any]
+    client_info: dict[str, str]
     last_used_s: float = field(default=0.0)
 
 
@@ -38,13 +48,14 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, protocol_version: str, client_info: dict[str, Any]) -> Session:
+    def create(self, protocol_version: str, client_info: Mapping[str, Any]) -> Session:
+        """A new session; of ``client_info`` it keeps only ``client_summary(client_info)``."""
         now = self._clock()
         self._expire(now)
         while len(self._sessions) >= self._max:
             self._sessions.popitem(last=False)
             self.evicted += 1
-        session = Session(secrets.token_urlsafe(24), protocol_version, client_info, now)
+        session = Session(secrets.token_urlsafe(24), protocol_version, client_summary(client_info), now)
         self._sessions[session.id] = session
         return session
 

@@ -1,4 +1,5 @@
-"""The embedded nats-server: JetStream on, loopback only, free port, clean stop, same port on restart."""
+"""The embedded nats-server: JetStream on, loopback only, free (or preferred) port, clean stop, same port on
+restart; never another server on its port taken for it."""
 
 from __future__ import annotations
 
@@ -69,3 +70,30 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
         with pytest.raises(EmbeddedNatsError, match="exited"):
             server.start()
     assert not server.running
+
+
+def test_another_server_on_the_port_is_never_taken_for_ours(tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "first", jetstream=False) as first:
+        second = EmbeddedNats(tmp_path / "second", port=first.port, jetstream=False, start_timeout_s=10)
+        with pytest.raises(EmbeddedNatsError, match="address already in use"):
+            second.start()  # the first one answers on the port, but it is not the second's
+        assert not second.running and first.running
+
+
+def test_a_preferred_port_that_is_taken_falls_back_to_a_free_one(tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "first", jetstream=False) as first:  # a server, as another node's would be
+        second = EmbeddedNats(tmp_path / "second", port=first.port, jetstream=False, fallback_port=True)
+        second.start()
+        try:
+            assert second.running and second.port != first.port and second.url.endswith(f":{second.port}")
+
+            async def server_name(url: str) -> str:
+                nc = await nats.connect(url)
+                try:
+                    return str(nc._server_info["server_name"])
+                finally:
+                    await nc.close()
+
+            assert asyncio.run(server_name(second.url)) == second.server_name != first.server_name
+        finally:
+            second.stop()

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import orjson
+import pytest
 from _bridge_helpers import WAIT_S, Inbox, Node, client, wait_until
 
 from mistersmith import Agent, SupervisorSpec, command
@@ -227,5 +228,47 @@ def test_the_tasks_port_submits_and_tracks(nats_server: EmbeddedNats) -> None:
         state, unknown = node.run(scenario())
         assert state is not None and state["status"] == "done" and state["result"] == {"q": 1}
         assert state["node"] == node.node_id and unknown is None
+    finally:
+        node.close()
+
+
+def test_a_forged_result_is_ignored_without_a_store_too(nats_server: EmbeddedNats,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """No task store: the tracker believes only what this node's own worker did (told in process)."""
+    node = Node(nats_server.url, task_options=FAST, kinds={"doer": Doer})
+    try:
+        assert node.bridge is not None
+        bridge = node.bridge
+        tracker = bridge.task_tracker
+
+        async def scenario() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            await node.rt.aspawn("doer", "doer-f")
+            nc, _ = await client(node.url)
+            try:
+                queued = await tracker.submit(task_type="doer", payload={"q": 2}, agent_id=None, timeout_s=5)
+                task_id = str(queued["task_id"])  # nobody serves "doer" yet: it stays queued
+                await nc.publish(f"tasks.{task_id}.result", orjson.dumps(
+                    {"task_id": task_id, "ok": True, "result": {"q": "forged"}, "node": "elsewhere"}))
+                await nc.flush()
+                await wait_until(lambda: tracker.results_rejected == 1, poke=nc.flush)
+                while_queued = await tracker.get(task_id)
+                results = await Inbox().subscribe(nc, f"tasks.{task_id}.result")
+                await bridge.tasks.serve("doer")
+                genuine = orjson.loads((await results.next()).data)
+                assert genuine["result"] == {"q": 2}
+                await wait_until(lambda: tracker.status_of(task_id) == "done")
+                # A marker after it on the same subscription: once it is rejected, the genuine one was handled.
+                await nc.publish("tasks.marker-1.result", orjson.dumps({"task_id": "marker-1", "result": 0}))
+                await wait_until(lambda: any("tasks.marker-1.result" in r.getMessage() for r in caplog.records),
+                                 poke=nc.flush)
+                return while_queued, await tracker.get(task_id)
+            finally:
+                await nc.close()
+
+        while_queued, done = node.run(scenario())
+        assert while_queued is not None and while_queued["status"] == "queued" and "result" not in while_queued
+        assert done is not None and done["status"] == "done" and done["result"] == {"q": 2}
+        assert done["node"] == node.node_id and tracker.results_rejected == 2  # the forgery and the marker
+        assert bridge.counters.get("task_results_rejected") == 2
     finally:
         node.close()

@@ -1,6 +1,6 @@
 """Every client command against one `mistersmith serve` (a subprocess): spawn, send, agents, stop,
-restart, tree, health, shutdown, replay (with --follow and --at), migrate, config; --help and
---json everywhere; errors are one line with the documented exit code."""
+restart, tree, health, shutdown, replay (with --follow and --at), migrate, config, nats-url, psql;
+--help and --json everywhere; errors are one line with the documented exit code."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from mistersmith.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    # outside pytest's basetemp, like the ``node_dir`` fixture (the embedded PostgreSQL runs as
-    # another user under root and must traverse the path)
+    # outside pytest's basetemp and opened (0711), like the ``node_dir`` fixture (the embedded
+    # PostgreSQL runs as another user under root and must traverse the path)
     home = Path(tempfile.mkdtemp(prefix="ms-cli-"))
+    home.chmod(0o711)
     try:
         with Served(home / "node", "--kind", "greeter=_cli_kinds:Greeter", cwd=HERE) as node:
             yield node
@@ -229,3 +230,35 @@ def test_the_console_script_and_bench_progress(tmp_path: Path) -> None:
     doc = json.loads(bench.stdout)
     assert doc["suite"] == "runtime" and {f["key"] for f in doc["figures"]} >= {"ask_p50", "restart_p50"}
     assert "[bench]" in bench.stderr and "runtime done in" in bench.stderr  # the progress display
+
+
+def test_kinds_lists_each_served_kind_with_its_commands_and_parameters(served: Served, ms: Any) -> None:
+    listed = ms("kinds", "--json")
+    assert listed.code == EXIT_OK, listed.err
+    doc = listed.json()
+    assert doc["node"] == served.ready["node_id"]
+    assert set(doc["kinds"]) == {"echo", "greeter"}  # never the generic process kind by default
+    assert "echo" in doc["kinds"]["echo"]["commands"]
+    text = ms("kinds")
+    assert text.code == EXIT_OK and "greeter" in text.out and "ping()" in text.out
+
+
+def test_nats_url_prints_the_running_nodes_url_and_never_the_password(served: Served, ms: Any) -> None:
+    info = json.loads((served.data_dir / "node.json").read_text())
+    plain = ms("nats-url")
+    assert plain.code == EXIT_OK, plain.err
+    assert plain.out == f"{served.ready['nats_url']}\n" == f"{info['nats_url']}\n"
+    as_json = ms("nats-url", "--json")
+    assert as_json.json() == {"nats_url": info["nats_url"], "nats_credentials": info["nats_credentials"]}
+    password = json.loads(Path(info["nats_credentials"]).read_text())["password"]
+    assert password not in plain.out + as_json.out
+
+
+def test_psql_runs_the_wheels_psql_against_the_journal(served: Served) -> None:
+    done = run_cli("--data-dir", str(served.data_dir), "psql", "--", "-At", "-c", "select 1", "-c",
+                   "select count(*) > 0 from supervision_events", "-c", "show server_version_num")
+    assert done.returncode == EXIT_OK, done.stderr
+    one, has_events, version = done.stdout.split()
+    assert (one, has_events) == ("1", "t") and int(version) >= 180000
+    failing = run_cli("--data-dir", str(served.data_dir), "psql", "--", "-c", "select * from nowhere")
+    assert failing.returncode != EXIT_OK and "nowhere" in failing.stderr  # psql's own exit code and message

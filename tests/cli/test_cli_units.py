@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import uuid
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -14,11 +15,12 @@ import pytest
 
 from mistersmith.cli import EXIT_USAGE, CliError
 from mistersmith.cli import _kinds
-from mistersmith.cli._journal import parse_bound
+from mistersmith.cli._journal import event_line, parse_bound
 from mistersmith.cli._output import Output, table
 from mistersmith.cli._settings import settings_text
 from mistersmith.cli._tree import render_tree
 from mistersmith.config import load_settings
+from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
 
 def test_render_tree_draws_nested_supervisors_with_their_policy() -> None:
@@ -39,6 +41,29 @@ def test_render_tree_draws_nested_supervisors_with_their_policy() -> None:
         "    └── w1  echo  busy  restarts=2",
     ]
     assert render_tree({}) == "(empty)"
+
+
+def test_replay_columns_line_up_for_every_event_type() -> None:
+    at = datetime(2026, 11, 24, 9, 44, 50, 588000, tzinfo=UTC)
+    longest = max(EVENT_TYPES, key=len)
+    assert len(longest) >= len("intensity_exceeded")
+
+    def line(event_type: str, restarts: int, reason: str | None, agent: str | None = "a1") -> str:
+        event = SupervisionEvent(uuid.uuid4(), 12, at, "node-1", "root", agent, "echo", event_type, reason, restarts)
+        return event_line(event)
+
+    with_reason = [line(t, 0, "the reason") for t in EVENT_TYPES]
+    with_restarts = [line(t, 3, None) for t in EVENT_TYPES]
+    supervisor = [line(t, 0, "the reason", agent=None) for t in EVENT_TYPES]
+    columns = {row.index("the reason") for row in with_reason + supervisor}
+    assert len(columns) == 1, "the reason starts in one column whatever the event type"
+    assert {row.index("restarts=3") for row in with_restarts} == columns
+    for rows in (with_reason, with_restarts):
+        for row, event_type in zip(rows, EVENT_TYPES, strict=True):
+            start = row.index(event_type, row.index("a1") + 2)
+            assert row[start - 2:start] == "  " and row[start + len(event_type)] == " "
+            assert start == rows[0].index(EVENT_TYPES[0], rows[0].index("a1") + 2), "types in one column"
+    assert line("restarted", 1, "why").endswith(f"restarted{' ' * (len(longest) - len('restarted'))}  restarts=1  why")
 
 
 def test_parse_bound_takes_seqs_times_and_durations() -> None:
@@ -94,3 +119,20 @@ def test_errors_are_one_line_even_when_the_message_is_not(capsys: pytest.Capture
     doc: dict[str, Any] = json.loads(captured.out)
     assert doc == {"error": {"code": "unreachable", "message": "first line second line"}, "exit_code": 3}
     assert table(("A", "B"), [(1, None)]).splitlines() == ["A  B", "-  -", "1  -"]
+
+
+def test_a_mistersmith_toml_in_the_working_directory_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from mistersmith.cli._settings import load
+
+    (tmp_path / "mistersmith.toml").write_text('[node]\nmax_agents = 7\n[process.kinds.tool]\ncommand = ["tool", "-x"]\n')
+    monkeypatch.chdir(tmp_path)
+    settings = load(argparse.Namespace(config=None))
+    assert settings["node.max_agents"] == 7 and settings.config_file == str(tmp_path / "mistersmith.toml")
+    assert settings["process.kinds"]["tool"].command == ("tool", "-x")
+    text = settings_text(settings)
+    (tmp_path / "again.toml").write_text(text)
+    assert load_settings({}, {}, tmp_path / "again.toml")["process.kinds"]["tool"].command == ("tool", "-x")
+    monkeypatch.chdir(tmp_path / "..")
+    assert load(argparse.Namespace(config=None)).config_file is None

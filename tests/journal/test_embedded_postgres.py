@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +14,7 @@ import psycopg
 import pytest
 
 from _helpers import exits_within
-from mistersmith.embedded.postgres import EmbeddedPostgres, EmbeddedPostgresError
+from mistersmith.embedded.postgres import DataDirUnreachableError, EmbeddedPostgres, EmbeddedPostgresError
 
 pytest_plugins = ["conftest_pg"]
 
@@ -94,3 +97,47 @@ def test_no_orphan_postgres_when_the_owner_is_killed(pg_tmp: Path) -> None:
     with EmbeddedPostgres(pg_tmp / "pg", durable=False) as server:
         with psycopg.connect(server.conninfo()) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as pgserver only under root")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@as_root
+def test_under_root_a_data_dir_pgserver_cannot_reach_is_refused_and_nothing_above_is_opened(pg_tmp: Path) -> None:
+    closed = pg_tmp / "closed"  # made by us, not by the server: like /root, or pytest's basetemp
+    closed.mkdir()
+    closed.chmod(0o700)
+    server = EmbeddedPostgres(closed / "deeper" / "pg", durable=False)
+    try:
+        with pytest.raises(DataDirUnreachableError) as caught:
+            server.start()
+    finally:
+        server.stop()
+    assert caught.value.code == "data_dir_unreachable" and caught.value.user == "pgserver"
+    assert caught.value.blocked == (closed,)
+    message = str(caught.value)
+    assert f"{closed} (mode 0700, owner root) does not let it through" in message
+    assert f"chmod o+x {closed}" in message and "run mistersmith as another user than root" in message
+    assert _mode(closed) == 0o700, "a directory the server did not create is never changed"
+    assert not server.running
+
+
+@as_root
+def test_under_root_only_the_directories_it_made_are_opened_and_only_to_pgserver(pg_tmp: Path) -> None:
+    data_dir = pg_tmp / "made-here" / "pg"
+    above = {p: _mode(p) for p in pg_tmp.resolve().parents} | {pg_tmp: _mode(pg_tmp)}
+    account = pwd.getpwnam("pgserver")
+    with EmbeddedPostgres(data_dir, durable=False) as server:
+        with psycopg.connect(server.conninfo()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+    assert {p: _mode(p) for p in above} == above, "directories that let pgserver through stay as they were"
+    made = (pg_tmp / "made-here").stat()
+    assert (stat.S_IMODE(made.st_mode), made.st_gid) == (0o710, account.pw_gid), "pass-through for pgserver only"
+    assert (data_dir.stat().st_uid, _mode(data_dir)) == (account.pw_uid, 0o700)
+    gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
+    assert set(gids) == {str(account.pw_gid)}, "the server runs with pgserver's group, not root's"

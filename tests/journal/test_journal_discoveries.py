@@ -8,11 +8,17 @@ deliveries are played in the order that breaks a naive hub.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import psycopg
 
 from mistersmith.discoveries import DiscoveryHub
 from mistersmith.discovery import Discovery, DiscoveryFilter
 from mistersmith.journal import PoolConfig
 from mistersmith.journal.discoveries import PgDiscoveryStore
+from mistersmith.journal.migrate import migrate
 from mistersmith.journal.pool import open_pool
 
 pytest_plugins = ["conftest_pg"]
@@ -56,3 +62,66 @@ def test_a_late_discovery_from_another_node_is_delivered_in_seq_order(journal_db
             await pool.close()
 
     asyncio.run(main())
+
+
+def test_a_nodes_discovery_keeps_its_source_and_a_forged_copy_overwrites_nothing(journal_db: str) -> None:
+    async def main() -> None:
+        pool = await open_pool(journal_db, PoolConfig(min_size=1, max_size=3))
+        try:
+            a, c = (DiscoveryHub(store=PgDiscoveryStore(pool, node)) for node in ("node-a", "node-c"))
+            await c.start()
+            live = c.subscribe(DiscoveryFilter())
+            genuine = await a.share(found("agent-a", "the real finding"))
+            assert genuine.source == "node:node-a"
+            # What arrives at node c over NATS may say anything: another body under the same id, a source.
+            forged = replace(genuine, content="a forged finding", agent_id="mallory", source="node:node-x", seq=None)
+            delivered = await c.ingest(forged)
+            assert delivered == genuine, "the stored row is delivered, not the message"
+            assert await live.next(WAIT_S) == genuine
+            assert await c.ingest(replace(forged, content="again")) is None
+            # A message no node made: stored as heard by node c.
+            heard = await c.ingest(found("outsider", "from a NATS client"))
+            assert heard is not None and heard.source == "nats:node-c"
+            assert (await live.next(WAIT_S)).source == "nats:node-c"
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT id, agent_id, content, source, node_id FROM discoveries ORDER BY seq")
+                rows = await cur.fetchall()
+            assert rows == [(genuine.id, "agent-a", "the real finding", "node:node-a", "node-a"),
+                            (heard.id, "outsider", "from a NATS client", "nats:node-c", "node-c")]
+            assert [d.source for d in await c.query(DiscoveryFilter())] == ["node:node-a", "nats:node-c"]
+            live.close()
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def test_rows_stored_before_sources_were_recorded_say_unknown(fresh_db: str, tmp_path: Path) -> None:
+    shipped = resources.files("mistersmith.migrations")
+    before = tmp_path / "before"
+    before.mkdir()
+    for name in ("001_supervision_journal.sql", "002_discoveries_and_tasks.sql"):
+        (before / name).write_bytes(shipped.joinpath(name).read_bytes())
+    migrate(fresh_db, before)
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("INSERT INTO discoveries (id, agent_id, agent_role, discovery_type, content, confidence, "
+                     "occurred_at, node_id) VALUES ('old-1', 'a1', 'r', 'insight', 'c', 0.5, now(), 'n0')")
+        conn.execute("INSERT INTO tasks (task_id, state) VALUES ('old-task', 'queued')")
+    applied = migrate(fresh_db)
+    assert applied[0].filename == "003_discovery_source_and_task_claims.sql"
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT source FROM discoveries").fetchall() == [("unknown",)]
+        assert conn.execute("SELECT claim_token FROM tasks").fetchall() == [(None,)]
+        nullable = conn.execute("SELECT is_nullable FROM information_schema.columns "
+                                "WHERE table_name = 'discoveries' AND column_name = 'source'").fetchone()
+        assert nullable == ("NO",)
+
+    async def read() -> Discovery | None:
+        pool = await open_pool(fresh_db, PoolConfig(min_size=1, max_size=1))
+        try:
+            return await PgDiscoveryStore(pool, "n1").get("old-1")
+        finally:
+            await pool.close()
+
+    old = asyncio.run(read())
+    assert old is not None and old.source == "unknown" and old.to_dict()["source"] == "unknown"

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-from mistersmith import SupervisorSpec
+from mistersmith import Agent, SupervisorSpec, command
 from mistersmith.journal import plan_recovery
+from mistersmith.recovery import health
 
 if TYPE_CHECKING:
     from conftest_pg import NodeFactory
@@ -82,6 +83,78 @@ def test_static_children_and_unknown_kinds(tmp_path: Path, journal_db: str, make
     second.runtime.spawn("echo", "e1")  # the program started it again itself
     report = second.journal.recover(second.runtime)
     assert report.already_running == ["root/e1"] and report.respawned == []
+
+
+class Greeter(Agent):
+    kind = "greeter"
+
+    @command("greet")
+    def greet(self, name: str) -> dict[str, str]:
+        return {"greeting": f"Hello, {name}!"}
+
+
+def test_an_unregistered_kind_is_reported_kept_wanted_and_recovered_once_registered(
+    tmp_path: Path, journal_db: str, make_node: NodeFactory
+) -> None:
+    data = tmp_path / "node"
+    with_kind = {"kinds": {"greeter": Greeter}}
+    first = make_node(data, journal_db, runtime=with_kind)
+    first.runtime.spawn("greeter", "g1")
+    first.runtime.add_supervisor(SupervisorSpec("team"))
+    first.runtime.spawn("greeter", "g2", supervisor="root/team")
+    first.runtime.spawn("echo", "e1")
+    first.close()
+
+    for run in ("second", "third"):  # a restart without the kind, twice: nothing is forgotten
+        node = make_node(data, journal_db)
+        rt = node.runtime
+        report = node.journal.recover(rt)
+        assert report.respawned == ["root/team", "root/e1"], run
+        assert [(n.path, n.kind, n.kind_missing) for n in report.not_recovered] == [
+            ("root/g1", "greeter", True), ("root/team/g2", "greeter", True)], run
+        assert report.missing_kinds == ["greeter"] and rt.recovery is report
+        assert {a["id"] for a in rt.list_agents()} == {"e1"}
+        failed = rt.history(event_types=["recovery_failed"])
+        assert [(e.agent_id, e.supervisor, e.kind, e.data["kind_missing"]) for e in failed] == [
+            ("g1", "root", "greeter", True), ("g2", "root/team", "greeter", True)]
+        assert all("kind 'greeter' is not registered" in (e.reason or "") for e in failed)
+        state = health(rt)
+        assert state["status"] == "degraded" and state["missing_kinds"] == ["greeter"]
+        assert [n["id"] for n in state["not_recovered"]] == ["g1", "g2"]
+        assert "g1, g2 (kind 'greeter' is not registered on this node)" in state["detail"]
+        assert node.journal.flush(10)
+        rows = {r["id"]: r for r in node.journal.registry("n1")}
+        assert {(rows[a]["desired_state"], rows[a]["state"], rows[a]["last_event"]) for a in ("g1", "g2")} == {
+            ("running", "not_recovered", "recovery_failed")}, "the registry keeps them wanted"
+        node.close()
+
+    fourth = make_node(data, journal_db, runtime=with_kind)
+    rt = fourth.runtime
+    report = fourth.journal.recover(rt)
+    assert report.respawned == ["root/g1", "root/team", "root/e1", "root/team/g2"]
+    assert report.not_recovered == [] and health(rt) == {"status": "ok", "recovered": 4}
+    assert rt.ask("g2", "greet", {"name": "Ada"}, timeout=5) == {"greeting": "Hello, Ada!"}
+    recovered = {e.agent_id: e.data["previous_state"] for e in rt.history(event_types=["recovered"])}
+    assert recovered["g1"] == recovered["g2"] == "not_recovered"
+
+
+def test_health_clears_as_agents_not_recovered_are_spawned_again(
+    tmp_path: Path, journal_db: str, make_node: NodeFactory
+) -> None:
+    data = tmp_path / "node"
+    first = make_node(data, journal_db, runtime={"kinds": {"greeter": Greeter}})
+    first.runtime.spawn("greeter", "g1")
+    first.runtime.spawn("greeter", "g2")
+    first.close()
+    second = make_node(data, journal_db)
+    assert health(second.runtime)["status"] == "disabled", "before any recovery"
+    second.journal.recover(second.runtime)
+    second.runtime.register("greeter", Greeter)
+    second.runtime.spawn("greeter", "g1")  # by hand
+    state = health(second.runtime)
+    assert state["status"] == "degraded" and [n["id"] for n in state["not_recovered"]] == ["g2"]
+    second.runtime.spawn("greeter", "g2")
+    assert health(second.runtime)["status"] == "ok"
 
 
 def test_plan_leaves_children_of_unrecovered_supervisors() -> None:

@@ -181,3 +181,24 @@ def test_records_can_be_encoded_by_the_writing_thread(tmp_path: Path) -> None:
             plain.append(None, meta=1)
     finally:
         plain.close()
+
+
+def test_spool_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Library use (a Journal without a Node, which sets no umask): segments, checkpoint and lock are 0600."""
+    previous = os.umask(0o022)
+    try:
+        spool = opened(tmp_path / "journal", segment_bytes=64)
+        try:
+            for i in range(4):  # > segment_bytes: a rotation makes a second segment
+                spool.wait_durable(spool.append(f"record {i:040d}\n".encode()), 5)
+            records, _, pos, nbytes = spool.read(spool.shipped_position, 2, 1 << 20)
+            spool.commit(pos, len(records), nbytes)
+        finally:
+            spool.close()
+    finally:
+        os.umask(previous)
+    files = sorted(p.name for p in (tmp_path / "journal").iterdir())
+    assert "LOCK" in files and "shipped.pos" in files and len([f for f in files if f.endswith(".spool")]) >= 2
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "journal").iterdir()} == {
+        name: oct(0o600) for name in files}
+    assert (tmp_path / "journal").stat().st_mode & 0o777 == 0o700

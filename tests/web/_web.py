@@ -62,8 +62,9 @@ async def request(url: str, method: str = "GET", path: str = "/", body: bytes | 
     host, port = url.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        lines = [f"{method} {path} HTTP/1.1", f"host: {host}:{port}", "connection: close"]
-        for k, v in (headers or {}).items():
+        headers = {"host": f"{host}:{port}", **(headers or {})}  # a given host replaces the real one
+        lines = [f"{method} {path} HTTP/1.1", "connection: close"]
+        for k, v in headers.items():
             lines.append(f"{k}: {v}")
         if body is not None:
             lines.append(f"content-length: {len(body)}")
@@ -137,8 +138,8 @@ class SseClient:
     async def open(cls, url: str, query: str = "", headers: dict[str, str] | None = None) -> SseClient:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        lines = [f"GET /discoveries/stream{query} HTTP/1.1", f"host: {host}:{port}", "accept: text/event-stream"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines = [f"GET /discoveries/stream{query} HTTP/1.1", "accept: text/event-stream"]
+        lines += [f"{k}: {v}" for k, v in {"host": f"{host}:{port}", **(headers or {})}.items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)

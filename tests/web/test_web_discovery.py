@@ -108,13 +108,12 @@ class _Store:
     def __init__(self) -> None:
         self.rows: list[Discovery] = []
 
-    async def persist(self, discovery: Discovery) -> int:
+    async def persist(self, discovery: Discovery) -> Discovery:
         for row in self.rows:
             if row.id == discovery.id:
-                assert row.seq is not None
-                return row.seq
+                return row  # the first one stays, whatever the second says
         self.rows.append(discovery.with_seq(100 + len(self.rows)))
-        return 100 + len(self.rows) - 1
+        return self.rows[-1]
 
     async def load(self, flt: DiscoveryFilter, *, after_seq: int, limit: int) -> list[Discovery]:
         return [r for r in self.rows if r.seq is not None and r.seq > after_seq and flt.matches(r)][:limit]
@@ -184,5 +183,72 @@ def test_subscriptions_resume_follow_and_overflow() -> None:
         assert hub.stats()["subscribers"] == 0
         with pytest.raises(SpecError):
             hub.subscribe(DiscoveryFilter(), after_seq=-1)
+
+    asyncio.run(main())
+
+
+# -- sources: who vouches for a discovery ---------------------------------------------------
+
+
+def test_the_source_round_trips_and_stays_off_the_nats_wire() -> None:
+    d = _d().with_seq(3).with_source("node:n1")
+    assert d.to_dict()["source"] == "node:n1" and Discovery.from_dict(d.to_dict()) == d
+    assert "source" not in d.to_wire() and Discovery.from_dict(d.to_wire()).source == "unknown"
+    old = {k: v for k, v in d.to_dict().items() if k != "source"}  # what a node of an older release sends
+    assert Discovery.from_dict(old).source == "unknown"
+    for bad in ("node:", "nats:a b", "agent:x", "", None):
+        with pytest.raises(SpecError) as refused:
+            _d(source=bad)
+        assert refused.value.key == "source"
+
+
+def test_the_hub_sets_the_source_whatever_the_discovery_says() -> None:
+    async def main() -> None:
+        hub = DiscoveryHub(node_id="n1")
+        shared = await hub.share(_d("a1", source="nats:elsewhere"))
+        assert shared.source == "node:n1"
+        heard = await hub.ingest(_d("a2", source="node:n1"))  # a NATS message claiming to be this node's
+        assert heard is not None and heard.source == "nats:n1"
+        assert DiscoveryHub(store=_Store()).node_id == "local"  # no node id anywhere: "local"
+
+    asyncio.run(main())
+
+
+def test_an_id_is_taken_once() -> None:
+    async def main() -> None:
+        store = _Store()
+        published: list[Discovery] = []
+
+        async def publish(d: Discovery) -> None:
+            published.append(d)
+
+        hub = DiscoveryHub(store=store, publish=publish, keep=1, node_id="n1")
+        live = hub.subscribe(DiscoveryFilter())
+        first = await hub.share(_d("a1", id="taken"))
+        assert await hub.share(_d("a1", id="taken", occurred_at=first.occurred_at)) == first  # the same again
+        with pytest.raises(SpecError) as refused:
+            await hub.share(_d("a1", id="taken", confidence=0.9))
+        assert refused.value.key == "id"
+        await hub.share(_d("a2"))  # pushes "taken" out of the hub's memory (keep=1)
+        forged = _d("mallory", "anomaly", id="taken")
+        assert await hub.ingest(forged) is None  # stored before and delivered: nothing changes
+        assert await hub.get("taken") == first and store.rows[0] == first
+        assert [(await live.next(1)).id for _ in range(2)] == ["taken", published[1].id]
+        assert len(published) == 2 and hub.stats()["total"] == 2
+
+    asyncio.run(main())
+
+
+def test_a_time_far_ahead_is_refused() -> None:
+    async def main() -> None:
+        hub = DiscoveryHub()
+        ahead = datetime(3000, 1, 1, tzinfo=UTC)
+        for call in (hub.share, hub.ingest):
+            with pytest.raises(SpecError) as refused:
+                await call(_d(occurred_at=ahead))
+            assert refused.value.key == "occurred_at"
+        assert hub.stats()["total"] == 0
+        past = await hub.ingest(_d(occurred_at=datetime(1970, 1, 1, tzinfo=UTC)))  # unverifiable, kept as given
+        assert past is not None and past.occurred_at.year == 1970
 
     asyncio.run(main())

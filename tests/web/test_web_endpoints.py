@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from _web import Served, call, http
@@ -127,3 +129,29 @@ def test_metrics_serve_prometheus_text(serve: Callable[..., Served]) -> None:
     assert 'mistersmith_discoveries{name="sse_streams"} 0' in text
     for line in text.splitlines():
         assert line.startswith("#") or line.count(" ") == 1 or "{" in line, line
+
+
+def _documented_series() -> list[str]:
+    """``metric{label="value"}`` for each gauge name and refusal reason docs/reference/http.md lists."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "http.md").read_text()
+    section = text.split("## `GET /metrics`", 1)[1].split("\n## ", 1)[0]
+    series = []
+    for row in re.findall(r"^\| `(mistersmith_\w+)` \| ([^|]+) \| (.+) \|$", section, re.M):
+        metric, kind, labels = row
+        label = "name" if "gauge" in kind else "reason" if metric == "mistersmith_http_refused_total" else None
+        if label is None:
+            continue
+        values = re.findall(r"`([\w]+)`", labels.split(f"`{label}`:", 1)[1])
+        assert values, f"no {label} values documented for {metric}"
+        series += [f'{metric}{{{label}="{value}"}}' for value in values]
+    return series
+
+
+def test_a_fresh_node_has_every_documented_gauge_and_refusal_reason_at_zero(serve: Callable[..., Served]) -> None:
+    documented = _documented_series()
+    assert 'mistersmith_runtime{name="dead_letters"}' in documented  # the table was read
+    assert 'mistersmith_http_refused_total{reason="connections"}' in documented
+    for served in (serve(), serve(hub=False)):
+        text = http(served.url, "GET", "/metrics").body.decode()
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        assert {s: values.get(s) for s in documented} == dict.fromkeys(documented, "0")

@@ -234,3 +234,30 @@ def test_an_oversized_body_is_413_and_the_server_stays_up(serve: Callable[..., S
     assert reply.status == 413
     assert reply.json()["error"]["code"] == "too_large"
     assert rpc(served, "ping").status == 200
+
+
+def test_a_session_keeps_only_a_bounded_client_name_and_version(serve: Callable[..., Served]) -> None:
+    served = serve()
+    client_info = {"name": "n" * 10_000, "version": "1.2.3", "title": "t" * 100_000, "icons": [{"src": "x" * 1000}],
+                   "websiteUrl": "https://example.com"}
+    reply = rpc(served, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": client_info})
+    assert reply.status == 200
+    session = served.app.sessions.get(reply.headers["mcp-session-id"])
+    assert session is not None
+    assert session.client_info == {"name": "n" * 128, "version": "1.2.3"}
+    odd = rpc(served, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                     "clientInfo": {"name": ["not", "a", "string"], "version": 3}})
+    assert served.app.sessions.get(odd.headers["mcp-session-id"]).client_info == {}  # type: ignore[union-attr]
+
+
+def test_sessions_are_capped_and_expire_by_the_config(serve: Callable[..., Served]) -> None:
+    from mistersmith.web import WebConfig
+
+    assert (WebConfig().max_sessions, WebConfig().session_idle_s) == (1000, 600.0)
+    served = serve(max_sessions=2)
+    ids = [rpc(served, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}}).headers["mcp-session-id"]
+           for _ in range(3)]
+    assert len(served.app.sessions) == 2
+    headers = {"mcp-protocol-version": "2025-11-25"}
+    assert rpc(served, "ping", headers={**headers, "mcp-session-id": ids[0]}).status == 404  # the oldest went
+    assert rpc(served, "ping", headers={**headers, "mcp-session-id": ids[2]}).status == 200

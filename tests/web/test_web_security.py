@@ -110,12 +110,87 @@ def test_token_buckets_stay_bounded() -> None:
 
 def test_an_empty_bucket_answers_429_with_retry_after(serve: Callable[..., Served]) -> None:
     served = serve(rate_per_s=0.01, rate_burst=3)
-    statuses = [http(served.url, "GET", "/health").status for _ in range(4)]
+    statuses = [http(served.url, "GET", "/info").status for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     reply = http(served.url, "POST", "/mcp", PING, JSON_HEADERS)
     assert reply.status == 429
     assert int(reply.headers["retry-after"]) >= 1
     assert 'mistersmith_http_refused_total{reason="429"}' in served.app.metrics.render()
+
+
+def test_health_is_outside_the_rate_limit(serve: Callable[..., Served]) -> None:
+    served = serve(rate_per_s=0.01, rate_burst=2)
+    assert [http(served.url, "GET", "/health").status for _ in range(5)] == [200] * 5  # takes no tokens
+    assert [http(served.url, "GET", "/info").status for _ in range(3)] == [200, 200, 429]
+    assert http(served.url, "GET", "/health").status == 200  # an empty bucket does not fail health checks
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+@pytest.mark.parametrize("host", ["rebind.evil.example", "rebind.evil.example:8080", "localhost.evil.example",
+                                  "127.0.0.1.evil.example", "10.0.0.5", "[::2]:80", "", "local host"])
+def test_a_host_that_is_not_loopback_or_allowed_gets_421(serve: Callable[..., Served], method: str, path: str,
+                                                         host: str) -> None:
+    served = serve()  # no token: what a DNS-rebinding page would read
+    reply = http(served.url, method, path, PING if method == "POST" else None, {**JSON_HEADERS, "host": host})
+    assert reply.status == 421
+    error = reply.json()["error"]
+    assert error["code"] == "misdirected_request"
+    assert "http.allowed_hosts" in error["message"]
+    assert (repr(host) if host else "(none)") in error["message"]
+    assert 'mistersmith_http_refused_total{reason="421"}' in served.app.metrics.render()
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:3000", "127.0.0.1", "127.0.0.1:1", "[::1]", "[::1]:8080",
+                                  "LOCALHOST:80", "node.example", "node.example:9999", "10.0.0.5:8443"])
+def test_loopback_and_allowed_hosts_are_answered(serve: Callable[..., Served], host: str) -> None:
+    served = serve(allowed_hosts=("node.example", "10.0.0.5:8443"))
+    assert http(served.url, "GET", "/info", headers={"host": host}).status == 200
+    assert rpc(served, "ping", headers={"host": host}).status == 200
+
+
+def test_an_allowed_host_with_a_port_allows_that_port_only(serve: Callable[..., Served]) -> None:
+    served = serve(allowed_hosts=("10.0.0.5:8443",))
+    assert http(served.url, "GET", "/info", headers={"host": "10.0.0.5:8443"}).status == 200
+    assert http(served.url, "GET", "/info", headers={"host": "10.0.0.5:8444"}).status == 421
+    assert http(served.url, "GET", "/info", headers={"host": "10.0.0.5"}).status == 421
+
+
+def test_health_answers_any_host_and_star_allows_every_host(serve: Callable[..., Served]) -> None:
+    strict = serve(api_token=TOKEN)
+    assert http(strict.url, "GET", "/health", headers={"host": "pod-10-0-0-5.internal"}).status == 200
+    assert http(strict.url, "GET", "/info", headers={"host": "pod-10-0-0-5.internal", **strict.auth()}).status == 421
+    anything = serve(allowed_hosts=("*",))
+    assert http(anything.url, "GET", "/info", headers={"host": "pod-10-0-0-5.internal"}).status == 200
+
+
+def test_the_sse_stream_refuses_a_foreign_host(serve: Callable[..., Served]) -> None:
+    from _web import SseClient
+
+    served = serve()
+
+    async def attempt() -> tuple[int, bytes]:
+        client = await SseClient.open(served.url, headers={"host": "rebind.evil.example"})
+        try:
+            return client.status, await client.body()
+        finally:
+            client.close()
+
+    status, body = asyncio.run(attempt())
+    assert status == 421 and b"misdirected_request" in body
+    assert served.app.streams.served == 0
+
+
+@pytest.mark.parametrize(("bound", "host", "status"), [
+    ("127.0.0.2", "127.0.0.2:8080", 200),  # the bound address itself
+    ("127.0.0.2", "127.0.0.3:8080", 421),
+    ("0.0.0.0", "0.0.0.0:8080", 421),  # a wildcard bind is not a name clients use
+    ("0.0.0.0", "localhost:8080", 200),
+])
+def test_the_bound_host_is_allowed_unless_it_is_a_wildcard(serve: Callable[..., Served], bound: str, host: str,
+                                                           status: int) -> None:
+    served = serve(host=bound, api_token=TOKEN)
+    target = served.url.replace("0.0.0.0", "127.0.0.1")
+    assert http(target, "GET", "/info", headers={"host": host, **served.auth()}).status == status
 
 
 def test_a_body_over_the_limit_is_413_even_when_chunked(serve: Callable[..., Served]) -> None:
@@ -126,7 +201,7 @@ def test_a_body_over_the_limit_is_413_even_when_chunked(serve: Callable[..., Ser
         reader, writer = await asyncio.open_connection(host, int(port))
         chunk = b"x" * 1000
         body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(5)) + b"0\r\n\r\n"
-        writer.write(b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        writer.write(b"POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
                      b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n" + body)
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), 10)
@@ -204,11 +279,41 @@ def test_the_token_comes_from_the_environment() -> None:
 
 @pytest.mark.parametrize(("key", "value"), [("port", -1), ("port", 70000), ("max_body_bytes", 10),
                                             ("rate_per_s", 0), ("request_timeout_s", float("inf")),
-                                            ("max_streams", 0), ("keepalive_s", -1), ("allowed_origins", "x")])
+                                            ("max_streams", 0), ("keepalive_s", -1), ("allowed_origins", "x"),
+                                            ("allowed_hosts", "node.example"), ("allowed_hosts", ("https://x",)),
+                                            ("allowed_hosts", ("a b",)), ("allowed_hosts", ("x:port",)),
+                                            ("allowed_hosts", ("",)), ("header_timeout_s", 0),
+                                            ("max_connections_per_client", 0), ("max_sessions", 0),
+                                            ("session_idle_s", float("nan"))])
 def test_config_values_are_checked_eagerly(key: str, value: Any) -> None:
     with pytest.raises(SpecError) as bad:
         WebConfig(**{key: value})
     assert bad.value.key == key
+
+
+# The node's settings that map onto WebConfig fields this way (http.rate_limit_* do not:
+# the node's defaults, 100/s and 200, are stricter than the library's).
+NODE_SETTINGS = {"http.host": "host", "http.port": "port", "http.request_timeout_s": "request_timeout_s",
+                 "http.sse_max_streams": "max_streams", "http.sse_keepalive_s": "keepalive_s",
+                 "http.max_body_bytes": "max_body_bytes", "http.cors_origins": "cors_origins",
+                 "http.allowed_hosts": "allowed_hosts", "http.header_timeout_s": "header_timeout_s",
+                 "http.max_connections_per_client": "max_connections_per_client",
+                 "http.mcp_max_sessions": "max_sessions", "http.mcp_session_idle_s": "session_idle_s",
+                 "http.tls_cert": "tls_cert", "http.tls_key": "tls_key"}
+
+
+def test_node_settings_default_to_the_web_config_defaults() -> None:
+    from dataclasses import fields
+
+    from mistersmith.config import SETTINGS, load_settings
+
+    defaults = {f.name: f.default for f in fields(WebConfig)}
+    by_key = {s.key: s.default for s in SETTINGS}
+    assert {key: by_key[key] for key in NODE_SETTINGS} == {key: defaults[name] for key, name in NODE_SETTINGS.items()}
+    settings = load_settings({}, {"MISTERSMITH_HTTP_ALLOWED_HOSTS": "node.example, 10.0.0.5:8443",
+                                  "MISTERSMITH_HTTP_MCP_MAX_SESSIONS": "50"})
+    assert settings["http.allowed_hosts"] == ("node.example", "10.0.0.5:8443")
+    assert settings["http.mcp_max_sessions"] == 50
 
 
 def test_oversized_and_garbage_bodies_never_hurt_the_next_request(serve: Callable[..., Served]) -> None:

@@ -41,8 +41,9 @@ def test_each_event_carries_the_whole_discovery_with_its_seq_as_id(serve: Callab
 
 
 def test_many_concurrent_clients_each_get_every_discovery_in_order(serve: Callable[..., Served]) -> None:
-    served = serve()
     clients_n, shares_n = 100, 5
+    # every stream and the sharing requests come from 127.0.0.1: past the default per-client cap (64)
+    served = serve(max_connections_per_client=clients_n + 1)
 
     async def main() -> list[list[int]]:
         clients = await asyncio.gather(*(SseClient.open(served.url) for _ in range(clients_n)))

@@ -208,3 +208,14 @@ def test_every_tool_schema_is_valid_and_closed() -> None:
         assert described["inputSchema"]["additionalProperties"] is False
         assert described["outputSchema"]["type"] == "object"
         assert described["annotations"]["readOnlyHint"] == tool.read_only
+
+
+@pytest.mark.parametrize("agent_id", ["abc\n", "abc\r\n", "\nabc", "ab\nc", "a" * 129, ""])
+def test_an_id_with_a_newline_or_out_of_bounds_is_refused(serve: Callable[..., Served], agent_id: str) -> None:
+    served = serve()
+    served.runtime.spawn("echo", "abc")
+    for tool in ("spawn_agent", "get_agent", "stop_agent"):
+        arguments = {"agent_id": agent_id, **({"kind": "echo"} if tool == "spawn_agent" else {})}
+        error = _error(served, tool, arguments)
+        assert error["code"] == "invalid_arguments", (tool, error)
+    assert [a["id"] for a in served.runtime.list_agents()] == ["abc"]
