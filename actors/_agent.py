@@ -231,6 +231,24 @@ class Agent(pykka.ThreadingActor):
 
     # -- control from the supervisor (any thread) -------------------------------
 
+    @property
+    def busy_since(self) -> float | None:
+        """When the running handler began (the clock's time); None while idle. Any thread."""
+        return self._busy_since
+
+    @property
+    def abandoned(self) -> bool:
+        """True once its supervisor gave up on this thread (it never reports an exit then)."""
+        return self._abandoned
+
+    def start_thread(self) -> None:
+        """Register with pykka and start this incarnation's thread (once; the supervisor's thread).
+
+        Returns at once: wait on ``started``, then read ``start_error``.
+        """
+        pykka.ActorRegistry.register(self.actor_ref)
+        self._start_actor_loop()
+
     def request_stop(self, exit_: Exit) -> None:
         """Ask this incarnation to stop after its current message."""
         if self._stop_exit is None:

@@ -257,6 +257,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("nats.tls_ca", None, _opt_text, "CA bundle for tls:// servers"),
     _s("nats.tls_cert", None, _opt_text, "client certificate"),
     _s("nats.tls_key", None, _opt_text, "client key", secret=True),
+    _s("tasks.concurrency", 4, _count, "tasks of one kind this node runs at once; it serves every kind it runs, "
+       "each task on an agent of its pool (task-KIND-..., under supervisor tasks, up to this many per kind)"),
     _s("logging.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "log level"),
     _s("logging.format", "pretty", _choice("pretty", "json"), "log format"),
 )

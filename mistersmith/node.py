@@ -6,7 +6,9 @@ is set), the journal (which starts the embedded PostgreSQL when no database
 URL is set), the Runtime with the journal as its event sink, recovery, the
 NATS bridge with the discovery hub (discoveries stored in the journal's
 ``discoveries`` table, published and ingested on ``discoveries.*.*``; task
-states in its ``tasks`` table) and the HTTP shim. ``stop()`` undoes it in
+states in its ``tasks`` table), the task queue (its streams, and every kind
+the node runs served by a pool of ``tasks.concurrency`` agents:
+``mistersmith.bridge.task_agents``) and the HTTP shim. ``stop()`` undoes it in
 reverse: agents first, then the edges, then the embedded servers, each step
 bounded. A data directory serves one node at a time (an exclusive lock).
 
@@ -31,7 +33,7 @@ from typing import IO, Any
 import orjson
 
 from mistersmith.actors import Agent
-from mistersmith.bridge import Bridge
+from mistersmith.bridge import Bridge, TaskOptions, serve_pools
 from mistersmith.bridge.connection import ConnectionStats, ConnectOptions, connect
 from mistersmith.config import Settings
 from mistersmith.crossing import LoopThread
@@ -168,8 +170,8 @@ class Node:
             embedded = EmbeddedNats(self.data_dir / "nats", port=self._nats_port(), fallback_port=True,
                                     config_text=authorization_block(node_user, client_user))
             embedded.start()
-            write_private(self.data_dir / "nats" / NATS_PORT_FILE, f"{embedded.port}\n".encode())
             self._undo.append(("embedded nats-server", embedded.stop))
+            write_private(self.data_dir / "nats" / NATS_PORT_FILE, f"{embedded.port}\n".encode())
             urls = (embedded.url,)
             own_user = {"user": node_user.user, "password": node_user.password}
             self.nats_credentials = str(self.data_dir / "nats" / "credentials" / CLIENT_FILE)
@@ -217,6 +219,7 @@ class Node:
 
         # Recovery ran before NATS was up: replay_history publishes its events now, once and in order.
         bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown,
+                                      task_options=TaskOptions(max_in_flight=s["tasks.concurrency"]),
                                       task_store=PgTaskStore(journal.pool), ingest_discovery=ingest,
                                       replay_history=True)
         hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),
@@ -224,6 +227,7 @@ class Node:
         loop.run(hub.start(), _STEP_S)
         loop.run(bridge.start(), _STEP_S)
         self._undo.append(("nats bridge", lambda: loop.run(bridge.close(), _STEP_S)))
+        loop.run(serve_pools(bridge.tasks, kinds), _STEP_S)  # the streams, then a worker per kind
 
         backends = Backends(
             runtime, history=_JournalHistory(journal), discoveries=hub, tasks=bridge.task_tracker, nats=bridge,
@@ -265,12 +269,15 @@ class Node:
 
     def _nats_port(self) -> int | None:
         """The embedded nats-server's port: ``nats.embedded_port`` if free, else the one it used last
-        (``DIR/nats/port``) if free, else None (a free one)."""
+        (``DIR/nats/port``) if free, else None (a free one); 0 configured: None."""
+        configured: int = self.settings["nats.embedded_port"]
+        if configured == 0:
+            return None
         try:
             last: int | None = int((self.data_dir / "nats" / NATS_PORT_FILE).read_text())
         except (OSError, ValueError):
             last = None
-        for port in (self.settings["nats.embedded_port"], last):
+        for port in (configured, last):
             if port and port_is_free(port):
                 return int(port)
         return None

@@ -123,9 +123,11 @@ class Tasks(Protocol):
     """Work submitted for any capable agent (the bridge's task queue)."""
 
     async def submit(
-        self, *, task_type: str, payload: Mapping[str, Any], agent_id: str | None, timeout_s: float
+        self, *, task_type: str, payload: Mapping[str, Any], agent_id: str | None, timeout_s: float,
+        command: str = "run",
     ) -> dict[str, Any]:
-        """Queue a task; returns at least ``{"task_id": str, "status": str}``."""
+        """Queue a task (``command`` of an agent of kind ``task_type``); returns at least
+        ``{"task_id": str, "status": str}``. Refused (``SpecError``) for a kind no node serves."""
         ...
 
     async def get(self, task_id: str) -> dict[str, Any] | None:

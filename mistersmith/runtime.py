@@ -17,8 +17,6 @@ from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any
 
-import pykka
-
 from mistersmith.actors import Agent, Command, EchoAgent, Envelope, Exit, ThreadReply
 from mistersmith.clock import Clock, MonotonicClock
 from mistersmith.crossing import EventStream, LoopReply, forbid_blocking, run_in_thread
@@ -37,19 +35,23 @@ from mistersmith.recovery import RecoveryPlan, RecoveryReport, execute
 from mistersmith.supervisors import (
     Backoff,
     ChildSpec,
+    ChildStatus,
     EventBus,
     EventSink,
     MemorySink,
+    Request,
     Restart,
+    RestartChild,
+    StartChild,
     Subscription,
     SupervisionEvent,
     Supervisor,
     SupervisorSpec,
     System,
+    TerminateChild,
+    check_id,
     tolerant_root,
 )
-from mistersmith.supervisors._spec import check_id
-from mistersmith.supervisors._messages import RestartChild, StartChild, TerminateChild
 
 __all__ = ["Runtime"]
 
@@ -60,6 +62,7 @@ _PROCESS_REFUSED = (
     "code (Runtime(kinds={'process': ProcessAgent})), or a named kind (ProcessKind) whose command you choose"
 )
 _CALL_MARGIN_S = 5.0  # added to a child's own bound when waiting for its supervisor
+_BACKING_OFF = ChildStatus.BACKING_OFF  # read on the hot path of send/ask
 
 
 class Runtime:
@@ -108,7 +111,7 @@ class Runtime:
         self.bus.add_sink(self.events)
         for sink in sinks:
             self.bus.add_sink(sink)
-        self.system = System(
+        self.system: System[Supervisor] = System(
             self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s, max_agents=max_agents,
             max_agents_setting=max_agents_setting,
         )
@@ -124,14 +127,11 @@ class Runtime:
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
         spec = root if root is not None else tolerant_root()
-        ctx = self.system.make_context(spec, spec.id, "", self._root_exited)
-        self._root = Supervisor(ctx, spec, self.system)
-        pykka.ActorRegistry.register(self._root.actor_ref)
-        self._root._start_actor_loop()
-        self._root.started.wait()
-        if self._root.start_error is not None:
+        try:
+            self._root = Supervisor.start_root(self.system, spec, self._root_exited)
+        except StartError:
             self._shutdown_services()
-            raise StartError(spec.id, f"{self._root.start_error}") from self._root.start_error
+            raise
         self.system.start_watchdog()
 
     # -- kinds and spawning -------------------------------------------------------
@@ -271,7 +271,7 @@ class Runtime:
         elif type(payload) is not dict and not isinstance(payload, Mapping):
             raise InvalidPayloadError(command, f"payload must be a JSON object, not {type(payload).__name__}")
         deadline = None if timeout_s is None else self.clock.now() + timeout_s
-        if child.restart_token is not None:
+        if child.status is _BACKING_OFF:
             # During a backoff a command waits for the next incarnation (the stash) while the
             # stash has room and the restart comes before the caller's deadline; else `restarting`.
             retry = None if child.restart_at is None else max(0.0, child.restart_at - self.clock.now())
@@ -371,23 +371,18 @@ class Runtime:
         sup, child_id, bound = self._owner(agent_id)
         await self._acall(sup, RestartChild(child_id), bound)
 
-    def _post(self, sup: Supervisor, message: Any, reply: Any) -> None:
-        sup.mailbox.put(Envelope(message, reply))
-        if sup.mailbox.closed:  # the supervisor stopped meanwhile: refuse instead of hanging
-            self.system.dead_letters(sup.path, sup.mailbox.drain())
-
-    def _call(self, sup: Supervisor, message: Any, bound_s: float) -> Any:
+    def _call(self, sup: Supervisor, message: Request, bound_s: float) -> Any:
         reply = ThreadReply()
-        self._post(sup, message, reply)
+        sup.post(message, reply)
         if not reply.wait(bound_s + _CALL_MARGIN_S):
             raise CommandTimeoutError(sup.path, type(message).__name__, bound_s + _CALL_MARGIN_S)
         return reply.result()
 
-    async def _acall(self, sup: Supervisor, message: Any, bound_s: float) -> Any:
+    async def _acall(self, sup: Supervisor, message: Request, bound_s: float) -> Any:
         timeout = bound_s + _CALL_MARGIN_S
         return await _queued(
             timeout, lambda: CommandTimeoutError(sup.path, type(message).__name__, timeout),
-            lambda reply: self._post(sup, message, reply),
+            lambda reply: sup.post(message, reply),
         )
 
     # -- recovery ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Imported as ``mistersmith.supervisors``.
 """
 
-from mistersmith.supervisors._child import Child
+from mistersmith.supervisors._child import Child, ChildStatus
 from mistersmith.supervisors._events import (
     EVENT_TYPES,
     EventBus,
@@ -13,26 +13,46 @@ from mistersmith.supervisors._events import (
     SupervisionEvent,
 )
 from mistersmith.supervisors._intensity import IntensityWindow
-from mistersmith.supervisors._spec import DEFAULTS, Backoff, ChildSpec, Restart, Strategy, SupervisorSpec, tolerant_root
+from mistersmith.supervisors._messages import Request, RestartChild, StartChild, TerminateChild
+from mistersmith.supervisors._spec import (
+    DEFAULTS,
+    RESTARTS,
+    STRATEGIES,
+    Backoff,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisorSpec,
+    check_id,
+    tolerant_root,
+)
 from mistersmith.supervisors._supervisor import Supervisor
 from mistersmith.supervisors._system import System
 
 __all__ = [
     "DEFAULTS",
     "EVENT_TYPES",
+    "RESTARTS",
+    "STRATEGIES",
     "Backoff",
     "Child",
     "ChildSpec",
+    "ChildStatus",
     "EventBus",
     "EventSink",
     "IntensityWindow",
     "MemorySink",
+    "Request",
     "Restart",
+    "RestartChild",
+    "StartChild",
     "Strategy",
     "Subscription",
     "SupervisionEvent",
     "Supervisor",
     "SupervisorSpec",
     "System",
+    "TerminateChild",
+    "check_id",
     "tolerant_root",
 ]

@@ -7,13 +7,37 @@ avoid blocking on busy agents or supervisors.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from mistersmith.actors import Agent, AgentContext, AgentState, Exit
 
 from ._spec import ChildSpec, SupervisorSpec
 
-__all__ = ["Child"]
+__all__ = ["Child", "ChildStatus"]
+
+
+class ChildStatus(enum.Enum):
+    """Where a child is, as its supervisor sees it (only the supervisor's thread changes it)."""
+
+    RUNNING = "running"
+    """An incarnation is starting or up (its own ``state`` says idle, busy, paused...)."""
+    RESTARTING = "restarting"
+    """A restart is due now: the supervisor is starting it, or tries again after a failed start."""
+    BACKING_OFF = "backing_off"
+    """A restart waits for its backoff timer (``restart_at``: when); commands are stashed meanwhile."""
+    STOPPED = "stopped"
+    """Not running, and no restart pending: stopped, or ended normally and not restarted."""
+    FAILED = "failed"
+    """Not running after a crash, and not restarted."""
+
+
+_SHOWN = {  # the state a child with no incarnation shows
+    ChildStatus.RESTARTING: AgentState.RESTARTING,
+    ChildStatus.BACKING_OFF: AgentState.RESTARTING,
+    ChildStatus.STOPPED: AgentState.STOPPED,
+    ChildStatus.FAILED: AgentState.FAILED,
+}
 
 
 class Child:
@@ -25,8 +49,9 @@ class Child:
         self.dynamic = dynamic
         self.static = False  # one of its supervisor spec's children (started in order at boot)
         self.incarnation: Agent | None = None
-        self.restart_at: float | None = None  # set while a restart is pending
-        self.restart_token: object | None = None  # set while a backoff timer runs
+        self.status = ChildStatus.STOPPED
+        self.restart_at: float | None = None  # BACKING_OFF: when the restart is due
+        self.restart_token: object | None = None  # BACKING_OFF: the timer that is to restart it
         self.backoff_attempt = 0
         self.started_at = 0.0
         self.last_exit: Exit | None = None
@@ -41,13 +66,23 @@ class Child:
 
     @property
     def state(self) -> AgentState:
+        """Its incarnation's state, or (between incarnations) what its ``status`` shows."""
         inc = self.incarnation
         if inc is not None:
             return inc.state
-        if self.restart_at is not None:
-            return AgentState.RESTARTING
-        last = self.last_exit
-        return AgentState.FAILED if last is not None and last.is_crash else AgentState.STOPPED
+        return _SHOWN.get(self.status, AgentState.STOPPED)
+
+    def back_off(self, restart_at: float, token: object) -> None:
+        """Wait for the backoff timer ``token`` (due at ``restart_at``) before the next incarnation."""
+        self.restart_at = restart_at
+        self.restart_token = token
+        self.status = ChildStatus.BACKING_OFF
+
+    def settle(self, status: ChildStatus) -> None:
+        """Any status but ``BACKING_OFF``: no timer of ours is to restart it any more."""
+        self.status = status
+        self.restart_token = None
+        self.restart_at = None
 
     def info(self) -> dict[str, Any]:
         """A JSON-compatible description, safe to take from any thread."""
@@ -65,7 +100,7 @@ class Child:
             info["paused"] = ctx.paused
             info["mailbox_depth"] = ctx.mailbox.depth()
             info["config"] = dict(ctx.start_data.get("config") or {})  # as its kind shows it (secrets redacted)
-        if self.restart_token is not None:
+        if self.status is ChildStatus.BACKING_OFF:
             info["restart_at"] = self.restart_at
         if self.last_exit is not None:
             info["last_exit"] = self.last_exit.describe()

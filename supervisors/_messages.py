@@ -1,20 +1,24 @@
 """The messages a supervisor's mailbox takes, besides pykka's own.
 
-Exit signals and backoff timers come from other threads (children, the
-clock); the requests come from the Runtime, each with a reply slot.
+Exit signals, hung handlers and backoff timers come from other threads
+(children, the clock), and stay inside this package. The requests
+(``StartChild``, ``TerminateChild``, ``RestartChild``) are public: the
+Runtime posts them with ``Supervisor.post``, each with a reply slot.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 from mistersmith.actors import Agent, Exit
 
+from ._spec import ChildSpec, SupervisorSpec
+
 if TYPE_CHECKING:
     from ._child import Child
-    from ._spec import ChildSpec, SupervisorSpec
 
-__all__ = ["ChildExit", "Hung", "RestartChild", "RestartDue", "StartChild", "TerminateChild"]
+__all__ = ["ChildExit", "Hung", "Request", "RestartChild", "RestartDue", "StartChild", "TerminateChild"]
 
 
 class ChildExit:
@@ -50,22 +54,26 @@ class RestartDue:
         self.counted = counted
 
 
+@dataclass(frozen=True, slots=True)
 class StartChild:
-    __slots__ = ("spec",)
+    """Start a child (an agent or a supervisor) from ``spec``; replies with its ``info()``."""
 
-    def __init__(self, spec: ChildSpec | SupervisorSpec) -> None:
-        self.spec = spec
+    spec: ChildSpec | SupervisorSpec
 
 
+@dataclass(frozen=True, slots=True)
 class TerminateChild:
-    __slots__ = ("child_id",)
+    """Stop a child for good, within its ``shutdown_s``, and forget it; replies with its last ``info()``."""
 
-    def __init__(self, child_id: str) -> None:
-        self.child_id = child_id
+    child_id: str
 
 
+@dataclass(frozen=True, slots=True)
 class RestartChild:
-    __slots__ = ("child_id",)
+    """Stop a child and start a new incarnation now (not counted in the intensity); replies with its ``info()``."""
 
-    def __init__(self, child_id: str) -> None:
-        self.child_id = child_id
+    child_id: str
+
+
+Request: TypeAlias = StartChild | TerminateChild | RestartChild
+"""What ``Supervisor.post`` takes."""

@@ -21,6 +21,8 @@ from mistersmith.errors import SpecError
 
 __all__ = [
     "DEFAULTS",
+    "RESTARTS",
+    "STRATEGIES",
     "Backoff",
     "ChildSpec",
     "Restart",
@@ -33,7 +35,9 @@ __all__ = [
 Restart = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
 RESTARTS: tuple[str, ...] = get_args(Restart)
+"""Every restart type, in OTP's order; the one list the edges (NATS, MCP, CLI) offer too."""
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+"""Every strategy, in OTP's order."""
 
 
 @dataclass(frozen=True)

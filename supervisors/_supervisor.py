@@ -5,9 +5,10 @@ It follows Erlang/OTP's ``supervisor``:
 - children start in list order, each ``start`` returning once ``on_start`` is
   done; if one fails, those already started stop in reverse order and the
   start fails with ``StartError``;
-- on a child's exit the restart type decides (permanent: always; transient:
-  after a crash only; temporary: never), and the strategy picks who restarts
-  (``one_for_one``, ``one_for_all``, ``rest_for_one``, ``simple_one_for_one``);
+- on a child's exit its restart type decides (``_restarts``: permanent always,
+  transient after a crash only, temporary never), and the strategy picks who
+  restarts with it (``_strategies``: ``one_for_one``, ``one_for_all``,
+  ``rest_for_one``, ``simple_one_for_one``);
 - more than ``intensity`` restarts within ``period_s`` make it stop every child
   in reverse start order and exit with reason ``shutdown``, which escalates the
   failure to its parent;
@@ -18,28 +19,29 @@ Plus Akka-style backoff: with a ``Backoff``, restarts wait an exponentially
 growing delay (``restart_scheduled``), and the child's mailbox meanwhile
 stashes commands up to ``stash_limit`` or refuses them with ``restarting``.
 
-Threads: every method below runs in the supervisor's own thread, except the
-read-only views (``children``, ``snapshot``, ``count_children``), which any
-thread may call.
+Threads: every method below runs in the supervisor's own thread, except
+``start_root`` (the caller's), ``post`` and the read-only views
+(``children``, ``snapshot``, ``count_children``), which any thread may call,
+and the two signals from other threads (``report_hung``, ``_exit_signal``).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
+from collections.abc import Callable
 from typing import Any
 
-import pykka
-
-from mistersmith.actors import Agent, AgentContext, Envelope, Exit
-from mistersmith.actors._mailbox import deliver
+from mistersmith.actors import Agent, AgentContext, Envelope, Exit, Reply, deliver
 from mistersmith.errors import AgentExistsError, RestartingError, StartError, UnknownAgentError
 
-from ._child import Child
+from ._child import Child, ChildStatus
+from ._incarnations import start, terminate, terminate_together
 from ._intensity import IntensityWindow
-from ._messages import ChildExit, Hung, RestartChild, RestartDue, StartChild, TerminateChild
+from ._messages import ChildExit, Hung, Request, RestartChild, RestartDue, StartChild, TerminateChild
+from ._restarts import restart_rule
 from ._spec import ChildSpec, SupervisorSpec
+from ._strategies import stop_batches, strategy_rule
 from ._system import System
 
 __all__ = ["Supervisor"]
@@ -48,21 +50,58 @@ logger = logging.getLogger("mistersmith.supervisor")
 
 
 class Supervisor(Agent):
-    """A supervision-tree node. Built from a ``SupervisorSpec`` by its parent (or the Runtime)."""
+    """A supervision-tree node. Built from a ``SupervisorSpec`` by its parent (or ``start_root``)."""
 
     kind = "supervisor"
 
-    def __init__(self, context: AgentContext, spec: SupervisorSpec, system: System) -> None:
+    def __init__(self, context: AgentContext, spec: SupervisorSpec, system: System[Supervisor]) -> None:
         super().__init__(context)
         self.spec = spec
         self.system = system
         self.path = f"{context.supervisor}/{spec.id}" if context.supervisor else spec.id
+        self._strategy = strategy_rule(spec.strategy)
         self._children: list[Child] = []
         self._by_id: dict[str, Child] = {}
         self._window = IntensityWindow(spec.intensity, spec.period_s)
         self._rand = random.Random()
 
-    # -- read-only views (any thread) -----------------------------------------
+    @classmethod
+    def start_root(
+        cls, system: System[Supervisor], spec: SupervisorSpec, on_exit: Callable[[Agent, Exit], None]
+    ) -> Supervisor:
+        """Start the root of a tree (and its static children); return it once its ``on_start`` is done.
+
+        Runs in the caller's thread, and waits as long as the root's start takes.
+        ``on_exit`` gets the root's exit signal, in the root's thread, as its very
+        last act. Raises ``StartError`` if a static child fails to start (the ones
+        started before it are stopped by then).
+        """
+        root = cls(system.make_context(spec, spec.id, "", on_exit), spec, system)
+        root.start_thread()
+        root.started.wait()
+        if root.start_error is not None:
+            raise StartError(spec.id, f"{root.start_error}") from root.start_error
+        return root
+
+    # -- any thread -------------------------------------------------------------
+
+    def post(self, request: Request, reply: Reply) -> None:
+        """Queue a request (``StartChild``, ``TerminateChild``, ``RestartChild``); any thread, never blocks.
+
+        Its outcome goes to ``reply``. A supervisor that stopped meanwhile refuses it
+        (``UnknownAgentError``, or ``RuntimeClosedError`` as the tree goes down).
+        """
+        self.mailbox.put(Envelope(request, reply))
+        if self.mailbox.closed:
+            self.system.dead_letters(self.path, self.mailbox.drain())
+
+    def report_hung(self, incarnation: Agent) -> None:
+        """Runs in the watchdog's (the clock's) thread: queue it for ours, which abandons the handler."""
+        self.mailbox.put(Envelope(Hung(incarnation)))
+
+    def _exit_signal(self, incarnation: Agent, exit_: Exit) -> None:
+        """Runs in the child's thread (or the watchdog's): queue it for ours."""
+        self.mailbox.put(Envelope(ChildExit(incarnation, exit_)))
 
     def children(self) -> tuple[Child, ...]:
         return tuple(self._children)
@@ -72,7 +111,7 @@ class Supervisor(Agent):
         children = self.children()
         return {
             # OTP counts simple_one_for_one's single template as its one spec
-            "specs": 1 if self.spec.strategy == "simple_one_for_one" else len(children),
+            "specs": 1 if self._strategy.from_template else len(children),
             "active": sum(1 for c in children if c.incarnation is not None),
             "supervisors": sum(1 for c in children if c.is_supervisor),
             "workers": sum(1 for c in children if not c.is_supervisor),
@@ -91,15 +130,8 @@ class Supervisor(Agent):
             else:
                 out.append(child.info())
         return {
-            "id": spec.id,
-            "path": self.path,
-            "type": "supervisor",
-            "kind": "supervisor",
-            "state": str(self.state),
-            "strategy": spec.strategy,
-            "intensity": spec.intensity,
-            "period_s": spec.period_s,
-            "children": out,
+            "id": spec.id, "path": self.path, "type": "supervisor", "kind": "supervisor", "state": str(self.state),
+            "strategy": spec.strategy, "intensity": spec.intensity, "period_s": spec.period_s, "children": out,
         }
 
     # -- lifecycle ------------------------------------------------------------
@@ -122,7 +154,7 @@ class Supervisor(Agent):
                 started.append(child)
         except BaseException:
             for child in reversed(started):
-                self._terminate(child, "a sibling failed to start")
+                terminate(child, "a sibling failed to start")
             for child in list(self._children):
                 self._remove(child)
             self._unregister()
@@ -144,6 +176,7 @@ class Supervisor(Agent):
         self.on_stop()
 
     def on_receive(self, message: Any) -> Any:
+        """One message, in the supervisor's own thread; what a request raises goes to its caller."""
         kind = type(message)
         if kind is ChildExit:
             return self._child_exited(message.incarnation, message.exit)
@@ -172,60 +205,16 @@ class Supervisor(Agent):
         self._by_id[child_id] = child
         return child
 
-    def _exit_signal(self, incarnation: Agent, exit_: Exit) -> None:
-        # Runs in the child's thread (or the watchdog's): queue it for ours.
-        self.mailbox.put(Envelope(ChildExit(incarnation, exit_)))
-
     def _start(self, child: Child) -> None:
         """Start one incarnation; return once its ``on_start`` is done, or raise ``StartError``."""
+        start(child, self._build, self.system.clock.now)
+
+    def _build(self, child: Child) -> Agent:
+        """A new incarnation of ``child``; if this raises, its start fails."""
         spec = child.spec
-        ctx = child.context
-        try:
-            if isinstance(spec, SupervisorSpec):
-                inc: Agent = Supervisor(ctx, spec, self.system)
-            else:
-                inc = self.system.resolve(spec)(ctx)
-        except Exception as exc:
-            detail = f"__init__ raised {exc!r}"
-            ctx.emit("failed", detail, {"phase": "init"})
-            raise StartError(child.id, detail) from exc
-        ctx.mailbox.closed = False
-        pykka.ActorRegistry.register(inc.actor_ref)
-        child.incarnation = inc
-        inc._start_actor_loop()
-        if not inc.started.wait(spec.start_timeout_s):
-            child.incarnation = None
-            detail = f"on_start did not finish within start_timeout_s={spec.start_timeout_s}"
-            if inc.abandon():
-                ctx.emit("failed", detail, {"phase": "start"})
-            raise StartError(child.id, detail)
-        if inc.start_error is not None:
-            child.incarnation = None
-            raise StartError(child.id, f"on_start raised {inc.start_error!r}") from inc.start_error
-        child.restart_at = None
-        child.started_at = self.system.clock.now()
-
-    def _terminate(self, child: Child, cause: str) -> None:
-        """Stop a child's incarnation within its ``shutdown_s``; it stays in the list."""
-        child.restart_token = None
-        child.restart_at = None
-        child.last_exit = Exit.shutdown(cause)
-        inc = child.incarnation
-        if inc is None:
-            return
-        inc.request_stop(Exit.shutdown(cause))
-        self._await_stop(child, inc, time.monotonic() + child.spec.shutdown_s)
-
-    def _await_stop(self, child: Child, inc: Agent, deadline: float) -> None:
-        thread = inc.thread
-        if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive() and inc.abandon():
-                detail = f"did not stop within shutdown_s={child.spec.shutdown_s}; abandoned"
-                logger.error("agent %s %s", child.id, detail, extra={"agent_id": child.id})
-                child.context.emit("shutdown_timeout", detail, {"shutdown_s": child.spec.shutdown_s})
-        child.incarnation = None
-        child.context.emit("stopped", child.last_exit.describe() if child.last_exit else None, {})
+        if isinstance(spec, SupervisorSpec):
+            return Supervisor(child.context, spec, self.system)
+        return self.system.resolve(spec)(child.context)
 
     def _remove(self, child: Child) -> None:
         if self._by_id.get(child.id) is not child:
@@ -241,20 +230,8 @@ class Supervisor(Agent):
         ``simple_one_for_one`` stops its children. Two hung dynamic agents take one
         ``shutdown_s``, not two."""
         children = list(self._children)
-        for batch in _stop_batches(children, together=self.spec.strategy == "simple_one_for_one"):
-            if len(batch) == 1:
-                self._terminate(batch[0], cause)
-                continue
-            running = [(c, c.incarnation) for c in batch]
-            for child, inc in running:
-                child.restart_token = child.restart_at = None
-                child.last_exit = Exit.shutdown(cause)
-                if inc is not None:
-                    inc.request_stop(Exit.shutdown(cause))
-            start = time.monotonic()
-            for child, inc in running:
-                if inc is not None:
-                    self._await_stop(child, inc, start + child.spec.shutdown_s)
+        for batch in stop_batches(children, together=self._strategy.from_template):
+            terminate_together(batch, cause)
         self._children.clear()
         self._by_id.clear()
         for child in children:
@@ -271,45 +248,34 @@ class Supervisor(Agent):
         child = self._by_id.get(inc.context.agent_id)
         if child is None or child.incarnation is not inc:
             return  # an incarnation we already stopped or replaced
-        restart = child.spec.restart == "permanent" or (
-            child.spec.restart == "transient" and exit_.is_crash
-        )
-        if restart:
-            child.restart_at = self.system.clock.now()  # marks "restarting" until started
-        child.incarnation = None
+        rule = restart_rule(child.spec.restart)
+        restart = rule.should_restart(exit_)
         child.last_exit = exit_
-        if inc.thread is not None and not inc._abandoned:
+        child.settle(ChildStatus.RESTARTING if restart else ChildStatus.FAILED if exit_.is_crash else ChildStatus.STOPPED)
+        child.incarnation = None
+        if inc.thread is not None and not inc.abandoned:
             inc.thread.join(1.0)  # it is past its last line; let it end
         if not exit_.is_crash:
             child.context.emit("stopped", exit_.describe(), {})
         if not restart:
             if exit_.is_crash:
                 child.context.emit("stopped", f"not restarted (restart={child.spec.restart})", {})
-            if child.spec.restart == "temporary" or child.dynamic:
+            if rule.removed or child.dynamic:
                 self._remove(child)
             else:
-                child.restart_at = None
                 child.context.mailbox.closed = True
                 self.system.dead_letters(child.id, child.context.mailbox.drain())
             return
         if not self._count_restart(child):
             return
-        targets = self._targets(child)
+        targets = self._strategy.targets(self._children, child)
         for other in reversed(targets):
             if other is not child and other.incarnation is not None:
-                self._terminate(other, f"{child.id} exited ({exit_.describe()})")
+                terminate(other, f"{child.id} exited ({exit_.describe()})")
         for other in targets:
-            if other is not child and other.spec.restart == "temporary":
-                self._remove(other)  # OTP: temporary siblings are not restarted
-        self._restart_or_schedule(child, [t for t in targets if t is child or t.spec.restart != "temporary"])
-
-    def _targets(self, child: Child) -> list[Child]:
-        strategy = self.spec.strategy
-        if strategy == "one_for_all":
-            return list(self._children)
-        if strategy == "rest_for_one":
-            return self._children[self._children.index(child) :]
-        return [child]
+            if restart_rule(other.spec.restart).removed:
+                self._remove(other)  # OTP: temporary siblings are not restarted (the child is not temporary)
+        self._restart_or_schedule(child, [t for t in targets if self._by_id.get(t.id) is t])
 
     def _count_restart(self, child: Child) -> bool:
         """Record one restart (OTP's ``add_restart``); escalate and return False past the intensity."""
@@ -334,8 +300,7 @@ class Supervisor(Agent):
             return
         token = object()
         for t in targets:
-            t.restart_at = now + delay
-            t.restart_token = token
+            t.back_off(now + delay, token)
             # Callers whose deadline comes before the restart hear `restarting` now, not a timeout later.
             for late in t.context.mailbox.expire(now + delay):
                 deliver(late.reply_to, error=RestartingError(t.id, delay))
@@ -361,7 +326,7 @@ class Supervisor(Agent):
         for i, child in enumerate(targets):
             if self._by_id.get(child.id) is not child:
                 continue
-            child.restart_token = None
+            child.settle(ChildStatus.RESTARTING)
             child.context.restart_count += 1
             try:
                 self._start(child)
@@ -371,7 +336,7 @@ class Supervisor(Agent):
                 logger.error("restart of %s failed: %s", child.id, exc, extra={"agent_id": child.id})
                 rest = tuple(targets[i:])
                 for c in rest:
-                    c.restart_at = self.system.clock.now()
+                    c.settle(ChildStatus.RESTARTING)
                 self.mailbox.put(Envelope(RestartDue(rest, None, counted=False)))
                 return
 
@@ -403,7 +368,7 @@ class Supervisor(Agent):
     def _start_child(self, spec: ChildSpec | SupervisorSpec) -> dict[str, Any]:
         if spec.id is None:
             raise StartError("?", "a child started at run time needs an id")
-        child = self._add(spec, spec.id, dynamic=self.spec.strategy == "simple_one_for_one")
+        child = self._add(spec, spec.id, dynamic=self._strategy.from_template)
         try:
             self._start(child)
         except BaseException:
@@ -413,32 +378,13 @@ class Supervisor(Agent):
 
     def _terminate_child(self, child_id: str) -> dict[str, Any]:
         child = self._child(child_id)
-        self._terminate(child, "stopped on request")
+        terminate(child, "stopped on request")
         self._remove(child)
         return child.info()
 
     def _restart_child(self, child_id: str) -> dict[str, Any]:
         child = self._child(child_id)
-        self._terminate(child, "restart requested")
+        terminate(child, "restart requested")
         child.context.restart_count += 1
         self._start(child)
         return child.info()
-
-
-def _stop_batches(children: list[Child], *, together: bool) -> list[list[Child]]:
-    """``children`` in stopping order (reverse start order), in steps: each static child (of the
-    spec) or supervisor alone, each run of agents added at run time (or every child, when
-    ``together``) as one step."""
-    if together:
-        return [list(reversed(children))] if children else []
-    batches: list[list[Child]] = []
-    for child in reversed(children):
-        if _together(child) and batches and _together(batches[-1][-1]):
-            batches[-1].append(child)
-        else:
-            batches.append([child])
-    return batches
-
-
-def _together(child: Child) -> bool:
-    return not child.static and not child.is_supervisor

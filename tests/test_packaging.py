@@ -44,3 +44,6 @@ def test_wheel_holds_every_module_under_mistersmith(tmp_path: Path) -> None:
     assert not missing, f"missing from the wheel (add the package to pyproject's list?): {missing}"
     assert "mistersmith/py.typed" in names
     assert any(n.startswith("mistersmith/migrations/") and n.endswith(".sql") for n in names)
+    # the docs ship too, so `mistersmith --help` can name a reference that exists outside a checkout
+    docs = {f"mistersmith/docs/{p.relative_to(ROOT / 'docs').as_posix()}" for p in (ROOT / "docs").rglob("*.md")}
+    assert docs and not sorted(docs - names), sorted(docs - names)

@@ -216,3 +216,33 @@ def test_loop_reply_times_out_once_and_ignores_late_replies() -> None:
         assert quick._timer is not None and quick._timer.cancelled()
 
     run(main)
+
+
+def test_event_stream_with_history_has_every_event_once_in_seq_order_while_threads_emit() -> None:
+    """Made mid-flight: the kept events up to the bus's delivered seq, then the live ones past it."""
+
+    async def main() -> None:
+        async with new_runtime() as rt:
+            halfway = threading.Event()
+
+            def emit(n: int) -> None:
+                for i in range(300):
+                    rt.bus.emit("paused", supervisor="root", agent_id=f"x{n}")
+                    if i == 100:
+                        halfway.set()
+
+            threads = [threading.Thread(target=emit, args=(n,)) for n in range(3)]
+            for thread in threads:
+                thread.start()
+            assert await asyncio.to_thread(halfway.wait, WAIT_S)
+            stream = rt.event_stream(include_history=True)
+            for thread in threads:
+                await asyncio.to_thread(thread.join, WAIT_S)
+            last = rt.bus.delivered_seq
+            assert last == 1 + 900  # the root's started, then ours
+            assert [(await stream.next(WAIT_S)).seq for _ in range(last)] == list(range(1, last + 1))
+            with pytest.raises(TimeoutError):
+                await stream.next(0.01)
+            stream.close()
+
+    run(main)

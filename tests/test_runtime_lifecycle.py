@@ -113,7 +113,7 @@ def test_calls_say_the_runtime_is_closing_from_the_moment_the_root_gives_up() ->
         assert _SlowToStop.entered.wait(WAIT_S)
         assert not rt.closed
         for call in (lambda: rt.ask("a", "ping", timeout=WAIT_S), lambda: rt.send("b", "ping"),
-                     lambda: rt.get_agent("a"), lambda: rt.stop("b")):
+                     lambda: rt.spawn("echo", "c"), lambda: rt.stop("b")):
             with pytest.raises(RuntimeClosedError):
                 call()
     finally:

@@ -10,23 +10,30 @@ from . import subjects
 from .bridge import Bridge, BridgeOptions
 from .client import AgentClient
 from .connection import ConnectionStats, ConnectOptions, connect, reconnect_delay_s
-from .errors import NatsUnavailableError
+from .errors import NatsUnavailableError, NoTaskAgentError, UnservedKindError
+from .task_agents import AgentPool, HostedAgents, TaskAgents, serve_pools
 from .task_status import TaskTracker
 from .tasks import TaskOptions, TaskQueue
 from .trace import new_traceparent
 
 __all__ = [
     "AgentClient",
+    "AgentPool",
     "Bridge",
     "BridgeOptions",
     "ConnectOptions",
     "ConnectionStats",
+    "HostedAgents",
     "NatsUnavailableError",
+    "NoTaskAgentError",
+    "TaskAgents",
     "TaskOptions",
     "TaskQueue",
     "TaskTracker",
+    "UnservedKindError",
     "connect",
     "new_traceparent",
     "reconnect_delay_s",
+    "serve_pools",
     "subjects",
 ]

@@ -126,8 +126,9 @@ class CommandRouter:
             self._tell(agent_id, command, payload)
             return
         self.counters.add("requests_in")
+        timeout_s = _caller_timeout_s(msg.headers, self.ask_timeout_s)
         try:  # queue now, in arrival order; a task awaits the answer
-            answer = self.runtime.ask_future(agent_id, command, payload, timeout=self.ask_timeout_s)
+            answer = self.runtime.ask_future(agent_id, command, payload, timeout=timeout_s)
         except Exception as exc:
             answer = asyncio.get_running_loop().create_future()
             answer.set_exception(exc)
@@ -179,3 +180,19 @@ class CommandRouter:
             task = asyncio.get_running_loop().create_task(self.unroute(agent_id))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+
+
+TIMEOUT_HEADER = "Mistersmith-Timeout"
+"""A request may say how long its caller waits (seconds); the bridge then waits no longer than that
+(nor than ``ask_timeout_s``), so a restart that would outlast it is answered ``restarting`` at once."""
+
+
+def _caller_timeout_s(headers: dict[str, str] | None, bound_s: float) -> float:
+    raw = (headers or {}).get(TIMEOUT_HEADER)
+    if raw is None:
+        return bound_s
+    try:
+        value = float(raw)
+    except ValueError:
+        return bound_s
+    return min(value, bound_s) if value > 0 else bound_s

@@ -80,7 +80,9 @@ def _bad(problem: str) -> _Refused:
 
 
 def check_spawn(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a spawn payload (``invalid_payload`` naming the key) and return it."""
+    """Validate a spawn payload and return it: its shape (an unknown key, a value of the wrong type)
+    is ``invalid_payload``; a well-formed value the spec refuses (a restart type) is ``invalid_spec``,
+    as the Runtime's refusals are (an unknown kind, a config the kind refuses)."""
     unknown = sorted(set(payload) - _SPAWN_KEYS)
     if unknown:
         raise _bad(f"spawn: unknown key {unknown[0]!r}; use: {', '.join(sorted(_SPAWN_KEYS))}")
@@ -92,7 +94,9 @@ def check_spawn(payload: Mapping[str, Any]) -> dict[str, Any]:
     if payload.get("config") is not None and not isinstance(payload["config"], dict):
         raise _bad(f"spawn: config={payload['config']!r}; use a JSON object")
     if payload.get("restart") is not None and payload["restart"] not in _RESTARTS:
-        raise _bad(f"spawn: restart={payload['restart']!r}; use one of: {', '.join(_RESTARTS)}")
+        # a well-formed value the spec refuses: invalid_spec, as an unknown kind is (the reference's rule)
+        raise _Refused("invalid_spec", f"spawn: restart={payload['restart']!r} is not allowed; use one of: "
+                                       f"{', '.join(_RESTARTS)}")
     if payload.get("supervisor") is not None and not isinstance(payload["supervisor"], str):
         raise _bad(f"spawn: supervisor={payload['supervisor']!r}; use a supervisor path such as 'root'")
     return dict(payload)

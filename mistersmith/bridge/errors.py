@@ -1,10 +1,12 @@
-"""The bridge's own error: the NATS connection is not there."""
+"""The bridge's own errors: the NATS connection is not there; a task kind no node serves; no agent for a task."""
 
 from __future__ import annotations
 
-from mistersmith.errors import MisterSmithError
+from collections.abc import Iterable
 
-__all__ = ["NatsUnavailableError"]
+from mistersmith.errors import MisterSmithError, SpecError
+
+__all__ = ["NatsUnavailableError", "NoTaskAgentError", "UnservedKindError"]
 
 
 class NatsUnavailableError(MisterSmithError):
@@ -20,3 +22,28 @@ class NatsUnavailableError(MisterSmithError):
         super().__init__(f"{what}: the NATS connection is {state}; retry once it has reconnected")
         self.what = what
         self.state = state
+
+
+class UnservedKindError(SpecError):
+    """No node serves tasks of ``kind`` (``invalid_spec``): its durable consumer does not exist.
+
+    ``served`` are the kinds some node serves (see ``task_streams``).
+    """
+
+    def __init__(self, kind: str, served: Iterable[str], key: str = "kind") -> None:
+        self.served = tuple(served)
+        served_now = f"kinds served: {', '.join(self.served)}" if self.served else "no kind is served yet"
+        super().__init__(None, key, kind, f"no node serves tasks of kind {kind!r} ({served_now}); start a node "
+                         f"that runs {kind!r}, or submit a kind that is served")
+        self.kind = kind
+
+
+class NoTaskAgentError(MisterSmithError):
+    """No agent of ``kind`` can take a task on this node now (``unavailable``); the task is retried."""
+
+    code = "unavailable"
+
+    def __init__(self, kind: str, node_id: str, why: str) -> None:
+        super().__init__(f"no {kind!r} agent on {node_id} can take the task: {why}")
+        self.kind = kind
+        self.node_id = node_id

@@ -1,6 +1,7 @@
 """``TaskTracker``: what became of each task, and the web's ``Tasks`` port.
 
-``submit`` queues through the ``TaskQueue``; ``get(task_id)`` answers from
+``submit`` queues through the ``TaskQueue``, for a kind some node serves
+(else it refuses, naming the kinds served); ``get(task_id)`` answers from
 the record that only nodes write, never from what a NATS message says (NATS
 does not tell a subscriber who published, and any client could publish on
 ``tasks.{task_id}.result``):
@@ -71,13 +72,18 @@ class TaskTracker:
         self._subs.clear()
 
     async def submit(
-        self, *, task_type: str, payload: Mapping[str, Any], agent_id: str | None, timeout_s: float
+        self, *, task_type: str, payload: Mapping[str, Any], agent_id: str | None, timeout_s: float,
+        command: str = "run",
     ) -> dict[str, Any]:
-        """Queue a task for any agent of kind ``task_type``: ``{"task_id", "status": "queued"}``."""
+        """Queue a task for any agent of kind ``task_type``: ``{"task_id", "status": "queued"}``.
+
+        Refused (``UnservedKindError``, ``invalid_spec``) when no node serves that kind, so a task
+        never waits for a worker that does not exist (``TaskQueue.check_served``)."""
         if agent_id is not None:
             raise SpecError(None, "agent_id", agent_id,
                             "the task queue routes by kind; omit agent_id, or command that agent directly")
-        queued = await self.queue.submit(task_type, payload, timeout_s=timeout_s)  # records it, tells us
+        await self.queue.check_served(task_type, key="task_type")
+        queued = await self.queue.submit(task_type, payload, command=command, timeout_s=timeout_s)  # records it, tells us
         return {"task_id": queued["task_id"], "status": "queued"}
 
     async def get(self, task_id: str) -> dict[str, Any] | None:

@@ -11,9 +11,11 @@
 - ``serve(kind)`` runs a worker on this node: it keeps at most ``max_in_flight``
   tasks in hand, and whenever a slot is free it asks ``high`` first, then
   ``normal``, then ``low`` (a no-wait pull each), so ``high`` drains before
-  ``normal`` and ``normal`` before ``low``. Each task goes to a hosted agent of
-  the kind (round robin) with ``Runtime.aask``; while it runs the worker tells
-  JetStream it is in progress, so a long task is not redelivered.
+  ``normal`` and ``normal`` before ``low``. Each task goes with ``Runtime.aask``
+  to the agent its ``TaskAgents`` lends (``task_agents``: by default a hosted
+  agent of the kind, round robin; a node serves with an ``AgentPool``); while
+  it runs the worker tells JetStream it is in progress, so a long task is not
+  redelivered. The streams and consumers are ``task_streams``'.
 - Success: the result is published on ``tasks.{task_id}.result`` and the task is
   acked. Failure: nak'ed with backoff (``backoff_s``) until ``max_deliver``
   deliveries, then published on ``tasks.{kind}.dead`` and terminated. An error
@@ -39,7 +41,6 @@ Runs on the event loop.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import uuid
@@ -49,25 +50,25 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
 from mistersmith.envelope import EnvelopeError, decode_json, encode_json
 from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.ports import TaskStore
 from mistersmith.runtime import Runtime
 
-from . import subjects
+from . import subjects, task_streams
+from .errors import UnservedKindError
 from .lifecycle import cancel_and_wait
+from .task_agents import HostedAgents, TaskAgents
 from .task_record import TaskListener, TaskRecord
 from .wire import Wire
 
-__all__ = ["TASK_STREAM", "TaskListener", "TaskOptions", "TaskQueue"]
+__all__ = ["DEAD_STREAM", "TASK_STREAM", "TaskListener", "TaskOptions", "TaskQueue"]
 
 logger = logging.getLogger("mistersmith.bridge.tasks")
 
-TASK_STREAM = "MS_TASKS"
-DEAD_STREAM = "MS_TASKS_DEAD"
+TASK_STREAM = task_streams.TASK_STREAM
+DEAD_STREAM = task_streams.DEAD_STREAM
 _PERMANENT = frozenset({"invalid_payload", "unknown_command", "invalid_envelope", "invalid_task"})
 _TASK_KEYS = frozenset({"task_id", "command", "payload", "timeout_s"})
 _CLOSE_S = 5.0
@@ -138,36 +139,28 @@ class TaskQueue:
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._doorbell: dict[str, asyncio.Event] = {}
-        self._turn = itertools.count()
+        self._agents: dict[str, TaskAgents] = {}
 
     # -- setup ---------------------------------------------------------------------------
 
     async def ensure_streams(self) -> None:
         """Create (or update) the two streams. Idempotent."""
-        if self._ready:
-            return
-        for name, subject, retention in ((TASK_STREAM, "tasks.*.queue.*", RetentionPolicy.WORK_QUEUE),
-                                         (DEAD_STREAM, "tasks.*.dead", RetentionPolicy.LIMITS)):
-            config = StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
-                                  num_replicas=self.options.replicas)
-            try:
-                await self.js.stream_info(name)
-                await self.js.update_stream(config)
-            except NotFoundError:
-                await self.js.add_stream(config)
-        self._ready = True
+        if not self._ready:
+            await task_streams.ensure_streams(self.js, self.options.replicas)
+            self._ready = True
 
     async def _ensure_consumer(self, kind: str, priority: str) -> str:
-        durable = f"tasks-{kind}-{priority}"
         if (kind, priority) not in self._consumers:
-            opts = self.options
-            await self.js.add_consumer(TASK_STREAM, ConsumerConfig(
-                durable_name=durable, filter_subject=subjects.task_queue(kind, priority),
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=opts.ack_wait_s, max_deliver=opts.max_deliver,
-                max_ack_pending=-1,
-            ))
+            await task_streams.ensure_consumer(self.js, kind, priority, ack_wait_s=self.options.ack_wait_s,
+                                               max_deliver=self.options.max_deliver)
             self._consumers.add((kind, priority))
-        return durable
+        return task_streams.durable_name(kind, priority)
+
+    async def check_served(self, kind: str, priority: str = "normal", *, key: str = "kind") -> None:
+        """``UnservedKindError`` (naming ``key``) unless some node serves ``kind``: a worker made its
+        consumer (``task_streams``). ``submit`` does not check; the ``Tasks`` port does."""
+        if not await task_streams.is_served(self.js, kind, priority):
+            raise UnservedKindError(kind, await task_streams.served_kinds(self.wire.nc), key)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -196,11 +189,13 @@ class TaskQueue:
 
     # -- serving ---------------------------------------------------------------------------
 
-    async def serve(self, kind: str) -> None:
-        """Start a worker for ``kind`` on this node (idempotent)."""
+    async def serve(self, kind: str, *, agents: TaskAgents | None = None) -> None:
+        """Start a worker for ``kind`` on this node (idempotent); ``agents`` lends it the agent of
+        each task (default ``HostedAgents``: this node's agents of the kind, round robin)."""
         subjects.check_token(kind, "kind")
         if kind in self._workers:
             return
+        self._agents[kind] = agents or HostedAgents(self.runtime, kind)
         await self.ensure_streams()
         durables = [await self._ensure_consumer(kind, p) for p in subjects.PRIORITIES]
         bell = self._doorbell.setdefault(kind, asyncio.Event())
@@ -280,13 +275,6 @@ class TaskQueue:
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(done)
 
-    def _agent_for(self, kind: str) -> str | None:
-        agents = sorted(str(a["id"]) for a in self.runtime.list_agents()
-                        if a.get("kind") == kind and a.get("state") not in ("stopped", "failed", "stopping"))
-        if not agents:
-            return None
-        return agents[next(self._turn) % len(agents)]
-
     async def _run_one(self, kind: str, msg: Msg) -> None:
         deliveries = msg.metadata.num_delivered
         try:
@@ -294,22 +282,33 @@ class TaskQueue:
         except EnvelopeError as exc:
             await self._dead(kind, msg, None, "invalid_task", exc.message, deliveries)
             return
-        agent = self._agent_for(kind)
-        if agent is None:
-            await self._retry(kind, msg, task_id, "unavailable", f"no {kind!r} agent on {self.node_id}", deliveries)
+        lender = self._agents[kind]
+        try:
+            agent = await lender.acquire()
+        except MisterSmithError as exc:
+            await self._retry(kind, msg, task_id, str(exc.code), exc.message, deliveries)
             return
+        error: str | None = None
+        try:
+            error = await self._attempt(kind, msg, agent, task_id, command, payload, timeout_s, deliveries)
+        finally:
+            await lender.release(agent, error)
+
+    async def _attempt(self, kind: str, msg: Msg, agent: str, task_id: str, command: str, payload: dict[str, Any],
+                       timeout_s: float | None, deliveries: int) -> str | None:
+        """Run one delivery of a task on ``agent``; returns the code of the error ``aask`` raised, if any."""
         claim = secrets.token_hex(16)
         running = {"status": "running", "kind": kind, "agent_id": agent, "node": self.node_id, "attempt": deliveries}
         taken = await self.record.claim(task_id, claim, running)
         if taken is None:
             await self._retry(kind, msg, task_id, "store_unavailable",
                               "the claim could not be recorded, so the task was not run", deliveries)
-            return
+            return None
         if not taken:
             await msg.ack()
             self.counters["skipped"] += 1
             logger.info("task %s is done or dead already (a redelivery): acked, not run again", task_id)
-            return
+            return None
         await self._progress(task_id, "running", kind=kind, agent_id=agent, node=self.node_id, attempt=deliveries)
         keepalive = asyncio.get_running_loop().create_task(self._keep_alive(msg))
         try:
@@ -321,7 +320,7 @@ class TaskQueue:
                 await self._dead(kind, msg, task_id, code, exc.message, deliveries, claim=claim)
             else:
                 await self._retry(kind, msg, task_id, code, exc.message, deliveries, claim=claim)
-            return
+            return code
         finally:
             keepalive.cancel()
         try:
@@ -329,19 +328,20 @@ class TaskQueue:
                                 "node": self.node_id, "attempt": deliveries})
         except TypeError as exc:
             await self._dead(kind, msg, task_id, "invalid_result", str(exc), deliveries, claim=claim)
-            return
+            return None
         done = {"status": "done", "result": result, "agent_id": agent, "node": self.node_id, "attempt": deliveries}
         settled = await self.record.settle(task_id, claim, done)
         if settled is None:  # not recorded: JetStream gives the task again (and it runs again)
             await self._retry(kind, msg, task_id, "store_unavailable", "the result could not be recorded",
                               deliveries)
-            return
+            return None
         if not settled:
-            return  # a redelivery holds the task now: that attempt settles and acks it
+            return None  # a redelivery holds the task now: that attempt settles and acks it
         await self.wire.publish(subjects.task_result(task_id), body)
         await msg.ack()
         self.counters["done"] += 1
         await self._progress(task_id, "done", attempt=deliveries)
+        return None
 
     async def _keep_alive(self, msg: Msg) -> None:
         while True:

@@ -3,7 +3,8 @@
 ``main(argv)`` runs one command and returns its exit code (see ``_errors``
 for what each code means). The commands live one per concept in the private
 modules: ``_serve``, ``_client`` (over NATS), ``_journal`` (``replay`` and
-``migrate``), ``_bench``, ``_settings`` (``config``).
+``migrate``), ``_psql``, ``_nats_url``, ``_completion``, ``_bench``,
+``_settings`` (``config``).
 """
 
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError

@@ -13,7 +13,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, metadata
+from importlib.resources import files
+from pathlib import Path
 from typing import Any, NoReturn
 
 from mistersmith import __version__
@@ -34,16 +35,13 @@ Settings: flags, then MISTERSMITH_* environment variables, then the --config TOM
 
 
 def docs_link() -> str:
-    """Where the CLI reference is, from the package's metadata (pyproject's ``[project.urls]``):
-    ``Documentation`` + ``/reference/cli.md``, else ``Homepage``, else the path in a source checkout."""
+    """The CLI reference as installed with the package (the wheel ships ``docs/`` as
+    ``mistersmith.docs``), so the link works outside a checkout too."""
     try:
-        urls = metadata("mistersmith").get_all("Project-URL") or []
-    except PackageNotFoundError:
-        urls = []
-    named = dict(url.split(", ", 1) for url in urls if ", " in url)
-    if named.get("Documentation"):
-        return named["Documentation"].rstrip("/") + "/reference/cli.md"
-    return named.get("Homepage") or "docs/reference/cli.md in the source"
+        path = Path(str(files("mistersmith.docs") / "reference" / "cli.md"))
+    except ModuleNotFoundError:
+        return "docs/reference/cli.md in the source"
+    return str(path) if path.is_file() else "docs/reference/cli.md in the source"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +93,7 @@ def _node_settings(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--node-id", metavar="ID", help="node id (default: kept in DIR/node_id)")
     group.add_argument("--allow-remote-shutdown", action="store_const", const="true",
                        help="let `mistersmith shutdown` (system.control.shutdown over NATS) stop this node")
-    group.add_argument("--max-agents", metavar="N", help="concurrent agents on this node (default 10)")
+    group.add_argument("--max-agents", metavar="N", help="agents this node hosts at once, of all kinds (node.max_agents, default 10000)")
     group.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)")
     group.add_argument("--log-format", metavar="FORMAT", help="pretty or json (default pretty)")
 

@@ -96,7 +96,9 @@ async def request(
 ) -> Any:
     """Send one request and return the reply's ``result``."""
     try:
-        msg = await nc.request(subject, encode_json(dict(payload or {})), timeout=timeout_s)
+        # Tell the node how long we wait, so a restart longer than that is `restarting` at once.
+        msg = await nc.request(subject, encode_json(dict(payload or {})), timeout=timeout_s,
+                               headers={"Mistersmith-Timeout": f"{timeout_s:g}"})
     except NoRespondersError:
         raise no_responders from None
     except NatsTimeoutError:

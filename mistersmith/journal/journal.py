@@ -283,8 +283,9 @@ class Journal:
     def recover(self, runtime: RecoveryTarget, *, flush_timeout_s: float = 30.0) -> RecoveryReport:
         """Respawn what this node ran before it last stopped (see ``recovery.py``).
 
-        Ships the spool's backlog first, so the registry is current. Does
-        nothing (and says so) when ``config.recover`` is off.
+        Ships the spool's backlog first, so the registry is current, plans from
+        it, and has ``runtime.recover(plan)`` spawn and emit. Does nothing (and
+        says so) when ``config.recover`` is off.
         """
         self._check_open("recover()")
         forbid_blocking("Journal.recover()", "await journal.arecover(...)")

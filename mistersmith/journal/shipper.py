@@ -66,8 +66,13 @@ _STAGE = sql.SQL(
     " restart_count integer, data jsonb) ON COMMIT DELETE ROWS"
 )
 _COPY_STAGE = sql.SQL("COPY ms_journal_stage ({}) FROM STDIN").format(_COLS)
+# Events already journaled (re-shipped after a crash) are filtered out *before* the insert: an
+# identity value is drawn for every row an INSERT considers, so ON CONFLICT alone would leave a
+# gap in ``seq`` for each. Under the append lock no other writer inserts meanwhile; ON CONFLICT
+# stays as the backstop.
 _INSERT_STAGED = sql.SQL(
-    "INSERT INTO supervision_events ({cols}) SELECT {cols} FROM ms_journal_stage ORDER BY ord"
+    "INSERT INTO supervision_events ({cols}) SELECT {cols} FROM ms_journal_stage s"
+    " WHERE NOT EXISTS (SELECT 1 FROM supervision_events e WHERE e.event_id = s.event_id) ORDER BY ord"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq"
 ).format(cols=_COLS)
 _LAST_SEQ = sql.SQL("SELECT currval(pg_get_serial_sequence('supervision_events', 'seq'))")

@@ -146,7 +146,8 @@ class Spool:
         self._closing = False
         if self.records_durable:
             logger.info(
-                "journal spool %s: %d events (%d bytes) from an earlier run wait to be shipped",
+                "journal spool %s: %d events (%d bytes) from an earlier run are not confirmed shipped; those "
+                "not in the journal yet will be, the others are skipped (counted in duplicates_skipped)",
                 self.directory, self.records_durable, self.bytes_durable,
             )
 

@@ -158,8 +158,9 @@ async def _send_command(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _submit_task(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    more = {"command": a["command"]} if "command" in a else {}  # the port's default: "run"
     task = await b.need_tasks().submit(task_type=a["task_type"], payload=a.get("payload", {}),
-                                       agent_id=a.get("agent_id"), timeout_s=a.get("timeout_s", 60.0))
+                                       agent_id=a.get("agent_id"), timeout_s=a.get("timeout_s", 60.0), **more)
     return {"task": task}
 
 
@@ -259,8 +260,11 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
              ("agent_id", "command")),
          obj({"agent_id": {"type": "string"}, "command": {"type": "string"}, "result": {}},
              ("agent_id", "command", "result")), _send_command),
-    Tool("submit_task", "Submit a task", "Queue a task for any capable agent (needs the NATS bridge).",
+    Tool("submit_task", "Submit a task",
+         "Queue a task: command (default run) of any agent of kind task_type, on whichever node serves that "
+         "kind (needs the NATS bridge; refused when no node serves it). Follow it with get_task.",
          obj({"task_type": {"type": "string", "minLength": 1, "maxLength": 128}, "payload": {"type": "object"},
+              "command": {"type": "string", "minLength": 1, "maxLength": 128},
               "agent_id": ID, "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}},
              ("task_type",)),
          obj({"task": _TASK}, ("task",)), _submit_task),

@@ -203,3 +203,31 @@ def test_a_request_that_outlives_the_callers_timeout(node: Node) -> None:
             await node.rt.astop("sleepy")
 
     node.run(scenario())
+
+
+def test_a_request_right_after_a_crash_waits_for_the_restart_as_in_process(node: Node) -> None:
+    """Every door has the stash's semantics: a command during a short backoff is answered by the
+    next incarnation; one whose caller's deadline (Mistersmith-Timeout) comes first hears
+    `restarting` at once, with the time to retry."""
+    from mistersmith import Backoff
+
+    async def scenario() -> None:
+        assert node.bridge is not None
+        await node.bridge.aspawn("echo", "quick")  # the default root: a 0.1 s backoff
+        await node.rt.aspawn("echo", "slow", backoff=Backoff(min_s=30.0, max_s=30.0, jitter=0.0))
+        await node.bridge.router.route("slow")
+        nc, _ = await client(node.url)
+        try:
+            for agent in ("quick", "slow"):
+                crashed = await nc.request(f"agents.{agent}.commands.fail", b"{}", timeout=WAIT_S)
+                assert orjson.loads(crashed.data)["error"]["code"] == "agent_failed"
+            pong = await nc.request("agents.quick.commands.ping", b"{}", timeout=WAIT_S)
+            assert orjson.loads(pong.data) == {"ok": True, "result": {"pong": True, "agent_id": "quick"}}
+            refused = await nc.request("agents.slow.commands.ping", b"{}", timeout=WAIT_S,
+                                       headers={"Mistersmith-Timeout": "5"})
+            error = orjson.loads(refused.data)["error"]
+            assert error["code"] == "restarting" and "retry in about" in error["message"], error
+        finally:
+            await nc.close()
+
+    node.run(scenario())

@@ -215,7 +215,7 @@ def test_ping_and_shutdown(pair: tuple[Node, Node]) -> None:
     [
         ("spawn", b"{}", "invalid_payload"),
         ("spawn", b'{"kind": "echo", "colour": "red"}', "invalid_payload"),
-        ("spawn", b'{"kind": "echo", "restart": "sometimes"}', "invalid_payload"),
+        ("spawn", b'{"kind": "echo", "restart": "sometimes"}', "invalid_spec"),
         ("spawn", b'{"kind": "no-such-kind"}', "invalid_spec"),
         ("stop", b"{}", "invalid_payload"),
         ("get", b'{"agent_id": "a.b"}', "invalid_payload"),

@@ -125,8 +125,8 @@ def test_a_forged_result_for_a_queued_task_is_ignored(nats_server: EmbeddedNats,
         async def scenario() -> str:
             nc, _ = await client(nats_server.url)
             try:
-                # No node serves "idle": the task stays queued.
-                queued = await tracker.submit(task_type="idle", payload={"n": 1}, agent_id=None, timeout_s=5)
+                # No node serves "idle": the task stays queued (the Tasks port would refuse it; the queue takes it).
+                queued = await tracker_node.b.tasks.submit("idle", {"n": 1}, timeout_s=5)
                 task_id = str(queued["task_id"])
                 await _forge(nc, task_id, {"stolen": True})
                 # Each node's tracker rejects the result and the "done" progress (two each).

@@ -245,7 +245,7 @@ def test_a_forged_result_is_ignored_without_a_store_too(nats_server: EmbeddedNat
             await node.rt.aspawn("doer", "doer-f")
             nc, _ = await client(node.url)
             try:
-                queued = await tracker.submit(task_type="doer", payload={"q": 2}, agent_id=None, timeout_s=5)
+                queued = await bridge.tasks.submit("doer", {"q": 2}, timeout_s=5)
                 task_id = str(queued["task_id"])  # nobody serves "doer" yet: it stays queued
                 await nc.publish(f"tasks.{task_id}.result", orjson.dumps(
                     {"task_id": task_id, "ok": True, "result": {"q": "forged"}, "node": "elsewhere"}))

@@ -112,4 +112,53 @@ def test_a_taken_http_port_is_one_line_and_leaves_nothing_behind(node_dir: Path)
     assert done.returncode == EXIT_USAGE
     assert f"127.0.0.1:{port} is in use" in done.stderr.splitlines()[-1]
     assert "Traceback" not in done.stderr
-    assert processes_using(node_dir / "node") == []  # the embedded servers it had started are gone
+    assert processes_using(node_dir / "node") == []
+    # checked before anything starts: neither embedded server was started, nor its directory made
+    assert not (node_dir / "node" / "postgres").exists() and not (node_dir / "node" / "nats").exists()
+    assert not (node_dir / "node" / "node.json").exists()
+
+
+def test_the_embedded_nats_port_is_stable_and_falls_back_when_taken(
+    node_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert call(capsys, "config", "--json").json()["settings"]["nats"]["embedded_port"] == 4222  # the default
+    data_dir = node_dir / "node"
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        preferred = probe.getsockname()[1]
+    monkeypatch.setenv("MISTERSMITH_NATS_EMBEDDED_PORT", str(preferred))  # as 4222, but ours alone
+
+    def serve_once() -> tuple[str, str]:
+        with Served(data_dir) as served:
+            url = served.ready["nats_url"]
+            shown = call(capsys, "--data-dir", str(data_dir), "nats-url")
+            assert shown.code == EXIT_OK and shown.out == f"{url}\n"
+            assert (data_dir / "nats" / "port").read_text().strip() == url.rsplit(":", 1)[1]
+        assert served.wait() == EXIT_OK
+        return url, served.stderr()
+
+    url, stderr = serve_once()
+    assert url == f"nats://127.0.0.1:{preferred}"
+    stopped = [line for line in stderr.splitlines() if "mistersmith.node  stopped: " in line]
+    assert len(stopped) == 1, stderr
+    assert all(step in stopped[0] for step in ("agents", "nats bridge", "embedded PostgreSQL", "embedded nats-server"))
+
+    with socket.create_server(("127.0.0.1", preferred)):  # someone else takes it meanwhile
+        fallback, _ = serve_once()
+        assert fallback != url
+        again, _ = serve_once()
+        assert again == fallback  # the port this data directory's server used last
+
+
+def test_the_banner_ends_with_what_to_try_next() -> None:
+    from mistersmith.cli._serve import _ready_text
+    from mistersmith.config import load_settings
+
+    where = {"node_id": "node-1", "http_url": "http://127.0.0.1:8080", "nats_url": "nats://127.0.0.1:4222",
+             "nats_credentials": "/d/nats/credentials/client.json", "data_dir": "/srv/my node"}
+    default_dir = _ready_text(where, load_settings({}, {}, None), ["echo"]).splitlines()
+    tail = default_dir[default_dir.index("Stop with Ctrl-C (or SIGTERM).") + 1:]
+    assert tail[1:5] == ["Try, from another terminal in this directory:", "  mistersmith spawn echo --id a1",
+                         "  mistersmith send a1 echo '{\"hi\": 1}'", "  mistersmith tree"]
+    assert "README.md" in tail[-1] and "A 30-second tour" in tail[-1]
+    elsewhere = _ready_text(where, load_settings({"node.data_dir": "/srv/my node"}, {}, None), ["echo"])
+    assert "  mistersmith spawn echo --id a1 --data-dir '/srv/my node'" in elsewhere.splitlines()

@@ -136,3 +136,27 @@ def test_a_mistersmith_toml_in_the_working_directory_is_read(tmp_path: Path, mon
     assert load_settings({}, {}, tmp_path / "again.toml")["process.kinds"]["tool"].command == ("tool", "-x")
     monkeypatch.chdir(tmp_path / "..")
     assert load(argparse.Namespace(config=None)).config_file is None
+
+
+def test_the_serve_banner_names_agents_not_recovered_with_what_to_do() -> None:
+    from mistersmith.cli._serve import _ready_text
+    from mistersmith.recovery import NotRecovered
+
+    lost = [
+        NotRecovered("root/a1", "root", "a1", "greeter", "kind 'greeter' is not registered on this node", True),
+        NotRecovered("root/w", "root", "w", "supervisor", "child 'w': strategy='x' is not allowed", False),
+        NotRecovered("root/w/a2", "root/w", "a2", "greeter", "its supervisor root/w was not recovered", True),
+        NotRecovered("root/p1", "root", "p1", "process", "kind 'process' is not registered on this node", True),
+        NotRecovered("root/a3", "root", "a3", "flaky", "on_start raised RuntimeError: no", False),
+    ]
+    where = {"node_id": "n1", "http_url": "http://127.0.0.1:1", "nats_url": "nats://127.0.0.1:2",
+             "data_dir": "/d"}
+    lines = _ready_text(where, load_settings({}), ["echo"], lost).splitlines()
+    assert [line for line in lines if "not recovered" in line] == [
+        "  not recovered  a1, a2 (kind 'greeter' is not served: start with --kind greeter=MODULE:CLASS, or "
+        "declare [process.kinds.greeter] in the config file)",
+        "  not recovered  p1 (the generic process kind is not served: set node.allow_arbitrary_process = true)",
+        "  not recovered  root/w (child 'w': strategy='x' is not allowed)",
+        "  not recovered  a3 (on_start raised RuntimeError: no)",
+    ]
+    assert "not recovered" not in _ready_text(where, load_settings({}), ["echo"])

@@ -127,6 +127,19 @@ def test_reshipping_after_a_lost_checkpoint_inserts_nothing_twice(
     assert journal.stats()["writer"]["events_shipped"] == 0
     journal.close()
     assert journal_rows(journal_db) == before
+    # ... and draws no seq for them: the next event follows the last one, with no gap
+    again = make_node(tmp_path / "again", journal_db)
+    again.runtime.spawn("echo", "a2")
+    again.close()
+    seqs = _seqs(journal_db)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seq has a gap"
+
+
+def _seqs(conninfo: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        return [int(r[0]) for r in conn.execute("SELECT seq FROM supervision_events ORDER BY seq")]
 
 
 def test_a_line_postgresql_rejects_is_set_aside_and_the_rest_ships(journal: Journal) -> None:

@@ -1,0 +1,77 @@
+"""The context factory: each child's lasting ``AgentContext``, and the events it emits."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from mistersmith.actors import Agent, AgentContext, Counters, Exit, Mailbox
+from mistersmith.clock import Clock
+
+from ._events import EventBus
+from ._kinds import Kinds
+from ._spec import ChildSpec, SupervisorSpec
+
+__all__ = ["Contexts"]
+
+
+class Contexts:
+    """Makes the context a supervisor hands every incarnation of one child."""
+
+    def __init__(self, clock: Clock, counters: Counters, bus: EventBus, kinds: Kinds) -> None:
+        self._clock = clock
+        self._counters = counters
+        self._bus = bus
+        self._kinds = kinds
+
+    def make(
+        self,
+        spec: ChildSpec | SupervisorSpec,
+        agent_id: str,
+        supervisor: str,
+        on_exit: Callable[[Agent, Exit], None],
+    ) -> AgentContext:
+        """A new context; its ``start_data`` (what ``started`` events carry) never holds a secret."""
+        start_data: dict[str, Any] = {
+            "restart": spec.restart, "shutdown_s": spec.shutdown_s, "start_timeout_s": spec.start_timeout_s,
+            "backoff": dataclasses.asdict(spec.backoff) if spec.backoff is not None else None,
+        }
+        if isinstance(spec, SupervisorSpec):
+            kind, limit, timeout = "supervisor", 1 << 62, None
+            config: dict[str, Any] = {}
+            start_data.update(strategy=spec.strategy, intensity=spec.intensity, period_s=spec.period_s)
+        else:
+            kind, limit, timeout = spec.kind_name, spec.mailbox_size, spec.command_timeout_s
+            config = dict(spec.config)
+            shown = self._kinds.resolve(spec).redact_config(config)  # events and the journal never hold secrets
+            start_data.update(config=shown, command_timeout_s=timeout, mailbox_size=limit, stash_limit=spec.stash_limit)
+        ctx = AgentContext(
+            agent_id=agent_id,
+            kind=kind,
+            config=config,
+            supervisor=supervisor,
+            mailbox=Mailbox(limit),
+            clock=self._clock,
+            counters=self._counters,
+            emit=lambda *_: None,
+            on_exit=on_exit,
+            command_timeout_s=timeout,
+            start_data=start_data,
+        )
+        ctx.emit = lambda event_type, reason, data: self.emit_for(ctx, event_type, reason, data)
+        return ctx
+
+    def emit_for(
+        self, ctx: AgentContext, event_type: str, reason: str | None, data: dict[str, Any]
+    ) -> None:
+        """Emit one supervision event about the agent of ``ctx``, in the calling thread."""
+        self._bus.emit(
+            event_type,
+            supervisor=ctx.supervisor,
+            agent_id=ctx.agent_id,
+            kind=ctx.kind,
+            reason=reason,
+            restart_count=ctx.restart_count,
+            data=data,
+        )

@@ -1,0 +1,74 @@
+"""The directory: which agents (by id) and supervisors (by path) this node hosts now.
+
+An agent holds its slot from its first start until it is stopped for good
+(a restarting agent keeps it); the pool limits are checked when it claims one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Generic, TypeVar
+
+from mistersmith.errors import PoolFullError, UnknownAgentError
+
+from ._child import Child
+from ._dead_letters import DeadLetters
+from ._kinds import Kinds
+from ._spec import ChildSpec
+
+__all__ = ["Directory"]
+
+SupervisorT = TypeVar("SupervisorT")
+
+
+class Directory(Generic[SupervisorT]):
+    """Agents by id, supervisors by path. Reads from any thread; claims are locked when limited."""
+
+    def __init__(
+        self, kinds: Kinds, dead_letters: DeadLetters, max_agents: int | None, max_agents_setting: str
+    ) -> None:
+        self.agents: dict[str, Child] = {}
+        self.supervisors: dict[str, SupervisorT] = {}
+        self.max_agents = max_agents
+        self.max_agents_setting = max_agents_setting
+        self._kinds = kinds
+        self._dead_letters = dead_letters
+        self._lock = threading.Lock()
+
+    def claim(self, child: Child) -> bool:
+        """Register an agent id; False if another agent holds it.
+
+        Raises ``PoolFullError`` when ``max_agents`` agents already hold a
+        slot, or the agent's kind has its ``pool_size`` of them.
+        """
+        spec = child.spec
+        kind_limit = self._kinds.resolve(spec).pool_size if isinstance(spec, ChildSpec) else None
+        if self.max_agents is None and kind_limit is None:
+            return self.agents.setdefault(child.id, child) is child
+        with self._lock:
+            if child.id in self.agents:
+                return False
+            live = [c for c in self.agents.values() if not c.context.mailbox.closed]
+            if self.max_agents is not None and len(live) >= self.max_agents:
+                raise PoolFullError(self.max_agents, self.max_agents_setting)
+            if kind_limit is not None:
+                kind = child.context.kind
+                if sum(1 for c in live if c.context.kind == kind) >= kind_limit:
+                    raise PoolFullError(kind_limit, self._kinds.limit_setting(kind), kind)
+            self.agents[child.id] = child
+            return True
+
+    def release(self, child: Child) -> None:
+        """Forget an agent for good; whatever its mailbox still holds is dead-lettered."""
+        if self.agents.get(child.id) is child:
+            del self.agents[child.id]
+        mailbox = child.context.mailbox
+        mailbox.closed = True
+        self._dead_letters.answer(child.id, mailbox.drain())
+
+    def supervisor(self, path: str) -> SupervisorT:
+        """The supervisor at ``path`` (``root``, ``root/workers``...), or ``UnknownAgentError``."""
+        try:
+            return self.supervisors[path]
+        except KeyError:
+            raise UnknownAgentError(path, "supervisor") from None
