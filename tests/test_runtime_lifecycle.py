@@ -183,3 +183,13 @@ def test_static_children_still_stop_one_by_one_in_reverse_start_order() -> None:
     rt.close()
     assert order[:2] in (["d2", "d1"], ["d1", "d2"])  # dynamic: one step, together
     assert order[2:] == ["s3", "s2", "s1", "s0"]  # static: OTP's reverse start order, one at a time
+
+
+def test_an_unknown_kind_is_named_with_the_kinds_there_are() -> None:
+    from mistersmith import SpecError
+
+    with Runtime() as rt:
+        with pytest.raises(SpecError) as err:
+            rt.spawn("nope")
+        assert "kind='nope'" in str(err.value) and "use a registered kind (echo)" in str(err.value)
+        assert "child" not in str(err.value)  # no generated child id ('nope-da7304d3') in the message

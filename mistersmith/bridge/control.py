@@ -45,6 +45,7 @@ from mistersmith.envelope import (
 )
 from mistersmith.errors import AgentExistsError, MisterSmithError, UnknownAgentError
 from mistersmith.runtime import Runtime
+from mistersmith.supervisors import RESTARTS as _RESTARTS
 
 from . import subjects
 from .commands import CommandRouter
@@ -62,7 +63,6 @@ _CLOSE_S = 5.0
 logger = logging.getLogger("mistersmith.bridge.control")
 
 _SPAWN_KEYS = frozenset({"kind", "agent_id", "config", "restart", "supervisor", "node"})
-_RESTARTS = ("permanent", "transient", "temporary")
 _FILTER_KEYS = frozenset({"kind", "node", "command"})
 
 LocalAgents = Callable[[], Awaitable[list[dict[str, Any]]]]

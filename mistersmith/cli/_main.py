@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from mistersmith import __version__
 from mistersmith.errors import MisterSmithError
+from mistersmith.supervisors import RESTARTS
 
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, usage
 from ._output import Output
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     spawn.add_argument("--config", dest="agent_config", metavar="JSON",
                        help="the agent's config: a JSON object, @FILE or - (stdin). The settings file goes "
                             "before the command here: mistersmith --config FILE spawn ...")
-    spawn.add_argument("--restart", choices=("permanent", "transient", "temporary"), help="restart type")
+    spawn.add_argument("--restart", choices=RESTARTS, help="restart type")
     spawn.add_argument("--node", metavar="NODE", help="spawn on this node (default: any)")
     _nats(spawn)
 

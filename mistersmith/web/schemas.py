@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mistersmith.discovery import CONTENT_MAX_CHARS, DISCOVERY_TYPES, ROLE_MAX_CHARS
-from mistersmith.supervisors import EVENT_TYPES
+from mistersmith.supervisors import EVENT_TYPES, RESTARTS
 
 __all__ = [
     "AGENT",
@@ -42,7 +42,7 @@ AGENT = obj(
         "kind": {"type": "string"},
         "supervisor": {"type": "string"},
         "state": {"type": "string"},
-        "restart": {"type": "string", "enum": ["permanent", "transient", "temporary"]},
+        "restart": {"type": "string", "enum": list(RESTARTS)},
         "restart_count": {"type": "integer", "minimum": 0},
         "paused": {"type": "boolean"},
         "mailbox_depth": {"type": "integer", "minimum": 0},

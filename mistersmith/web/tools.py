@@ -21,6 +21,7 @@ from jsonschema.exceptions import best_match
 
 from mistersmith.discovery import Discovery, DiscoveryFilter
 from mistersmith.errors import MisterSmithError, SpecError
+from mistersmith.supervisors import RESTARTS
 
 from .backends import Backends, check_health
 from .jsonrpc import INVALID_PARAMS, RpcError
@@ -231,7 +232,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("spawn_agent", "Spawn an agent",
          "Start an agent of a registered kind under a supervisor (root by default); returns once it is up.",
          obj({"kind": ID, "agent_id": ID, "config": {"type": "object"},
-              "restart": {"type": "string", "enum": ["permanent", "transient", "temporary"]},
+              "restart": {"type": "string", "enum": list(RESTARTS)},
               "supervisor": {"type": "string", "minLength": 1}}, ("kind",)),
          obj({"agent_id": {"type": "string"}, "agent": AGENT}, ("agent_id", "agent")), _spawn_agent),
     Tool("stop_agent", "Stop an agent", "Stop an agent for good (within its shutdown bound) and forget it.",
