@@ -22,7 +22,6 @@ Failure semantics (the same for a tell and an ask):
 
 from __future__ import annotations
 
-import enum
 import logging
 import sys
 import threading
@@ -41,31 +40,18 @@ from mistersmith.errors import (
     UnknownCommandError,
 )
 
-from ._command import CommandSpec, builtin_command, collect_commands
+from ._builtins import BuiltinCommands
+from ._command import CommandSpec, collect_commands
 from ._context import AgentContext
+from ._state import BUILTIN_COMMANDS, AgentState
+from ._kind_policy import KindPolicy
 from ._mailbox import Command, Envelope, Exit, Reply, StopRequest, deliver
 
 __all__ = ["Agent", "AgentState"]
 
 logger = logging.getLogger("mistersmith.agent")
 
-BUILTIN_COMMANDS = frozenset({"status", "ping", "pause", "resume"})
-
-
-class AgentState(enum.StrEnum):
-    """Where an agent is in its life. Read it any time; it never blocks."""
-
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    RESTARTING = "restarting"  # between incarnations, while a backoff runs
-
-
-class Agent(pykka.ThreadingActor):
+class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
     """Base class of every agent kind.
 
     Subclass it, mark command handlers with ``@command("name")`` and override
@@ -78,11 +64,6 @@ class Agent(pykka.ThreadingActor):
     """
 
     kind: ClassVar[str | None] = None
-    pool_size: ClassVar[int | None] = None
-    """At most this many agents of the kind at once on a node (``pool_full`` past it); None: no limit
-    of its own (the node's ``max_agents`` still applies)."""
-    pool_size_setting: ClassVar[str | None] = None
-    """How a user raises ``pool_size``, named in the ``pool_full`` error."""
     use_daemon_thread: ClassVar[bool] = True
     _commands: ClassVar[dict[str, CommandSpec]] = {}
 
@@ -148,73 +129,6 @@ class Agent(pykka.ThreadingActor):
         If it raises, the exception is logged and the crash stands as it was.
         """
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], child: str | None = None) -> None:
-        """Refuse a bad ``config`` when the agent is spawned, before any incarnation exists.
-
-        Runs in the spawning caller's thread (an event loop's included: keep it
-        quick, no I/O that waits). Raise ``SpecError`` naming the key; the spawn
-        then fails with ``invalid_spec`` and nothing starts. By default every
-        config is accepted and ``on_start`` may still refuse it.
-        """
-
-    @classmethod
-    def command_timeout_for(cls, config: Mapping[str, Any]) -> float | None:
-        """The ``command_timeout_s`` an agent with ``config`` gets when its spawner names none
-        (None: the default, 30 s). Called where ``check_config`` is, after it."""
-        return None
-
-    @classmethod
-    def redact_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        """``config`` as it may be shown: in status replies, events, the journal and logs.
-
-        Runs in whichever thread describes or journals the agent; must not
-        raise. By default the config as it is; override to hide secrets (the
-        ``process`` kind shows ``env`` values as ``***``).
-        """
-        return dict(config)
-
-    # -- built-in commands ---------------------------------------------------
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-compatible status of this incarnation (safe from any thread)."""
-        ctx = self.context
-        state = self.state
-        if state is AgentState.BUSY and self._busy_command in BUILTIN_COMMANDS:
-            state = AgentState.PAUSED if ctx.paused else AgentState.IDLE
-        return {
-            "agent_id": ctx.agent_id,
-            "kind": ctx.kind,
-            "supervisor": ctx.supervisor,
-            "state": str(state),
-            "paused": ctx.paused,
-            "restart_count": ctx.restart_count,
-            "mailbox_depth": ctx.mailbox.depth(),
-            "commands": sorted(self._commands),
-        }
-
-    @builtin_command("status")
-    def _status(self) -> dict[str, Any]:
-        return self.describe()
-
-    @builtin_command("ping")
-    def _ping(self) -> dict[str, Any]:
-        return {"pong": True, "agent_id": self.agent_id}
-
-    @builtin_command("pause")
-    def _pause(self) -> dict[str, Any]:
-        if not self.context.paused:
-            self.context.paused = True
-            self.context.emit("paused", None, {})
-        return self.describe()
-
-    @builtin_command("resume")
-    def _resume(self) -> dict[str, Any]:
-        if self.context.paused:
-            self.context.paused = False
-            self.context.emit("resumed", None, {})
-        return self.describe()
-
     # -- control from inside ---------------------------------------------------
 
     def exit(self, kind: str = "normal", detail: str = "", cause: BaseException | None = None) -> None:
@@ -230,11 +144,6 @@ class Agent(pykka.ThreadingActor):
         self._stop_exit = Exit(kind, detail, cause)
 
     # -- control from the supervisor (any thread) -------------------------------
-
-    @property
-    def busy_since(self) -> float | None:
-        """When the running handler began (the clock's time); None while idle. Any thread."""
-        return self._busy_since
 
     @property
     def abandoned(self) -> bool:

@@ -93,48 +93,51 @@ class ProcessSettings:
     prompt_template: str
 
     @classmethod
-    def parse(cls, config: Mapping[str, Any], child: str | None = None) -> ProcessSettings:
-        """Check ``config``; ``SpecError`` naming the key, the value and what is allowed."""
+    def parse(cls, config: Mapping[str, Any], child: str | None = None, *, prefix: str = "config.",
+              find_program: bool = True) -> ProcessSettings:
+        """Check ``config``; ``SpecError`` naming the key (``prefix`` + name), the value and what is
+        allowed. ``find_program``: look the program up on ``PATH`` too (at spawn and start, not in
+        an operator's file, where it need not exist yet)."""
         unknown = sorted(set(config) - set(CONFIG_KEYS))
         if unknown:
-            raise SpecError(child, f"config.{unknown[0]}", config[unknown[0]], f"use: {', '.join(CONFIG_KEYS)}")
+            raise SpecError(child, f"{prefix}{unknown[0]}", config[unknown[0]], f"use: {', '.join(CONFIG_KEYS)}")
         cmd = config.get("command")
         if isinstance(cmd, str):
             cmd = shlex.split(cmd)
         if not _strings(cmd) or not cmd:
-            raise SpecError(child, "config.command", cmd, "use a non-empty list of strings, or a string")
+            raise SpecError(child, f"{prefix}command", cmd, "use a non-empty list of strings, or a string")
         env = config.get("env") or {}
         if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise SpecError(child, "config.env", env, "use an object of strings")
+            raise SpecError(child, f"{prefix}env", env, "use an object of strings")
         redacted = sorted(k for k, v in env.items() if v == REDACTED)
         if redacted:
-            raise SpecError(child, f"config.env.{redacted[0]}", REDACTED,
+            raise SpecError(child, f"{prefix}env.{redacted[0]}", REDACTED,
                             "give the value itself (a journaled or described env shows values as ***, so a "
                             "recovered agent cannot get it back: declare it in a process kind instead)")
         inherit = config.get("inherit_env", list(DEFAULT_INHERITED_ENV))
         if not _strings(inherit):
-            raise SpecError(child, "config.inherit_env", inherit, "use a list of variable names")
+            raise SpecError(child, f"{prefix}inherit_env", inherit, "use a list of variable names")
         cwd = config.get("cwd")
         if cwd is not None and not (isinstance(cwd, str) and os.path.isdir(cwd)):
-            raise SpecError(child, "config.cwd", cwd, "use an existing directory")
+            raise SpecError(child, f"{prefix}cwd", cwd, "use an existing directory")
         timeout = config.get("timeout_s", 300.0)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise SpecError(child, "config.timeout_s", timeout, "use a number of seconds > 0")
+            raise SpecError(child, f"{prefix}timeout_s", timeout, "use a number of seconds > 0")
         output = config.get("output", "json")
         if output not in ("json", "text"):
-            raise SpecError(child, "config.output", output, "use 'json' or 'text'")
+            raise SpecError(child, f"{prefix}output", output, "use 'json' or 'text'")
         template = config.get("prompt_template", "{prompt}")
         if not isinstance(template, str) or "{prompt}" not in template:
-            raise SpecError(child, "config.prompt_template", template, "use a string that contains {prompt}")
+            raise SpecError(child, f"{prefix}prompt_template", template, "use a string that contains {prompt}")
         child_env = {name: os.environ[name] for name in inherit if name in os.environ}
         child_env.update(env)
         path = child_env.get("PATH", os.defpath)
         name = cmd[0]
         if "/" in name and cwd is not None and not os.path.isabs(name):
             name = os.path.join(cwd, name)  # as Popen resolves it
-        program = shutil.which(name, path=path)
+        program = shutil.which(name, path=path) if find_program else name
         if program is None:
-            raise SpecError(child, "config.command", cmd[0],
+            raise SpecError(child, f"{prefix}command", cmd[0],
                             f"name a program that exists and is executable; searched PATH={path}")
         return cls(tuple(cmd), program, cwd, child_env, tuple(inherit), float(timeout), str(output), template)
 

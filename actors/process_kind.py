@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from mistersmith.errors import SpecError
 
-from .process import CONFIG_KEYS, DEFAULT_INHERITED_ENV, ProcessAgent
+from .process import CONFIG_KEYS, DEFAULT_INHERITED_ENV, ProcessAgent, ProcessSettings
 
 __all__ = ["OVERRIDABLE", "ProcessKind"]
 
@@ -58,23 +58,12 @@ class ProcessKind:
         if bad:
             raise SpecError(None, f"{where}.overridable", bad[0],
                             f"a spawn may only override: {', '.join(OVERRIDABLE)} (never the program or its env)")
-        # The same checks a spawn gets, but for the operator's file; the program
-        # need not exist yet (it is looked up again at each spawn).
-        for key, value in self.config().items():
-            if key == "command" and (not value or not all(isinstance(a, str) and a for a in value)):
-                raise SpecError(None, f"{where}.command", list(value), "use a non-empty list of strings")
-            if key == "env" and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                raise SpecError(None, f"{where}.env", dict(value), "use a table of strings")
-            if key == "inherit_env" and not all(isinstance(v, str) for v in value):
-                raise SpecError(None, f"{where}.inherit_env", list(value), "use a list of variable names")
-        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not self.timeout_s > 0:
-            raise SpecError(None, f"{where}.timeout_s", self.timeout_s, "use a number of seconds > 0")
         if isinstance(self.max_agents, bool) or not isinstance(self.max_agents, int) or self.max_agents < 1:
             raise SpecError(None, f"{where}.max_agents", self.max_agents, "use an integer >= 1")
-        if self.output not in ("json", "text"):
-            raise SpecError(None, f"{where}.output", self.output, "use 'json' or 'text'")
-        if not isinstance(self.prompt_template, str) or "{prompt}" not in self.prompt_template:
-            raise SpecError(None, f"{where}.prompt_template", self.prompt_template, "use a string with {prompt}")
+        # The checks a spawn gets, named as the operator's file says them; the program need not
+        # exist yet (it is looked up at each spawn).
+        ProcessSettings.parse({k: v for k, v in self.config().items() if v is not None}, prefix=f"{where}.",
+                              find_program=False)
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any]) -> ProcessKind:

@@ -22,7 +22,7 @@ from typing import Any
 
 from mistersmith.config import load_settings
 from mistersmith.errors import AgentFailedError
-from mistersmith.journal import TreeSnapshot
+from mistersmith.history import TreeSnapshot
 from mistersmith.node import Node
 from mistersmith.supervisors import SupervisorSpec
 

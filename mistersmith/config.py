@@ -18,12 +18,13 @@ from typing import Any
 
 import orjson
 
+from mistersmith import checks
 from mistersmith.actors import ProcessKind
 from mistersmith.supervisors import DEFAULTS
 from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.redact import strip_userinfo
 
-__all__ = ["SETTINGS", "ConfigError", "ConfigErrors", "Setting", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "ConfigError", "ConfigErrors", "Setting", "Settings", "default", "load_settings"]
 
 
 class ConfigError(MisterSmithError):
@@ -56,117 +57,112 @@ class ConfigErrors(ConfigError):
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
-def _text(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("use a non-empty string")
-    return value
+def _text(key: str, value: object) -> str:
+    return checks.text(key, value)
 
 
-def _opt_text(value: object) -> str | None:
-    return None if value in (None, "") else _text(value)
+def _opt_text(key: str, value: object) -> str | None:
+    return None if value in (None, "") else checks.text(key, value)
 
 
-def _port(value: object) -> int:
-    port = _integer(value)
-    if not 0 <= port <= 65535:
-        raise ValueError("use a port number from 0 to 65535 (0 picks a free one)")
-    return port
-
-
-def _integer(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError("use an integer")
+def _whole(value: object) -> object:
+    """Text (from the environment or a flag) read as an integer when it is one; anything else as it is."""
     if isinstance(value, str):
         try:
             return int(value.strip())
         except ValueError:
-            raise ValueError("use an integer") from None
-    if not isinstance(value, int):
-        raise ValueError("use an integer")
+            pass
     return value
 
 
-def _count(value: object) -> int:
-    n = _integer(value)
-    if n < 1:
-        raise ValueError("use an integer >= 1")
-    return n
+def _real(value: object) -> object:
+    """Text read as a number when it is one; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
-def _seconds(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("use a number of seconds > 0")
-    try:
-        s = float(value) if isinstance(value, (int, float, str)) else float("nan")
-    except ValueError:
-        s = float("nan")
-    if not s > 0 or s == float("inf"):
-        raise ValueError("use a number of seconds > 0")
-    return s
+def _port(key: str, value: object) -> int:
+    return checks.port(key, _whole(value))
 
 
-def _flag(value: object) -> bool:
+def _count(key: str, value: object) -> int:
+    return checks.count(key, _whole(value))
+
+
+def _seconds(key: str, value: object) -> float:
+    return checks.seconds(key, _real(value))
+
+
+def _rate(key: str, value: object) -> float:
+    return checks.number(key, _real(value))
+
+
+def _flag(key: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
         return True
     if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
         return False
-    raise ValueError("use true or false")
+    raise SpecError(None, key, value, "use true or false")
 
 
-def _urls(value: object) -> tuple[str, ...] | None:
+def _urls(key: str, value: object) -> tuple[str, ...] | None:
     if value in (None, "", []):
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(u, str) and u.strip() for u in items):
-        raise ValueError("use a URL or a comma-separated list of URLs")
+        raise SpecError(None, key, value, "use a URL or a comma-separated list of URLs")
     return tuple(u.strip() for u in items)
 
 
-def _choice(*allowed: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        if value not in allowed:
-            raise ValueError(f"use one of: {', '.join(allowed)}")
-        return str(value)
+def _choice(*allowed: str) -> Callable[[str, object], str]:
+    def parse(key: str, value: object) -> str:
+        return checks.choice(key, value, allowed)
 
     return parse
 
 
-def _origins(value: object) -> tuple[str, ...]:
+def _origins(key: str, value: object) -> tuple[str, ...]:
     if value in (None, ""):
         return ()
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(o, str) for o in items):
-        raise ValueError("use a comma-separated list of origins")
+        raise SpecError(None, key, value, "use a comma-separated list of origins")
     return tuple(o.strip() for o in items if o.strip())
 
 
-def _names(value: object) -> tuple[str, ...] | None:
+def _names(key: str, value: object) -> tuple[str, ...] | None:
     if value in (None, "", []):
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in items):
-        raise ValueError("use a comma-separated list of kind names")
+        raise SpecError(None, key, value, "use a comma-separated list of kind names")
     return tuple(n.strip() for n in items)
 
 
-def _process_kinds(value: object) -> dict[str, ProcessKind]:
+def _process_kinds(key: str, raw: object) -> dict[str, ProcessKind]:
+    value = raw
     if isinstance(value, str):  # from the environment: a JSON object
         try:
             value = orjson.loads(value) if value.strip() else {}
         except orjson.JSONDecodeError:
-            raise ValueError("use a JSON object of tables, such as {\"claude\": {\"command\": [\"claude\"]}}") from None
+            raise SpecError(None, key, raw,
+                            'use a JSON object of tables, such as {"claude": {"command": ["claude"]}}') from None
     if not isinstance(value, Mapping):
-        raise ValueError("use [process.kinds.NAME] tables")
+        raise SpecError(None, key, raw, "use [process.kinds.NAME] tables")
     kinds: dict[str, ProcessKind] = {}
     for name, table in value.items():
         if not isinstance(name, str) or not _KIND_NAME.fullmatch(name):
-            raise ValueError(f"kind name {name!r}: use 1-128 letters, digits, '_' or '-'")
+            raise SpecError(None, key, raw, f"kind name {name!r}: use 1-128 letters, digits, '_' or '-'")
         try:
             kinds[name] = ProcessKind.from_table(name, table)
         except SpecError as exc:
-            raise ValueError(str(exc)) from None
+            raise SpecError(None, key, raw, str(exc)) from None
     return kinds
 
 
@@ -174,20 +170,21 @@ def _process_kinds(value: object) -> dict[str, ProcessKind]:
 class Setting:
     """One setting: its dotted key (``section.name``), default, parser, env name, secrecy.
 
-    A secret shows as ``***``, or as ``shown(value)`` when that is given (a
-    URL without its credentials).
+    ``parse(key, raw)`` returns the value, or raises a ``SpecError`` saying
+    what is allowed (see ``mistersmith.checks``). A secret shows as ``***``,
+    or as ``shown(value)`` when that is given (a URL without its credentials).
     """
 
     key: str
     default: Any
-    parse: Callable[[object], Any]
+    parse: Callable[[str, object], Any]
     env: str
     secret: bool = False
     help: str = ""
     shown: Callable[[Any], Any] | None = None
 
 
-def _s(key: str, default: Any, parse: Callable[[object], Any], help: str, *, env: str | None = None,
+def _s(key: str, default: Any, parse: Callable[[str, object], Any], help: str, *, env: str | None = None,
        secret: bool = False, shown: Callable[[Any], Any] | None = None) -> Setting:
     name = env or "MISTERSMITH_" + key.replace(".", "_").upper()
     return Setting(key, default, parse, name, secret, help, shown)
@@ -197,7 +194,9 @@ def _urls_shown(urls: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(strip_userinfo(u) for u in urls)
 
 
-# Every node default, stated once (the design's values where it gives them).
+# Every node default, stated once (the design's values where it gives them). The
+# edges' typed configs (WebConfig, PoolConfig, ConnectOptions) take theirs from
+# here with ``default(key)``: the edges import the core, never the other way.
 SETTINGS: tuple[Setting, ...] = (
     _s("node.id", None, _opt_text, "node id; the same id on restart recovers its agents", env="MISTERSMITH_NODE_ID"),
     _s("node.data_dir", ".mistersmith", _text, "data directory (embedded servers, spool, lock)",
@@ -225,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("http.allow_insecure", False, _flag, "allow a non-loopback bind without a token"),
     _s("http.cors_origins", (), _origins, "allowed CORS origins (CORS is off when empty)"),
     _s("http.max_body_bytes", 1_048_576, _count, "request body size limit"),
-    _s("http.rate_limit_per_s", 100.0, _seconds, "per-client token-bucket refill rate"),
+    _s("http.rate_limit_per_s", 100.0, _rate, "per-client token-bucket refill rate"),
     _s("http.rate_limit_burst", 200, _count, "per-client token-bucket size"),
     _s("http.allowed_hosts", (), _origins, "Host header values (name, name:port, or * for any) answered besides "
        "localhost, 127.0.0.1, [::1] and http.host; others get 421 on every route but /health"),
@@ -263,6 +262,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("logging.format", "pretty", _choice("pretty", "json"), "log format"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def default(key: str) -> Any:
+    """The default of the setting ``key`` (``KeyError`` for an unknown key)."""
+    return _BY_KEY[key].default
 
 
 class Settings:
@@ -367,10 +371,11 @@ def load_settings(
             values[setting.key], sources[setting.key] = setting.default, "default"
             continue
         try:
-            values[setting.key] = setting.parse(raw)
-        except ValueError as exc:
+            values[setting.key] = setting.parse(setting.key, raw)
+        except ValueError as exc:  # a SpecError (mistersmith.checks), saying what is allowed
             shown = "***" if setting.secret else raw
-            problems.append(ConfigError(setting.key, source, shown, str(exc)))
+            problems.append(ConfigError(setting.key, source, shown, exc.allowed if isinstance(exc, SpecError)
+                                        else str(exc)))
             values[setting.key] = setting.default
         sources[setting.key] = source
     for key in flags:

@@ -219,10 +219,6 @@ class LoopThread:
             raise BlockingCallError("LoopThread.run()", "await the coroutine directly")
         return self.submit(coro).result(timeout_s)
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Schedule a plain callback on the loop, from any thread."""
-        self.loop.call_soon_threadsafe(fn, *args)
-
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the loop (pending callbacks run first) and join its thread."""
         if self.loop.is_closed():

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from typing import Any
 
 from mistersmith.discovery import DISCOVERY_TYPES, Discovery, DiscoveryFilter, refuse_future
 from mistersmith.errors import SpecError
+from mistersmith.ids import check_id
 from mistersmith.ports import DiscoveryStore, Publish
 
 __all__ = ["DiscoveryHub"]
@@ -52,7 +52,6 @@ __all__ = ["DiscoveryHub"]
 logger = logging.getLogger("mistersmith.discoveries")
 
 _PAGE = 500
-_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class _Subscription:
@@ -150,9 +149,7 @@ class DiscoveryHub:
         if node_id is None:
             from_store = getattr(store, "node_id", None)
             node_id = from_store if isinstance(from_store, str) else "local"
-        if not _NODE_ID.fullmatch(node_id):
-            raise SpecError(None, "node_id", node_id, "use 1-128 letters, digits, '_' or '-'")
-        self.node_id = node_id
+        self.node_id = check_id(node_id, "node_id")
         self._shared_source = f"node:{node_id}"
         self._ingested_source = f"nats:{node_id}"
         self._store = store

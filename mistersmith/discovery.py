@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mistersmith.errors import SpecError
+from mistersmith.ids import ID_CHARS, check_id
+from mistersmith.subjects import render
 
 __all__ = [
     "CONTENT_MAX_CHARS",
@@ -49,16 +51,9 @@ UNKNOWN_SOURCE = "unknown"
 MAX_AHEAD_S = 300.0
 """How far ahead of the storing node's clock ``occurred_at`` may be (clock skew); later is refused."""
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # a NATS subject token, as agent ids are
-_SOURCE = re.compile(r"^(?:unknown|(?:node|nats):[A-Za-z0-9_-]{1,128})$")
+_SOURCE = re.compile(rf"(?:unknown|(?:node|nats):{ID_CHARS})")
 _FIELDS = ("id", "seq", "agent_id", "agent_role", "discovery_type", "content", "confidence", "related_to",
            "occurred_at", "source")
-
-
-def _token(key: str, value: object) -> str:
-    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
-        raise SpecError(None, key, value, "use 1-128 letters, digits, '_' or '-'")
-    return value
 
 
 def _text(key: str, value: object, limit: int) -> str:
@@ -102,7 +97,7 @@ def refuse_future(discovery: Discovery, now: datetime, max_ahead_s: float = MAX_
 
 def discovery_subject(agent_id: str, discovery_type: str) -> str:
     """The NATS subject a discovery is published on."""
-    return f"discoveries.{agent_id}.{discovery_type}"
+    return render("discoveries", agent_id=agent_id, discovery_type=discovery_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +116,15 @@ class Discovery:
     source: str = UNKNOWN_SOURCE
 
     def __post_init__(self) -> None:
-        _token("agent_id", self.agent_id)
+        check_id(self.agent_id, "agent_id")
         _text("agent_role", self.agent_role, ROLE_MAX_CHARS)
         if self.discovery_type not in DISCOVERY_TYPES:
             raise SpecError(None, "discovery_type", self.discovery_type, f"use one of: {', '.join(DISCOVERY_TYPES)}")
         _text("content", self.content, CONTENT_MAX_CHARS)
         object.__setattr__(self, "confidence", _confidence("confidence", self.confidence))
         if self.related_to is not None:
-            _token("related_to", self.related_to)
-        _token("id", self.id)
+            check_id(self.related_to, "related_to")
+        check_id(self.id, "id")
         if not isinstance(self.occurred_at, datetime) or self.occurred_at.tzinfo is None:
             raise SpecError(None, "occurred_at", self.occurred_at, "use an aware datetime")
         if self.seq is not None and (isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 1):
@@ -229,7 +224,7 @@ class DiscoveryFilter:
 
     def __post_init__(self) -> None:
         if self.agent_id is not None:
-            _token("agent_id", self.agent_id)
+            check_id(self.agent_id, "agent_id")
         object.__setattr__(self, "types", _types(self.types))
         object.__setattr__(self, "min_confidence", _confidence("min_confidence", self.min_confidence))
         if not isinstance(self.exclude_self, bool):

@@ -28,7 +28,9 @@ Anything else is refused: a body that is not JSON (``invalid_envelope``), or
 JSON that is not an object (``invalid_payload``).
 
 **Replies** are ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": {"code": ..., "message": ...}}``. The codes a client
+``{"ok": false, "error": {"code": ..., "message": ...}}``: a ``Reply`` value,
+encoded by ``encode_reply`` as it is sent and read back by ``decode_reply``
+(nothing needs to look at the bytes to tell which it is). The codes a client
 should expect are in ``ERROR_CODES``; a handler's own ``CommandError`` may
 carry another code, and that goes through unchanged.
 """
@@ -61,6 +63,7 @@ __all__ = [
     "encode_exception",
     "encode_json",
     "encode_ok",
+    "encode_reply",
 ]
 
 ENVELOPE_FIELDS: tuple[str, ...] = ("id", "type", "ts", "source", "target", "correlation_id", "payload")
@@ -283,39 +286,71 @@ def _json_type(value: object) -> str:
 # -- replies ------------------------------------------------------------------------
 
 
-def encode_ok(result: Any) -> bytes:
-    """``{"ok": true, "result": ...}``; an ``invalid_result`` error reply if ``result`` is not JSON."""
-    try:
-        return orjson.dumps({"ok": True, "result": result})
-    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        return encode_error("invalid_result", f"the result is not JSON-serialisable: {exc}")
-
-
-def encode_error(code: str, message: str) -> bytes:
-    """``{"ok": false, "error": {"code": ..., "message": ...}}``."""
-    return orjson.dumps({"ok": False, "error": {"code": code, "message": message}})
-
-
-def encode_exception(exc: BaseException) -> bytes:
-    """The error reply for an exception: a ``MisterSmithError`` keeps its code, anything else is ``internal``."""
-    if isinstance(exc, MisterSmithError):
-        return encode_error(str(exc.code), exc.message)
-    return encode_error("internal", f"{type(exc).__name__}: {exc}")
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A decoded reply: ``ok`` and ``result``, or ``ok=False`` and the ``error``."""
+    """A reply as a value: ``ok`` and ``result``, or ``ok=False`` and the ``error``.
+
+    The bridge decides on this value (an error reply is counted, a shutdown
+    that was answered ok goes ahead) and encodes it only as it sends it
+    (``encode_reply``); ``decode_reply`` turns bytes back into one.
+    """
 
     ok: bool
     result: Any = None
     error: RemoteError | None = None
+
+    def __post_init__(self) -> None:
+        if self.ok != (self.error is None):
+            raise ValueError("an error reply carries its error (a RemoteError), a success reply none")
+
+    @classmethod
+    def success(cls, result: Any) -> Reply:
+        return cls(True, result)
+
+    @classmethod
+    def failure(cls, code: str, message: str) -> Reply:
+        return cls(False, None, RemoteError(code, message))
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> Reply:
+        """A ``MisterSmithError`` keeps its code; anything else is ``internal``."""
+        if isinstance(exc, MisterSmithError):
+            return cls.failure(str(exc.code), exc.message)
+        return cls.failure("internal", f"{type(exc).__name__}: {exc}")
 
     def unwrap(self) -> Any:
         """The result; raises the ``RemoteError`` of an error reply."""
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def encode_reply(reply: Reply) -> tuple[Reply, bytes]:
+    """The reply that goes on the wire, and its bytes: ``{"ok": true, "result": ...}`` or
+    ``{"ok": false, "error": {"code": ..., "message": ...}}``. A success whose result is not
+    JSON goes as an ``invalid_result`` error reply instead, and that is the reply returned."""
+    if reply.ok:
+        try:
+            return reply, orjson.dumps({"ok": True, "result": reply.result})
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+            reply = Reply.failure("invalid_result", f"the result is not JSON-serialisable: {exc}")
+    assert reply.error is not None
+    return reply, orjson.dumps({"ok": False, "error": {"code": reply.error.code, "message": reply.error.message}})
+
+
+def encode_ok(result: Any) -> bytes:
+    """``{"ok": true, "result": ...}``; an ``invalid_result`` error reply if ``result`` is not JSON."""
+    return encode_reply(Reply.success(result))[1]
+
+
+def encode_error(code: str, message: str) -> bytes:
+    """``{"ok": false, "error": {"code": ..., "message": ...}}``."""
+    return encode_reply(Reply.failure(code, message))[1]
+
+
+def encode_exception(exc: BaseException) -> bytes:
+    """The error reply for an exception: a ``MisterSmithError`` keeps its code, anything else is ``internal``."""
+    return encode_reply(Reply.from_exception(exc))[1]
 
 
 def decode_reply(data: bytes | bytearray | memoryview | str) -> Reply:

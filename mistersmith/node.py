@@ -2,8 +2,8 @@
 
 The node is where the edges meet (they never import one another): it starts,
 in order, the event-loop thread, the embedded nats-server (when no NATS URL
-is set), the journal (which starts the embedded PostgreSQL when no database
-URL is set), the Runtime with the journal as its event sink, recovery, the
+is set), the embedded PostgreSQL (when no database URL is set), the journal
+on that database, the Runtime with the journal as its event sink, recovery, the
 NATS bridge with the discovery hub (discoveries stored in the journal's
 ``discoveries`` table, published and ingested on ``discoveries.*.*``; task
 states in its ``tasks`` table), the task queue (its streams, and every kind
@@ -26,6 +26,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -41,7 +42,7 @@ from mistersmith.discoveries import DiscoveryHub
 from mistersmith.discovery import Discovery
 from mistersmith.embedded.nats import EmbeddedNats, port_is_free
 from mistersmith.embedded.nats_auth import CLIENT_FILE, NatsUser, authorization_block, node_users
-from mistersmith.embedded.postgres import let_server_through
+from mistersmith.embedded.postgres import EmbeddedPostgres, let_server_through
 from mistersmith.errors import MisterSmithError
 from mistersmith.files import UMASK, make_private_dirs, open_private, write_private
 from mistersmith.kinds import PROCESS_REFUSED, served_kinds
@@ -129,6 +130,7 @@ class Node:
         self.loop: LoopThread | None = None
         self.runtime: Runtime | None = None
         self.journal: Journal | None = None
+        self.postgres: EmbeddedPostgres | None = None  # the embedded server, when no database URL is set
         self.bridge: Bridge | None = None
         self.discoveries: DiscoveryHub | None = None
         self.http: HttpServer | None = None
@@ -177,19 +179,21 @@ class Node:
             self.nats_credentials = str(self.data_dir / "nats" / "credentials" / CLIENT_FILE)
         self.nats_url = ",".join(urls)
 
-        journal = self.journal = Journal.open(
-            self.data_dir,
-            JournalConfig(
-                database_url=s["database.url"],
-                recover=s["node.recovery"],
-                pool=PoolConfig(
-                    max_size=s["database.pool_max"], min_size=s["database.pool_min"],
-                    connect_timeout_s=s["database.connect_timeout_s"],
-                    idle_timeout_s=s["database.idle_timeout_s"], max_lifetime_s=s["database.max_lifetime_s"],
-                ),
+        journal_config = JournalConfig(
+            database_url=s["database.url"],
+            recover=s["node.recovery"],
+            pool=PoolConfig(
+                max_size=s["database.pool_max"], min_size=s["database.pool_min"],
+                connect_timeout_s=s["database.connect_timeout_s"],
+                idle_timeout_s=s["database.idle_timeout_s"], max_lifetime_s=s["database.max_lifetime_s"],
             ),
-            loop=loop,
         )
+        if journal_config.resolved_database_url() is None:  # nor $MISTERSMITH_DATABASE_URL
+            postgres = self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+            postgres.start()
+            self._undo.append(("embedded PostgreSQL", postgres.stop))
+            journal_config = replace(journal_config, database_url=postgres.conninfo())
+        journal = self.journal = Journal.open(self.data_dir, journal_config, loop=loop)
         self._undo.append(("journal", journal.close))
 
         # A node serves remote clients: one crash-looping agent must not take it
@@ -232,8 +236,6 @@ class Node:
         backends = Backends(
             runtime, history=_JournalHistory(journal), discoveries=hub, tasks=bridge.task_tracker, nats=bridge,
             health={"nats": self._nats_health, "database": self._database_health},
-            subjects={"commands": "agents.{id}.commands.{cmd}", "status": "agents.{id}.status.{type}",
-                      "control": "system.control.{action}", "discoveries": "discoveries.{agent_id}.{type}"},
         )
         web = WebConfig.from_env(
             {}, host=s["http.host"], port=s["http.port"], api_token=s["http.api_token"],
@@ -298,7 +300,7 @@ class Node:
             "pid": os.getpid(), "node_id": self.node_id, "http_url": self.http.url,
             "nats_url": strip_userinfo(self.nats_url),
             "nats_credentials": self.nats_credentials,
-            "database": "embedded" if self.journal.embedded is not None else "external",
+            "database": self._database_kind(),
         }
         write_private(self.data_dir / NODE_FILE, orjson.dumps(info, option=orjson.OPT_INDENT_2))
         self._undo.append(("node file", lambda: (self.data_dir / NODE_FILE).unlink(missing_ok=True)))
@@ -324,7 +326,10 @@ class Node:
         writer = stats["writer"]
         # Events keep flowing into the durable spool during an outage: degraded, not down.
         return {"status": "ok" if writer["pg_connected"] else "degraded", "writer": writer,
-                "backlog_events": stats["spool"].get("backlog_events"), "database": stats["database"]}
+                "backlog_events": stats["spool"].get("backlog_events"), "database": self._database_kind()}
+
+    def _database_kind(self) -> str:
+        return "embedded" if self.postgres is not None else "external"
 
     async def _shutdown_requested(self) -> None:
         if self._on_shutdown_request is not None:
@@ -346,9 +351,6 @@ class Node:
                 stopped.append(what)
             except Exception:
                 logger.exception("stopping the %s failed; going on", what)
-            embedded_pg = self.journal.embedded if what == "journal" and self.journal is not None else None
-            if embedded_pg is not None and not embedded_pg.running:  # the journal stops it
-                stopped.append("embedded PostgreSQL")
         if stopped:
             logger.info("stopped: %s", "; ".join(stopped))
         if self._http_socket is not None:
@@ -376,5 +378,5 @@ class Node:
             "nats_url": strip_userinfo(self.nats_url),
             "nats_credentials": self.nats_credentials,
             "database": "embedded PostgreSQL in the data directory"
-            if self.journal is not None and self.journal.embedded is not None else "external PostgreSQL",
+            if self.postgres is not None else "external PostgreSQL",
         }

@@ -1,7 +1,7 @@
 """Recovery, the Runtime's half: carry out a plan, and say what did not come back.
 
-The journal plans: ``mistersmith.journal.recovery.plan_recovery`` reads the
-node's registry and decides by OTP's rules which child slots come back.
+The history plans: ``mistersmith.history.plan.plan_recovery`` reads the
+node's registry records and decides by OTP's rules which child slots come back.
 ``Runtime.recover(plan)`` carries the plan out here, parents before children
 (in the calling thread, which blocks), and emits on the runtime's bus:
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mistersmith.errors import MisterSmithError
+from mistersmith.history.plan import RecoveryPlan
 from mistersmith.supervisors import Backoff, SupervisorSpec
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ _AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "mailbox_size", "stash_limi
 
 
 class RecoverySlot(Protocol):
-    """One child slot as the journal remembers it (the journal's ``AgentRecord`` is one)."""
+    """One child slot as the history remembers it (``mistersmith.history.AgentRecord`` is one)."""
 
     @property
     def supervisor(self) -> str: ...
@@ -66,14 +67,6 @@ class RecoverySlot(Protocol):
     def is_supervisor(self) -> bool: ...
     @property
     def config(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class RecoveryPlan:
-    """What to respawn (parents first) and what to leave, with why."""
-
-    respawn: tuple[RecoverySlot, ...]
-    leave: tuple[tuple[RecoverySlot, str], ...]
 
 
 @dataclass(frozen=True)

@@ -257,10 +257,6 @@ class EventBus:
         with self._lock:
             self._sinks = (*self._sinks, sink)
 
-    def remove_sink(self, sink: EventSink) -> None:
-        with self._lock:
-            self._sinks = tuple(s for s in self._sinks if s is not sink)
-
     def subscribe(
         self,
         callback: Callable[[SupervisionEvent], None] | None = None,

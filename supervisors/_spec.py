@@ -8,7 +8,6 @@ key, the value and what is allowed.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +17,7 @@ import orjson
 
 from mistersmith.actors import Agent
 from mistersmith.errors import SpecError
+from mistersmith.ids import check_id  # ids are NATS subject tokens: the one rule
 
 __all__ = [
     "DEFAULTS",
@@ -69,16 +69,6 @@ class _Defaults:
 
 
 DEFAULTS = _Defaults()
-
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
-
-def check_id(value: object, key: str = "id", child: str | None = None) -> str:
-    """Ids are NATS subject tokens: 1-128 letters, digits, ``_`` or ``-``."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise SpecError(child, key, value, "use 1-128 letters, digits, '_' or '-'")
-    return value
-
 
 def _number(child: str | None, key: str, value: object, *, minimum: float, strict: bool) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

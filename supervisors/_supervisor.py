@@ -35,8 +35,8 @@ from typing import Any
 from mistersmith.actors import Agent, AgentContext, Envelope, Exit, Reply, deliver
 from mistersmith.errors import AgentExistsError, RestartingError, StartError, UnknownAgentError
 
+from . import _incarnations as incarnations
 from ._child import Child, ChildStatus
-from ._incarnations import start, terminate, terminate_together
 from ._intensity import IntensityWindow
 from ._messages import ChildExit, Hung, Request, RestartChild, RestartDue, StartChild, TerminateChild
 from ._restarts import restart_rule
@@ -154,7 +154,7 @@ class Supervisor(Agent):
                 started.append(child)
         except BaseException:
             for child in reversed(started):
-                terminate(child, "a sibling failed to start")
+                incarnations.terminate(child, "a sibling failed to start")
             for child in list(self._children):
                 self._remove(child)
             self._unregister()
@@ -207,7 +207,7 @@ class Supervisor(Agent):
 
     def _start(self, child: Child) -> None:
         """Start one incarnation; return once its ``on_start`` is done, or raise ``StartError``."""
-        start(child, self._build, self.system.clock.now)
+        incarnations.start(child, self._build, self.system.clock.now)
 
     def _build(self, child: Child) -> Agent:
         """A new incarnation of ``child``; if this raises, its start fails."""
@@ -231,7 +231,7 @@ class Supervisor(Agent):
         ``shutdown_s``, not two."""
         children = list(self._children)
         for batch in stop_batches(children, together=self._strategy.from_template):
-            terminate_together(batch, cause)
+            incarnations.terminate_together(batch, cause)
         self._children.clear()
         self._by_id.clear()
         for child in children:
@@ -271,7 +271,7 @@ class Supervisor(Agent):
         targets = self._strategy.targets(self._children, child)
         for other in reversed(targets):
             if other is not child and other.incarnation is not None:
-                terminate(other, f"{child.id} exited ({exit_.describe()})")
+                incarnations.terminate(other, f"{child.id} exited ({exit_.describe()})")
         for other in targets:
             if restart_rule(other.spec.restart).removed:
                 self._remove(other)  # OTP: temporary siblings are not restarted (the child is not temporary)
@@ -378,13 +378,13 @@ class Supervisor(Agent):
 
     def _terminate_child(self, child_id: str) -> dict[str, Any]:
         child = self._child(child_id)
-        terminate(child, "stopped on request")
+        incarnations.terminate(child, "stopped on request")
         self._remove(child)
         return child.info()
 
     def _restart_child(self, child_id: str) -> dict[str, Any]:
         child = self._child(child_id)
-        terminate(child, "restart requested")
+        incarnations.terminate(child, "restart requested")
         child.context.restart_count += 1
         self._start(child)
         return child.info()

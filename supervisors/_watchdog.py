@@ -53,7 +53,7 @@ class Watchdog:
         now = self._clock.now()
         for child in list(self._agents.values()):
             inc = child.incarnation
-            if inc is not None and inc.busy_since is not None and inc.overdue(now):
+            if inc is not None and inc.overdue(now):  # False at once while it is idle
                 sup = self._supervisors.get(child.context.supervisor)
                 if sup is not None:
                     sup.report_hung(inc)

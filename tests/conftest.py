@@ -15,6 +15,9 @@ from hypothesis import settings as hypothesis_settings
 
 from mistersmith import FakeClock, Runtime
 
+# The PostgreSQL fixtures (pg_admin, journal_db, node...), loaded once here for every test module.
+pytest_plugins = ["conftest_pg"]
+
 LEAK_GRACE_S = 5.0
 
 # Property tests check behaviour, not speed: on a loaded 2-CPU machine a fine

@@ -1,6 +1,6 @@
 """Real PostgreSQL for the tests: an embedded server per session, a fresh database per test.
 
-Load it from a test module with ``pytest_plugins = ["conftest_pg"]``.
+``tests/conftest.py`` loads it (``pytest_plugins``) for every test module.
 
 - ``MISTERSMITH_TEST_DATABASE_URL`` points the tests at an external server
   instead (its role needs CREATEDB: each test gets its own database).
@@ -10,7 +10,7 @@ Load it from a test module with ``pytest_plugins = ["conftest_pg"]``.
   from a template migrated once per session).
 - ``own_pg``: a server of the test's own, for tests that stop and restart it;
   ``pg_tmp``: a directory for one, outside pytest's basetemp (see there).
-- ``journal``: a ``Journal`` on ``journal_db``; ``node``: a ``Node`` (a Runtime
+- ``journal``: a ``Journal`` on ``journal_db``; ``node``: a ``JournalNode`` (a Runtime
   journaled to a Journal, node_id ``n1``), closed runtime first.
 """
 
@@ -155,7 +155,7 @@ def journal(tmp_path: Path, journal_db: str) -> Iterator[Journal]:
         opened.close()
 
 
-class Node:
+class JournalNode:
     """A Runtime journaled to a Journal, closed in the right order.
 
     The root tolerates many restarts (tests crash agents on purpose).
@@ -185,11 +185,11 @@ class NodeFactory:
     """``make_node(data_dir, url, **config)``: nodes closed at the end of the test."""
 
     def __init__(self) -> None:
-        self.nodes: list[Node] = []
+        self.nodes: list[JournalNode] = []
 
     def __call__(self, data_dir: Path, url: str, *, node_id: str = "n1", runtime: dict[str, Any] | None = None,
-                 **config: Any) -> Node:
-        made = Node(data_dir, journal_config(url, **config), node_id, **(runtime or {}))
+                 **config: Any) -> JournalNode:
+        made = JournalNode(data_dir, journal_config(url, **config), node_id, **(runtime or {}))
         self.nodes.append(made)
         return made
 
@@ -208,7 +208,7 @@ def make_node() -> Iterator[NodeFactory]:
 
 
 @pytest.fixture
-def node(tmp_path: Path, journal_db: str, make_node: NodeFactory) -> Node:
+def node(tmp_path: Path, journal_db: str, make_node: NodeFactory) -> JournalNode:
     return make_node(tmp_path / "node", journal_db)
 
 

@@ -623,8 +623,7 @@ def test_commands_queued_when_an_agent_stops_are_answered_as_dead_letters(rt: Ru
     assert gate.entered.wait(WAIT_S)
 
     async def main() -> None:
-        queued = asyncio.ensure_future(rt.aask(agent, "ping", timeout=WAIT_S))
-        await asyncio.sleep(0)  # lets the task queue its command
+        queued = rt.ask_future(agent, "ping", timeout=WAIT_S)  # queued now, behind "block"
         rt.send(agent, "record", {"value": 1})
         await rt.astop(agent)
         with pytest.raises(UnknownAgentError):

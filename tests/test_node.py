@@ -10,8 +10,10 @@ from pathlib import Path
 import nats
 import pytest
 
+from _helpers import exits_within
 from mistersmith import Backoff, ChildSpec
 from mistersmith.config import load_settings
+from mistersmith.journal import DATABASE_URL_ENV
 from mistersmith.node import DataDirLockedError, Node, read_node_file
 
 
@@ -68,3 +70,22 @@ def test_node_serves_library_nats_http_and_recovers_after_restart(node_dir: Path
             Backoff(min_s=1.0, max_s=2.0, jitter=0.0), 5, 7.0)
         recovered = again.runtime.history(event_types=["recovered"])
         assert {e.agent_id for e in recovered} >= {"lib-agent", "nats-agent"}
+
+
+def test_with_no_database_url_the_node_starts_the_embedded_postgresql_and_stops_it(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    with Node(load_settings({"node.data_dir": str(node_dir), "http.port": 0})) as node:
+        assert node.postgres is not None and node.journal is not None and node.runtime is not None
+        pid = node.postgres.pid
+        assert pid is not None
+        assert node.journal.conninfo == node.postgres.conninfo(), "the journal writes to the node's server"
+        assert node.postgres.data_dir == node_dir / "postgres"
+        info = read_node_file(node_dir)
+        assert info is not None and info["database"] == "embedded"
+        assert node.describe()["database"] == "embedded PostgreSQL in the data directory"
+        node.runtime.spawn("echo", agent_id="a1")
+        assert node.journal.flush(10)
+        assert "a1" in {e.agent_id for e in node.journal.replay(event_types=["started"])}
+    assert exits_within(pid, 10), "the embedded server stops with the node"

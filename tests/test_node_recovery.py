@@ -31,8 +31,6 @@ from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.envelope import decode_envelope
 from mistersmith.node import Node
 
-pytest_plugins = ["conftest_pg"]
-
 WAIT_S = 30.0
 RECOVERY_EVENTS = ("started", "recovered", "recovery_failed")
 

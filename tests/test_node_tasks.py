@@ -18,11 +18,14 @@ from typing import Any
 
 import nats
 import orjson
+import pytest
 from nats.aio.msg import Msg
 
 from mistersmith import Agent, command
+from mistersmith.bridge import JetStreamUnavailableError
 from mistersmith.config import load_settings
-from mistersmith.node import Node
+from mistersmith.embedded.nats import EmbeddedNats
+from mistersmith.node import Node, read_node_file
 
 WAIT_S = 15.0
 
@@ -189,3 +192,12 @@ def test_no_more_than_tasks_concurrency_tasks_of_a_kind_run_at_once(node_dir: Pa
         assert [t["status"] for t in tasks] == ["done"] * 4 and sorted(t["result"]["n"] for t in tasks) == [0, 1, 2, 3]
         assert _peak == 2
         assert len({t["agent_id"] for t in tasks}) == 2, "two pool agents, each one task at a time, kept"
+
+
+def test_a_node_on_a_nats_without_jetstream_stops_at_start_saying_why(node_dir: Path, tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "nats", jetstream=False) as server:
+        node = _node(node_dir, **{"nats.url": server.url})
+        with pytest.raises(JetStreamUnavailableError, match="needs JetStream; enable it"):
+            node.start()
+        assert node.runtime is not None and node.runtime.closed
+        assert read_node_file(node_dir) is None

@@ -63,20 +63,37 @@ def test_async_context_manager_and_awaitable_twins() -> None:
     assert rt.closed
 
 
+class LoopFlag:
+    """An ``asyncio.Event`` of the running loop that any thread may set (it crosses with call_soon_threadsafe)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self._event.wait(), WAIT_S)
+
+
 def test_aask_does_not_block_the_loop() -> None:
     """The handler waits for a gate that only the loop opens: a blocked loop would open it too late."""
     gate = threading.Event()
+    began: dict[str, LoopFlag] = {}
 
     class Gated(Worker):
         @command("wait_gate")
         def wait_gate(self) -> dict[str, bool]:
+            began["handler"].set()
             return {"opened": gate.wait(2.0)}
 
     async def main() -> None:
+        began["handler"] = LoopFlag()
         async with new_runtime() as rt:
             agent = await rt.aspawn(Gated)
             call = asyncio.ensure_future(rt.aask(agent, "wait_gate", timeout=WAIT_S))
-            await asyncio.sleep(0)  # the aask task runs up to its first await
+            await began["handler"].wait()  # the handler runs, and the loop is free to see it
             gate.set()  # runs on the loop, while aask is waiting
             assert await call == {"opened": True}
 
@@ -86,22 +103,26 @@ def test_aask_does_not_block_the_loop() -> None:
 def test_aspawn_and_astop_do_not_block_the_loop() -> None:
     start_gate, stop_gate = threading.Event(), threading.Event()
     seen: list[str] = []
+    began: dict[str, LoopFlag] = {}
 
     class Gated(Worker):
         def on_start(self) -> None:
+            began["start"].set()
             seen.append(f"start saw gate={start_gate.wait(2.0)}")
 
         def on_stop(self) -> None:
+            began["stop"].set()
             seen.append(f"stop saw gate={stop_gate.wait(2.0)}")
 
     async def main() -> None:
+        began.update(start=LoopFlag(), stop=LoopFlag())
         async with new_runtime() as rt:
             spawn = asyncio.ensure_future(rt.aspawn(Gated, "g"))
-            await asyncio.sleep(0)
+            await began["start"].wait()  # on_start runs, and the loop is free to see it
             start_gate.set()  # only reachable if aspawn yielded to the loop
             assert await spawn == "g"
             stop = asyncio.ensure_future(rt.astop("g"))
-            await asyncio.sleep(0)
+            await began["stop"].wait()
             stop_gate.set()
             await stop
 
@@ -205,10 +226,11 @@ def test_loop_reply_times_out_once_and_ignores_late_replies() -> None:
         late = LoopReply(0.01, lambda: CommandTimeoutError("a", "ping", 0.01))
         with pytest.raises(CommandTimeoutError):
             await late.future
-        done = threading.Event()
-        threading.Thread(target=lambda: (late.set("too late"), done.set())).start()
-        assert done.wait(WAIT_S)
-        await asyncio.sleep(0)  # let the crossing callback run: it must leave the future alone
+        crossed = LoopFlag()
+        # Callbacks scheduled from one thread run in order: once ``crossed`` is set, the late reply's
+        # crossing callback has run (and it must have left the future alone).
+        threading.Thread(target=lambda: (late.set("too late"), crossed.set())).start()
+        await crossed.wait()
         assert isinstance(late.future.exception(), CommandTimeoutError)
         quick = LoopReply(WAIT_S)
         threading.Thread(target=quick.set, args=("on time",)).start()

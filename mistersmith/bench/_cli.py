@@ -1,63 +1,41 @@
 """The suite registry and ``python -m mistersmith.bench SUITE [--json] [--quick]``.
 
-A suite is a function ``(Options) -> list[Figure]``. Add one by putting it
-in ``SUITES``; ``all`` runs every registered suite in order.
-Suites import their module only when they run, so ``--help`` stays fast and a
-suite's dependencies (a NATS server, PostgreSQL...) are needed only by it.
+A suite is a module of this package with a ``run(Options) -> list[Figure]``.
+Add one by naming it in ``BASELINES`` (with what its baseline column holds);
+``all`` runs every registered suite in order. A suite's module is imported
+here, by name, only when it runs, so ``--help`` stays fast and a suite's
+dependencies (a NATS server, PostgreSQL...) are needed only by it. The
+suites import ``_options``, never this module.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TextIO
+from collections.abc import Sequence
+from typing import TextIO, cast
 
+from ._options import Options, Progress, Suite
 from ._report import Figure, machine, render_json, render_table
 
-__all__ = ["SUITES", "Options", "Progress", "Suite", "main", "run_suites"]
+__all__ = ["BASELINES", "SUITES", "Options", "Progress", "Suite", "main", "run_suites"]
 
-Progress = Callable[[str], None]
-
-
-def _silent(message: str) -> None:
-    del message
+# Each suite (the module mistersmith.bench.<name>), in order, and what its baseline column holds.
+BASELINES = {"runtime": "raw pykka", "journal": "raw psycopg", "nats": "raw nats-py", "http": "bare Starlette"}
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    """What every suite is told.
+def _suite(name: str) -> Suite:
+    def run(options: Options) -> list[Figure]:
+        module = importlib.import_module(f"{__package__}.{name}")
+        return cast(list[Figure], module.run(options))
 
-    ``quick``: small sizes, for smoke tests (the numbers are not figures).
-    ``pin``: measure ratio figures with every thread on one CPU, where the
-    platform allows it. ``progress``: called with one line per step.
-    """
-
-    quick: bool = False
-    pin: bool = True
-    progress: Progress = _silent
+    run.__name__ = run.__qualname__ = f"run_{name}"
+    return run
 
 
-Suite = Callable[[Options], list[Figure]]
-
-
-def _runtime(options: Options) -> list[Figure]:
-    from . import runtime
-
-    return runtime.run(options)
-
-
-# What each suite's baseline column holds.
-BASELINES = {"runtime": "raw pykka", "nats": "raw nats-py", "journal": "raw psycopg", "http": "bare Starlette"}
-
-SUITES: dict[str, Suite] = {
-    "runtime": _runtime,
-    "journal": lambda options: __import__("mistersmith.bench.journal", fromlist=["run"]).run(options),
-    "nats": lambda options: __import__("mistersmith.bench.nats", fromlist=["run"]).run(options),
-    "http": lambda options: __import__("mistersmith.bench.http", fromlist=["run"]).run(options),
-}
+SUITES: dict[str, Suite] = {name: _suite(name) for name in BASELINES}
 
 ALL = "all"
 

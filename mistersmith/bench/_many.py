@@ -18,7 +18,7 @@ import pykka
 
 from mistersmith import Runtime, SupervisorSpec
 
-from ._cli import Progress
+from ._options import Progress
 from ._harness import ASK_TIMEOUT_S, PykkaEcho, alternate, quiet_logs
 from ._report import Figure, Target
 

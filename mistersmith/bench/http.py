@@ -46,7 +46,7 @@ from mistersmith.discovery import Discovery
 from mistersmith.runtime import Runtime
 from mistersmith.web import Backends, HttpServer, WebConfig, build_app
 
-from ._cli import Options
+from ._options import Options
 from ._report import Figure, Target, percentile
 
 __all__ = ["FULL", "QUICK", "Sizes", "run"]

@@ -25,40 +25,31 @@ Run it with ``python -m mistersmith.bench journal``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.types.json import Jsonb
 
 from mistersmith import AgentFailedError, Runtime, SupervisorSpec
-from mistersmith.embedded.postgres import EmbeddedPostgres
-from mistersmith.journal import Journal, JournalConfig, PoolConfig, migrate
-from mistersmith.journal.codec import COLUMNS, encode_line
-from mistersmith.journal.config import DATABASE_URL_ENV
+from mistersmith.journal import Journal, JournalConfig, PoolConfig
+from mistersmith.journal.codec import encode_line
 from mistersmith.journal.replay import Replay, ReplayFilter
 from mistersmith.journal.spool import Spool
 from mistersmith.supervisors import EventBus, SupervisionEvent
 
-from ._cli import Options
 from ._harness import ASK_TIMEOUT_S, alternate, in_order, quiet_logs
+from ._options import Options
+from ._pg import Databases, copy_rows, event_rows, workspace
 from ._report import Figure, Target, percentile
 
 __all__ = ["FULL", "QUICK", "Sizes", "run"]
 
-_TYPES = ("uuid", "timestamptz", "text", "int8", "text", "text", "text", "text", "text", "int4", "jsonb")
 _SPEC = {"restart": "permanent", "config": {"model": "small", "retries": 3}, "shutdown_s": 5.0,
          "command_timeout_s": 30.0, "mailbox_size": 10_000}
 
@@ -79,54 +70,6 @@ FULL = Sizes(write_events=200_000, group=64, write_rounds=3, emit_events=50_000,
              replay_events=1_000_000, replay_rounds=3, restarts=500)
 QUICK = Sizes(write_events=5_000, group=64, write_rounds=1, emit_events=2_000, emit_threads=8,
               replay_events=20_000, replay_rounds=1, restarts=20)
-
-
-class _Databases:
-    """Fresh databases, migrated, on one server (embedded unless a URL is set)."""
-
-    def __init__(self, home: Path) -> None:
-        url = os.environ.get(DATABASE_URL_ENV)
-        self.server: EmbeddedPostgres | None = None
-        if url:
-            self.admin = make_conninfo(url)
-        else:
-            self.server = EmbeddedPostgres(home / "pg", durable=True)
-            self.server.start()
-            self.admin = self.server.conninfo()
-        self.created: list[str] = []
-
-    def fresh(self) -> str:
-        name = f"ms_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        self.created.append(name)
-        params = conninfo_to_dict(self.admin)
-        params["dbname"] = name
-        conninfo = make_conninfo(**params)  # type: ignore[arg-type]
-        migrate(conninfo)
-        return conninfo
-
-    def close(self) -> None:
-        try:
-            with psycopg.connect(self.admin, autocommit=True) as conn:
-                for name in self.created:
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        finally:
-            if self.server is not None:
-                self.server.stop()
-
-
-@contextmanager
-def _workspace() -> Iterator[tuple[Path, _Databases]]:
-    home = Path(tempfile.mkdtemp(prefix="ms-bench-journal-"))
-    dbs = _Databases(home)
-    try:
-        yield home, dbs
-    finally:
-        try:
-            dbs.close()
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _config(conninfo: str) -> JournalConfig:
@@ -204,43 +147,18 @@ def _emit_ours(home: Path, conninfo: str, n: int, threads: int) -> float:
         journal.close()
 
 
-def _rows(events: list[SupervisionEvent]) -> list[tuple[Any, ...]]:
-    return [
-        (e.event_id, e.occurred_at, e.node_id, e.seq, e.supervisor, e.agent_id, e.kind, e.event_type, e.reason,
-         e.restart_count, Jsonb(e.data))
-        for e in events
-    ]
-
-
-_COPY = sql.SQL("COPY supervision_events ({}) FROM STDIN (FORMAT BINARY)").format(
-    sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
-)
-
-
-def _copy_rows(conninfo: str, rows: list[tuple[Any, ...]]) -> float:
-    """One raw binary COPY of ``rows`` in one transaction; returns rows per second."""
-    with psycopg.connect(conninfo) as conn:
-        t0 = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(_COPY) as copy:
-            copy.set_types(list(_TYPES))
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-        return len(rows) / (time.perf_counter() - t0)
-
-
-def bench_write(home: Path, dbs: _Databases, sizes: Sizes, progress: Any) -> Figure:
+def bench_write(home: Path, dbs: Databases, sizes: Sizes, progress: Any) -> Figure:
     ours: list[float] = []
     theirs: list[float] = []
     n = sizes.write_events
     for i, ours_first in alternate(sizes.write_rounds):
         progress(f"write round {i + 1}/{sizes.write_rounds}: {n:,} events each side")
         events = _events(n, 32)
-        rows = _rows(events)
+        rows = event_rows(events)
         mine, other = in_order(
             ours_first,
             lambda: _write_ours(home, dbs.fresh(), events, sizes.group),
-            lambda: _copy_rows(dbs.fresh(), rows),
+            lambda: copyevent_rows(dbs.fresh(), rows),
         )
         ours.append(mine)
         theirs.append(other)
@@ -277,7 +195,7 @@ def _spool_only(home: Path, n: int, threads: int) -> float:
         spool.close()
 
 
-def bench_emit(home: Path, dbs: _Databases, sizes: Sizes, progress: Any) -> Figure:
+def bench_emit(home: Path, dbs: Databases, sizes: Sizes, progress: Any) -> Figure:
     """``EventBus.emit`` from many threads, each waiting for its own event's fsync.
 
     ``spool_only`` is the journal's part of it: the same threads appending to
@@ -306,7 +224,7 @@ def bench_emit(home: Path, dbs: _Databases, sizes: Sizes, progress: Any) -> Figu
 def _load(conninfo: str, n: int, progress: Any) -> None:
     chunk = 100_000
     for start in range(0, n, chunk):
-        _copy_rows(conninfo, _rows(_events(min(chunk, n - start), 1000)))
+        copyevent_rows(conninfo, event_rows(_events(min(chunk, n - start), 1000)))
         progress(f"  loaded {min(n, start + chunk):,} / {n:,} events")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE supervision_events")
@@ -331,7 +249,7 @@ def _replay_raw(conninfo: str, itersize: int) -> tuple[float, int]:
     return time.perf_counter() - t0, count
 
 
-def bench_replay(dbs: _Databases, sizes: Sizes, progress: Any) -> Figure:
+def bench_replay(dbs: Databases, sizes: Sizes, progress: Any) -> Figure:
     conninfo = dbs.fresh()
     progress(f"replay: loading {sizes.replay_events:,} events")
     _load(conninfo, sizes.replay_events, progress)
@@ -375,7 +293,7 @@ def _restart_once(rt: Runtime, agent: str) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
-def bench_restart(home: Path, dbs: _Databases, sizes: Sizes) -> Figure:
+def bench_restart(home: Path, dbs: Databases, sizes: Sizes) -> Figure:
     root = SupervisorSpec("root", intensity=1_000_000, period_s=1.0)
     journal = Journal.open(home / "restart-node", _config(dbs.fresh()))
     journaled = Runtime(node_id="bench-restart", sinks=[journal.sink], root=root)
@@ -415,7 +333,7 @@ def run(options: Options) -> list[Figure]:
     sizes = QUICK if options.quick else FULL
     progress = options.progress
     figures: list[Figure] = []
-    with quiet_logs(), _workspace() as (home, dbs):
+    with quiet_logs(), workspace() as (home, dbs):
         progress(f"write throughput: {sizes.write_rounds} rounds, {sizes.group} events per fsync")
         figures.append(bench_write(home, dbs, sizes, progress))
         figures.append(bench_emit(home, dbs, sizes, progress))

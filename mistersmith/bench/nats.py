@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._cli import Options
+from ._options import Options
 from ._harness import alternate
 from ._report import Figure, Target, percentile
 

@@ -36,7 +36,7 @@ import pykka
 
 from mistersmith import AgentFailedError, RestartingError, Runtime, SupervisorSpec
 
-from ._cli import Options
+from ._options import Options
 from ._harness import ASK_TIMEOUT_S, PykkaEcho, alternate, in_order, pinned, quiet_logs
 from ._many import bench_many
 from ._report import Figure, Target, percentile

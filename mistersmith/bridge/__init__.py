@@ -1,4 +1,5 @@
-"""The NATS edge (nats-py): subjects, command routing, status events, tasks, discovery.
+"""The NATS edge (nats-py): subjects, command routing, status events, tasks, the service
+directory (``services``) and shared discoveries (``ingest``).
 
 ``Bridge`` makes one Runtime's agents reachable over one NATS connection;
 ``connect`` makes that connection (auth, TLS, pings, reconnect backoff,
@@ -10,7 +11,7 @@ from . import subjects
 from .bridge import Bridge, BridgeOptions
 from .client import AgentClient
 from .connection import ConnectionStats, ConnectOptions, connect, reconnect_delay_s
-from .errors import NatsUnavailableError, NoTaskAgentError, UnservedKindError
+from .errors import JetStreamUnavailableError, NatsUnavailableError, NoTaskAgentError, UnservedKindError
 from .task_agents import AgentPool, HostedAgents, TaskAgents, serve_pools
 from .task_status import TaskTracker
 from .tasks import TaskOptions, TaskQueue
@@ -24,6 +25,7 @@ __all__ = [
     "ConnectOptions",
     "ConnectionStats",
     "HostedAgents",
+    "JetStreamUnavailableError",
     "NatsUnavailableError",
     "NoTaskAgentError",
     "TaskAgents",

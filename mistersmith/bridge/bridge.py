@@ -8,14 +8,16 @@ agents only through the Runtime's non-blocking API (``aask``, ``send``,
 - ``CommandRouter``: ``agents.{id}.commands.*`` per hosted agent;
 - ``StatusPublisher``: every supervision event, in order, and heartbeats;
 - ``ControlPlane``: ``system.control.*`` (spawn placement, list across nodes...);
-- ``ServiceDiscovery``: ``agents.discovery.announce``/``query``;
+- ``ServiceDirectory`` (``bridge.services``): which agents run where, on ``agents.discovery.announce``/``query``;
 - ``Membership``: which nodes share the bus;
-- ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``;
+- ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``
+  (a node serves every kind it runs, each with a pool of agents: ``task_agents.serve_pools``);
   ``TaskTracker`` (``bridge.task_tracker``): task states, the web's ``Tasks`` port (durable
   through an injected ``task_store``, which the queue's workers write their claims and
   outcomes to, and the tracker trusts over any NATS message);
-- ``DiscoveryIngest``: discoveries any NATS client publishes on ``discoveries.*.*``, handed
-  to an injected ``ingest_discovery`` (the node's discovery hub).
+- ``DiscoveryIngest``: discoveries (shared knowledge) any NATS client publishes on
+  ``discoveries.*.*``, handed to an injected ``ingest_discovery`` (the node's discovery hub);
+  ``publish_discovery`` sends this node's own.
 
 One task pumps supervision events: an agent is routed before its ``started``
 event is published (so whoever sees the event can command it), and events
@@ -50,6 +52,7 @@ from nats.aio.client import Client as NATS
 
 from mistersmith.crossing import EventStream
 from mistersmith.discovery import Discovery
+from mistersmith.envelope import encode_json
 from mistersmith.errors import RuntimeClosedError, SpecError, UnknownAgentError
 from mistersmith.ports import TaskStore
 from mistersmith.runtime import Runtime
@@ -59,10 +62,10 @@ from .commands import CommandRouter
 from .connection import ConnectionStats
 from .control import ControlPlane, parse_filters
 from .counters import BridgeCounters
-from .discovery import ServiceDiscovery
 from .ingest import DiscoveryIngest, Ingest
-from .lifecycle import cancel_and_wait
+from .lifecycle import TaskSet, cancel_and_wait
 from .membership import Membership
+from .services import ServiceDirectory
 from .status import StatusPublisher
 from .task_status import TaskTracker
 from .tasks import TaskOptions, TaskQueue
@@ -157,9 +160,9 @@ class Bridge:
             runtime, self.wire, self.counters, control_handler=self._on_agent_control,
             ask_timeout_s=opts.ask_timeout_s, pending_msgs_limit=opts.pending_msgs_limit,
         )
-        self.discovery = ServiceDiscovery(runtime, self.wire, self.counters, gather=self._gather, filters=parse_filters)
+        self.services = ServiceDirectory(runtime, self.wire, self.counters, gather=self._gather, filters=parse_filters)
         self.control = ControlPlane(
-            runtime, self.wire, self.counters, self.membership, self.router, self.discovery.local_agents,
+            runtime, self.wire, self.counters, self.membership, self.router, self.services.local_agents,
             forward_timeout_s=opts.forward_timeout_s, gather_timeout_s=opts.gather_timeout_s, shutdown=shutdown,
         )
         self.tasks = TaskQueue(runtime, self.wire, task_options, store=task_store)
@@ -169,7 +172,7 @@ class Bridge:
                        if ingest_discovery is not None else None)
         self._stream: EventStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._side: set[asyncio.Task[None]] = set()
+        self._side = TaskSet()
         self._started = False
         self._closed = False
 
@@ -183,7 +186,7 @@ class Bridge:
         self._stream = self.runtime.event_stream(maxsize=self.options.event_buffer,
                                                  include_history=self._replay_history)
         await self.control.start()
-        await self.discovery.start()
+        await self.services.start()
         await self.task_tracker.start()
         if self.ingest is not None:
             await self.ingest.start()
@@ -212,7 +215,7 @@ class Bridge:
             self._stream.close()
         await cancel_and_wait([*self._tasks, *self._side], self.options.forward_timeout_s)
         await self.membership.close()
-        await self.discovery.close()
+        await self.services.close()
         await self.control.close()
         await self.router.close()
         if self.nc.is_connected:
@@ -244,8 +247,9 @@ class Bridge:
         return new_id
 
     async def publish_discovery(self, discovery: Discovery) -> None:
-        """Publish a stored discovery on ``discoveries.{agent_id}.{type}`` (the web's ``Publish`` port)."""
-        await self.discovery.publish_discovery(discovery)
+        """Publish a stored discovery on ``discoveries.{agent_id}.{discovery_type}`` (the hub's
+        ``Publish`` port), without its ``source`` (receivers set it themselves; ``Discovery.to_wire``)."""
+        await self.wire.publish(discovery.subject, encode_json(discovery.to_wire()))
 
     def stats(self) -> dict[str, Any]:
         """Counters of the bridge and of its connection (never blocks)."""
@@ -306,9 +310,7 @@ class Bridge:
             except Exception:
                 logger.exception("bridge background task failed")
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._side.add(task)
-        task.add_done_callback(self._side.discard)
+        self._side.spawn(run())
 
     async def _pump(self, stream: EventStream) -> None:
         async for event in stream:
@@ -327,7 +329,7 @@ class Bridge:
                 await self.router.unroute(agent_id)
         await self.status.publish_event(event)
         if agent_id is not None and event.event_type in _ANNOUNCED_EVENTS:
-            self._background(self.discovery.announce(agent_id))
+            self._background(self.services.announce(agent_id))
 
     def _hosted(self, agent_id: str) -> bool:
         try:
@@ -348,5 +350,5 @@ class Bridge:
                 await self.router.unroute(agent_id)
             if time.monotonic() >= next_announce:
                 next_announce = time.monotonic() + opts.announce_interval_s
-                self._background(self.discovery.announce_all())
+                self._background(self.services.announce_all())
             await asyncio.sleep(opts.heartbeat_interval_s)

@@ -30,14 +30,14 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mistersmith.envelope import EnvelopeError, decode_command, encode_error, encode_exception, encode_ok
+from mistersmith.envelope import EnvelopeError, Reply, decode_command
 from mistersmith.errors import MisterSmithError, UnknownAgentError
 from mistersmith.runtime import Runtime
 
 from . import subjects
 from .counters import BridgeCounters
 from .trace import trace_headers, trace_id
-from .lifecycle import cancel_and_wait
+from .lifecycle import TaskSet, unsubscribe_quietly
 from .wire import Wire
 
 __all__ = ["CommandRouter"]
@@ -69,7 +69,7 @@ class CommandRouter:
         self.ask_timeout_s = ask_timeout_s
         self._pending_msgs_limit = pending_msgs_limit
         self._subs: dict[str, tuple[Subscription, Subscription]] = {}
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight = TaskSet()
 
     def routed(self) -> frozenset[str]:
         """The ids this node subscribes for now."""
@@ -101,17 +101,13 @@ class CommandRouter:
         subs = self._subs.pop(agent_id, None)
         if subs is None:
             return
-        for sub in subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # closed connection: nothing left to undo
-                logger.debug("unsubscribe for %s: %r", agent_id, exc)
+        await unsubscribe_quietly(subs, f"agent {agent_id}")
 
     async def close(self) -> None:
         """Unsubscribe everything and abandon the requests still waiting (their callers time out)."""
         for agent_id in list(self._subs):
             await self.unroute(agent_id)
-        await cancel_and_wait(list(self._inflight), _CLOSE_S)
+        await self._inflight.close(_CLOSE_S)
 
     # -- one message ---------------------------------------------------------------
 
@@ -132,15 +128,13 @@ class CommandRouter:
         except Exception as exc:
             answer = asyncio.get_running_loop().create_future()
             answer.set_exception(exc)
-        task = asyncio.get_running_loop().create_task(self._answer(msg, agent_id, command, answer))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        self._inflight.spawn(self._answer(msg, agent_id, command, answer))
 
     async def _malformed(self, msg: Msg, exc: Exception) -> None:
         self.counters.add("invalid_in")
         if msg.reply:
             error = exc if isinstance(exc, MisterSmithError) else EnvelopeError(None, str(exc))
-            await self.wire.reply(msg, encode_exception(error), trace_headers(msg.headers))
+            await self.wire.reply(msg, Reply.from_exception(error), trace_headers(msg.headers))
         else:
             logger.warning("malformed command on %s (no reply subject): %s", msg.subject, exc)
 
@@ -164,22 +158,20 @@ class CommandRouter:
             if headers is not None:
                 logger.info("request %r to %s failed: %s (trace %s)", command, agent_id, exc.code,
                             trace_id(headers.get("traceparent")), extra={"agent_id": agent_id})
-            await self.wire.reply(msg, encode_error(str(exc.code), exc.message), headers)
+            await self.wire.reply(msg, Reply.from_exception(exc), headers)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: still answer, never crash the node
             logger.exception("request %r to %s: internal error", command, agent_id)
-            await self.wire.reply(msg, encode_exception(exc), headers)
+            await self.wire.reply(msg, Reply.from_exception(exc), headers)
             return
-        await self.wire.reply(msg, encode_ok(result), headers)
+        await self.wire.reply(msg, Reply.success(result), headers)
 
     def _forget_later(self, agent_id: str) -> None:
         """The agent is gone: stop answering for it (no-responders from now on)."""
         if agent_id in self._subs:
-            task = asyncio.get_running_loop().create_task(self.unroute(agent_id))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._inflight.spawn(self.unroute(agent_id))
 
 
 TIMEOUT_HEADER = "Mistersmith-Timeout"

@@ -1,9 +1,10 @@
 """Connecting to NATS: options (servers, auth, TLS, pings, reconnect backoff) and counters.
 
-``ConnectOptions`` is data, validated eagerly; every default is stated here once:
+``ConnectOptions`` is data, validated eagerly; every default is stated here once
+(``ping_interval_s``, a node setting too, comes from ``mistersmith.config``):
 
-- ``ping_interval_s=30``, ``max_outstanding_pings=2``: a dead server is noticed
-  within about a minute even when nothing is published;
+- ``ping_interval_s=30`` (``nats.ping_interval_s``), ``max_outstanding_pings=2``:
+  a dead server is noticed within about a minute even when nothing is published;
 - reconnects back off exponentially, ``reconnect_base_s * 2**attempt`` capped at
   ``reconnect_max_s``, with +/-``reconnect_jitter`` (a fraction) of jitter;
 - the first connection is retried ``initial_connect_retries`` times per server
@@ -37,6 +38,8 @@ from nats.aio.client import Server
 from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 
+from mistersmith import checks
+from mistersmith.config import default
 from mistersmith.errors import SpecError
 from mistersmith.redact import strip_userinfo
 
@@ -61,7 +64,7 @@ class ConnectOptions:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
-    ping_interval_s: float = 30.0
+    ping_interval_s: float = default("nats.ping_interval_s")
     max_outstanding_pings: int = 2
     connect_timeout_s: float = 5.0
     reconnect_base_s: float = 0.25
@@ -80,21 +83,18 @@ class ConnectOptions:
             raise SpecError(None, "servers", self.servers, "use nats:// or tls:// URLs")
         for key in ("ping_interval_s", "connect_timeout_s", "reconnect_base_s", "reconnect_max_s",
                     "drain_timeout_s"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise SpecError(None, key, value, "use a number of seconds > 0")
+            checks.seconds(key, getattr(self, key))
         if self.reconnect_max_s < self.reconnect_base_s:
             raise SpecError(None, "reconnect_max_s", self.reconnect_max_s, "use a value >= reconnect_base_s")
-        if not 0 <= self.reconnect_jitter < 1:
+        checks.number("reconnect_jitter", self.reconnect_jitter, strict=False, allowed="use a fraction in [0, 1)")
+        if self.reconnect_jitter >= 1:
             raise SpecError(None, "reconnect_jitter", self.reconnect_jitter, "use a fraction in [0, 1)")
-        if self.max_reconnect_attempts == 0 or self.max_reconnect_attempts < -1:
-            raise SpecError(None, "max_reconnect_attempts", self.max_reconnect_attempts,
-                            "use -1 (never give up; the default) or a count >= 1")
-        if self.initial_connect_retries < 1:
-            raise SpecError(None, "initial_connect_retries", self.initial_connect_retries, "use a count >= 1")
-        if self.max_outstanding_pings < 1 or self.pending_size < 1024:
-            raise SpecError(None, "max_outstanding_pings/pending_size",
-                            (self.max_outstanding_pings, self.pending_size), "use >= 1 pings and >= 1024 bytes")
+        if self.max_reconnect_attempts != -1:
+            checks.count("max_reconnect_attempts", self.max_reconnect_attempts,
+                         allowed="use -1 (never give up; the default) or a count >= 1")
+        checks.count("initial_connect_retries", self.initial_connect_retries)
+        checks.count("max_outstanding_pings", self.max_outstanding_pings)
+        checks.count("pending_size", self.pending_size, minimum=1024)
         if self.password is not None and self.user is None:
             raise SpecError(None, "password", "***", "give a user with the password")
         if (self.tls_cert is None) != (self.tls_key is None):

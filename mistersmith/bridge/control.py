@@ -37,13 +37,15 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.envelope import (
     EnvelopeError,
+    Reply,
     decode_command,
-    encode_error,
+    decode_reply,
     encode_exception,
     encode_json,
     encode_ok,
 )
 from mistersmith.errors import AgentExistsError, MisterSmithError, UnknownAgentError
+from mistersmith.ids import ID_RULE
 from mistersmith.runtime import Runtime
 from mistersmith.supervisors import RESTARTS as _RESTARTS
 
@@ -52,7 +54,7 @@ from .commands import CommandRouter
 from .counters import BridgeCounters
 from .gather import gather_nodes
 from .membership import Membership
-from .lifecycle import cancel_and_wait
+from .lifecycle import TaskSet, unsubscribe_quietly
 from .trace import trace_headers
 from .wire import Wire
 
@@ -90,7 +92,7 @@ def check_spawn(payload: Mapping[str, Any]) -> dict[str, Any]:
         raise _bad(f"spawn: kind={payload.get('kind')!r}; name a registered kind")
     for key in ("agent_id", "node"):
         if payload.get(key) is not None and not subjects.is_token(payload[key]):
-            raise _bad(f"spawn: {key}={payload[key]!r}; use 1-128 letters, digits, '_' or '-'")
+            raise _bad(f"spawn: {key}={payload[key]!r}; {ID_RULE}")
     if payload.get("config") is not None and not isinstance(payload["config"], dict):
         raise _bad(f"spawn: config={payload['config']!r}; use a JSON object")
     if payload.get("restart") is not None and payload["restart"] not in _RESTARTS:
@@ -164,25 +166,21 @@ class ControlPlane:
         self._shutdown = shutdown
         self._started = time.monotonic()
         self._subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     async def start(self) -> None:
         nc = self.wire.nc
         self._subs = [
-            await nc.subscribe("system.control.*", queue=subjects.SPAWN_QUEUE, cb=self._on_message),
-            await nc.subscribe(f"system.node.{self.node_id}.*", cb=self._on_message),
+            await nc.subscribe(subjects.wildcard("control"), queue=subjects.SPAWN_QUEUE, cb=self._on_message),
+            await nc.subscribe(subjects.wildcard("node_control", node_id=self.node_id), cb=self._on_message),
             await nc.subscribe(subjects.nodes("list"), cb=self._on_list_scatter),
             await nc.subscribe(subjects.nodes("tree"), cb=self._on_tree_scatter),
         ]
 
     async def close(self) -> None:
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                logger.debug("control unsubscribe: %r", exc)
+        await unsubscribe_quietly(self._subs, "control")
         self._subs.clear()
-        await cancel_and_wait(list(self._tasks), _CLOSE_S)
+        await self._tasks.close(_CLOSE_S)
 
     # -- dispatch ------------------------------------------------------------------
 
@@ -192,51 +190,46 @@ class ControlPlane:
 
     async def _on_message(self, msg: Msg) -> None:
         self.counters.add("control_in")
-        task = asyncio.get_running_loop().create_task(self._handle(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._handle(msg))
 
     async def _handle(self, msg: Msg) -> None:
         headers = trace_headers(msg.headers)
-        parts = msg.subject.split(".")
-        action = parts[-1]
-        local = parts[0] == "agents" or parts[1] == "node"  # already routed to this node
+        where = subjects.parse_control(msg.subject)  # one of the subjects subscribed above
+        action, local = where.action, where.routed  # routed: already at the node it names
         try:
             payload, _ = decode_command(msg.data)
-            if parts[0] == "agents":
+            if where.agent_id is not None:
                 if action not in subjects.AGENT_ACTIONS:
                     raise _Refused("unknown_command", f"agents.{{id}}.control takes: {', '.join(subjects.AGENT_ACTIONS)}")
-                payload = {**payload, "agent_id": parts[1]}
-            reply: bytes | None = await self._act(action, payload, local)
+                payload = {**payload, "agent_id": where.agent_id}
+            reply = await self._act(action, payload, local)
         except MisterSmithError as exc:
             if isinstance(exc, EnvelopeError):
                 self.counters.add("invalid_in")
-            reply = encode_error(str(exc.code), exc.message)
+            reply = Reply.from_exception(exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.exception("control %s failed", msg.subject)
-            reply = encode_exception(exc)
-        if reply is None:
-            return
+            reply = Reply.from_exception(exc)
         if msg.reply:
             await self.wire.reply(msg, reply, headers)
         else:
-            logger.warning("control %s without a reply subject: %s", msg.subject, reply[:200])
+            logger.warning("control %s without a reply subject: %r", msg.subject, reply)
         # This node answered ok for itself (on system.control.* or its own node subject): stop now.
-        if (action == "shutdown" and self._shutdown is not None and reply.startswith(b'{"ok":true')
+        if (action == "shutdown" and self._shutdown is not None and reply.ok
                 and (local or payload.get("node") == self.node_id)):
             await self._shutdown()
 
-    async def _act(self, action: str, payload: dict[str, Any], local: bool) -> bytes:
+    async def _act(self, action: str, payload: dict[str, Any], local: bool) -> Reply:
         if action == "spawn":
             return await self._spawn(check_spawn(payload), local)
         if action in ("stop", "restart", "get"):
             return await self._agent_action(action, _agent_id(payload, action), local)
         if action == "list":
-            return encode_ok(await self.gather(parse_filters(payload)))
+            return Reply.success(await self.gather(parse_filters(payload)))
         if action == "tree":
-            return encode_ok(await self.gather_trees(_node_only(payload, "tree")))
+            return Reply.success(await self.gather_trees(_node_only(payload, "tree")))
         if action == "ping":
             return await self._ping(payload, local)
         if action == "kinds":
@@ -247,18 +240,22 @@ class ControlPlane:
 
     # -- forwarding ----------------------------------------------------------------
 
-    async def _forward(self, subject: str, payload: Mapping[str, Any], missing: _Refused) -> bytes:
+    async def _forward(self, subject: str, payload: Mapping[str, Any], missing: _Refused) -> Reply:
+        """The other node's reply, relayed as it answered."""
         try:
             msg = await self.wire.nc.request(subject, encode_json(dict(payload)), timeout=self.forward_timeout_s)
         except NoRespondersError:
             raise missing from None
         except NatsTimeoutError:
             raise _Refused("timeout", f"{subject} did not answer within {self.forward_timeout_s:.2f} s") from None
-        return bytes(msg.data)
+        try:
+            return decode_reply(msg.data)
+        except EnvelopeError as exc:  # not a MisterSmith node: not the caller's invalid input either
+            raise _Refused("internal", f"{subject} answered with no valid reply: {exc.problem}") from None
 
     # -- actions -------------------------------------------------------------------
 
-    async def _spawn(self, spec: dict[str, Any], local: bool) -> bytes:
+    async def _spawn(self, spec: dict[str, Any], local: bool) -> Reply:
         node = spec.pop("node", None)
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "spawn"), {**spec, "node": node},
@@ -271,7 +268,7 @@ class ControlPlane:
         )
         await self.router.route(new_id)
         logger.info("spawned %s (%s) over NATS", new_id, spec["kind"], extra={"agent_id": new_id})
-        return encode_ok({"agent_id": new_id, "node": self.node_id})
+        return Reply.success({"agent_id": new_id, "node": self.node_id})
 
     async def _check_unique(self, agent_id: str) -> None:
         try:
@@ -289,7 +286,7 @@ class ControlPlane:
             return
         raise AgentExistsError(agent_id)
 
-    async def _agent_action(self, action: str, agent_id: str, local: bool) -> bytes:
+    async def _agent_action(self, action: str, agent_id: str, local: bool) -> Reply:
         try:
             self.runtime.get_agent(agent_id)
         except UnknownAgentError:
@@ -299,34 +296,34 @@ class ControlPlane:
             return await self._forward(subjects.agent_control(agent_id, action), {"agent_id": agent_id},
                                        _Refused("unknown_agent", f"no node hosts agent {agent_id!r}"))
         if action == "get":
-            return encode_ok(self.runtime.get_agent(agent_id))
+            return Reply.success(self.runtime.get_agent(agent_id))
         if action == "stop":
             await self.runtime.astop(agent_id)
             await self.router.unroute(agent_id)
-            return encode_ok({"agent_id": agent_id, "node": self.node_id, "stopped": True})
+            return Reply.success({"agent_id": agent_id, "node": self.node_id, "stopped": True})
         await self.runtime.arestart(agent_id)
-        return encode_ok({"agent_id": agent_id, "node": self.node_id, "restarted": True})
+        return Reply.success({"agent_id": agent_id, "node": self.node_id, "restarted": True})
 
-    async def _ping(self, payload: Mapping[str, Any], local: bool) -> bytes:
+    async def _ping(self, payload: Mapping[str, Any], local: bool) -> Reply:
         node = _node_only(payload, "ping")
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "ping"), payload,
                                        _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
-        return encode_ok({
+        return Reply.success({
             "node": self.node_id,
             "agents": len(self.runtime.list_agents()),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "nodes": self.membership.known(),
         })
 
-    async def _kinds(self, payload: Mapping[str, Any], local: bool) -> bytes:
+    async def _kinds(self, payload: Mapping[str, Any], local: bool) -> Reply:
         node = _node_only(payload, "kinds")
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "kinds"), payload,
                                        _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
-        return encode_ok({"node": self.node_id, "kinds": self.runtime.kinds()})
+        return Reply.success({"node": self.node_id, "kinds": self.runtime.kinds()})
 
-    async def _shutdown_node(self, payload: Mapping[str, Any], local: bool) -> bytes:
+    async def _shutdown_node(self, payload: Mapping[str, Any], local: bool) -> Reply:
         node = payload.get("node")
         if set(payload) - {"node"} or not subjects.is_token(node):
             raise _bad('shutdown: name the node, {"node": "<node id>"}')
@@ -337,7 +334,7 @@ class ControlPlane:
         if self._shutdown is None:
             raise _Refused("unauthorized", f"node {self.node_id!r} does not allow shutdown over NATS")
         logger.warning("shutdown requested over NATS")
-        return encode_ok({"node": self.node_id, "shutting_down": True})
+        return Reply.success({"node": self.node_id, "shutting_down": True})
 
     # -- list across nodes ---------------------------------------------------------
 

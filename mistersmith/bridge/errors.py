@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from mistersmith.errors import MisterSmithError, SpecError
 
-__all__ = ["NatsUnavailableError", "NoTaskAgentError", "UnservedKindError"]
+__all__ = ["JetStreamUnavailableError", "NatsUnavailableError", "NoTaskAgentError", "UnservedKindError"]
 
 
 class NatsUnavailableError(MisterSmithError):
@@ -22,6 +22,21 @@ class NatsUnavailableError(MisterSmithError):
         super().__init__(f"{what}: the NATS connection is {state}; retry once it has reconnected")
         self.what = what
         self.state = state
+
+
+class JetStreamUnavailableError(MisterSmithError):
+    """The task streams cannot be made: the NATS server has no JetStream, or it did not answer.
+
+    The JetStream error is in ``__cause__``.
+    """
+
+    code = "unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the task streams MS_TASKS and MS_TASKS_DEAD could not be created ({detail}): the task "
+                         "queue needs JetStream; enable it on the NATS server (nats-server --jetstream, or a "
+                         "jetstream {} block in its config)")
+        self.detail = detail
 
 
 class UnservedKindError(SpecError):

@@ -31,14 +31,16 @@ from mistersmith.discovery import Discovery
 from mistersmith.envelope import EnvelopeError, decode_json
 from mistersmith.errors import MisterSmithError, SpecError
 
+from . import subjects
 from .counters import BridgeCounters
+from .lifecycle import unsubscribe_quietly
 from .wire import Wire
 
 __all__ = ["DISCOVERY_SUBJECTS", "DiscoveryIngest", "Ingest", "parse_discovery"]
 
 logger = logging.getLogger("mistersmith.bridge.ingest")
 
-DISCOVERY_SUBJECTS = "discoveries.*.*"
+DISCOVERY_SUBJECTS = subjects.wildcard("discoveries")
 
 Ingest = Callable[[Discovery], Awaitable[object]]
 """Store and fan out one discovery published on NATS (``DiscoveryHub.ingest``)."""
@@ -75,12 +77,8 @@ class DiscoveryIngest:
                                                  pending_msgs_limit=self._pending)
 
     async def close(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception as exc:
-                logger.debug("discovery ingest unsubscribe: %r", exc)
-            self._sub = None
+        await unsubscribe_quietly([self._sub], "discovery ingest")
+        self._sub = None
 
     async def _on_message(self, msg: Msg) -> None:
         self.counters.add("discoveries_in")

@@ -20,6 +20,7 @@ from nats.aio.subscription import Subscription
 from mistersmith.envelope import EnvelopeError, decode_json, encode_json
 
 from . import subjects
+from .lifecycle import unsubscribe_quietly
 from .wire import Wire
 
 __all__ = ["Membership"]
@@ -71,11 +72,7 @@ class Membership:
 
     async def close(self) -> None:
         await self._say("bye")
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                logger.debug("membership unsubscribe: %r", exc)
+        await unsubscribe_quietly(self._subs, "membership")
         self._subs.clear()
 
     async def _say(self, what: str) -> None:
@@ -93,7 +90,7 @@ class Membership:
         assert isinstance(node, str)
         if node == self.node_id:
             return
-        what = subjects.parse_control(msg.subject)
+        what = subjects.parse_nodes(msg.subject)
         if what == "bye":
             self._seen.pop(node, None)
             logger.info("node %s left", node)

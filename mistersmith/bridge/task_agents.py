@@ -29,7 +29,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mistersmith.actors import Agent
 from mistersmith.errors import MisterSmithError, SpecError, UnknownAgentError
@@ -153,7 +153,8 @@ class AgentPool:
         agent_id = f"task-{self.kind}-{uuid.uuid4().hex[:8]}"
         if len(agent_id) > _MAX_ID:
             agent_id = f"task-{uuid.uuid4().hex}"
-        options = {} if self.command_timeout_s is None else {"command_timeout_s": self.command_timeout_s}
+        options: dict[str, Any] = {} if self.command_timeout_s is None else {
+            "command_timeout_s": self.command_timeout_s}
         spawned = await self.runtime.aspawn(self.kind, agent_id, None, "temporary", supervisor=SUPERVISOR_PATH,
                                             **options)
         self.spawned += 1

@@ -83,7 +83,8 @@ class TaskTracker:
             raise SpecError(None, "agent_id", agent_id,
                             "the task queue routes by kind; omit agent_id, or command that agent directly")
         await self.queue.check_served(task_type, key="task_type")
-        queued = await self.queue.submit(task_type, payload, command=command, timeout_s=timeout_s)  # records it, tells us
+        # the queue records it and tells us
+        queued = await self.queue.submit(task_type, payload, command=command, timeout_s=timeout_s)
         return {"task_id": queued["task_id"], "status": "queued"}
 
     async def get(self, task_id: str) -> dict[str, Any] | None:

@@ -23,13 +23,15 @@ from __future__ import annotations
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from mistersmith.envelope import decode_json, encode_json
 
 from . import subjects
+from .errors import JetStreamUnavailableError
 
 __all__ = ["DEAD_STREAM", "TASK_STREAM", "durable_name", "ensure_consumer", "ensure_streams", "is_served",
            "served_kinds"]
@@ -47,16 +49,21 @@ def durable_name(kind: str, priority: str) -> str:
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int) -> None:
-    """Create (or update) ``MS_TASKS`` and ``MS_TASKS_DEAD``. Idempotent."""
+    """Create (or update) ``MS_TASKS`` and ``MS_TASKS_DEAD``. Idempotent.
+
+    ``JetStreamUnavailableError`` if the server has no JetStream (or does not answer)."""
     for name, subject, retention in ((TASK_STREAM, "tasks.*.queue.*", RetentionPolicy.WORK_QUEUE),
                                      (DEAD_STREAM, "tasks.*.dead", RetentionPolicy.LIMITS)):
         config = StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
                               num_replicas=replicas)
         try:
-            await js.stream_info(name)
-            await js.update_stream(config)
-        except NotFoundError:
-            await js.add_stream(config)
+            try:
+                await js.stream_info(name)
+                await js.update_stream(config)
+            except NotFoundError:
+                await js.add_stream(config)
+        except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:
+            raise JetStreamUnavailableError(f"{name}: {exc!r}") from exc
 
 
 async def ensure_consumer(js: JetStreamContext, kind: str, priority: str, *, ack_wait_s: float,

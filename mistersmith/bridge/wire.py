@@ -16,6 +16,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
+from mistersmith.envelope import Reply, encode_reply
+
 from .counters import BridgeCounters
 
 __all__ = ["Wire"]
@@ -42,14 +44,16 @@ class Wire:
             return False
         return True
 
-    async def reply(self, msg: Msg, data: bytes, headers: Mapping[str, str] | None = None) -> bool:
-        """Answer ``msg`` on its reply subject; False if it has none (logged) or NATS refused."""
+    async def reply(self, msg: Msg, reply: Reply, headers: Mapping[str, str] | None = None) -> bool:
+        """Answer ``msg`` on its reply subject with ``reply``, encoded here (``encode_reply``); False if
+        it has none (logged) or NATS refused. An error reply sent is counted (``error_replies``)."""
+        sent, data = encode_reply(reply)
         if not msg.reply:
             logger.warning("no reply subject on %s; the answer is dropped: %s", msg.subject, data[:200])
             return False
         ok = await self.publish(msg.reply, data, headers=headers)
         if ok:
             self.counters.add("replies_out")
-            if data.startswith(b'{"ok":false'):
+            if not sent.ok:
                 self.counters.add("error_replies")
         return ok

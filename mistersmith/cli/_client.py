@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from mistersmith.bridge import subjects
 from mistersmith.crossing import run_in_thread
 from mistersmith.config import Settings
+from mistersmith.ids import ID_RULE, is_id
 
 from ._errors import EXIT_FAILED, EXIT_OK, CliError, failed, unreachable, usage
 from ._locate import data_dir, nats_urls, read_node_file
@@ -57,8 +58,8 @@ def json_object(text: str | None, what: str) -> dict[str, Any] | None:
 
 
 def _token(value: str | None, what: str) -> str | None:
-    if value is not None and not subjects.is_token(value):
-        raise usage(f"{what} {value!r}: use 1-128 letters, digits, '_' or '-'")
+    if value is not None and not is_id(value):
+        raise usage(f"{what} {value!r}: {ID_RULE}")
     return value
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 
-from mistersmith.journal import MigrationError, Projection, Replay, ReplayFilter, TreeSnapshot
+from mistersmith.history import Projection, TreeSnapshot
+from mistersmith.journal import MigrationError, Replay, ReplayFilter
 from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
 from ._errors import EXIT_FAILED, failed, unreachable, usage

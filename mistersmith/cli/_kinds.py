@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from mistersmith.actors import Agent
-from mistersmith.bridge.subjects import is_token
+from mistersmith.ids import ID_RULE, is_id
 
 from ._errors import usage
 
@@ -33,8 +33,8 @@ def _check(obj: object, name: str | None, where: str) -> tuple[str, type[Agent]]
     if not (isinstance(obj, type) and issubclass(obj, Agent)):
         raise usage(f"{where}: {obj!r} is not an Agent subclass (from mistersmith import Agent)")
     kind = name or obj.kind or obj.__name__
-    if not is_token(kind):
-        raise usage(f"{where}: kind name {kind!r} is not allowed; use 1-128 letters, digits, '_' or '-'")
+    if not is_id(kind):
+        raise usage(f"{where}: kind name {kind!r} is not allowed; {ID_RULE}")
     return kind, obj
 
 

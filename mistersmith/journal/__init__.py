@@ -1,14 +1,18 @@
 """The PostgreSQL edge (psycopg 3 + psycopg_pool): migrations, event writer, replay, recovery.
 
-``Journal.open(data_dir)`` gives a node its journal: pass ``journal.sink`` to
+``Journal.open(data_dir, JournalConfig(database_url=...))`` gives a node its
+journal (the journal starts no server: with no URL set, the node starts a
+PostgreSQL of its own and passes its conninfo): pass ``journal.sink`` to
 ``Runtime(sinks=[...])``, call ``journal.recover(runtime)`` to bring back what
 the node ran before, and read history with ``journal.replay(...)`` and
 ``journal.tree_at(...)``.
 """
 
+from mistersmith.history import AgentRecord, Projection, TreeSnapshot  # re-exported: the journal's API names them
 from mistersmith.journal.config import DATABASE_URL_ENV, JournalConfig, PoolConfig
 from mistersmith.journal.discoveries import PgDiscoveryStore
 from mistersmith.journal.errors import (
+    DatabaseNotConfiguredError,
     DatabaseUnreachableError,
     JournalClosedError,
     JournalError,
@@ -18,7 +22,6 @@ from mistersmith.journal.errors import (
 )
 from mistersmith.journal.journal import Journal
 from mistersmith.journal.migrate import Migration, load_migrations, migrate
-from mistersmith.journal.projection import AgentRecord, Projection, TreeSnapshot
 from mistersmith.journal.recovery import RecoveryPlan, RecoveryReport, plan_recovery, recover
 from mistersmith.journal.replay import Replay, ReplayFilter
 from mistersmith.journal.sink import JournalSink
@@ -27,6 +30,7 @@ from mistersmith.journal.tasks import PgTaskStore
 __all__ = [
     "DATABASE_URL_ENV",
     "AgentRecord",
+    "DatabaseNotConfiguredError",
     "DatabaseUnreachableError",
     "Journal",
     "JournalClosedError",

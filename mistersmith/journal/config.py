@@ -1,16 +1,20 @@
-"""The journal's settings, and every default they have, stated once.
+"""The journal's settings, validated eagerly. Every default is stated once: the
+pool's in ``mistersmith.config`` (the node settings ``database.pool_*`` and
+``database.*_timeout_s``), the others here.
 
 The database is chosen in this order: ``JournalConfig.database_url``, then the
-``MISTERSMITH_DATABASE_URL`` environment variable, then an embedded
-PostgreSQL in the node's data directory.
+``MISTERSMITH_DATABASE_URL`` environment variable. With neither, ``Journal.open``
+refuses (``DatabaseNotConfiguredError``): the journal never starts a server; a
+``Node`` starts a PostgreSQL of its own in its data directory and passes its URL.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
+from mistersmith import checks
+from mistersmith.config import default
 from mistersmith.errors import SpecError
 
 __all__ = ["DATABASE_URL_ENV", "JournalConfig", "PoolConfig"]
@@ -18,35 +22,24 @@ __all__ = ["DATABASE_URL_ENV", "JournalConfig", "PoolConfig"]
 DATABASE_URL_ENV = "MISTERSMITH_DATABASE_URL"
 
 
-def _positive(key: str, value: object, *, integer: bool = False, zero: bool = False) -> None:
-    if integer:
-        ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if zero else value > 0)
-        if not ok:
-            raise SpecError(None, key, value, f"use an integer {'>=' if zero else '>'} 0")
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (value >= 0 if zero else value > 0):  # type: ignore[operator]
-        raise SpecError(None, key, value, f"use a finite number {'>=' if zero else '>'} 0")
-
-
 @dataclass(frozen=True)
 class PoolConfig:
-    """The node's ``AsyncConnectionPool`` (the design's defaults)."""
+    """The node's ``AsyncConnectionPool`` (the design's defaults, the node settings ``database.*``)."""
 
-    max_size: int = 30
-    min_size: int = 5
-    connect_timeout_s: float = 10.0
-    idle_timeout_s: float = 300.0
-    max_lifetime_s: float = 3600.0
+    max_size: int = default("database.pool_max")
+    min_size: int = default("database.pool_min")
+    connect_timeout_s: float = default("database.connect_timeout_s")
+    idle_timeout_s: float = default("database.idle_timeout_s")
+    max_lifetime_s: float = default("database.max_lifetime_s")
 
     def __post_init__(self) -> None:
-        _positive("pool.max_size", self.max_size, integer=True)
-        _positive("pool.min_size", self.min_size, integer=True, zero=True)
+        checks.count("pool.max_size", self.max_size)
+        checks.count("pool.min_size", self.min_size, minimum=0)
         if self.min_size > self.max_size:
             raise SpecError(None, "pool.min_size", self.min_size, f"use a value <= max_size ({self.max_size})")
-        _positive("pool.connect_timeout_s", self.connect_timeout_s)
-        _positive("pool.idle_timeout_s", self.idle_timeout_s)
-        _positive("pool.max_lifetime_s", self.max_lifetime_s)
+        checks.seconds("pool.connect_timeout_s", self.connect_timeout_s)
+        checks.seconds("pool.idle_timeout_s", self.idle_timeout_s)
+        checks.seconds("pool.max_lifetime_s", self.max_lifetime_s)
 
 
 @dataclass(frozen=True)
@@ -54,7 +47,7 @@ class JournalConfig:
     """How the journal stores, ships and recovers. All defaults are here."""
 
     database_url: str | None = None
-    """A libpq URL or conninfo; ``None``: ``$MISTERSMITH_DATABASE_URL``, else embedded."""
+    """A libpq URL or conninfo; ``None``: ``$MISTERSMITH_DATABASE_URL``."""
     recover: bool = True
     """Respawn this node's agents from the registry when it starts (``Journal.recover``)."""
     pool: PoolConfig = field(default_factory=PoolConfig)
@@ -68,8 +61,6 @@ class JournalConfig:
     retry_min_s: float = 0.05
     retry_max_s: float = 2.0
     outage_log_interval_s: float = 30.0
-    embedded_durable: bool = True
-    """Run the embedded PostgreSQL with ``fsync`` on. Off only for tests."""
     close_flush_s: float = 10.0
     """How long ``close`` waits for the backlog to reach PostgreSQL; the rest ships at next start."""
 
@@ -78,17 +69,17 @@ class JournalConfig:
             raise SpecError(None, "recover", self.recover, "use True or False")
         if not isinstance(self.pool, PoolConfig):
             raise SpecError(None, "pool", self.pool, "use a PoolConfig(...)")
-        _positive("spool_segment_bytes", self.spool_segment_bytes, integer=True)
-        _positive("sync_timeout_s", self.sync_timeout_s)
-        _positive("batch_max_events", self.batch_max_events, integer=True)
-        _positive("batch_max_bytes", self.batch_max_bytes, integer=True)
-        _positive("retry_min_s", self.retry_min_s)
-        _positive("retry_max_s", self.retry_max_s)
+        checks.count("spool_segment_bytes", self.spool_segment_bytes)
+        checks.seconds("sync_timeout_s", self.sync_timeout_s)
+        checks.count("batch_max_events", self.batch_max_events)
+        checks.count("batch_max_bytes", self.batch_max_bytes)
+        checks.seconds("retry_min_s", self.retry_min_s)
+        checks.seconds("retry_max_s", self.retry_max_s)
         if self.retry_max_s < self.retry_min_s:
             raise SpecError(None, "retry_max_s", self.retry_max_s, f"use a value >= retry_min_s ({self.retry_min_s})")
-        _positive("outage_log_interval_s", self.outage_log_interval_s)
-        _positive("close_flush_s", self.close_flush_s, zero=True)
+        checks.seconds("outage_log_interval_s", self.outage_log_interval_s)
+        checks.seconds("close_flush_s", self.close_flush_s, zero=True)
 
     def resolved_database_url(self) -> str | None:
-        """The URL to use, or ``None`` for the embedded server."""
+        """The URL to use, or ``None`` if none is set (a node then starts a server of its own)."""
         return self.database_url or os.environ.get(DATABASE_URL_ENV) or None

@@ -11,6 +11,7 @@ from pathlib import Path
 from mistersmith.errors import MisterSmithError
 
 __all__ = [
+    "DatabaseNotConfiguredError",
     "DatabaseUnreachableError",
     "JournalClosedError",
     "JournalError",
@@ -38,10 +39,27 @@ class DatabaseUnreachableError(JournalError):
     def __init__(self, target: str, detail: str) -> None:
         super().__init__(
             f"cannot reach PostgreSQL at {target}: {detail}; check the URL "
-            "(MISTERSMITH_DATABASE_URL), or leave it unset for the embedded server"
+            "(MISTERSMITH_DATABASE_URL), or leave it unset and a node starts a server of its own"
         )
         self.target = target
         self.detail = detail
+
+
+class DatabaseNotConfiguredError(JournalError):
+    """``Journal.open`` was given no database: no URL, and no ``MISTERSMITH_DATABASE_URL``.
+
+    The journal never starts a server itself; a ``Node`` starts one of its own
+    (``EmbeddedPostgres``, in its data directory) when no URL is set.
+    """
+
+    code = "database_not_configured"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the journal has no PostgreSQL to write to: pass JournalConfig(database_url=...), set "
+            "MISTERSMITH_DATABASE_URL, or start an EmbeddedPostgres(directory) and pass its conninfo() "
+            "(a mistersmith Node does this when no URL is set)"
+        )
 
 
 class MigrationError(JournalError):

@@ -1,12 +1,13 @@
 """``Journal``: one node's supervision journal, wired together.
 
-``Journal.open(data_dir)`` picks the database (see ``config.py``; an embedded
-PostgreSQL in ``data_dir/postgres`` when no URL is set), applies the
-migrations, opens the write-ahead spool in ``data_dir/journal`` and starts
-shipping it, and opens the node's connection pool on an event-loop thread
-(the node's ``LoopThread`` if given, else one of its own). Then::
+``Journal.open(data_dir, config)`` connects to the database the config names
+(see ``config.py``: it never starts one; with no URL set, a ``Node`` starts
+a PostgreSQL of its own and passes its conninfo), applies the migrations,
+opens the write-ahead spool in ``data_dir/journal`` and starts shipping it,
+and opens the node's connection pool on an event-loop thread (the node's
+``LoopThread`` if given, else one of its own). Then::
 
-    journal = Journal.open(data_dir)
+    journal = Journal.open(data_dir, JournalConfig(database_url=url))
     runtime = Runtime(node_id="n1", sinks=[journal.sink])
     journal.recover(runtime)              # respawn what the last run left running
     ...
@@ -18,13 +19,20 @@ shipping it, and opens the node's connection pool on an event-loop thread
 Threads: ``open``, ``close``, ``recover``, ``tree_at`` and sync iteration of
 ``replay`` block; call them from plain threads (each refuses to run on an
 event loop and names its async twin).
+
+One implementation, two faces: what reads the database is a coroutine run
+on the journal's loop, with the pool (``_atree_at``, ``_aload``); the
+blocking face runs it there (``_blocking``), the async face awaits it, on
+that loop or from any other (``_awaiting``). What waits on a thread (the
+shipper's flush, a runtime's recovery, opening and closing) is blocking, and
+its async face runs it in a helper thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -35,14 +43,13 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from mistersmith.crossing import LoopThread, forbid_blocking, run_in_thread
-from mistersmith.embedded.postgres import EmbeddedPostgres
+from mistersmith.history import AgentRecord, Projection, TreeSnapshot
 
 from .codec import encode_line, event_from_row
 from .config import JournalConfig
-from .errors import DatabaseUnreachableError, JournalClosedError
+from .errors import DatabaseNotConfiguredError, DatabaseUnreachableError, JournalClosedError
 from .migrate import migrate
 from .pool import open_pool, pool_stats
-from .projection import AgentRecord, Projection, TreeSnapshot
 from .recovery import RecoveryReport, RecoveryTarget, recover
 from .registry import aload_node
 from .replay import Bound, Replay, ReplayFilter, replay_filter
@@ -82,7 +89,6 @@ class Journal:
         loop: LoopThread,
         own_loop: bool,
         pool: AsyncConnectionPool,
-        embedded: EmbeddedPostgres | None,
     ) -> None:
         self.config = config
         self.conninfo = conninfo
@@ -91,7 +97,6 @@ class Journal:
         self.sink = JournalSink(spool, sync_timeout_s=config.sync_timeout_s)
         self.loop = loop
         self.pool = pool
-        self.embedded = embedded
         self._own_loop = own_loop
         self.closed = False
 
@@ -101,29 +106,28 @@ class Journal:
     def open(
         cls, data_dir: Path | str, config: JournalConfig | None = None, *, loop: LoopThread | None = None
     ) -> Journal:
-        """Start everything the journal needs; undo what was started if a step fails."""
+        """Start everything the journal needs; undo what was started if a step fails.
+
+        ``DatabaseNotConfiguredError`` if ``config`` names no database (and
+        ``MISTERSMITH_DATABASE_URL`` is unset): the journal starts no server.
+        """
         forbid_blocking("Journal.open()", "await Journal.aopen(...)")
         config = config if config is not None else JournalConfig()
+        conninfo = config.resolved_database_url()
+        if conninfo is None:
+            raise DatabaseNotConfiguredError()
+        try:
+            applied = migrate(conninfo)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnreachableError(describe_target(conninfo), str(exc).strip()) from exc
+        if applied:
+            logger.info("journal schema migrated: %s", ", ".join(m.filename for m in applied))
         data_dir = Path(data_dir)
-        embedded: EmbeddedPostgres | None = None
         spool: Spool | None = None
         shipper: Shipper | None = None
         own_loop = loop is None
         loop_thread: LoopThread | None = loop
         try:
-            url = config.resolved_database_url()
-            if url is None:
-                embedded = EmbeddedPostgres(data_dir / "postgres", durable=config.embedded_durable)
-                embedded.start()
-                conninfo = embedded.conninfo()
-            else:
-                conninfo = url
-            try:
-                applied = migrate(conninfo)
-            except psycopg.OperationalError as exc:
-                raise DatabaseUnreachableError(describe_target(conninfo), str(exc).strip()) from exc
-            if applied:
-                logger.info("journal schema migrated: %s", ", ".join(m.filename for m in applied))
             spool = Spool(data_dir / "journal", segment_bytes=config.spool_segment_bytes, fsync=config.spool_fsync,
                           encode=encode_line)
             spool.open()
@@ -145,12 +149,10 @@ class Journal:
                 spool.close()
             if own_loop and loop_thread is not None:
                 loop_thread.stop()
-            if embedded is not None:
-                embedded.stop()
             raise
         return cls(
             config=config, conninfo=conninfo, spool=spool, shipper=shipper, loop=loop_thread,
-            own_loop=own_loop, pool=pool, embedded=embedded,
+            own_loop=own_loop, pool=pool,
         )
 
     @classmethod
@@ -183,8 +185,6 @@ class Journal:
         finally:
             if self._own_loop:
                 self.loop.stop()
-            if self.embedded is not None:
-                self.embedded.stop()
 
     async def aclose(self) -> None:
         await run_in_thread(self.close, "mistersmith-journal-close")
@@ -200,6 +200,23 @@ class Journal:
     def _check_open(self, what: str) -> None:
         if self.closed:
             raise JournalClosedError(what)
+
+    # -- the two faces of what reads the database ----------------------------------
+
+    def _blocking(self, call: str, instead: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The blocking face: refuse on an event loop (naming ``instead``), else run ``work()`` on the
+        journal's loop and wait. ``work()`` is called here, in the caller's thread (it validates)."""
+        self._check_open(f"{call}()")
+        forbid_blocking(f"Journal.{call}()", instead)
+        return self.loop.run(work(), _CALL_TIMEOUT_S)
+
+    async def _awaiting(self, call: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The async face: ``work()`` awaited on the journal's loop, from it or from any other loop."""
+        self._check_open(f"{call}()")
+        coro = work()
+        if asyncio.get_running_loop() is self.loop.loop:
+            return await coro
+        return await run_in_thread(lambda: self.loop.run(coro, _CALL_TIMEOUT_S), "mistersmith-journal-call")
 
     # -- writing --------------------------------------------------------------------------
 
@@ -218,7 +235,6 @@ class Journal:
             "writer": self.shipper.stats(),
             "sink": self.sink.stats(),
             "pool": pool_stats(self.pool),
-            "database": "embedded" if self.embedded is not None else "external",
         }
 
     # -- reading ----------------------------------------------------------------------------
@@ -244,8 +260,11 @@ class Journal:
             pool=self.pool, pool_loop=self.loop.loop,
         )
 
-    async def _atree_at(self, at: Bound | None, node_id: str | None) -> TreeSnapshot:
-        filters = ReplayFilter(node_id=node_id, until=at)
+    def _tree_at_work(self, at: Bound | None, node_id: str | None) -> Coroutine[Any, Any, TreeSnapshot]:
+        filters = ReplayFilter(node_id=node_id, until=at)  # validated now, in the caller's thread
+        return self._atree_at(filters)
+
+    async def _atree_at(self, filters: ReplayFilter) -> TreeSnapshot:
         query, params = filters.query()
         projection = Projection()
         async with self.pool.connection() as conn:
@@ -260,23 +279,13 @@ class Journal:
         """The supervision tree(s) and every child's state as of ``at`` (a seq or a datetime).
 
         Rebuilt purely from the journal (``None``: its latest event), with the
-        projection the registry and recovery use.
+        projection the registry and recovery use (``mistersmith.history``).
         """
-        self._check_open("tree_at()")
-        forbid_blocking("Journal.tree_at()", "await journal.atree_at(...)")
-        ReplayFilter(until=at)  # validate here, in the caller's thread
-        return self.loop.run(self._atree_at(at, node_id), _CALL_TIMEOUT_S)
+        return self._blocking("tree_at", "await journal.atree_at(...)", lambda: self._tree_at_work(at, node_id))
 
     async def atree_at(self, at: Bound | None = None, *, node_id: str | None = None) -> TreeSnapshot:
         """``tree_at`` for asyncio programs."""
-        self._check_open("atree_at()")
-        ReplayFilter(until=at)
-        return await self._on_loop(self._atree_at(at, node_id))
-
-    async def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        if asyncio.get_running_loop() is self.loop.loop:
-            return await coro
-        return await run_in_thread(lambda: self.loop.run(coro, _CALL_TIMEOUT_S), "mistersmith-journal-call")
+        return await self._awaiting("atree_at", lambda: self._tree_at_work(at, node_id))
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -294,7 +303,7 @@ class Journal:
             return RecoveryReport(runtime.node_id)
         if not self.shipper.flush(flush_timeout_s):
             logger.warning("recovery reads a registry that misses events still in the spool (PostgreSQL is slow or down)")
-        records = self.loop.run(self._aload(runtime.node_id), _CALL_TIMEOUT_S)
+        records = self._blocking("recover", "await journal.arecover(...)", lambda: self._aload(runtime.node_id))
         return recover(runtime, records)
 
     async def arecover(self, runtime: RecoveryTarget, *, flush_timeout_s: float = 30.0) -> RecoveryReport:
@@ -309,9 +318,8 @@ class Journal:
 
     def registry(self, node_id: str) -> list[dict[str, Any]]:
         """The node's rows in the ``agents`` registry, as dicts, in start order."""
-        self._check_open("registry()")
-        forbid_blocking("Journal.registry()", "use journal.atree_at() or query the pool")
-        return [r.to_dict() for r in self.loop.run(self._aload(node_id), _CALL_TIMEOUT_S)]
+        records = self._blocking("registry", "use journal.atree_at() or query the pool", lambda: self._aload(node_id))
+        return [r.to_dict() for r in records]
 
     def count(self) -> int:
         """How many events the journal holds (all nodes)."""

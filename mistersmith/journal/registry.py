@@ -1,7 +1,7 @@
 """The ``agents`` registry table: reading and writing ``AgentRecord`` rows.
 
 The writer keeps it in the same transaction as the events it derives from
-(see ``projection.py``); recovery reads it. Sync (psycopg) functions for the
+(see ``mistersmith.history.projection``); recovery reads it. Sync (psycopg) functions for the
 writer's thread and async ones for the node's pool.
 """
 
@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .projection import AgentRecord, RecordKey
+from mistersmith.history import AgentRecord, RecordKey
 
 __all__ = ["aload_node", "delete_records", "load_node", "record_from_row", "upsert_records"]
 

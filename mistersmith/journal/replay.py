@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from contextlib import aclosing, closing
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Generator, Iterator
+from contextlib import AsyncExitStack, aclosing, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -121,8 +122,33 @@ class ReplayFilter:
         return head_seq >= until
 
 
+class _Step(Enum):
+    """What the plan asks its face to do next (the face does the I/O)."""
+
+    CONNECT = "connect"  # have an open connection (a new one if it was lost), LISTENing when following
+    HEAD = "head"  # read the journal's last seq into ``_Progress.head``
+    READ = "read"  # deliver every matching event after ``_Progress.last``, moving it along
+    WAIT = "wait"  # wait for a NOTIFY, at most ``poll_s``
+    PAUSE = "pause"  # the connection failed: wait a moment before trying again
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Where one iteration is: the faces move it, the plan reads it."""
+
+    last: int | None = None  # seq of the last event delivered
+    head: int = 0  # the journal's last seq, read before the latest catch-up read
+
+
 class Replay:
-    """An iterable (sync and async) over journaled events; see the module docstring."""
+    """An iterable (sync and async) over journaled events; see the module docstring.
+
+    One implementation, two faces: ``_plan`` holds the logic (history, then
+    follow: reconnect, head, catch-up read, wait, end) and does no I/O; the
+    sync face (``_sync``) and the async one (``_async``) carry out its steps
+    on a ``psycopg.Connection`` or a ``psycopg.AsyncConnection``, and throw
+    into it the ``OperationalError`` a step met.
+    """
 
     def __init__(
         self,
@@ -153,14 +179,45 @@ class Replay:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    # -- sync --------------------------------------------------------------------------
+    # -- the logic (no I/O) ----------------------------------------------------------
+
+    def _plan(self, progress: _Progress) -> Generator[_Step, None, None]:
+        """The steps of one iteration. A failure of the history read ends it (the error goes to the
+        caller); while following, a failed step is retried after a pause, from ``progress.last``."""
+        yield _Step.CONNECT
+        yield _Step.READ
+        while self.follow and not self._closed.is_set():
+            try:
+                yield _Step.CONNECT
+                yield _Step.HEAD  # before the read: it sees everything up to head
+                before = progress.last
+                yield _Step.READ
+                found = progress.last != before
+                if self.filters.ended(progress.head, found):
+                    return
+                if not found:
+                    yield _Step.WAIT
+            except psycopg.OperationalError:
+                yield _Step.PAUSE
+
+    # -- sync face -------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[SupervisionEvent]:
         return self._sync()
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self, conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any]:
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
         conn = psycopg.connect(self.conninfo, autocommit=True, application_name="mistersmith-replay")
-        set_json_loads(orjson.loads, conn)
+        try:
+            set_json_loads(orjson.loads, conn)
+            if self.follow:
+                conn.execute(_LISTEN)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _read(self, conn: psycopg.Connection[Any], after: int | None) -> Generator[SupervisionEvent, None, None]:
@@ -176,38 +233,44 @@ class Replay:
                     yield event_from_row(row)
 
     def _sync(self) -> Iterator[SupervisionEvent]:
-        last: int | None = None
-        conn = self._connect()
+        progress = _Progress()
+        plan = self._plan(progress)
+        conn: psycopg.Connection[Any] | None = None
+        failed: psycopg.OperationalError | None = None
         try:
-            if self.follow:
-                conn.execute(_LISTEN)
-            with closing(self._read(conn, last)) as rows:
-                for event in rows:
-                    last = event.seq
-                    yield event
-            while self.follow and not self._closed.is_set():
+            while True:
                 try:
-                    if conn.closed or conn.broken:
-                        conn = self._connect()
-                        conn.execute(_LISTEN)
-                    head = conn.execute(_HEAD).fetchone()  # before the read: it sees everything up to head
-                    found = False
-                    with closing(self._read(conn, last)) as rows:
-                        for event in rows:
-                            found = True
-                            last = event.seq
-                            yield event
-                    if self.filters.ended(int(head[0]) if head else 0, found):
-                        return
-                    if not found:
+                    step = next(plan) if failed is None else plan.throw(failed)
+                except StopIteration:
+                    return
+                failed = None
+                try:
+                    if step is _Step.READ:
+                        assert conn is not None
+                        with closing(self._read(conn, progress.last)) as rows:
+                            for event in rows:
+                                progress.last = event.seq
+                                yield event
+                    elif step is _Step.CONNECT:
+                        conn = self._connect(conn)
+                    elif step is _Step.HEAD:
+                        assert conn is not None
+                        head = conn.execute(_HEAD).fetchone()
+                        progress.head = int(head[0]) if head else 0
+                    elif step is _Step.WAIT:
+                        assert conn is not None
                         for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
                             pass
-                except psycopg.OperationalError:
-                    self._closed.wait(_RECONNECT_S)
+                    else:
+                        self._closed.wait(_RECONNECT_S)
+                except psycopg.OperationalError as exc:
+                    failed = exc
         finally:
-            conn.close()
+            plan.close()
+            if conn is not None:
+                conn.close()
 
-    # -- async -------------------------------------------------------------------------
+    # -- async face ------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[SupervisionEvent]:
         self._agen = self._async()
@@ -220,11 +283,21 @@ class Replay:
         if agen is not None:
             await agen.aclose()
 
-    async def _aconnect(self) -> psycopg.AsyncConnection[Any]:
+    async def _aconnect(self, conn: psycopg.AsyncConnection[Any] | None) -> psycopg.AsyncConnection[Any]:
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            await conn.close()
         conn = await psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True, application_name="mistersmith-replay"
         )
-        set_json_loads(orjson.loads, conn)
+        try:
+            set_json_loads(orjson.loads, conn)
+            if self.follow:
+                await conn.execute(_LISTEN)
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def _aread(
@@ -241,44 +314,55 @@ class Replay:
                 for row in rows:
                     yield event_from_row(row)
 
-    async def _async(self) -> AsyncGenerator[SupervisionEvent, None]:
+    def _pooled(self) -> AsyncConnectionPool | None:
+        """The node's pool, for a history read on the node's loop (a follow holds its connection)."""
         pool = self._pool
-        if not self.follow and pool is not None and asyncio.get_running_loop() is self._pool_loop:
-            async with pool.connection() as pooled:
-                async with aclosing(self._aread(pooled, None)) as rows:
-                    async for event in rows:
-                        yield event
-            return
-        last: int | None = None
-        conn = await self._aconnect()
-        try:
-            if self.follow:
-                await conn.execute(_LISTEN)
-            async with aclosing(self._aread(conn, last)) as rows:
-                async for event in rows:
-                    last = event.seq
-                    yield event
-            while self.follow and not self._closed.is_set():
-                try:
-                    if conn.closed or conn.broken:
-                        conn = await self._aconnect()
-                        await conn.execute(_LISTEN)
-                    head = await (await conn.execute(_HEAD)).fetchone()
-                    found = False
-                    async with aclosing(self._aread(conn, last)) as rows:
-                        async for event in rows:
-                            found = True
-                            last = event.seq
-                            yield event
-                    if self.filters.ended(int(head[0]) if head else 0, found):
+        if self.follow or pool is None or asyncio.get_running_loop() is not self._pool_loop:
+            return None
+        return pool
+
+    async def _async(self) -> AsyncGenerator[SupervisionEvent, None]:
+        progress = _Progress()
+        plan = self._plan(progress)
+        pool = self._pooled()
+        conn: psycopg.AsyncConnection[Any] | None = None
+        failed: psycopg.OperationalError | None = None
+        async with AsyncExitStack() as borrowed:  # the pool's connection, if one is used, goes back on exit
+            try:
+                while True:
+                    try:
+                        step = next(plan) if failed is None else plan.throw(failed)
+                    except StopIteration:
                         return
-                    if not found:
-                        async for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
-                            pass
-                except psycopg.OperationalError:
-                    await asyncio.sleep(_RECONNECT_S)
-        finally:
-            await conn.close()
+                    failed = None
+                    try:
+                        if step is _Step.READ:
+                            assert conn is not None
+                            async with aclosing(self._aread(conn, progress.last)) as rows:
+                                async for event in rows:
+                                    progress.last = event.seq
+                                    yield event
+                        elif step is _Step.CONNECT:
+                            if pool is None:
+                                conn = await self._aconnect(conn)
+                            elif conn is None:
+                                conn = await borrowed.enter_async_context(pool.connection())
+                        elif step is _Step.HEAD:
+                            assert conn is not None
+                            head = await (await conn.execute(_HEAD)).fetchone()
+                            progress.head = int(head[0]) if head else 0
+                        elif step is _Step.WAIT:
+                            assert conn is not None
+                            async for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                                pass
+                        else:
+                            await asyncio.sleep(_RECONNECT_S)
+                    except psycopg.OperationalError as exc:
+                        failed = exc
+            finally:
+                plan.close()
+                if pool is None and conn is not None:
+                    await conn.close()
 
 
 def replay_filter(

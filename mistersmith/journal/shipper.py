@@ -14,7 +14,7 @@ transaction:
    not have happened), through a staging table and
    ``INSERT ... ON CONFLICT (event_id) DO NOTHING``; a duplicate met on the
    straight path rolls back and retries the careful way;
-3. folds the inserted events into the ``agents`` registry (``projection.py``);
+3. folds the inserted events into the ``agents`` registry (``mistersmith.history.projection``);
 4. ``NOTIFY``s followers with the last ``seq``.
 
 Only then does the spool checkpoint move. So an event is in PostgreSQL once,
@@ -41,11 +41,11 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from mistersmith.files import open_private
+from mistersmith.history import Projection
 from mistersmith.supervisors import SupervisionEvent
 
 from .codec import COLUMNS, JournalLine
 from .outage import OutageLog
-from .projection import Projection
 from .registry import delete_records, load_node, upsert_records
 from .spool import Spool, SpoolPosition
 

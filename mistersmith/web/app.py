@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mistersmith import __version__
+from mistersmith.subjects import SUBJECT_TEMPLATES
 
 from .backends import Backends, check_health
 from .config import WebConfig
@@ -29,13 +30,8 @@ from .sessions import SessionStore
 from .sse import DiscoveryStream
 from .tools import TOOLS
 
-__all__ = ["DEFAULT_SUBJECTS", "WebApp", "build_app"]
+__all__ = ["WebApp", "build_app"]
 
-DEFAULT_SUBJECTS = {
-    "commands": "agents.{agent_id}.commands.{command}",
-    "status": "agents.{agent_id}.status.{event_type}",
-    "discoveries": "discoveries.{agent_id}.{discovery_type}",
-}
 ROUTES = ("/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/metrics", "/discoveries/stream")
 
 
@@ -116,7 +112,7 @@ class WebApp:
             "capabilities": capabilities,
             "tools": list(TOOLS),
             "endpoints": {path: path for path in ROUTES},
-            "subjects": dict(b.subjects) or DEFAULT_SUBJECTS,
+            "subjects": dict(SUBJECT_TEMPLATES),
             "auth": "bearer" if self.config.secured else "none",
         })
 

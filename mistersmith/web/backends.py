@@ -39,8 +39,8 @@ class Backends:
     ``health`` maps component names (``nats``, ``database``) to probes; the
     supervisor tree and the last recovery (``recovery``: ``degraded`` while
     agents it could not bring back are missing) are always checked, from the
-    Runtime. ``subjects`` is what
-    ``/info`` lists as this node's NATS subjects.
+    Runtime. (``/info`` lists the NATS subjects from ``mistersmith.subjects``,
+    the one definition, however the app was built.)
     """
 
     runtime: Runtime
@@ -49,7 +49,6 @@ class Backends:
     tasks: Tasks | None = None
     nats: NatsStats | None = None
     health: Mapping[str, ComponentCheck] = field(default_factory=dict)
-    subjects: Mapping[str, str] = field(default_factory=dict)
 
     def need_discoveries(self) -> Discoveries:
         if self.discoveries is None:

@@ -1,14 +1,20 @@
-"""``WebConfig``: every knob of the HTTP shim, with its default stated once, validated eagerly."""
+"""``WebConfig``: every knob of the HTTP shim, validated eagerly.
+
+A knob that is also a node setting takes its default from ``mistersmith.config``
+(``default("http...")``), where every default is stated once; the others
+(``stream_buffer``, ``server_name``...) are stated here.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mistersmith import checks
+from mistersmith.config import default
 from mistersmith.errors import SpecError
 
 __all__ = ["TOKEN_ENV", "WILDCARD_HOSTS", "WebConfig", "host_and_port", "is_loopback"]
@@ -90,32 +96,31 @@ class WebConfig:
       server speaks HTTPS only.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_token: str | None = None
-    allow_insecure: bool = False
+    host: str = default("http.host")
+    port: int = default("http.port")
+    api_token: str | None = default("http.api_token")
+    allow_insecure: bool = default("http.allow_insecure")
     allowed_origins: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 1_048_576
-    rate_per_s: float | None = 200.0
-    rate_burst: int = 400
-    request_timeout_s: float = 30.0
-    max_streams: int = 1000
-    keepalive_s: float = 30.0
+    cors_origins: tuple[str, ...] = default("http.cors_origins")
+    max_body_bytes: int = default("http.max_body_bytes")
+    rate_per_s: float | None = default("http.rate_limit_per_s")
+    rate_burst: int = default("http.rate_limit_burst")
+    request_timeout_s: float = default("http.request_timeout_s")
+    max_streams: int = default("http.sse_max_streams")
+    keepalive_s: float = default("http.sse_keepalive_s")
     stream_buffer: int = 1024
-    max_sessions: int = 1000
-    session_idle_s: float = 600.0
+    max_sessions: int = default("http.mcp_max_sessions")
+    session_idle_s: float = default("http.mcp_session_idle_s")
     server_name: str = "mistersmith"
-    allowed_hosts: tuple[str, ...] = ()
-    header_timeout_s: float = 10.0
-    max_connections_per_client: int = 64
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    allowed_hosts: tuple[str, ...] = default("http.allowed_hosts")
+    header_timeout_s: float = default("http.header_timeout_s")
+    max_connections_per_client: int = default("http.max_connections_per_client")
+    tls_cert: str | None = default("http.tls_cert")
+    tls_key: str | None = default("http.tls_key")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host:
-            raise SpecError(None, "host", self.host, "use an IP address or host name")
-        _int("port", self.port, 0, 65535)
+        checks.text("host", self.host, allowed="use an IP address or host name")
+        checks.port("port", self.port)
         if self.api_token is not None and (not isinstance(self.api_token, str) or len(self.api_token) < 16
                                            or not self.api_token.isprintable() or " " in self.api_token):
             raise SpecError(None, "api_token", "***", "use at least 16 printable characters without spaces")
@@ -123,27 +128,26 @@ class WebConfig:
             value = getattr(self, key)
             if not isinstance(value, tuple) or not all(isinstance(o, str) and o for o in value):
                 raise SpecError(None, key, value, "use a tuple of origins such as 'https://app.example.com'")
-        _int("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
+        checks.count("max_body_bytes", self.max_body_bytes, minimum=1024, maximum=1 << 30)
         if self.rate_per_s is not None:
-            _number("rate_per_s", self.rate_per_s)
-        _int("rate_burst", self.rate_burst, 1, 1 << 30)
-        _number("request_timeout_s", self.request_timeout_s)
-        _int("max_streams", self.max_streams, 1, 1_000_000)
-        _number("keepalive_s", self.keepalive_s)
-        _int("stream_buffer", self.stream_buffer, 1, 1 << 20)
-        _int("max_sessions", self.max_sessions, 1, 1 << 24)
-        _number("session_idle_s", self.session_idle_s)
+            checks.number("rate_per_s", self.rate_per_s)
+        checks.count("rate_burst", self.rate_burst, maximum=1 << 30)
+        checks.seconds("request_timeout_s", self.request_timeout_s)
+        checks.count("max_streams", self.max_streams, maximum=1_000_000)
+        checks.seconds("keepalive_s", self.keepalive_s)
+        checks.count("stream_buffer", self.stream_buffer, maximum=1 << 20)
+        checks.count("max_sessions", self.max_sessions, maximum=1 << 24)
+        checks.seconds("session_idle_s", self.session_idle_s)
         if not isinstance(self.allowed_hosts, tuple) or not all(
                 isinstance(h, str) and (h == "*" or host_and_port(h) is not None) for h in self.allowed_hosts):
             raise SpecError(None, "allowed_hosts", self.allowed_hosts,
                             "use a tuple of host names or addresses, each optionally with :port, such as "
                             "'mistersmith.internal' or '10.0.0.5:8080' (not URLs), or '*' for any Host")
-        _number("header_timeout_s", self.header_timeout_s)
-        _int("max_connections_per_client", self.max_connections_per_client, 1, 1 << 20)
+        checks.seconds("header_timeout_s", self.header_timeout_s)
+        checks.count("max_connections_per_client", self.max_connections_per_client, maximum=1 << 20)
         for key in ("tls_cert", "tls_key"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise SpecError(None, key, value, "use the path of a PEM file")
+            if getattr(self, key) is not None:
+                checks.text(key, getattr(self, key), allowed="use the path of a PEM file")
         if (self.tls_cert is None) != (self.tls_key is None):
             missing = "tls_key" if self.tls_key is None else "tls_cert"
             raise SpecError(None, missing, None, "set tls_cert and tls_key together (the certificate chain and "
@@ -179,12 +183,3 @@ class WebConfig:
         values.update(overrides)
         return cls(**values)
 
-
-def _int(key: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SpecError(None, key, value, f"use an integer from {low} to {high}")
-
-
-def _number(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise SpecError(None, key, value, "use a finite number > 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mistersmith.discovery import CONTENT_MAX_CHARS, DISCOVERY_TYPES, ROLE_MAX_CHARS
+from mistersmith.ids import ID_PATTERN
 from mistersmith.supervisors import EVENT_TYPES, RESTARTS
 
 __all__ = [
@@ -18,10 +19,8 @@ __all__ = [
 ]
 
 MAX_COMMAND_TIMEOUT_S = 30.0
-# Not "$": in Python's re (which jsonschema uses) it also matches before a final
-# newline, so "abc\n" would pass. "(?![\s\S])" is the end of the string in
-# ECMA-262 and Python alike.
-ID: dict[str, Any] = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,128}(?![\s\S])"}
+# ids.ID_PATTERN ends in "(?![\s\S])", not "$" (which lets "abc\n" pass in Python's re).
+ID: dict[str, Any] = {"type": "string", "pattern": ID_PATTERN}
 LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
 
 

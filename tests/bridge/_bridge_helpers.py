@@ -39,8 +39,11 @@ def connect_options(url: str, **overrides: Any) -> ConnectOptions:
     return ConnectOptions(servers=(url,), **{**FAST_RECONNECT, **overrides})
 
 
-class Node:
-    """One MisterSmith node on a NATS server: ``run(coro)`` runs on its loop thread."""
+class BridgeNode:
+    """A bare node on a NATS server (a Runtime, its loop thread, a Bridge; not ``mistersmith.node.Node``).
+
+    ``run(coro)`` runs on its loop thread.
+    """
 
     def __init__(self, url: str, *, node_id: str | None = None, options: BridgeOptions | None = None,
                  task_options: TaskOptions | None = None,
@@ -85,18 +88,20 @@ async def client(url: str, **overrides: Any) -> tuple[NATS, AgentClient]:
     return nc, AgentClient(nc, timeout_s=WAIT_S)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S,
-                     poke: Callable[[], Awaitable[Any]] | None = None) -> None:
-    """Re-check ``predicate`` after each ``poke`` (default: one event-loop turn) until it holds."""
+async def wait_until(predicate: Callable[[], bool], *, poke: Callable[[], Awaitable[Any]],
+                     timeout_s: float = WAIT_S) -> None:
+    """Re-check ``predicate`` after each ``poke`` until it holds; AssertionError after ``timeout_s``.
+
+    ``poke`` is a round trip through what carries the change (``nc.flush`` for
+    what arrives over NATS, an ask for what crosses from an agent's thread):
+    the wait never spins on bare event-loop turns, and never sleeps.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
-        if poke is not None:
-            await poke()
-        else:
-            await asyncio.sleep(0)
+        await poke()
 
 
 class Inbox:

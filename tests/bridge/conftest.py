@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _bridge_helpers import WAIT_S, Node
+from _bridge_helpers import WAIT_S, BridgeNode
 
 from mistersmith.embedded.nats import EmbeddedNats
 
@@ -34,8 +34,8 @@ def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
 
 
 @pytest.fixture
-def node(nats_server: EmbeddedNats) -> Iterator[Node]:
-    n = Node(nats_server.url)
+def node(nats_server: EmbeddedNats) -> Iterator[BridgeNode]:
+    n = BridgeNode(nats_server.url)
     try:
         yield n
     finally:
@@ -43,11 +43,11 @@ def node(nats_server: EmbeddedNats) -> Iterator[Node]:
 
 
 @pytest.fixture
-def pair(nats_server: EmbeddedNats) -> Iterator[tuple[Node, Node]]:
+def pair(nats_server: EmbeddedNats) -> Iterator[tuple[BridgeNode, BridgeNode]]:
     """Two nodes (``node-a``, ``node-b``) on the module's server, each knowing the other."""
-    a = Node(nats_server.url, node_id="node-a")
+    a = BridgeNode(nats_server.url, node_id="node-a")
     try:
-        b = Node(nats_server.url, node_id="node-b")
+        b = BridgeNode(nats_server.url, node_id="node-b")
     except BaseException:
         a.close()
         raise

@@ -9,7 +9,7 @@ from typing import Any
 import nats
 import orjson
 import pytest
-from _bridge_helpers import WAIT_S, Node, client
+from _bridge_helpers import WAIT_S, BridgeNode, client
 from nats.errors import NoRespondersError
 
 from mistersmith import Agent, command
@@ -35,7 +35,7 @@ class Tally(Agent):
         return {"total": self.total}
 
 
-def test_request_reply_to_an_agent(node: Node) -> None:
+def test_request_reply_to_an_agent(node: BridgeNode) -> None:
     async def scenario() -> None:
         assert node.bridge is not None
         agent = await node.bridge.aspawn("echo", "echo-1")
@@ -59,7 +59,7 @@ def test_request_reply_to_an_agent(node: Node) -> None:
     node.run(scenario())
 
 
-def test_tell_is_fire_and_forget_in_order(node: Node) -> None:
+def test_tell_is_fire_and_forget_in_order(node: BridgeNode) -> None:
     node.rt.register("tally", Tally)
 
     async def scenario() -> None:
@@ -78,7 +78,7 @@ def test_tell_is_fire_and_forget_in_order(node: Node) -> None:
     node.run(scenario())
 
 
-def test_traceparent_travels_back_on_the_reply(node: Node) -> None:
+def test_traceparent_travels_back_on_the_reply(node: BridgeNode) -> None:
     async def scenario() -> None:
         assert node.bridge is not None
         await node.bridge.aspawn("echo", "traced")
@@ -102,7 +102,7 @@ def test_traceparent_travels_back_on_the_reply(node: Node) -> None:
     node.run(scenario())
 
 
-def test_unknown_id_fails_fast_with_no_responders(node: Node) -> None:
+def test_unknown_id_fails_fast_with_no_responders(node: BridgeNode) -> None:
     async def scenario() -> None:
         nc, ms = await client(node.url)
         try:
@@ -128,7 +128,7 @@ def test_unknown_id_fails_fast_with_no_responders(node: Node) -> None:
         ("fail", b"{}", "agent_failed"),
     ],
 )
-def test_error_replies(node: Node, cmd: str, body: bytes, code: str) -> None:
+def test_error_replies(node: BridgeNode, cmd: str, body: bytes, code: str) -> None:
     async def scenario() -> None:
         assert node.bridge is not None
         await node.bridge.aspawn("echo", "e")
@@ -141,11 +141,13 @@ def test_error_replies(node: Node, cmd: str, body: bytes, code: str) -> None:
             assert orjson.loads(ping.data)["ok"] is True
         finally:
             await nc.close()
+        # counted from the reply value, not from its bytes: one error reply of the two
+        assert (node.bridge.counters.get("replies_out"), node.bridge.counters.get("error_replies")) == (2, 1)
 
     node.run(scenario())
 
 
-def test_malformed_tells_are_counted_not_fatal(node: Node) -> None:
+def test_malformed_tells_are_counted_not_fatal(node: BridgeNode) -> None:
     async def scenario() -> None:
         assert node.bridge is not None
         await node.bridge.aspawn("echo", "e2")
@@ -161,7 +163,7 @@ def test_malformed_tells_are_counted_not_fatal(node: Node) -> None:
     node.run(scenario())
 
 
-def test_a_full_mailbox_answers_mailbox_full(node: Node) -> None:
+def test_a_full_mailbox_answers_mailbox_full(node: BridgeNode) -> None:
     async def scenario() -> None:
         assert node.bridge is not None
         await node.bridge.aspawn("echo", "slow", mailbox_size=1)
@@ -190,7 +192,7 @@ def test_a_full_mailbox_answers_mailbox_full(node: Node) -> None:
     node.run(scenario())
 
 
-def test_a_request_that_outlives_the_callers_timeout(node: Node) -> None:
+def test_a_request_that_outlives_the_callers_timeout(node: BridgeNode) -> None:
     async def scenario() -> None:
         assert node.bridge is not None
         await node.bridge.aspawn("echo", "sleepy")
@@ -205,7 +207,7 @@ def test_a_request_that_outlives_the_callers_timeout(node: Node) -> None:
     node.run(scenario())
 
 
-def test_a_request_right_after_a_crash_waits_for_the_restart_as_in_process(node: Node) -> None:
+def test_a_request_right_after_a_crash_waits_for_the_restart_as_in_process(node: BridgeNode) -> None:
     """Every door has the stash's semantics: a command during a short backoff is answered by the
     next incarnation; one whose caller's deadline (Mistersmith-Timeout) comes first hears
     `restarting` at once, with the time to retry."""

@@ -8,7 +8,7 @@ from typing import Any
 import nats
 import orjson
 import pytest
-from _bridge_helpers import WAIT_S, Node, client
+from _bridge_helpers import WAIT_S, BridgeNode, client
 from nats.aio.client import Client as NATS
 
 from mistersmith import SupervisorSpec
@@ -23,11 +23,11 @@ async def ms_spawn(nc: NATS, agent_id: str) -> None:
     assert orjson.loads(reply.data)["ok"] is True
 
 
-def _hosts(node: Node) -> set[str]:
+def _hosts(node: BridgeNode) -> set[str]:
     return {str(info["id"]) for info in node.rt.list_agents()}
 
 
-def test_spawn_is_placed_on_exactly_one_node(pair: tuple[Node, Node]) -> None:
+def test_spawn_is_placed_on_exactly_one_node(pair: tuple[BridgeNode, BridgeNode]) -> None:
     a, b = pair
 
     async def scenario() -> list[dict[str, Any]]:
@@ -48,7 +48,7 @@ def test_spawn_is_placed_on_exactly_one_node(pair: tuple[Node, Node]) -> None:
         assert p["agent_id"] in _hosts(a if p["node"] == "node-a" else b)
 
 
-def test_spawn_on_a_named_node(pair: tuple[Node, Node]) -> None:
+def test_spawn_on_a_named_node(pair: tuple[BridgeNode, BridgeNode]) -> None:
     a, b = pair
 
     async def scenario() -> None:
@@ -69,7 +69,7 @@ def test_spawn_on_a_named_node(pair: tuple[Node, Node]) -> None:
     assert _hosts(b) == {f"on-b-{i}" for i in range(4)} and not _hosts(a)
 
 
-def test_list_covers_every_node_and_filters(pair: tuple[Node, Node]) -> None:
+def test_list_covers_every_node_and_filters(pair: tuple[BridgeNode, BridgeNode]) -> None:
     a, b = pair
 
     async def scenario() -> None:
@@ -95,7 +95,7 @@ def _child(tree: dict[str, Any], child_id: str) -> dict[str, Any]:
     return found[0]
 
 
-def test_tree_shows_a_nested_supervisor_with_its_strategy_and_children(node: Node) -> None:
+def test_tree_shows_a_nested_supervisor_with_its_strategy_and_children(node: BridgeNode) -> None:
     path = node.rt.add_supervisor(SupervisorSpec("workers", strategy="one_for_all", intensity=2, period_s=7.5))
     node.rt.spawn("echo", "top")
 
@@ -122,7 +122,7 @@ def test_tree_shows_a_nested_supervisor_with_its_strategy_and_children(node: Nod
         ("w1", "echo", "root/workers"), ("w2", "echo", "root/workers")]
 
 
-def test_tree_covers_every_node_or_the_one_named(pair: tuple[Node, Node]) -> None:
+def test_tree_covers_every_node_or_the_one_named(pair: tuple[BridgeNode, BridgeNode]) -> None:
     a, b = pair
 
     async def scenario() -> None:
@@ -146,7 +146,7 @@ def test_tree_covers_every_node_or_the_one_named(pair: tuple[Node, Node]) -> Non
 
 
 def test_tree_of_a_node_that_does_not_answer_is_missing(nats_server: EmbeddedNats) -> None:
-    node = Node(nats_server.url, node_id="node-t", options=BridgeOptions(gather_timeout_s=0.5))
+    node = BridgeNode(nats_server.url, node_id="node-t", options=BridgeOptions(gather_timeout_s=0.5))
     try:
         async def scenario() -> tuple[dict[str, Any], RemoteError]:
             nc, ms = await client(node.url)
@@ -165,7 +165,7 @@ def test_tree_of_a_node_that_does_not_answer_is_missing(nats_server: EmbeddedNat
         node.close()
 
 
-def test_stop_restart_get_reach_the_hosting_node(pair: tuple[Node, Node]) -> None:
+def test_stop_restart_get_reach_the_hosting_node(pair: tuple[BridgeNode, BridgeNode]) -> None:
     a, b = pair
 
     async def scenario() -> None:
@@ -192,7 +192,7 @@ def test_stop_restart_get_reach_the_hosting_node(pair: tuple[Node, Node]) -> Non
     assert "far" not in _hosts(b)
 
 
-def test_ping_and_shutdown(pair: tuple[Node, Node]) -> None:
+def test_ping_and_shutdown(pair: tuple[BridgeNode, BridgeNode]) -> None:
     a, b = pair
 
     async def scenario() -> None:
@@ -230,7 +230,8 @@ def test_ping_and_shutdown(pair: tuple[Node, Node]) -> None:
         ("agent:spawn", b'{"kind": "echo"}', "unknown_command"),
     ],
 )
-def test_bad_control_requests_get_error_replies(pair: tuple[Node, Node], action: str, body: bytes, code: str) -> None:
+def test_bad_control_requests_get_error_replies(pair: tuple[BridgeNode, BridgeNode], action: str, body: bytes,
+                                                 code: str) -> None:
     a, _ = pair
 
     async def scenario() -> None:
@@ -255,7 +256,7 @@ def test_shutdown_on_system_control_stops_a_node_that_allows_it(nats_server: Emb
     async def shutdown() -> None:
         asked.set()
 
-    node = Node(nats_server.url, node_id="node-s", shutdown=shutdown)
+    node = BridgeNode(nats_server.url, node_id="node-s", shutdown=shutdown)
     try:
         async def scenario() -> dict[str, Any]:
             nc, ms = await client(node.url)

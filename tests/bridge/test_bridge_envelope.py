@@ -16,12 +16,14 @@ from mistersmith.envelope import (
     Envelope,
     EnvelopeError,
     RemoteError,
+    Reply,
     decode_command,
     decode_envelope,
     decode_reply,
     encode_error,
     encode_exception,
     encode_ok,
+    encode_reply,
 )
 from mistersmith.errors import MailboxFullError
 
@@ -129,6 +131,24 @@ def test_exceptions_become_error_replies_with_their_code() -> None:
 def test_a_result_that_is_not_json_is_an_error_reply() -> None:
     reply = orjson.loads(encode_ok({"s": {1, 2}}))
     assert reply == {"ok": False, "error": {"code": "invalid_result", "message": reply["error"]["message"]}}
+
+
+def test_replies_are_values_encoded_at_the_edge() -> None:
+    ok, data = encode_reply(Reply.success({"a": 1}))
+    assert ok == Reply(True, {"a": 1}) and data == encode_ok({"a": 1}) and decode_reply(data) == ok
+    failure = Reply.failure("timeout", "too slow")
+    sent, data = encode_reply(failure)
+    assert sent is failure and data == encode_error("timeout", "too slow")
+    assert decode_reply(data).error is not None
+    assert Reply.from_exception(MailboxFullError("a1", 10)).error.code == "mailbox_full"  # type: ignore[union-attr]
+    assert Reply.from_exception(KeyError("k")).error.code == "internal"  # type: ignore[union-attr]
+    sent, data = encode_reply(Reply.success({"s": {1, 2}}))  # what is sent says it failed
+    assert not sent.ok and sent.error is not None and sent.error.code == "invalid_result"
+    assert decode_reply(data).error.code == "invalid_result"  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        Reply(False)
+    with pytest.raises(ValueError):
+        Reply(True, 1, RemoteError("x", "y"))
 
 
 def test_the_issue_codes_are_all_known() -> None:

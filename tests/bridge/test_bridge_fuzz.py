@@ -8,7 +8,7 @@ from typing import Any
 import nats
 import orjson
 import pytest
-from _bridge_helpers import WAIT_S, Node
+from _bridge_helpers import WAIT_S, BridgeNode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
@@ -40,9 +40,9 @@ commands = st.sampled_from(["echo", "fail", "ping", "status", "pause", "resume"]
 
 
 @pytest.fixture
-def fuzzed(nats_server: EmbeddedNats) -> Iterator[tuple[Node, NATS]]:
+def fuzzed(nats_server: EmbeddedNats) -> Iterator[tuple[BridgeNode, NATS]]:
     # 'fail' crashes the agent on purpose, hundreds of times: lift the root's intensity
-    node = Node(nats_server.url, root=SupervisorSpec("root", intensity=1_000_000, period_s=1.0))
+    node = BridgeNode(nats_server.url, root=SupervisorSpec("root", intensity=1_000_000, period_s=1.0))
     try:
         assert node.bridge is not None
         node.run(node.bridge.aspawn("echo", "fz"))
@@ -57,7 +57,7 @@ def fuzzed(nats_server: EmbeddedNats) -> Iterator[tuple[Node, NATS]]:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cmd=commands, body=bodies, with_reply=st.booleans())
-def test_every_request_is_answered_and_the_node_lives(fuzzed: tuple[Node, NATS], cmd: str, body: bytes,
+def test_every_request_is_answered_and_the_node_lives(fuzzed: tuple[BridgeNode, NATS], cmd: str, body: bytes,
                                                       with_reply: bool) -> None:
     node, nc = fuzzed
 

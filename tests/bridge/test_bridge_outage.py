@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from _bridge_helpers import WAIT_S, Inbox, Node, connect_options, wait_until
+from _bridge_helpers import WAIT_S, Inbox, BridgeNode, connect_options, wait_until
 
 from mistersmith.bridge import AgentClient, ConnectionStats, NatsUnavailableError, connect
 from mistersmith.embedded.nats import EmbeddedNats
@@ -13,7 +13,7 @@ from mistersmith.envelope import decode_envelope
 
 
 def test_node_reconnects_and_resumes_after_an_outage(own_nats: EmbeddedNats) -> None:
-    node = Node(own_nats.url)
+    node = BridgeNode(own_nats.url)
     try:
         assert node.bridge is not None
         bridge = node.bridge
@@ -40,7 +40,9 @@ def test_node_reconnects_and_resumes_after_an_outage(own_nats: EmbeddedNats) -> 
             # the node goes on working; what it publishes meanwhile is buffered (bounded)
             published = bridge.stats()["events_published"]
             await bridge.aspawn("echo", "during")
-            await wait_until(lambda: bridge.stats()["events_published"] > published)
+            # the event crosses from the agent's thread to the loop: poke with a round trip that crosses too
+            await wait_until(lambda: bridge.stats()["events_published"] > published,
+                             poke=lambda: node.rt.aask("steady", "ping", timeout=WAIT_S))
             assert await node.rt.aask("steady", "ping", timeout=WAIT_S) == {"pong": True, "agent_id": "steady"}
 
         node.run(outage())

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _bridge_helpers import Inbox, Node, client
+from _bridge_helpers import Inbox, BridgeNode, client
 
 from mistersmith.bridge import BridgeOptions
 from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.envelope import RemoteError, decode_envelope
 
 
-def test_crash_restart_sequence_is_published_in_order(node: Node) -> None:
+def test_crash_restart_sequence_is_published_in_order(node: BridgeNode) -> None:
     async def scenario() -> None:
         assert node.bridge is not None and node.nc is not None
         nc, ms = await client(node.url)
@@ -45,15 +45,15 @@ def test_crash_restart_sequence_is_published_in_order(node: Node) -> None:
 
 
 @pytest.fixture
-def beating(nats_server: EmbeddedNats) -> Iterator[Node]:
-    n = Node(nats_server.url, options=BridgeOptions(heartbeat_interval_s=0.05))
+def beating(nats_server: EmbeddedNats) -> Iterator[BridgeNode]:
+    n = BridgeNode(nats_server.url, options=BridgeOptions(heartbeat_interval_s=0.05))
     try:
         yield n
     finally:
         n.close()
 
 
-def test_heartbeats_carry_state_depth_and_restarts(beating: Node) -> None:
+def test_heartbeats_carry_state_depth_and_restarts(beating: BridgeNode) -> None:
     async def scenario() -> None:
         assert beating.bridge is not None
         nc, _ = await client(beating.url)

@@ -26,8 +26,6 @@ from mistersmith.journal import PoolConfig
 from mistersmith.journal.pool import open_pool
 from mistersmith.journal.tasks import PgTaskStore
 
-pytest_plugins = ["conftest_pg"]
-
 T = TypeVar("T")
 
 FAST = TaskOptions(max_in_flight=1, max_deliver=3, ack_wait_s=5.0, backoff_s=(0.05,), idle_poll_s=0.2)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from _bridge_helpers import WAIT_S, Inbox, Node, client
+from _bridge_helpers import WAIT_S, Inbox, BridgeNode, client, wait_until
 
 from mistersmith import Agent, command
 from mistersmith.bridge import AgentPool, TaskOptions, UnservedKindError, serve_pools
@@ -63,7 +63,7 @@ async def _results(inbox: Inbox, n: int) -> list[dict[str, Any]]:
 
 
 def test_a_pool_runs_each_task_on_its_own_agents_never_on_others_of_the_kind(nats_server: EmbeddedNats) -> None:
-    node = Node(nats_server.url, task_options=FAST, kinds={"worker": Worker, "picky": NeedsConfig})
+    node = BridgeNode(nats_server.url, task_options=FAST, kinds={"worker": Worker, "picky": NeedsConfig})
     try:
         assert node.bridge is not None
         tasks = node.bridge.tasks
@@ -96,7 +96,7 @@ def test_a_pool_runs_each_task_on_its_own_agents_never_on_others_of_the_kind(nat
 
 def test_an_agent_its_task_crashed_leaves_the_pool_and_the_retry_runs_on_a_new_one(
         nats_server: EmbeddedNats) -> None:
-    node = Node(nats_server.url, task_options=FAST, kinds={"worker": Worker})
+    node = BridgeNode(nats_server.url, task_options=FAST, kinds={"worker": Worker})
     try:
         assert node.bridge is not None
         tasks = node.bridge.tasks
@@ -128,11 +128,41 @@ def test_an_agent_its_task_crashed_leaves_the_pool_and_the_retry_runs_on_a_new_o
         node.close()
 
 
+def test_an_agent_whose_task_timed_out_is_stopped_and_leaves_the_pool(nats_server: EmbeddedNats) -> None:
+    node = BridgeNode(nats_server.url, task_options=FAST)
+    try:
+        assert node.bridge is not None
+        tasks = node.bridge.tasks
+
+        def pool_agents() -> set[str]:
+            return {str(a["id"]) for a in node.rt.list_agents() if str(a["id"]).startswith("task-echo-")}
+
+        async def scenario() -> tuple[AgentPool, dict[str, Any]]:
+            pool = AgentPool(node.rt, "echo", 2)
+            await tasks.serve("echo", agents=pool)
+            nc, _ = await client(node.url)
+            try:
+                dead = await Inbox().subscribe(nc, "tasks.echo.dead")
+                await tasks.submit("echo", {"seconds": 60}, command="hang", task_id="hangs", timeout_s=0.3)
+                letter = orjson.loads((await dead.next()).data)
+                await wait_until(lambda: not pool_agents(), poke=nc.flush)  # the last one is stopped too
+                return pool, letter
+            finally:
+                await nc.close()
+
+        pool, letter = node.run(scenario())
+        assert letter["task_id"] == "hangs" and letter["error"]["code"] == "timeout"
+        assert letter["deliveries"] == FAST.max_deliver == pool.spawned, "each attempt on a fresh agent"
+        assert pool.agents() == []
+    finally:
+        node.close()
+
+
 def test_a_kind_another_node_serves_is_accepted_and_one_nobody_serves_is_refused(
         nats_server: EmbeddedNats) -> None:
-    worker = Node(nats_server.url, task_options=FAST, kinds={"worker": Worker})
+    worker = BridgeNode(nats_server.url, task_options=FAST, kinds={"worker": Worker})
     try:
-        submitter = Node(nats_server.url, task_options=FAST)  # runs no worker kind
+        submitter = BridgeNode(nats_server.url, task_options=FAST)  # runs no worker kind
     except BaseException:
         worker.close()
         raise

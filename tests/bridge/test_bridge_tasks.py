@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from _bridge_helpers import WAIT_S, Inbox, Node, client, wait_until
+from _bridge_helpers import WAIT_S, Inbox, BridgeNode, client, wait_until
 
 from mistersmith import Agent, SupervisorSpec, command
 from mistersmith.bridge import TaskOptions
@@ -64,7 +64,7 @@ async def _results(inbox: Inbox, n: int) -> list[dict[str, Any]]:
 
 
 def test_high_drains_before_normal_before_low(nats_server: EmbeddedNats) -> None:
-    node = Node(nats_server.url, task_options=FAST, kinds={"doer": Doer})
+    node = BridgeNode(nats_server.url, task_options=FAST, kinds={"doer": Doer})
     try:
         assert node.bridge is not None
         tasks = node.bridge.tasks
@@ -88,7 +88,7 @@ def test_high_drains_before_normal_before_low(nats_server: EmbeddedNats) -> None
 
 
 def test_a_failing_agent_gets_the_task_again(nats_server: EmbeddedNats) -> None:
-    node = Node(nats_server.url, task_options=FAST, kinds={"flaky": Flaky}, root=TOLERANT)
+    node = BridgeNode(nats_server.url, task_options=FAST, kinds={"flaky": Flaky}, root=TOLERANT)
     try:
         assert node.bridge is not None
         tasks = node.bridge.tasks
@@ -118,7 +118,7 @@ def test_a_failing_agent_gets_the_task_again(nats_server: EmbeddedNats) -> None:
 
 
 def test_dead_letters_after_max_deliver_and_at_once_for_bad_input(nats_server: EmbeddedNats) -> None:
-    node = Node(nats_server.url, task_options=FAST, kinds={"flaky": Flaky}, root=TOLERANT)
+    node = BridgeNode(nats_server.url, task_options=FAST, kinds={"flaky": Flaky}, root=TOLERANT)
     try:
         assert node.bridge is not None
         tasks = node.bridge.tasks
@@ -153,7 +153,7 @@ def test_dead_letters_after_max_deliver_and_at_once_for_bad_input(nats_server: E
 
 
 def test_no_task_is_lost_when_the_node_restarts_mid_task(nats_server: EmbeddedNats) -> None:
-    first = Node(nats_server.url, task_options=FAST, kinds={"stuck": Stuck})
+    first = BridgeNode(nats_server.url, task_options=FAST, kinds={"stuck": Stuck})
     try:
         assert first.bridge is not None
         tasks = first.bridge.tasks
@@ -182,7 +182,7 @@ def test_no_task_is_lost_when_the_node_restarts_mid_task(nats_server: EmbeddedNa
         def run(self) -> dict[str, Any]:
             return {"finished_by": "second"}
 
-    second = Node(nats_server.url, task_options=FAST, kinds={"stuck": Unstuck})
+    second = BridgeNode(nats_server.url, task_options=FAST, kinds={"stuck": Unstuck})
     try:
         assert second.bridge is not None
         tasks2 = second.bridge.tasks
@@ -205,7 +205,7 @@ def test_no_task_is_lost_when_the_node_restarts_mid_task(nats_server: EmbeddedNa
 
 
 def test_the_tasks_port_submits_and_tracks(nats_server: EmbeddedNats) -> None:
-    node = Node(nats_server.url, task_options=FAST, kinds={"doer": Doer})
+    node = BridgeNode(nats_server.url, task_options=FAST, kinds={"doer": Doer})
     try:
         assert node.bridge is not None
         tracker = node.bridge.task_tracker
@@ -220,7 +220,7 @@ def test_the_tasks_port_submits_and_tracks(nats_server: EmbeddedNats) -> None:
                 queued = await tracker.submit(task_type="doer", payload={"q": 1}, agent_id=None, timeout_s=5)
                 assert queued["status"] == "queued"
                 await results.next()
-                await wait_until(lambda: tracker.status_of(queued["task_id"]) == "done")
+                await wait_until(lambda: tracker.status_of(queued["task_id"]) == "done", poke=nc.flush)
                 return await tracker.get(queued["task_id"]), await tracker.get("never-seen")
             finally:
                 await nc.close()
@@ -235,7 +235,7 @@ def test_the_tasks_port_submits_and_tracks(nats_server: EmbeddedNats) -> None:
 def test_a_forged_result_is_ignored_without_a_store_too(nats_server: EmbeddedNats,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     """No task store: the tracker believes only what this node's own worker did (told in process)."""
-    node = Node(nats_server.url, task_options=FAST, kinds={"doer": Doer})
+    node = BridgeNode(nats_server.url, task_options=FAST, kinds={"doer": Doer})
     try:
         assert node.bridge is not None
         bridge = node.bridge
@@ -256,7 +256,7 @@ def test_a_forged_result_is_ignored_without_a_store_too(nats_server: EmbeddedNat
                 await bridge.tasks.serve("doer")
                 genuine = orjson.loads((await results.next()).data)
                 assert genuine["result"] == {"q": 2}
-                await wait_until(lambda: tracker.status_of(task_id) == "done")
+                await wait_until(lambda: tracker.status_of(task_id) == "done", poke=nc.flush)
                 # A marker after it on the same subscription: once it is rejected, the genuine one was handled.
                 await nc.publish("tasks.marker-1.result", orjson.dumps({"task_id": "marker-1", "result": 0}))
                 await wait_until(lambda: any("tasks.marker-1.result" in r.getMessage() for r in caplog.records),

@@ -16,8 +16,6 @@ import pytest
 from _helpers import exits_within
 from mistersmith.embedded.postgres import DataDirUnreachableError, EmbeddedPostgres, EmbeddedPostgresError
 
-pytest_plugins = ["conftest_pg"]
-
 
 def test_start_query_restart_stop(pg_tmp: Path) -> None:
     server = EmbeddedPostgres(pg_tmp / "pg", durable=False)

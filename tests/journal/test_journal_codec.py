@@ -15,8 +15,6 @@ from mistersmith.journal.codec import COLUMNS, JournalLine, decode_line, encode_
 from mistersmith.journal.replay import ReplayFilter
 from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
-pytest_plugins = ["conftest_pg"]
-
 TRICKY = ["plain", "tab\there", "new\nline", "cr\rhere", "back\\slash", "\\N", "\\.", "ünïcødé ✓", "", "'quote\"", "a\\tb"]
 
 

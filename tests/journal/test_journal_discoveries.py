@@ -21,8 +21,6 @@ from mistersmith.journal.discoveries import PgDiscoveryStore
 from mistersmith.journal.migrate import migrate
 from mistersmith.journal.pool import open_pool
 
-pytest_plugins = ["conftest_pg"]
-
 WAIT_S = 10.0
 
 

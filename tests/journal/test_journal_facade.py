@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from _helpers import exits_within
 from mistersmith import Runtime
 from mistersmith.errors import BlockingCallError, SpecError
 from mistersmith.journal import (
     DATABASE_URL_ENV,
+    DatabaseNotConfiguredError,
     DatabaseUnreachableError,
     Journal,
     JournalClosedError,
@@ -25,11 +25,9 @@ from mistersmith.journal import (
 from mistersmith.journal import spool as spool_module
 from mistersmith.supervisors import EventBus
 
-pytest_plugins = ["conftest_pg"]
-
 
 def small(**overrides: Any) -> JournalConfig:
-    options: dict[str, Any] = dict(pool=PoolConfig(min_size=1, max_size=3), retry_max_s=0.2, embedded_durable=False)
+    options: dict[str, Any] = dict(pool=PoolConfig(min_size=1, max_size=3), retry_max_s=0.2)
     options.update(overrides)
     return JournalConfig(**options)
 
@@ -58,29 +56,20 @@ def test_bad_settings_name_the_key(build: Any, key: str) -> None:
     assert caught.value.key == key
 
 
-def test_embedded_postgres_when_no_url(pg_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_database_url_is_a_clear_error_and_starts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal never starts a server (the node starts the embedded one: tests/test_node.py)."""
     monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
-    journal = Journal.open(pg_tmp / "node", small())
-    try:
-        assert journal.stats()["database"] == "embedded"
-        assert journal.embedded is not None
-        pid = journal.embedded.pid
-        assert pid is not None
-        bus = EventBus("n-embedded")
-        bus.add_sink(journal.sink)
-        event = bus.emit("started", supervisor="root", agent_id="a1", kind="echo")
-        assert journal.flush(10)
-        assert [e.event_id for e in journal.replay()] == [event.event_id]
-    finally:
-        journal.close()
-    assert exits_within(pid, 10), "the embedded server stops with the journal"
+    with pytest.raises(DatabaseNotConfiguredError) as caught:
+        Journal.open(tmp_path / "node", small())
+    assert "MISTERSMITH_DATABASE_URL" in caught.value.message and "EmbeddedPostgres" in caught.value.message
+    assert not (tmp_path / "node").exists(), "nothing was started or created"
 
 
 def test_database_url_from_the_environment(tmp_path: Path, journal_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DATABASE_URL_ENV, journal_db)
     with Journal.open(tmp_path / "node", small()) as journal:
         assert journal.conninfo == journal_db
-        assert journal.embedded is None and journal.stats()["database"] == "external"
+        assert sorted(p.name for p in (tmp_path / "node").iterdir()) == ["journal"], "no embedded server"
 
 
 def test_pool_checks_connections_on_checkout(journal: Journal) -> None:

@@ -12,8 +12,6 @@ from mistersmith.errors import MisterSmithError
 from mistersmith.journal.errors import MigrationChecksumError, MigrationError
 from mistersmith.journal.migrate import load_migrations, migrate
 
-pytest_plugins = ["conftest_pg"]
-
 LOG_TABLE = "CREATE TABLE IF NOT EXISTS applied_log (n serial PRIMARY KEY, file text NOT NULL);\n"
 
 

@@ -13,13 +13,10 @@ import psycopg
 import pytest
 
 from mistersmith import Agent, SupervisorSpec, command
-from mistersmith.journal import plan_recovery
 from mistersmith.recovery import health
 
 if TYPE_CHECKING:
     from conftest_pg import NodeFactory
-
-pytest_plugins = ["conftest_pg"]
 
 
 def recovery_events(history: list) -> list[tuple[str, str | None, str | None]]:  # type: ignore[type-arg]
@@ -155,29 +152,6 @@ def test_health_clears_as_agents_not_recovered_are_spawned_again(
     assert state["status"] == "degraded" and [n["id"] for n in state["not_recovered"]] == ["g2"]
     second.runtime.spawn("greeter", "g2")
     assert health(second.runtime)["status"] == "ok"
-
-
-def test_plan_leaves_children_of_unrecovered_supervisors() -> None:
-    from datetime import UTC, datetime
-
-    from mistersmith.journal import AgentRecord
-
-    def record(sup: str, agent: str, kind: str, restart: str, seq: int) -> AgentRecord:
-        return AgentRecord("n1", sup, agent, kind, restart, {}, "running", "running", 0, None, "started",
-                           seq, seq, datetime.now(UTC))
-
-    plan = plan_recovery([
-        record("root", "tmp_sup", "supervisor", "temporary", 2),
-        record("root/tmp_sup", "a1", "echo", "permanent", 3),
-        record("root", "keep", "echo", "permanent", 4),
-        record("root/never_journaled", "orphan", "echo", "permanent", 5),
-    ])
-    assert [r.agent_id for r in plan.respawn] == ["keep"]
-    assert {r.agent_id: why for r, why in plan.leave} == {
-        "tmp_sup": "not restarted (restart=temporary) after the node restarted",
-        "a1": "its supervisor is not recovered",
-        "orphan": "its supervisor is not in the registry",
-    }
 
 
 CHILD = r"""

@@ -16,12 +16,10 @@ from mistersmith.journal import Journal
 from mistersmith.supervisors import EventBus, SupervisionEvent
 
 if TYPE_CHECKING:
-    from conftest_pg import Node
-
-pytest_plugins = ["conftest_pg"]
+    from conftest_pg import JournalNode
 
 
-def scenario(node: Node) -> list[SupervisionEvent]:
+def scenario(node: JournalNode) -> list[SupervisionEvent]:
     """Two supervisors, three agents, two crashes, a pause and a stop; all shipped."""
     rt = node.runtime
     rt.add_supervisor(SupervisorSpec("workers", intensity=50))
@@ -43,7 +41,7 @@ def ids(events: object) -> list[object]:
     return [e.event_id for e in events]  # type: ignore[attr-defined]
 
 
-def test_filters_and_bounds(node: Node) -> None:
+def test_filters_and_bounds(node: JournalNode) -> None:
     history = scenario(node)
     journal = node.journal
     everything = list(journal.replay())
@@ -69,7 +67,7 @@ def test_filters_and_bounds(node: Node) -> None:
     assert restarted[0].data["restart"] == "permanent", "spec data comes back from jsonb"
 
 
-def test_server_side_batches_return_everything(node: Node) -> None:
+def test_server_side_batches_return_everything(node: JournalNode) -> None:
     history = scenario(node)
     assert ids(node.journal.replay(itersize=3)) == ids(history)
 
@@ -83,7 +81,7 @@ def test_bad_arguments_are_refused_eagerly(journal: Journal) -> None:
         journal.replay(event_types=["exploded"])
 
 
-def test_async_iteration_on_any_loop(node: Node) -> None:
+def test_async_iteration_on_any_loop(node: JournalNode) -> None:
     history = scenario(node)
 
     async def collect(**filters: object) -> list[SupervisionEvent]:
@@ -189,7 +187,7 @@ def test_follow_until_a_past_datetime_ends(journal: Journal) -> None:
     assert [e.agent_id for e in received] == ["a0", "a1", "a2"]
 
 
-def test_aclose_after_break_returns_the_pooled_connection(node: Node) -> None:
+def test_aclose_after_break_returns_the_pooled_connection(node: JournalNode) -> None:
     scenario(node)
 
     async def first_two() -> tuple[list[str | None], int]:

@@ -13,8 +13,6 @@ from mistersmith.journal import PoolConfig
 from mistersmith.journal.pool import open_pool
 from mistersmith.journal.tasks import PgTaskStore
 
-pytest_plugins = ["conftest_pg"]
-
 
 def _run(journal_db: str, scenario: Any) -> Any:
     async def main() -> Any:

@@ -11,9 +11,7 @@ import pytest
 from mistersmith import AgentFailedError, ChildSpec, SupervisorSpec
 
 if TYPE_CHECKING:
-    from conftest_pg import Node
-
-pytest_plugins = ["conftest_pg"]
+    from conftest_pg import JournalNode
 
 LIVE_STATES = {"idle": "running", "busy": "running"}
 
@@ -34,7 +32,7 @@ def flatten(tree: dict[str, Any]) -> dict[str, tuple[str, str, int | None]]:
     return out
 
 
-def journal_head(node: Node) -> int:
+def journal_head(node: JournalNode) -> int:
     assert node.journal.flush(10)
     with psycopg.connect(node.journal.conninfo) as conn:
         row = conn.execute("SELECT max(seq) FROM supervision_events").fetchone()
@@ -42,13 +40,13 @@ def journal_head(node: Node) -> int:
     return int(row[0])
 
 
-def crash(node: Node, agent: str) -> None:
+def crash(node: JournalNode, agent: str) -> None:
     with pytest.raises(AgentFailedError):
         node.runtime.ask(agent, "fail", timeout=5)
     node.runtime.ask(agent, "ping", timeout=5)
 
 
-def test_tree_at_every_step_of_a_recorded_scenario(node: Node) -> None:
+def test_tree_at_every_step_of_a_recorded_scenario(node: JournalNode) -> None:
     rt = node.runtime
     fragile = SupervisorSpec("fragile", intensity=0, children=(ChildSpec("s1", "echo"),))
 
@@ -91,7 +89,7 @@ def test_tree_at_every_step_of_a_recorded_scenario(node: Node) -> None:
     assert registry == {r.path: (r.state, r.desired_state, r.incarnation) for r in snapshot.records}
 
 
-def test_tree_at_a_datetime(node: Node) -> None:
+def test_tree_at_a_datetime(node: JournalNode) -> None:
     rt = node.runtime
     rt.spawn("echo", "a1")
     journal_head(node)
@@ -105,6 +103,6 @@ def test_tree_at_a_datetime(node: Node) -> None:
     assert [r.agent_id for r in node.journal.tree_at().agents()] == ["a1", "a2"]
 
 
-def test_tree_at_before_anything_is_empty(node: Node) -> None:
+def test_tree_at_before_anything_is_empty(node: JournalNode) -> None:
     assert node.journal.tree_at(0).records == ()
     assert node.journal.tree_at(0).tree("n1")["children"] == []

@@ -17,9 +17,7 @@ from mistersmith.journal.codec import encode_line
 from mistersmith.supervisors import EventBus, SupervisionEvent
 
 if TYPE_CHECKING:
-    from conftest_pg import Node, NodeFactory
-
-pytest_plugins = ["conftest_pg"]
+    from conftest_pg import JournalNode, NodeFactory
 
 
 def journal_rows(conninfo: str) -> list[tuple[uuid.UUID, str, int]]:
@@ -29,14 +27,14 @@ def journal_rows(conninfo: str) -> list[tuple[uuid.UUID, str, int]]:
         )]
 
 
-def crash(node: Node, agent: str, times: int) -> None:
+def crash(node: JournalNode, agent: str, times: int) -> None:
     for _ in range(times):
         with pytest.raises(AgentFailedError):
             node.runtime.ask(agent, "fail", timeout=5)
         assert node.runtime.ask(agent, "ping", timeout=5)["pong"] is True
 
 
-def test_every_event_lands_once_in_order(node: Node) -> None:
+def test_every_event_lands_once_in_order(node: JournalNode) -> None:
     rt = node.runtime
     rt.add_supervisor(SupervisorSpec("workers", intensity=50))
     agents = [rt.spawn("echo", f"a{i}", supervisor="root/workers") for i in range(5)]

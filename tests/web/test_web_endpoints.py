@@ -9,6 +9,7 @@ from typing import Any
 
 from _web import Served, call, http
 
+from mistersmith.subjects import SUBJECT_TEMPLATES
 from mistersmith.web.metrics import CONTENT_TYPE
 
 
@@ -77,6 +78,8 @@ def test_info_names_the_node_and_its_endpoints(serve: Callable[..., Served]) -> 
     assert set(info["endpoints"]) == {"/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/metrics",
                                       "/discoveries/stream"}
     assert info["subjects"]["discoveries"] == "discoveries.{agent_id}.{discovery_type}"
+    assert info["subjects"]["commands"] == "agents.{agent_id}.commands.{command}"
+    assert info["subjects"] == dict(SUBJECT_TEMPLATES)  # one definition, however the app was built
     assert len(info["tools"]) == 13
 
 

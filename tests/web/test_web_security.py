@@ -291,9 +291,10 @@ def test_config_values_are_checked_eagerly(key: str, value: Any) -> None:
     assert bad.value.key == key
 
 
-# The node's settings that map onto WebConfig fields this way (http.rate_limit_* do not:
-# the node's defaults, 100/s and 200, are stricter than the library's).
+# The node's settings that map onto WebConfig fields this way; WebConfig takes its defaults from them.
 NODE_SETTINGS = {"http.host": "host", "http.port": "port", "http.request_timeout_s": "request_timeout_s",
+                 "http.api_token": "api_token", "http.allow_insecure": "allow_insecure",
+                 "http.rate_limit_per_s": "rate_per_s", "http.rate_limit_burst": "rate_burst",
                  "http.sse_max_streams": "max_streams", "http.sse_keepalive_s": "keepalive_s",
                  "http.max_body_bytes": "max_body_bytes", "http.cors_origins": "cors_origins",
                  "http.allowed_hosts": "allowed_hosts", "http.header_timeout_s": "header_timeout_s",

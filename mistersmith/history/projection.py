@@ -1,9 +1,11 @@
 """The projection: supervision events folded into one record per child. Pure, no I/O.
 
-The same fold serves three readers: ``tree_at`` (the tree and every agent's
-state at a moment, from the journal alone), the ``agents`` registry (kept by
-the writer in the same transaction as the events) and recovery (which reads
-the registry).
+Supervision logic, not storage: it reads events (``EventLike``) from
+whatever holds them and imports no store. The same fold serves three readers:
+``tree_at`` (the tree and every agent's state at a moment, from the history
+alone), the registry a store keeps beside its events (the PostgreSQL journal
+folds each batch in the transaction that inserts it) and recovery planning
+(``plan.py``, which reads that registry).
 
 A record is keyed by ``(node_id, supervisor path, id)``. Its ``state`` is the
 last thing observed (``running``, ``paused``, ``failed``, ``restarting``,
@@ -29,7 +31,7 @@ run, after which recovery (not the supervisor) decides. A supervisor stopped
 on purpose takes its descendants with it.
 
 A record that is ``stopped`` and meant to be is dropped: recovery never needs
-it and the journal keeps its history. So memory is bounded by the children
+it and the store keeps its history. So memory is bounded by the children
 alive at the moment projected.
 """
 
@@ -40,9 +42,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["AgentRecord", "EventLike", "Projection", "RecordKey", "TreeSnapshot"]
+from .record import AgentRecord, RecordKey
+from .snapshot import TreeSnapshot
 
-RecordKey = tuple[str, str, str]  # (node_id, supervisor path, child id)
+__all__ = ["EventLike", "Projection"]
 
 _ON_PURPOSE = ("shutdown: stopped on request", "not restarted")
 _STATES = {
@@ -79,64 +82,6 @@ class EventLike(Protocol):
     def restart_count(self) -> int: ...
     @property
     def data(self) -> Mapping[str, Any]: ...
-
-
-@dataclass(slots=True)
-class AgentRecord:
-    """One child slot (agent or supervisor) as the journal last saw it."""
-
-    node_id: str
-    supervisor: str
-    agent_id: str
-    kind: str
-    restart: str
-    spec: dict[str, Any]
-    desired_state: str
-    state: str
-    incarnation: int
-    reason: str | None
-    last_event: str
-    last_seq: int
-    started_seq: int
-    updated_at: datetime
-
-    @property
-    def key(self) -> RecordKey:
-        return (self.node_id, self.supervisor, self.agent_id)
-
-    @property
-    def path(self) -> str:
-        return f"{self.supervisor}/{self.agent_id}" if self.supervisor else self.agent_id
-
-    @property
-    def is_supervisor(self) -> bool:
-        return self.kind == "supervisor"
-
-    @property
-    def config(self) -> dict[str, Any]:
-        config = self.spec.get("config")
-        return dict(config) if isinstance(config, Mapping) else {}
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible description."""
-        return {
-            "node_id": self.node_id,
-            "supervisor": self.supervisor,
-            "id": self.agent_id,
-            "path": self.path,
-            "kind": self.kind,
-            "restart": self.restart,
-            "config": self.config,
-            "spec": dict(self.spec),
-            "desired_state": self.desired_state,
-            "state": self.state,
-            "restart_count": self.incarnation,
-            "reason": self.reason,
-            "last_event": self.last_event,
-            "last_seq": self.last_seq,
-            "started_seq": self.started_seq,
-            "updated_at": self.updated_at.isoformat(),
-        }
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -275,59 +220,3 @@ class Projection:
             as_of=self.last_at,
             records=tuple(sorted(self.records.values(), key=lambda r: (r.node_id, r.started_seq))),
         )
-
-
-@dataclass(frozen=True)
-class TreeSnapshot:
-    """The supervision tree(s) and every child's state as of one journal position."""
-
-    as_of_seq: int
-    as_of: datetime | None
-    records: tuple[AgentRecord, ...]
-
-    def nodes(self) -> list[str]:
-        return sorted({r.node_id for r in self.records})
-
-    def agent(self, agent_id: str, node_id: str | None = None) -> AgentRecord:
-        """The (non-supervisor) child ``agent_id``; ``KeyError`` if it was not there."""
-        for record in self.records:
-            if record.agent_id == agent_id and not record.is_supervisor and node_id in (None, record.node_id):
-                return record
-        raise KeyError(agent_id)
-
-    def agents(self, node_id: str | None = None) -> list[AgentRecord]:
-        """The agents (not supervisors), in start order."""
-        return [r for r in self.records if not r.is_supervisor and node_id in (None, r.node_id)]
-
-    def tree(self, node_id: str) -> dict[str, Any]:
-        """One node's tree, nested like ``Runtime.tree()``: supervisors with their ``children``."""
-        records = [r for r in self.records if r.node_id == node_id]
-        by_parent: dict[str, list[AgentRecord]] = {}
-        for record in records:
-            by_parent.setdefault(record.supervisor, []).append(record)
-
-        def node(record: AgentRecord) -> dict[str, Any]:
-            out: dict[str, Any] = {
-                "id": record.agent_id,
-                "path": record.path,
-                "type": "supervisor" if record.is_supervisor else "agent",
-                "kind": record.kind,
-                "state": record.state,
-                "restart": record.restart,
-                "restart_count": record.incarnation,
-            }
-            if record.is_supervisor:
-                for name in ("strategy", "intensity", "period_s"):
-                    if name in record.spec:
-                        out[name] = record.spec[name]
-                out["children"] = [node(c) for c in by_parent.get(record.path, [])]
-            else:
-                out["config"] = record.config
-            return out
-
-        roots = by_parent.get("", [])
-        if not roots:
-            return {"node_id": node_id, "id": None, "children": []}
-        tree = node(roots[-1])
-        tree["node_id"] = node_id
-        return tree

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from mistersmith.journal.projection import Projection
+from mistersmith.history.projection import Projection
 from mistersmith.supervisors import SupervisionEvent
 
 AGENT_SPEC = {"restart": "permanent", "config": {"x": 1}, "shutdown_s": 5.0}
