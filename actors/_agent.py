@@ -45,7 +45,7 @@ from ._command import CommandSpec, collect_commands
 from ._context import AgentContext
 from ._state import BUILTIN_COMMANDS, AgentState
 from ._kind_policy import KindPolicy
-from ._mailbox import Command, Envelope, Exit, Reply, StopRequest, deliver
+from ._mailbox import Exit, Letter, Order, ReplySlot, StopRequest, deliver
 
 __all__ = ["Agent", "AgentState"]
 
@@ -93,9 +93,9 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         self._busy_since: float | None = None
         self._overdue_since: float | None = None  # the _busy_since the watchdog last reported
         self._busy_command: str | None = None
-        self._reply: Reply | None = None
+        self._reply: ReplySlot | None = None
         self._stop_exit: Exit | None = None
-        self._stop_reply: Reply | None = None
+        self._stop_reply: ReplySlot | None = None
         self._exit_sent = False
         self._abandoned = False
         self._crash_info: tuple[Any, Any, Any] | None = None
@@ -163,7 +163,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         if self._stop_exit is None:
             self._stop_exit = exit_
         self.cancelled.set()
-        self.mailbox.put(Envelope(StopRequest(self)))
+        self.mailbox.put(Letter(StopRequest(self)))
 
     def abandon(self) -> bool:
         """Give up on a thread that will not stop. False if it already exited."""
@@ -265,7 +265,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
                 return self._stop_exit
             envelope = get()
             message = envelope.message
-            if type(message) is Command:
+            if type(message) is Order:
                 exit_ = self._handle_command(message, envelope.reply_to)
             elif type(message) is StopRequest:
                 continue
@@ -277,7 +277,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
             if exit_ is not None:
                 return exit_
 
-    def _handle_command(self, cmd: Command, reply: Reply | None) -> Exit | None:
+    def _handle_command(self, cmd: Order, reply: ReplySlot | None) -> Exit | None:
         spec = self._commands.get(cmd.name)
         if spec is None:
             self._refuse(reply, UnknownCommandError(self.agent_id, cmd.name, sorted(self._commands)))
@@ -295,7 +295,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         self._busy_since = self._now()
         return self._invoke(reply, cmd.name, getattr(self, spec.method), (), cmd.payload)
 
-    def _handle_other(self, envelope: Envelope) -> Exit | None:
+    def _handle_other(self, envelope: Letter) -> Exit | None:
         """pykka's own messages (proxy calls) and ``on_receive`` messages."""
         self._reply = envelope.reply_to
         self._busy_command = None
@@ -304,7 +304,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         return self._invoke(envelope.reply_to, None, self._handle_receive, (envelope.message,), {})
 
     def _invoke(
-        self, reply: Reply | None, command: str | None, fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self, reply: ReplySlot | None, command: str | None, fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Exit | None:
         """Run one handler; returns an ``Exit`` if it crashed the incarnation."""
         expected: BaseException | None = None
@@ -340,7 +340,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         deliver(reply, error=error)
         return exit_
 
-    def _refuse(self, reply: Reply | None, error: MisterSmithError) -> None:
+    def _refuse(self, reply: ReplySlot | None, error: MisterSmithError) -> None:
         if reply is None:
             logger.warning("agent %s: %s (no reply subject)", self.agent_id, error)
         deliver(reply, error=error)

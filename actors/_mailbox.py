@@ -1,5 +1,10 @@
 """Mailboxes, the messages that travel in them, and reply slots.
 
+Names: a ``Letter`` is what a mailbox holds (a message and, for an ask, a
+``ReplySlot``), in pykka's envelope shape; an ``Order`` is a user command in a
+letter. (The wire's ``Envelope`` and ``Reply``, in ``mistersmith.envelope``,
+are what NATS carries: other things, other names.)
+
 A ``Mailbox`` belongs to an agent, not to one incarnation: when a supervisor
 restarts an agent, the new incarnation goes on with the messages still queued
 (as in Akka), so nothing queued is lost to a restart. User commands enter
@@ -21,12 +26,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-__all__ = ["Command", "Envelope", "Exit", "Mailbox", "Reply", "StopRequest", "ThreadReply", "deliver"]
+__all__ = ["Exit", "Letter", "Mailbox", "Order", "ReplySlot", "StopRequest", "ThreadReply", "deliver"]
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
-class Reply(Protocol):
+class ReplySlot(Protocol):
     """Where a handler's outcome goes. Setting it twice raises ``queue.Full``."""
 
     def set(self, value: Any = None) -> None: ...
@@ -34,17 +39,17 @@ class Reply(Protocol):
     def set_exception(self, exc_info: Any = None) -> None: ...
 
 
-class Envelope:
+class Letter:
     """A message plus, for an ask, the reply slot (pykka's envelope shape)."""
 
     __slots__ = ("message", "reply_to")
 
-    def __init__(self, message: Any, reply_to: Reply | None = None) -> None:
+    def __init__(self, message: Any, reply_to: ReplySlot | None = None) -> None:
         self.message = message
         self.reply_to = reply_to
 
 
-class Command:
+class Order:
     """A command for an agent: its name, its JSON-compatible payload, and when its caller
     stops waiting (``deadline``, on the runtime's clock; None for a tell)."""
 
@@ -56,7 +61,7 @@ class Command:
         self.deadline = deadline
 
     def __repr__(self) -> str:
-        return f"Command({self.name!r})"
+        return f"Order({self.name!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +111,12 @@ class Mailbox:
     __slots__ = ("_lock", "_queue", "closed", "limit")
 
     def __init__(self, limit: int) -> None:
-        self._queue: queue.SimpleQueue[Envelope] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Letter] = queue.SimpleQueue()
         self._lock = _thread.allocate_lock()  # senders against ``expire`` (which re-queues in order)
         self.limit = limit
         self.closed = False
 
-    def offer(self, envelope: Envelope) -> bool:
+    def offer(self, envelope: Letter) -> bool:
         """Queue a user message unless ``limit`` messages already wait.
 
         With concurrent senders the bound can be overshot by at most one
@@ -123,11 +128,11 @@ class Mailbox:
             self._queue.put(envelope)
         return True
 
-    def put(self, envelope: Envelope, /) -> None:
+    def put(self, envelope: Letter, /) -> None:
         with self._lock:
             self._queue.put(envelope)
 
-    def expire(self, before: float) -> list[Envelope]:
+    def expire(self, before: float) -> list[Letter]:
         """Take out the commands whose caller stops waiting before ``before``; keep the rest, in order.
 
         For the moment a backoff starts (no incarnation reads the mailbox then):
@@ -135,21 +140,21 @@ class Mailbox:
         restart their caller will not see.
         """
         with self._lock:
-            kept: list[Envelope] = []
-            gone: list[Envelope] = []
+            kept: list[Letter] = []
+            gone: list[Letter] = []
             while True:
                 try:
                     envelope = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 message = envelope.message
-                late = type(message) is Command and message.deadline is not None and message.deadline < before
+                late = type(message) is Order and message.deadline is not None and message.deadline < before
                 (gone if late else kept).append(envelope)
             for envelope in kept:
                 self._queue.put(envelope)
         return gone
 
-    def get(self) -> Envelope:
+    def get(self) -> Letter:
         return self._queue.get()
 
     def empty(self) -> bool:
@@ -158,9 +163,9 @@ class Mailbox:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def drain(self) -> list[Envelope]:
+    def drain(self) -> list[Letter]:
         """Take every queued envelope out, oldest first."""
-        taken: list[Envelope] = []
+        taken: list[Letter] = []
         while True:
             try:
                 taken.append(self._queue.get_nowait())
@@ -211,7 +216,7 @@ class ThreadReply:
         return self._value
 
 
-def deliver(reply: Reply | None, value: Any = None, error: BaseException | None = None) -> None:
+def deliver(reply: ReplySlot | None, value: Any = None, error: BaseException | None = None) -> None:
     """Set a reply slot once; a slot that is already set is left alone."""
     if reply is None:
         return

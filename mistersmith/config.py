@@ -22,6 +22,7 @@ from mistersmith import checks
 from mistersmith.actors import ProcessKind
 from mistersmith.supervisors import DEFAULTS
 from mistersmith.errors import MisterSmithError, SpecError
+from mistersmith.ids import ID_RULE, is_id
 from mistersmith.redact import strip_userinfo
 
 __all__ = ["SETTINGS", "ConfigError", "ConfigErrors", "Setting", "Settings", "default", "load_settings"]
@@ -40,7 +41,6 @@ class ConfigError(MisterSmithError):
         self.allowed = allowed
 
 
-_KIND_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class ConfigErrors(ConfigError):
@@ -157,8 +157,8 @@ def _process_kinds(key: str, raw: object) -> dict[str, ProcessKind]:
         raise SpecError(None, key, raw, "use [process.kinds.NAME] tables")
     kinds: dict[str, ProcessKind] = {}
     for name, table in value.items():
-        if not isinstance(name, str) or not _KIND_NAME.fullmatch(name):
-            raise SpecError(None, key, raw, f"kind name {name!r}: use 1-128 letters, digits, '_' or '-'")
+        if not is_id(name):
+            raise SpecError(None, key, raw, f"kind name {name!r}: {ID_RULE}")
         try:
             kinds[name] = ProcessKind.from_table(name, table)
         except SpecError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from mistersmith.actors import Command, Counters, Envelope, deliver
+from mistersmith.actors import Counters, Letter, Order, deliver
 from mistersmith.errors import RuntimeClosedError, UnknownAgentError
 
 __all__ = ["DeadLetters"]
@@ -24,7 +24,7 @@ class DeadLetters:
         self._counters = counters
         self._closing = closing
 
-    def answer(self, agent_id: str, envelopes: Iterable[Envelope]) -> None:
+    def answer(self, agent_id: str, envelopes: Iterable[Letter]) -> None:
         """Answer (and count, and log) messages that no incarnation will handle.
 
         Their callers get ``UnknownAgentError``, or ``RuntimeClosedError`` once the
@@ -32,7 +32,7 @@ class DeadLetters:
         """
         for envelope in envelopes:
             message = envelope.message
-            if not isinstance(message, Command):
+            if not isinstance(message, Order):
                 if envelope.reply_to is not None:
                     deliver(envelope.reply_to, error=self.gone(agent_id))
                 continue

@@ -32,7 +32,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from mistersmith.actors import Agent, AgentContext, Envelope, Exit, Reply, deliver
+from mistersmith.actors import Agent, AgentContext, Exit, Letter, ReplySlot, deliver
 from mistersmith.errors import AgentExistsError, RestartingError, StartError, UnknownAgentError
 
 from . import _incarnations as incarnations
@@ -85,23 +85,23 @@ class Supervisor(Agent):
 
     # -- any thread -------------------------------------------------------------
 
-    def post(self, request: Request, reply: Reply) -> None:
+    def post(self, request: Request, reply: ReplySlot) -> None:
         """Queue a request (``StartChild``, ``TerminateChild``, ``RestartChild``); any thread, never blocks.
 
         Its outcome goes to ``reply``. A supervisor that stopped meanwhile refuses it
         (``UnknownAgentError``, or ``RuntimeClosedError`` as the tree goes down).
         """
-        self.mailbox.put(Envelope(request, reply))
+        self.mailbox.put(Letter(request, reply))
         if self.mailbox.closed:
             self.system.dead_letters(self.path, self.mailbox.drain())
 
     def report_hung(self, incarnation: Agent) -> None:
         """Runs in the watchdog's (the clock's) thread: queue it for ours, which abandons the handler."""
-        self.mailbox.put(Envelope(Hung(incarnation)))
+        self.mailbox.put(Letter(Hung(incarnation)))
 
     def _exit_signal(self, incarnation: Agent, exit_: Exit) -> None:
         """Runs in the child's thread (or the watchdog's): queue it for ours."""
-        self.mailbox.put(Envelope(ChildExit(incarnation, exit_)))
+        self.mailbox.put(Letter(ChildExit(incarnation, exit_)))
 
     def children(self) -> tuple[Child, ...]:
         return tuple(self._children)
@@ -305,7 +305,7 @@ class Supervisor(Agent):
             for late in t.context.mailbox.expire(now + delay):
                 deliver(late.reply_to, error=RestartingError(t.id, delay))
         due = RestartDue(tuple(targets), token, counted=True)
-        self.system.clock.call_later(delay, lambda: self.mailbox.put(Envelope(due)))
+        self.system.clock.call_later(delay, lambda: self.mailbox.put(Letter(due)))
         first.context.emit(
             "restart_scheduled", f"backoff {delay:.3f} s",
             {"delay_s": delay, "attempt": first.backoff_attempt, "children": [t.id for t in targets]},
@@ -337,7 +337,7 @@ class Supervisor(Agent):
                 rest = tuple(targets[i:])
                 for c in rest:
                     c.settle(ChildStatus.RESTARTING)
-                self.mailbox.put(Envelope(RestartDue(rest, None, counted=False)))
+                self.mailbox.put(Letter(RestartDue(rest, None, counted=False)))
                 return
 
     def _escalate(self, child: Child) -> None:

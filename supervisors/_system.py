@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from mistersmith.actors import Agent, AgentContext, Counters, Envelope, Exit
+from mistersmith.actors import Agent, AgentContext, Counters, Exit, Letter
 from mistersmith.clock import Clock
 
 from ._child import Child
@@ -107,7 +107,7 @@ class System(Generic[SupervisorT]):
 
     # -- dead letters and the watchdog ----------------------------------------------------
 
-    def dead_letters(self, agent_id: str, envelopes: Iterable[Envelope]) -> None:
+    def dead_letters(self, agent_id: str, envelopes: Iterable[Letter]) -> None:
         self._dead_letters.answer(agent_id, envelopes)
 
     def start_watchdog(self) -> None:

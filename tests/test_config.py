@@ -128,3 +128,17 @@ def test_secret_values_are_not_echoed_in_errors() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings({"http.api_token": 123})
     assert "123" not in str(err.value)
+
+
+def test_the_edges_configs_take_their_defaults_from_the_settings() -> None:
+    from mistersmith.bridge import ConnectOptions
+    from mistersmith.config import default
+    from mistersmith.journal import PoolConfig
+
+    pool = PoolConfig()
+    assert (pool.max_size, pool.min_size, pool.connect_timeout_s, pool.idle_timeout_s, pool.max_lifetime_s) == tuple(
+        default(f"database.{name}") for name in
+        ("pool_max", "pool_min", "connect_timeout_s", "idle_timeout_s", "max_lifetime_s"))
+    assert ConnectOptions().ping_interval_s == default("nats.ping_interval_s")
+    with pytest.raises(KeyError):
+        default("http.hots")

@@ -158,7 +158,7 @@ def bench_write(home: Path, dbs: Databases, sizes: Sizes, progress: Any) -> Figu
         mine, other = in_order(
             ours_first,
             lambda: _write_ours(home, dbs.fresh(), events, sizes.group),
-            lambda: copyevent_rows(dbs.fresh(), rows),
+            lambda: copy_rows(dbs.fresh(), rows),
         )
         ours.append(mine)
         theirs.append(other)
@@ -224,7 +224,7 @@ def bench_emit(home: Path, dbs: Databases, sizes: Sizes, progress: Any) -> Figur
 def _load(conninfo: str, n: int, progress: Any) -> None:
     chunk = 100_000
     for start in range(0, n, chunk):
-        copyevent_rows(conninfo, event_rows(_events(min(chunk, n - start), 1000)))
+        copy_rows(conninfo, event_rows(_events(min(chunk, n - start), 1000)))
         progress(f"  loaded {min(n, start + chunk):,} / {n:,} events")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE supervision_events")

@@ -47,7 +47,7 @@ from mistersmith.errors import SpecError
 from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
 from .codec import SELECT_COLUMNS, event_from_row
-from .shipper import NOTIFY_CHANNEL
+from .insert import NOTIFY_CHANNEL
 
 __all__ = ["Bound", "Replay", "ReplayFilter", "replay_filter"]
 

@@ -2,7 +2,9 @@
 
 Every supervision event is appended here before its effect is visible, and
 shipped to PostgreSQL from here. The files, framing and checkpoint are in
-``segments.py``; a record's payload is a ``COPY`` text line (``codec.py``).
+``segments.py``, writing the current segment (fsync, retries) in
+``segment_writer.py``, the in-memory window the shipper reads from in
+``recent.py``; a record's payload is a ``COPY`` text line (``codec.py``).
 
 Group commit, leader and followers: ``append`` (called under the event bus
 lock) only queues the record in memory and returns a ticket. ``wait_durable``
@@ -28,17 +30,17 @@ leader, and ``wait_durable`` callers keep waiting (up to their timeout).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mistersmith.files import make_private_dirs, open_private
+from mistersmith.files import make_private_dirs
 
 from .errors import JournalClosedError
+from .recent import RecentRecords
+from .segment_writer import SegmentWriter
 from .segments import (
     HEADER,
     DirectoryLock,
@@ -57,8 +59,6 @@ __all__ = ["HEADER", "Spool", "SpoolPosition"]
 logger = logging.getLogger("mistersmith.journal.spool")
 
 CHECKPOINT_INTERVAL_S = 0.1
-_RETRY_MIN_S = 0.01
-_RETRY_MAX_S = 1.0
 
 
 class Spool:
@@ -88,17 +88,14 @@ class Spool:
         self._expect = 1  # how many records the next group should wait for (see _gather)
         self._pending: list[bytes | None] = []  # records, or None: encode(meta) when written
         self._pending_meta: list[object] = []
-        # (segment, start, end, record, meta) of the records written lately, oldest first (see read)
-        self._recent: deque[tuple[int, int, int, bytes, object]] = deque(maxlen=recent_max)
+        self._recent = RecentRecords(recent_max)  # the records written lately, with their events (see read)
         self._appended = 0  # tickets handed out
         self._durable_ticket = 0
         self._durable_pos = SpoolPosition(1, 0)
         self._shipped_pos = SpoolPosition(1, 0)
         self._checkpoint_pos = SpoolPosition(1, 0)
         self._checkpoint_at = 0.0
-        self._segment = 1
-        self._size = 0
-        self._fd = -1
+        self._writer = SegmentWriter(self.directory, fsync=fsync)
         self._dir_lock = DirectoryLock(self.directory)
         self._reader = SegmentReader(self.directory)
         self._closing = False
@@ -109,8 +106,6 @@ class Spool:
         self.records_shipped = 0
         self.bytes_shipped = 0
         self.groups = 0
-        self.write_errors = 0
-        self.last_error: str | None = None
         self.torn_bytes_dropped = 0
 
     # -- open and close -----------------------------------------------------------
@@ -118,6 +113,7 @@ class Spool:
     def open(self) -> None:
         """Lock the directory and validate what is not shipped yet (truncating a torn tail)."""
         make_private_dirs(self.directory)
+        writer = self._writer
         self._dir_lock.acquire()
         try:
             segments = list_segments(self.directory)
@@ -134,14 +130,14 @@ class Spool:
                 self.records_durable += records
                 self.bytes_durable += nbytes
                 self.torn_bytes_dropped += dropped
-            self._segment = segments[-1] if segments else self._shipped_pos.segment
-            self._open_segment()
-            if self._size >= self.segment_bytes:
-                self._rotate()
+            writer.open(segments[-1] if segments else self._shipped_pos.segment)
+            if writer.size >= self.segment_bytes:
+                writer.rotate()
         except BaseException:
+            writer.close()
             self._dir_lock.release()
             raise
-        self._durable_pos = SpoolPosition(self._segment, self._size)
+        self._durable_pos = SpoolPosition(writer.segment, writer.size)
         self.closed = False
         self._closing = False
         if self.records_durable:
@@ -158,34 +154,16 @@ class Spool:
                 return
             self._closing = True
         if not self.write_pending(timeout_s):
-            logger.error("journal spool: closing with %d events not written (%s)", len(self._pending), self.last_error)
+            logger.error("journal spool: closing with %d events not written (%s)", len(self._pending),
+                         self._writer.last_error)
         with self._lock:
             self.closed = True
             self._cond.notify_all()
         if self._shipped_pos != self._checkpoint_pos:
             self._write_checkpoint(self._shipped_pos)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
+        self._writer.close()
         self._reader.close()
         self._dir_lock.release()
-
-    def _open_segment(self) -> None:
-        path = segment_path(self.directory, self._segment)
-        self._fd = open_private(path, os.O_WRONLY | os.O_APPEND)
-        self._size = os.fstat(self._fd).st_size
-        if self.fsync:
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-
-    def _rotate(self) -> None:
-        old = self._fd
-        self._segment += 1
-        self._open_segment()
-        os.close(old)
 
     # -- appending (any thread) --------------------------------------------------------
 
@@ -257,32 +235,27 @@ class Spool:
             records = [r if r is not None else encode(m) for r, m in zip(queued, metas)]  # type: ignore[misc]
             frames = [frame(r) for r in records]
             data = b"".join(frames)
-            start = self._size
-            if not self._write(data, deadline):
+            writer = self._writer
+            segment, start = writer.segment, writer.size
+            if not writer.write(data, deadline):
                 with self._lock:
                     self._pending[:0] = records  # a later leader tries again, in the same order
                     self._pending_meta[:0] = metas
                 return
-            segment = self._segment
             with self._lock:
-                recent = self._recent
-                end = start
-                for framed, record, meta in zip(frames, records, metas):
-                    begin, end = end, end + len(framed)
-                    recent.append((segment, begin, end, record, meta))
+                self._recent.add(segment, start, frames, records, metas)
                 self._durable_ticket = ticket
-                self._durable_pos = SpoolPosition(self._segment, self._size)
+                self._durable_pos = SpoolPosition(segment, writer.size)
                 self.records_durable += len(frames)
                 self.bytes_durable += len(data)
                 self.groups += 1
-            if self._size >= self.segment_bytes:
+            if writer.size >= self.segment_bytes:
                 try:
-                    self._rotate()
+                    writer.rotate()
                 except OSError as exc:
                     logger.error("journal spool: could not start a new segment (%r); staying on this one", exc)
-                    self._segment -= 1
                 with self._lock:
-                    self._durable_pos = SpoolPosition(self._segment, self._size)
+                    self._durable_pos = SpoolPosition(writer.segment, writer.size)
         finally:
             with self._lock:
                 self._writing = False
@@ -310,37 +283,6 @@ class Spool:
                 self._arrived.wait(remaining)
         finally:
             self._gathering = False
-
-    def _write(self, data: bytes, deadline: float | None) -> bool:
-        delay = _RETRY_MIN_S
-        while True:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-                if self.fsync:
-                    os.fdatasync(self._fd)
-                self._size += len(data)
-                if self.last_error is not None:
-                    logger.warning("journal spool: writing works again")
-                    self.last_error = None
-                return True
-            except OSError as exc:
-                self.write_errors += 1
-                if self.last_error is None:
-                    logger.critical(
-                        "journal spool: cannot write %s (%r); supervision waits for the disk",
-                        self.directory, exc,
-                    )
-                self.last_error = repr(exc)
-                try:
-                    os.ftruncate(self._fd, self._size)
-                except OSError:
-                    pass
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    return False
-                time.sleep(delay)
-                delay = min(_RETRY_MAX_S, delay * 2)
 
     # -- reading and shipping (the shipper's thread) -------------------------------------
 
@@ -377,45 +319,21 @@ class Spool:
         segment files, with ``None`` metas. Reading does not consume: the
         same position reads the same records again (from the files).
         """
-        recent = self._from_memory(pos, max_records, max_bytes)
+        with self._lock:
+            recent = self._recent.take(pos, max_records, max_bytes)
+            durable = self._durable_pos
+            ahead = self._recent.first()
         if recent is not None:
             return recent
-        with self._cond:
-            durable = self._durable_pos
-            ahead = self._recent[0] if self._recent else None
         if pos >= durable:
             return [], [], pos, 0
         end = self._reader.size(pos.segment) if pos.segment < durable.segment else durable.offset
-        if ahead is not None and ahead[0] == pos.segment and pos.offset < ahead[1] < end:
-            end = ahead[1]  # read up to what memory still holds, and serve the rest from there
+        if ahead is not None and ahead.segment == pos.segment and pos.offset < ahead.offset < end:
+            end = ahead.offset  # read up to what memory still holds, and serve the rest from there
         if pos.offset >= end:
             return [], [], SpoolPosition(pos.segment + 1, 0), 0
         records, consumed = self._reader.read(pos, end, max_records, max_bytes)
         return records, [None] * len(records), SpoolPosition(pos.segment, pos.offset + consumed), consumed
-
-    def _from_memory(
-        self, pos: SpoolPosition, max_records: int, max_bytes: int
-    ) -> tuple[list[bytes], list[object], SpoolPosition, int] | None:
-        records: list[bytes] = []
-        metas: list[object] = []
-        with self._lock:
-            recent = self._recent
-            while recent and (recent[0][0], recent[0][1]) < pos:  # shipped already
-                recent.popleft()
-            if not recent or recent[0][0] != pos.segment or recent[0][1] != pos.offset:
-                return None
-            end = pos.offset
-            taken = 0
-            for segment, begin, stop, record, meta in recent:
-                if segment != pos.segment or begin != end or len(records) >= max_records:
-                    break
-                if records and taken + stop - begin > max_bytes:
-                    break
-                records.append(record)
-                metas.append(meta)
-                taken += stop - begin
-                end = stop
-        return records, metas, SpoolPosition(pos.segment, end), taken
 
     def commit(self, pos: SpoolPosition, records: int, nbytes: int) -> None:
         """Everything before ``pos`` is in PostgreSQL: move the checkpoint, drop old segments.
@@ -444,13 +362,13 @@ class Spool:
         with self._cond:
             return {
                 "directory": str(self.directory),
-                "segment": self._segment,
+                "segment": self._writer.segment,
                 "records_durable": self.records_durable,
                 "records_shipped": self.records_shipped,
                 "backlog_events": self.records_durable - self.records_shipped,
                 "backlog_bytes": self.bytes_durable - self.bytes_shipped,
                 "fsync_groups": self.groups,
-                "write_errors": self.write_errors,
-                "last_error": self.last_error,
+                "write_errors": self._writer.write_errors,
+                "last_error": self._writer.last_error,
                 "torn_bytes_dropped": self.torn_bytes_dropped,
             }

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mistersmith.actors import Command, Envelope, ThreadReply
+from mistersmith.actors import Letter, Order, ThreadReply
 from mistersmith.crossing import LoopReply, forbid_blocking
 from mistersmith.errors import CommandTimeoutError, InvalidPayloadError, MailboxFullError, RestartingError
 from mistersmith.supervisors import ChildStatus
@@ -52,7 +52,7 @@ class Commands(RuntimeBase):
             if mailbox.depth() >= getattr(child.spec, "stash_limit", 0) or (
                     timeout_s is not None and retry is not None and retry >= timeout_s):
                 raise RestartingError(agent_id, retry)
-        if not mailbox.offer(Envelope(Command(command, payload, deadline), reply)):
+        if not mailbox.offer(Letter(Order(command, payload, deadline), reply)):
             self.system.counters.add("mailbox_full")
             self._dead_letter(agent_id, command, f"mailbox full ({mailbox.limit})")
             raise MailboxFullError(agent_id, mailbox.limit)

@@ -22,7 +22,7 @@ from mistersmith.journal import (
     JournalConfig,
     PoolConfig,
 )
-from mistersmith.journal import spool as spool_module
+from mistersmith.journal import segment_writer
 from mistersmith.supervisors import EventBus
 
 
@@ -130,7 +130,7 @@ def test_a_failing_disk_delays_events_but_loses_none(
                 raise OSError(28, "No space left on device")
         real(fd)
 
-    monkeypatch.setattr(spool_module.os, "fdatasync", flaky)
+    monkeypatch.setattr(segment_writer.os, "fdatasync", flaky)
     bus = EventBus("n-disk")
     bus.add_sink(journal.sink)
     events = [bus.emit("started", supervisor="root", agent_id=f"a{i}", kind="echo") for i in range(5)]
@@ -155,7 +155,7 @@ def test_sync_gives_up_after_its_timeout_and_the_event_still_lands(
                 raise OSError(5, "Input/output error")
             real(fd)
 
-        monkeypatch.setattr(spool_module.os, "fdatasync", stuck)
+        monkeypatch.setattr(segment_writer.os, "fdatasync", stuck)
         bus = EventBus("n-stuck")
         bus.add_sink(journal.sink)
         first = bus.emit("started", supervisor="root", agent_id="a1", kind="echo")

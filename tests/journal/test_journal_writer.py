@@ -165,14 +165,14 @@ def test_the_registry_fold_is_redone_when_another_writer_took_seqs(
     append lock can take numbers in between, and then the registry must hold the real seqs."""
     from psycopg import sql
 
-    from mistersmith.journal import shipper as shipper_module
+    from mistersmith.journal import insert as insert_module
 
     bus = EventBus("n-refold")
     bus.add_sink(journal.sink)
     bus.emit("started", supervisor="root", agent_id="a0", kind="echo", data={"restart": "permanent"})
     assert journal.flush(10)  # the first batch after a start goes the careful way; the next ones straight
     # From now on, each batch "loses" one number to someone else, right after the writer read the sequence.
-    monkeypatch.setattr(shipper_module, "_SEQ_NOW", sql.SQL(
+    monkeypatch.setattr(insert_module, "_SEQ_NOW", sql.SQL(
         "SELECT nextval(pg_get_serial_sequence('supervision_events', 'seq')) - 1"
     ))
     bus.emit("started", supervisor="root", agent_id="a1", kind="echo", data={"restart": "permanent"})

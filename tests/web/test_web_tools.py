@@ -174,10 +174,11 @@ class _Tasks:
         self.tasks: dict[str, dict[str, Any]] = {}
 
     async def submit(self, *, task_type: str, payload: Mapping[str, Any], agent_id: str | None,
-                     timeout_s: float) -> dict[str, Any]:
+                     timeout_s: float, command: str = "run") -> dict[str, Any]:
         task_id = f"task-{len(self.tasks) + 1}"
         self.tasks[task_id] = {"task_id": task_id, "status": "queued", "task_type": task_type,
-                               "payload": dict(payload), "agent_id": agent_id, "timeout_s": timeout_s}
+                               "payload": dict(payload), "agent_id": agent_id, "timeout_s": timeout_s,
+                               "command": command}
         return self.tasks[task_id]
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
@@ -192,6 +193,9 @@ def test_task_tools_call_the_tasks_port(serve: Callable[..., Served]) -> None:
     assert tasks.tasks["task-1"]["payload"] == {"url": "x"} and tasks.tasks["task-1"]["timeout_s"] == 5
     assert _ok(served, "get_task", {"task_id": "task-1"})["task"]["task_type"] == "crawl"
     assert _error(served, "get_task", {"task_id": "task-9"})["code"] == "invalid_spec"
+    assert tasks.tasks["task-1"]["command"] == "run"
+    _ok(served, "submit_task", {"task_type": "echo", "command": "echo"})
+    assert tasks.tasks["task-2"]["command"] == "echo"
 
 
 def test_system_health_tool(serve: Callable[..., Served]) -> None:
