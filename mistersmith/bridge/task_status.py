@@ -36,6 +36,8 @@ from mistersmith.envelope import EnvelopeError, decode_json
 from mistersmith.errors import SpecError
 from mistersmith.ports import TaskStore
 
+from . import subjects
+from .lifecycle import unsubscribe_quietly
 from .tasks import TaskQueue
 from .wire import Wire
 
@@ -60,15 +62,11 @@ class TaskTracker:
 
     async def start(self) -> None:
         nc = self.wire.nc
-        self._subs = [await nc.subscribe("tasks.*.progress", cb=self._on_message),
-                      await nc.subscribe("tasks.*.result", cb=self._on_message)]
+        self._subs = [await nc.subscribe(subjects.wildcard("task_progress"), cb=self._on_message),
+                      await nc.subscribe(subjects.wildcard("task_result"), cb=self._on_message)]
 
     async def close(self) -> None:
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                logger.debug("task tracker unsubscribe: %r", exc)
+        await unsubscribe_quietly(self._subs, "task tracker")
         self._subs.clear()
 
     async def submit(

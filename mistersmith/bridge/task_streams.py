@@ -52,8 +52,8 @@ async def ensure_streams(js: JetStreamContext, replicas: int) -> None:
     """Create (or update) ``MS_TASKS`` and ``MS_TASKS_DEAD``. Idempotent.
 
     ``JetStreamUnavailableError`` if the server has no JetStream (or does not answer)."""
-    for name, subject, retention in ((TASK_STREAM, "tasks.*.queue.*", RetentionPolicy.WORK_QUEUE),
-                                     (DEAD_STREAM, "tasks.*.dead", RetentionPolicy.LIMITS)):
+    for name, subject, retention in ((TASK_STREAM, subjects.wildcard("task_queue"), RetentionPolicy.WORK_QUEUE),
+                                     (DEAD_STREAM, subjects.wildcard("task_dead"), RetentionPolicy.LIMITS)):
         config = StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
                               num_replicas=replicas)
         try:

@@ -58,7 +58,7 @@ from mistersmith.runtime import Runtime
 
 from . import subjects, task_streams
 from .errors import UnservedKindError
-from .lifecycle import cancel_and_wait
+from .lifecycle import TaskSet, cancel_and_wait, unsubscribe_quietly
 from .task_agents import HostedAgents, TaskAgents
 from .task_record import TaskListener, TaskRecord
 from .wire import Wire
@@ -137,7 +137,7 @@ class TaskQueue:
         self._consumers: set[tuple[str, str]] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._doorbell: dict[str, asyncio.Event] = {}
         self._agents: dict[str, TaskAgents] = {}
 
@@ -203,18 +203,14 @@ class TaskQueue:
         async def ring(msg: Msg) -> None:
             bell.set()
 
-        self._subs.append(await self.wire.nc.subscribe(f"tasks.{kind}.queue.*", cb=ring))
+        self._subs.append(await self.wire.nc.subscribe(subjects.wildcard("task_queue", kind=kind), cb=ring))
         self._workers[kind] = asyncio.get_running_loop().create_task(self._work(kind, durables, bell))
 
     async def close(self) -> None:
         """Stop the workers; tasks in hand are neither acked nor nak'ed (JetStream redelivers them)."""
         await cancel_and_wait([*self._workers.values(), *self._tasks], _CLOSE_S)
         self._workers.clear()
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                logger.debug("tasks unsubscribe: %r", exc)
+        await unsubscribe_quietly(self._subs, "tasks")
         self._subs.clear()
 
     async def _pull(self, durable: str, batch: int) -> list[Msg]:
@@ -270,10 +266,7 @@ class TaskQueue:
                 continue
             for msg in got:
                 in_hand[0] += 1
-                task = asyncio.get_running_loop().create_task(self._run_one(kind, msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(done)
+                self._tasks.spawn(self._run_one(kind, msg)).add_done_callback(done)
 
     async def _run_one(self, kind: str, msg: Msg) -> None:
         deliveries = msg.metadata.num_delivered

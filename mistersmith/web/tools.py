@@ -273,7 +273,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
          obj({"task_id": {"type": "string", "minLength": 1, "maxLength": 128}}, ("task_id",)),
          obj({"task": _TASK}, ("task",)), _get_task, read_only=True),
     Tool("share_discovery", "Share a discovery",
-         "Store a discovery, deliver it to every subscriber and publish it on discoveries.{agent_id}.{type}.",
+         "Store a discovery, deliver it to every subscriber and publish it on discoveries.{agent_id}.{discovery_type}.",
          obj(DISCOVERY_IN, ("agent_id", "agent_role", "discovery_type", "content", "confidence")),
          obj({"discovery": DISCOVERY}, ("discovery",)), _share_discovery),
     Tool("query_discoveries", "Query discoveries",

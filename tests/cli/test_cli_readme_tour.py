@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,20 +41,10 @@ def _tour() -> list[tuple[list[str], str]]:
     return [(argv[1:], "\n".join(out)) for argv, out in steps if argv and argv[0] == "mistersmith"]
 
 
-@pytest.fixture
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ms-tour-"))
-    path.chmod(0o711)  # the embedded PostgreSQL runs as another user under root
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def test_the_readme_tour_matches_a_real_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_tour_matches_a_real_run(node_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     steps = _tour()
     assert [s[0][0] for s in steps] == ["spawn", "send", "send", "tree", "replay", "replay"]
-    data_dir = home / ".mistersmith"
+    data_dir = node_dir / ".mistersmith"
     with Served(data_dir):
         for argv, shown in steps:
             if argv == ["tree"]:  # a person types slower than the 0.1 s backoff: wait for the restart

@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +23,6 @@ KIND_SECRET = "sk-kind-" + secrets.token_hex(8)  # an env value the operator's c
 # the program proves it got its env, without printing it
 SCRIPT = ("import json,os,sys; sys.stdin.read(); "
           "print(json.dumps({k: len(v) for k, v in os.environ.items() if k.endswith('_KEY')}))")
-
-
-@pytest.fixture
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ms-scan-"))
-    path.chmod(0o711)  # the embedded PostgreSQL runs as another user under root
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _http(url: str, method: str = "GET", body: Any = None, token: str | None = TOKEN) -> bytes:
@@ -95,16 +82,16 @@ async def _over_nats(ready: dict[str, Any]) -> list[bytes]:
     return seen
 
 
-def test_no_secret_appears_in_logs_files_http_or_nats(home: Path, monkeypatch: pytest.MonkeyPatch,
+def test_no_secret_appears_in_logs_files_http_or_nats(node_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    config = home / "mistersmith.toml"
+    config = node_dir / "mistersmith.toml"
     config.write_text(
         "[node]\nallow_arbitrary_process = true\n[logging]\nlevel = \"DEBUG\"\n"
         f"[process.kinds.tool]\ncommand = {json.dumps([sys.executable, '-c', SCRIPT])}\n"
         f"env = {{ TOOL_KEY = \"{KIND_SECRET}\" }}\n"
     )
     monkeypatch.setenv("MISTERSMITH_API_TOKEN", TOKEN)
-    data_dir = home / "node"
+    data_dir = node_dir / "node"
     shown: list[bytes] = []
     with Served(data_dir, "--config", str(config)) as served:
         ready = served.ready
