@@ -266,6 +266,10 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
             envelope = get()
             message = envelope.message
             if type(message) is Order:
+                if message.deadline is not None:
+                    self.mailbox.waiting.discard(envelope)
+                    if message.late:  # its caller was told `restarting` while the agent backed off
+                        continue
                 exit_ = self._handle_command(message, envelope.reply_to)
             elif type(message) is StopRequest:
                 continue

@@ -53,12 +53,13 @@ class Order:
     """A command for an agent: its name, its JSON-compatible payload, and when its caller
     stops waiting (``deadline``, on the runtime's clock; None for a tell)."""
 
-    __slots__ = ("deadline", "name", "payload")
+    __slots__ = ("deadline", "late", "name", "payload")
 
     def __init__(self, name: str, payload: Mapping[str, Any], deadline: float | None = None) -> None:
         self.name = name
         self.payload = payload
         self.deadline = deadline
+        self.late = False  # answered `restarting` before any incarnation took it: never run
 
     def __repr__(self) -> str:
         return f"Order({self.name!r})"
@@ -108,13 +109,13 @@ class StopRequest:
 class Mailbox:
     """An unbounded queue with a bounded entrance for user commands."""
 
-    __slots__ = ("_lock", "_queue", "closed", "limit")
+    __slots__ = ("_queue", "closed", "limit", "waiting")
 
     def __init__(self, limit: int) -> None:
         self._queue: queue.SimpleQueue[Letter] = queue.SimpleQueue()
-        self._lock = _thread.allocate_lock()  # senders against ``expire`` (which re-queues in order)
         self.limit = limit
         self.closed = False
+        self.waiting: set[Letter] = set()  # queued asks (with a deadline), until an incarnation takes them
 
     def offer(self, envelope: Letter) -> bool:
         """Queue a user message unless ``limit`` messages already wait.
@@ -122,37 +123,30 @@ class Mailbox:
         With concurrent senders the bound can be overshot by at most one
         message per sender thread.
         """
-        with self._lock:
-            if self._queue.qsize() >= self.limit:
-                return False
-            self._queue.put(envelope)
+        if self._queue.qsize() >= self.limit:
+            return False
+        self._queue.put(envelope)
         return True
 
     def put(self, envelope: Letter, /) -> None:
-        with self._lock:
-            self._queue.put(envelope)
+        self._queue.put(envelope)
 
-    def expire(self, before: float) -> list[Letter]:
-        """Take out the commands whose caller stops waiting before ``before``; keep the rest, in order.
+    def answer_late(self, before: float) -> list[Letter]:
+        """Take back the asks whose caller stops waiting before ``before``: each is marked
+        ``late`` (no incarnation will run it) and returned, for its caller to hear why at once.
 
-        For the moment a backoff starts (no incarnation reads the mailbox then):
-        the supervisor answers those at once instead of letting them wait out a
-        restart their caller will not see.
+        For the moment a backoff starts: a caller whose deadline comes before the restart is
+        told ``restarting`` now instead of timing out later. Only asks (orders with a deadline)
+        are tracked, in ``waiting``; the queue itself is not touched, so senders need no lock.
         """
-        with self._lock:
-            kept: list[Letter] = []
-            gone: list[Letter] = []
-            while True:
-                try:
-                    envelope = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                message = envelope.message
-                late = type(message) is Order and message.deadline is not None and message.deadline < before
-                (gone if late else kept).append(envelope)
-            for envelope in kept:
-                self._queue.put(envelope)
-        return gone
+        late: list[Letter] = []
+        for letter in list(self.waiting):
+            order = letter.message
+            if type(order) is Order and order.deadline is not None and order.deadline < before:
+                order.late = True
+                self.waiting.discard(letter)
+                late.append(letter)
+        return late
 
     def get(self) -> Letter:
         return self._queue.get()
@@ -164,13 +158,16 @@ class Mailbox:
         return self._queue.qsize()
 
     def drain(self) -> list[Letter]:
-        """Take every queued envelope out, oldest first."""
+        """Take every queued letter out, oldest first (not those already answered ``late``)."""
         taken: list[Letter] = []
         while True:
             try:
-                taken.append(self._queue.get_nowait())
+                letter = self._queue.get_nowait()
             except queue.Empty:
+                self.waiting.clear()
                 return taken
+            if not (type(letter.message) is Order and letter.message.late):
+                taken.append(letter)
 
 
 class ThreadReply:

@@ -7,7 +7,6 @@ key, the value and what is allowed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,6 +14,7 @@ from typing import Any, Literal, Union, get_args
 
 import orjson
 
+from mistersmith import checks
 from mistersmith.actors import Agent
 from mistersmith.errors import SpecError
 from mistersmith.ids import check_id  # ids are NATS subject tokens: the one rule
@@ -71,22 +71,15 @@ class _Defaults:
 DEFAULTS = _Defaults()
 
 def _number(child: str | None, key: str, value: object, *, minimum: float, strict: bool) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and isinstance(value, (int, float)):
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        sign = ">" if strict else ">="
-        raise SpecError(child, key, value, f"use a finite number {sign} {minimum}")
+    checks.number(key, value, minimum=minimum, strict=strict, child=child)
 
 
 def _count(child: str | None, key: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise SpecError(child, key, value, f"use an integer >= {minimum}")
+    checks.count(key, value, minimum=minimum, child=child)
 
 
 def _choice(child: str | None, key: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SpecError(child, key, value, f"use one of: {', '.join(allowed)}")
+    checks.choice(key, value, allowed, child=child)
 
 
 @dataclass(frozen=True)

@@ -302,7 +302,7 @@ class Supervisor(Agent):
         for t in targets:
             t.back_off(now + delay, token)
             # Callers whose deadline comes before the restart hear `restarting` now, not a timeout later.
-            for late in t.context.mailbox.expire(now + delay):
+            for late in t.context.mailbox.answer_late(now + delay):
                 deliver(late.reply_to, error=RestartingError(t.id, delay))
         due = RestartDue(tuple(targets), token, counted=True)
         self.system.clock.call_later(delay, lambda: self.mailbox.put(Letter(due)))

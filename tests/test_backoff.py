@@ -296,7 +296,14 @@ def test_a_command_queued_behind_a_crash_hears_restarting_when_the_backoff_outla
     release = threading.Event()
     entered = threading.Event()
 
+    noted: list[str] = []
+
     class Crashes(Agent):
+        @command
+        def note(self) -> dict[str, bool]:
+            noted.append(self.agent_id)
+            return {"noted": True}
+
         @command
         def crash_later(self) -> None:
             entered.set()
@@ -312,7 +319,7 @@ def test_a_command_queued_behind_a_crash_hears_restarting_when_the_backoff_outla
 
         def ask(name: str, timeout: float) -> None:
             try:
-                outcomes[name] = rt.ask(agent, "ping", timeout=timeout)
+                outcomes[name] = rt.ask(agent, "note" if name == "short" else "ping", timeout=timeout)
             except Exception as exc:
                 outcomes[name] = exc
 
@@ -334,3 +341,4 @@ def test_a_command_queued_behind_a_crash_hears_restarting_when_the_backoff_outla
         wait_out(rt, clock, 1.0)
         long_.join(WAIT_S)
         assert outcomes["long"] == {"pong": True, "agent_id": agent}
+        assert noted == []  # the command its caller heard `restarting` for never ran

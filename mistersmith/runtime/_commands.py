@@ -52,7 +52,11 @@ class Commands(RuntimeBase):
             if mailbox.depth() >= getattr(child.spec, "stash_limit", 0) or (
                     timeout_s is not None and retry is not None and retry >= timeout_s):
                 raise RestartingError(agent_id, retry)
-        if not mailbox.offer(Letter(Order(command, payload, deadline), reply)):
+        letter = Letter(Order(command, payload, deadline), reply)
+        if deadline is not None:
+            mailbox.waiting.add(letter)  # before it is queued: the agent may take it at once
+        if not mailbox.offer(letter):
+            mailbox.waiting.discard(letter)
             self.system.counters.add("mailbox_full")
             self._dead_letter(agent_id, command, f"mailbox full ({mailbox.limit})")
             raise MailboxFullError(agent_id, mailbox.limit)
