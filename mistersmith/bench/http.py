@@ -189,7 +189,9 @@ def run(options: Options) -> list[Figure]:
     try:
         rt.spawn("echo", "bench-echo", mailbox_size=100_000)
         hub = DiscoveryHub(buffer_per_subscriber=4096)
-        config = WebConfig(port=0, rate_per_s=None, max_streams=sizes.sse_clients + 100)
+        # one client address opens every connection here: no rate limit, no per-client connection cap
+        config = WebConfig(port=0, rate_per_s=None, max_streams=sizes.sse_clients + 100,
+                           max_connections_per_client=sizes.sse_clients + sizes.clients + 100)
         server = HttpServer(build_app(Backends(rt, discoveries=hub), config))
         loop.run(server.start(), 10.0)
         bare_port, stop_bare = loop.run(_serve_bare(), 10.0)
