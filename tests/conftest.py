@@ -14,6 +14,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from mistersmith import FakeClock, Runtime
+from mistersmith.embedded.nats import EmbeddedNats
 
 # The PostgreSQL fixtures (pg_admin, journal_db, node...), loaded once here for every test module.
 pytest_plugins = ["conftest_pg"]
@@ -86,3 +87,14 @@ def node_dir() -> Iterator[Path]:
         yield home
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A server of this test's own (for tests that stop and restart it)."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

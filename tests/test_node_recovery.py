@@ -95,18 +95,8 @@ class Watcher:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def watcher(nats_server: EmbeddedNats) -> Iterator[Watcher]:
-    made = Watcher(nats_server.url)
+def watcher(own_nats: EmbeddedNats) -> Iterator[Watcher]:
+    made = Watcher(own_nats.url)
     try:
         yield made
     finally:
@@ -131,10 +121,10 @@ def _recovery_history(node: Node) -> list[tuple[str, str, int]]:
 
 
 def test_agents_of_a_kind_not_served_are_reported_kept_and_come_back_and_nats_sees_it_all_once(
-    node_dir: Path, nats_server: EmbeddedNats, watcher: Watcher, journal_db: str,
+    node_dir: Path, own_nats: EmbeddedNats, watcher: Watcher, journal_db: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = _settings(node_dir, nats_server.url, journal_db)
+    settings = _settings(node_dir, own_nats.url, journal_db)
     with Node(settings, kinds={"greeter": Greeter}) as first:
         assert first.runtime is not None
         first.runtime.spawn("greeter", "g1")
@@ -142,7 +132,7 @@ def test_agents_of_a_kind_not_served_are_reported_kept_and_come_back_and_nats_se
         assert watcher.wait_for(("g1", "started"), ("e1", "started"))
     watcher.take()  # the first run's live events: not the point here
     # -- restarted without --kind greeter -------------------------------------------------
-    second = Node(_settings(node_dir, nats_server.url, journal_db)).start()
+    second = Node(_settings(node_dir, own_nats.url, journal_db)).start()
     try:
         assert second.runtime is not None and second.journal is not None
         assert {a["id"] for a in second.runtime.list_agents()} == {"e1"}, "g1 is absent"
@@ -175,7 +165,7 @@ def test_agents_of_a_kind_not_served_are_reported_kept_and_come_back_and_nats_se
     assert watcher.take() == expected, "each once, in seq order, published although NATS came up after recovery"
 
     # -- and with it again --------------------------------------------------------------------
-    with Node(_settings(node_dir, nats_server.url, journal_db), kinds={"greeter": Greeter}) as third:
+    with Node(_settings(node_dir, own_nats.url, journal_db), kinds={"greeter": Greeter}) as third:
         assert third.runtime is not None
         assert {a["id"] for a in third.runtime.list_agents()} == {"g1", "e1"}
         assert third.runtime.ask("g1", "greet", {"name": "Ada"}, timeout=10) == {"greeting": "Hello, Ada!"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from _bridge_helpers import WAIT_S, BridgeNode
@@ -15,17 +14,6 @@ from mistersmith.embedded.nats import EmbeddedNats
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """A real nats-server on a free loopback port, its store in a temporary directory."""
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A server of this test's own (for tests that stop and restart it)."""
-    server = EmbeddedNats(tmp_path / "nats")
     server.start()
     try:
         yield server
