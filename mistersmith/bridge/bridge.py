@@ -241,9 +241,11 @@ class Bridge:
 
     async def aspawn(self, kind: str, agent_id: str | None = None, config: Mapping[str, Any] | None = None,
                      **options: Any) -> str:
-        """``Runtime.aspawn``, and routed over NATS before it returns."""
+        """``Runtime.aspawn``, and routed over NATS before it returns: the server has the agent's
+        subscriptions (a ``flush`` round trip), so another connection's request finds it at once."""
         new_id = await self.runtime.aspawn(kind, agent_id, config, **options)
         await self.router.route(new_id)
+        await self.nc.flush()
         return new_id
 
     async def publish_discovery(self, discovery: Discovery) -> None:
