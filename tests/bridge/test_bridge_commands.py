@@ -218,6 +218,7 @@ def test_a_request_right_after_a_crash_waits_for_the_restart_as_in_process(node:
         await node.bridge.aspawn("echo", "quick")  # the default root: a 0.1 s backoff
         await node.rt.aspawn("echo", "slow", backoff=Backoff(min_s=30.0, max_s=30.0, jitter=0.0))
         await node.bridge.router.route("slow")
+        await node.bridge.nc.flush()  # the server has its subscriptions before another connection asks
         nc, _ = await client(node.url)
         try:
             for agent in ("quick", "slow"):
