@@ -21,7 +21,7 @@ def test_crash_restart_sequence_is_published_in_order(node: BridgeNode) -> None:
             await node.bridge.aspawn("echo", "s1")
             with pytest.raises(RemoteError) as info:
                 await ms.request("s1", "fail", {"message": "boom"})
-            assert info.value.code == "agent_failed"
+            assert info.value.code == "agent_failed", (info.value.code, info.value.message)
             seen = []
             while not seen or seen[-1].type != "restarted":
                 msg = await inbox.next()
