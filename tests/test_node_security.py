@@ -82,9 +82,12 @@ def test_the_credentials_are_files_only_the_node_user_reads(node: Node) -> None:
 def test_a_client_cannot_publish_what_only_nodes_say(node: Node) -> None:
     async def go() -> None:
         errors: list[Exception] = []
+        refused = asyncio.Event()
 
-        async def on_error(exc: Exception) -> None:
+        async def on_error(exc: Exception) -> None:  # nats-py runs it in a task of its own, later
             errors.append(exc)
+            if "permissions violation" in str(exc).lower():
+                refused.set()
 
         watcher = await nats.connect(**node.nats_client_options())
         client = await nats.connect(**node.nats_client_options(), error_cb=on_error)
@@ -99,6 +102,7 @@ def test_a_client_cannot_publish_what_only_nodes_say(node: Node) -> None:
             await as_node.publish("agents.forged.status.started", b'{"genuine": true}')
             first = await sub.next_msg(timeout=WAIT_S)
             assert json.loads(first.data) == {"genuine": True}
+            await asyncio.wait_for(refused.wait(), WAIT_S)  # the server said why, to the client
             assert any("permissions violation" in str(e).lower() for e in errors), errors
         finally:
             for nc in (client, watcher, as_node):
