@@ -168,7 +168,8 @@ class Node:
         own_user: dict[str, str] = {}
         if not urls:
             # Our own server requires a password: a node user, and one for clients (nats_auth).
-            node_user, client_user = node_users(self.data_dir / "nats" / "credentials")
+            credentials = self.data_dir / "nats" / "credentials"
+            node_user, client_user = node_users(credentials)
             embedded = EmbeddedNats(self.data_dir / "nats", port=self._nats_port(), fallback_port=True,
                                     config_text=authorization_block(node_user, client_user))
             embedded.start()
@@ -176,7 +177,7 @@ class Node:
             write_private(self.data_dir / "nats" / NATS_PORT_FILE, f"{embedded.port}\n".encode())
             urls = (embedded.url,)
             own_user = {"user": node_user.user, "password": node_user.password}
-            self.nats_credentials = str(self.data_dir / "nats" / "credentials" / CLIENT_FILE)
+            self.nats_credentials = str(credentials / CLIENT_FILE)
         self.nats_url = ",".join(urls)
 
         journal_config = JournalConfig(

@@ -25,6 +25,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.config import Settings
 from mistersmith.envelope import EnvelopeError, RemoteError, decode_reply, encode_json
+from mistersmith.redact import strip_userinfo
 
 from ._errors import CliError, failed, unreachable
 
@@ -44,8 +45,8 @@ def _tls(settings: Settings, urls: tuple[str, ...]) -> ssl.SSLContext | None:
 
 
 def _shown(urls: tuple[str, ...]) -> str:
-    """The servers without credentials."""
-    return ", ".join(u.split("@")[-1] if "@" in u else u for u in urls)
+    """The servers without credentials (``redact.strip_userinfo``, as everywhere a URL is shown)."""
+    return ", ".join(strip_userinfo(u) for u in urls)
 
 
 @asynccontextmanager
