@@ -6,6 +6,7 @@ Imported as ``mistersmith.actors``.
 from mistersmith.actors._agent import Agent, AgentState
 from mistersmith.actors._command import CommandSpec, command
 from mistersmith.actors._context import AgentContext, Counters
+from mistersmith.actors._durable import STATE_ON_RESTART, DurableOptions
 from mistersmith.actors._mailbox import Exit, Letter, Mailbox, Order, ReplySlot, ThreadReply, deliver
 from mistersmith.actors.echo import EchoAgent
 from mistersmith.actors.process import DEFAULT_INHERITED_ENV, ProcessAgent, ProcessFailed
@@ -18,6 +19,7 @@ __all__ = [
     "CommandSpec",
     "Counters",
     "DEFAULT_INHERITED_ENV",
+    "DurableOptions",
     "EchoAgent",
     "Exit",
     "Letter",
@@ -27,6 +29,7 @@ __all__ = [
     "ProcessFailed",
     "ProcessKind",
     "ReplySlot",
+    "STATE_ON_RESTART",
     "ThreadReply",
     "command",
     "deliver",

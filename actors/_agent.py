@@ -15,8 +15,9 @@ Failure semantics (the same for a tell and an ask):
   the thread is counted as leaked until it returns, and the supervisor restarts
   the agent;
 - exactly one exit signal per incarnation reaches the supervisor, whether the
-  incarnation stopped, crashed, failed in ``on_start``/``on_stop`` or was
-  abandoned. No exception ever escapes the actor thread, so pykka never stops
+  incarnation stopped, crashed, failed in ``on_start``/``on_stop``, was
+  abandoned or was fenced (a durable agent whose newer activation exists: see
+  ``_durable``). No exception ever escapes the actor thread, so pykka never stops
   every actor in the process.
 """
 
@@ -43,6 +44,7 @@ from mistersmith.errors import (
 from ._builtins import BuiltinCommands
 from ._command import CommandSpec, collect_commands
 from ._context import AgentContext
+from ._durable import DurableMethods, Durability
 from ._state import BUILTIN_COMMANDS, AgentState
 from ._kind_policy import KindPolicy
 from ._mailbox import Exit, Letter, Order, ReplySlot, StopRequest, deliver
@@ -51,19 +53,28 @@ __all__ = ["Agent", "AgentState"]
 
 logger = logging.getLogger("mistersmith.agent")
 
-class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
+class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
     """Base class of every agent kind.
 
     Subclass it, mark command handlers with ``@command("name")`` and override
-    the hooks you need. Read ``self.agent_id``, ``self.config`` and
+    the hooks you need. Read ``self.agent_id``, ``self.config``,
+    ``self.lifecycle`` (where it is in its life: an ``AgentState``) and
     ``self.cancelled`` (an Event set when this incarnation is being stopped or
     was abandoned; long handlers should watch it).
+
+    ``self.state`` is the agent's own data, a JSON-compatible dict. A durable
+    agent (``durable = True`` on the kind, or ``durable=True`` in its spec)
+    starts each incarnation from its last committed state, and every handler
+    that returns and changed it commits it before the reply leaves; see
+    ``commit``, ``effect`` and ``forget``. Other agents start from ``{}``.
 
     Threads: ``__init__`` runs in the supervisor's thread; every hook and
     handler runs in this incarnation's own thread.
     """
 
     kind: ClassVar[str | None] = None
+    durable: ClassVar[bool] = False
+    """Agents of this kind keep ``self.state`` (a spawn may still say ``durable=...``)."""
     use_daemon_thread: ClassVar[bool] = True
     _commands: ClassVar[dict[str, CommandSpec]] = {}
 
@@ -87,7 +98,9 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         # pykka's own tell/ask must reach the same (lasting) mailbox.
         self.actor_inbox = context.mailbox  # type: ignore[assignment]
         self._actor_ref.actor_inbox = context.mailbox  # type: ignore[assignment]
-        self.state = AgentState.STARTING
+        self.lifecycle = AgentState.STARTING
+        self.state: dict[str, Any] = {}
+        self._durable = Durability(context.agent_id, context.durable, context.emit) if context.durable else None
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
         self._busy_since: float | None = None
@@ -225,6 +238,8 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
     def _lifecycle(self) -> Exit:
         ctx = self.context
         try:
+            if self._durable is not None:
+                self.state = self._durable.activate(restarting=ctx.restart_count > 0)
             self.on_start()
         except BaseException as exc:
             if self._abandoned:  # the supervisor gave up waiting; it is not ours to report
@@ -232,19 +247,19 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
             self.start_error = exc
             exit_ = Exit.crash(f"on_start raised {exc!r}", exc)
             ctx.emit("failed", exit_.detail, {"phase": "start"})
-            self.state = AgentState.FAILED
+            self.lifecycle = AgentState.FAILED
             self.started.set()
             return exit_
         with self._lock:
             if self._abandoned:  # on_start outlived start_timeout_s: never serve the mailbox
                 return Exit.crash("abandoned")
-            self.state = AgentState.PAUSED if ctx.paused else AgentState.IDLE
+            self.lifecycle = AgentState.PAUSED if ctx.paused else AgentState.IDLE
         ctx.emit("restarted" if ctx.restart_count else "started", None, dict(ctx.start_data))
         self.started.set()
         exit_ = self._run()
         if self._abandoned:
             return exit_
-        self.state = AgentState.STOPPING
+        self.lifecycle = AgentState.STOPPING
         if exit_.is_crash:
             try:
                 self.on_failure(*(self._crash_info or (None, exit_.exception, None)))
@@ -295,7 +310,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
             return None
         self._reply = reply
         self._busy_command = cmd.name
-        self.state = AgentState.BUSY
+        self.lifecycle = AgentState.BUSY
         self._busy_since = self._now()
         return self._invoke(reply, cmd.name, getattr(self, spec.method), (), cmd.payload)
 
@@ -303,7 +318,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         """pykka's own messages (proxy calls) and ``on_receive`` messages."""
         self._reply = envelope.reply_to
         self._busy_command = None
-        self.state = AgentState.BUSY
+        self.lifecycle = AgentState.BUSY
         self._busy_since = self._now()
         return self._invoke(envelope.reply_to, None, self._handle_receive, (envelope.message,), {})
 
@@ -326,7 +341,12 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
                 return Exit.crash("abandoned")
             self._busy_since = None
             self._reply = None
-            self.state = AgentState.PAUSED if self.context.paused else AgentState.IDLE
+            self.lifecycle = AgentState.PAUSED if self.context.paused else AgentState.IDLE
+        if crash is None and self._durable is not None:
+            expected, ended = self._settle_state(expected)  # durable before the reply leaves
+            if ended is not None:
+                deliver(reply, error=expected)
+                return ended
         if crash is None:
             if expected is not None and reply is None:
                 logger.info("agent %s: %s (no reply subject)", self.agent_id, expected)
@@ -350,7 +370,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
         deliver(reply, error=error)
 
     def _finish(self, exit_: Exit) -> None:
-        self.state = AgentState.FAILED if exit_.is_crash else AgentState.STOPPED
+        self.lifecycle = AgentState.FAILED if exit_.is_crash else AgentState.STOPPED
         pykka.ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
         with self._lock:
@@ -363,7 +383,7 @@ class Agent(KindPolicy, BuiltinCommands, pykka.ThreadingActor):
             self.context.on_exit(self, exit_)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.agent_id} {self.state}>"
+        return f"<{type(self).__name__} {self.agent_id} {self.lifecycle}>"
 
 
 Agent._commands = collect_commands(Agent, BUILTIN_COMMANDS)

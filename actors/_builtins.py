@@ -23,14 +23,14 @@ class BuiltinCommands:
     if TYPE_CHECKING:
         context: AgentContext
         agent_id: str
-        state: AgentState
+        lifecycle: AgentState
         _busy_command: str | None
         _commands: ClassVar[dict[str, CommandSpec]]
 
     def describe(self) -> dict[str, Any]:
         """A JSON-compatible status of this incarnation (safe from any thread)."""
         ctx = self.context
-        state = self.state
+        state = self.lifecycle
         if state is AgentState.BUSY and self._busy_command in BUILTIN_COMMANDS:
             state = AgentState.PAUSED if ctx.paused else AgentState.IDLE
         return {

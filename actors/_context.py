@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mistersmith.clock import Clock
 
+from ._durable import DurableOptions
 from ._mailbox import Exit, Mailbox
 
 if TYPE_CHECKING:
@@ -65,3 +66,5 @@ class AgentContext:
     paused: bool = False
     start_data: Mapping[str, Any] = field(default_factory=dict)
     """What ``started``/``restarted`` events carry: restart type, config... (for replay and recovery)."""
+    durable: DurableOptions | None = None
+    """Set for a durable agent: where its state is kept, and how."""

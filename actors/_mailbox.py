@@ -70,7 +70,9 @@ class Exit:
     """Why an incarnation ended, in OTP's terms.
 
     ``kind`` is ``normal`` (the agent stopped itself), ``shutdown`` (it was told
-    to stop) or ``crash`` (anything else: an exception, a hang, a failed start).
+    to stop), ``fenced`` (a durable agent whose newer activation exists elsewhere:
+    never restarted here) or ``crash`` (anything else: an exception, a hang, a
+    failed start).
     """
 
     kind: str

@@ -90,6 +90,9 @@ ERROR_CODES: tuple[str, ...] = (
     "command_error",
     "invalid_result",
     "unavailable",
+    "fenced",
+    "invalid_state",
+    "state_too_large",
     "closed",
     "internal",
 )

@@ -19,7 +19,9 @@ __all__ = [
     "CommandError",
     "CommandTimeoutError",
     "FatalError",
+    "FencedError",
     "InvalidPayloadError",
+    "InvalidStateError",
     "MailboxFullError",
     "MisterSmithError",
     "PausedError",
@@ -28,6 +30,8 @@ __all__ = [
     "RuntimeClosedError",
     "SpecError",
     "StartError",
+    "StateTooLargeError",
+    "StateUnavailableError",
     "UnknownAgentError",
     "UnknownCommandError",
 ]
@@ -72,8 +76,8 @@ class UnknownAgentError(MisterSmithError, LookupError):
 
     code = "unknown_agent"
 
-    def __init__(self, agent_id: str, what: str = "agent") -> None:
-        super().__init__(f"no {what} {agent_id!r} is running here")
+    def __init__(self, agent_id: str, what: str = "agent", *, message: str | None = None) -> None:
+        super().__init__(message or f"no {what} {agent_id!r} is running here")
         self.agent_id = agent_id
 
 
@@ -245,3 +249,67 @@ class BlockingCallError(MisterSmithError, RuntimeError):
         )
         self.call = call
         self.instead = instead
+
+
+class InvalidStateError(MisterSmithError, ValueError):
+    """A durable agent's state (or an effect's result) does not encode as JSON; nothing was committed.
+
+    ``path`` is where the bad value sits (``state['a'][2]``), ``type_name`` its Python type.
+    """
+
+    code = "invalid_state"
+
+    def __init__(self, agent_id: str, path: str, type_name: str, what: str = "state") -> None:
+        super().__init__(
+            f"agent {agent_id!r}: {path} is not JSON ({type_name}); keep {what} to dicts with str keys, lists, "
+            "str, int, float, bool and None (nothing was committed)"
+        )
+        self.agent_id = agent_id
+        self.path = path
+        self.type_name = type_name
+
+
+class StateTooLargeError(MisterSmithError):
+    """A durable agent's state encodes larger than its ``state_max_bytes``; nothing was committed."""
+
+    code = "state_too_large"
+
+    def __init__(self, agent_id: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"agent {agent_id!r}: its state is {size} bytes as JSON, over state_max_bytes={limit}; the command "
+            "failed and nothing was committed (keep less in self.state, or raise state_max_bytes)"
+        )
+        self.agent_id = agent_id
+        self.size = size
+        self.limit = limit
+
+
+class StateUnavailableError(MisterSmithError):
+    """The state store could not make a commit durable within the bound; nothing was acknowledged.
+
+    The command failed and the agent goes on from its last committed state.
+    """
+
+    code = "unavailable"
+
+    def __init__(self, agent_id: str, what: str, detail: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(f"agent {agent_id!r}: {what} is not durable: {detail}; retry once the store is back")
+        self.agent_id = agent_id
+        self.what = what
+        self.detail = detail
+        self.outcome_unknown = outcome_unknown  # the store cannot tell whether it was written
+
+
+class FencedError(MisterSmithError):
+    """A newer activation of this durable agent exists (another runtime or node owns it): this one
+    may not write, and stops."""
+
+    code = "fenced"
+
+    def __init__(self, agent_id: str, epoch: int) -> None:
+        super().__init__(
+            f"agent {agent_id!r}: epoch {epoch} is no longer its owner (a newer activation took it over); "
+            "this incarnation stopped without writing, so ask the agent again where it runs now"
+        )
+        self.agent_id = agent_id
+        self.epoch = epoch

@@ -37,7 +37,8 @@ __all__ = ["NotRecovered", "RecoveryPlan", "RecoveryReport", "RecoverySlot", "ex
 
 logger = logging.getLogger("mistersmith.recovery")
 
-_AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "mailbox_size", "stash_limit", "start_timeout_s")
+_AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "mailbox_size", "stash_limit", "start_timeout_s", "durable",
+                  "state_on_restart", "state_history", "state_max_bytes", "state_timeout_s", "effect_retention_s")
 
 
 class RecoverySlot(Protocol):

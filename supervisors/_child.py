@@ -69,7 +69,7 @@ class Child:
         """Its incarnation's state, or (between incarnations) what its ``status`` shows."""
         inc = self.incarnation
         if inc is not None:
-            return inc.state
+            return inc.lifecycle
         return _SHOWN.get(self.status, AgentState.STOPPED)
 
     def back_off(self, restart_at: float, token: object) -> None:

@@ -6,8 +6,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from mistersmith.actors import Agent, AgentContext, Counters, Exit, Mailbox
+from mistersmith.actors import Agent, AgentContext, Counters, DurableOptions, Exit, Mailbox
 from mistersmith.clock import Clock
+from mistersmith.errors import StartError
+from mistersmith.state.store import StateStore
 
 from ._events import EventBus
 from ._kinds import Kinds
@@ -19,11 +21,14 @@ __all__ = ["Contexts"]
 class Contexts:
     """Makes the context a supervisor hands every incarnation of one child."""
 
-    def __init__(self, clock: Clock, counters: Counters, bus: EventBus, kinds: Kinds) -> None:
+    def __init__(self, clock: Clock, counters: Counters, bus: EventBus, kinds: Kinds, store: StateStore | None,
+                 node_id: str) -> None:
         self._clock = clock
         self._counters = counters
         self._bus = bus
         self._kinds = kinds
+        self._store = store
+        self._node_id = node_id
 
     def make(
         self,
@@ -37,6 +42,7 @@ class Contexts:
             "restart": spec.restart, "shutdown_s": spec.shutdown_s, "start_timeout_s": spec.start_timeout_s,
             "backoff": dataclasses.asdict(spec.backoff) if spec.backoff is not None else None,
         }
+        durable: DurableOptions | None = None
         if isinstance(spec, SupervisorSpec):
             kind, limit, timeout = "supervisor", 1 << 62, None
             config: dict[str, Any] = {}
@@ -44,8 +50,14 @@ class Contexts:
         else:
             kind, limit, timeout = spec.kind_name, spec.mailbox_size, spec.command_timeout_s
             config = dict(spec.config)
-            shown = self._kinds.resolve(spec).redact_config(config)  # events and the journal never hold secrets
+            cls = self._kinds.resolve(spec)
+            shown = cls.redact_config(config)  # events and the journal never hold secrets
             start_data.update(config=shown, command_timeout_s=timeout, mailbox_size=limit, stash_limit=spec.stash_limit)
+            durable = self._durable(spec, cls, agent_id)
+            if durable is not None:
+                start_data.update(durable=True, state_on_restart=spec.state_on_restart,
+                                  state_history=spec.state_history, state_max_bytes=spec.state_max_bytes,
+                                  state_timeout_s=spec.state_timeout_s, effect_retention_s=spec.effect_retention_s)
         ctx = AgentContext(
             agent_id=agent_id,
             kind=kind,
@@ -58,9 +70,21 @@ class Contexts:
             on_exit=on_exit,
             command_timeout_s=timeout,
             start_data=start_data,
+            durable=durable,
         )
         ctx.emit = lambda event_type, reason, data: self.emit_for(ctx, event_type, reason, data)
         return ctx
+
+    def _durable(self, spec: ChildSpec, cls: type[Agent], agent_id: str) -> DurableOptions | None:
+        if not (spec.durable if spec.durable is not None else cls.durable):
+            return None
+        if self._store is None:
+            raise StartError(agent_id, "it is durable, and this runtime has no state store")
+        return DurableOptions(
+            store=self._store, node_id=self._node_id, on_restart=spec.state_on_restart, history=spec.state_history,
+            max_bytes=spec.state_max_bytes, timeout_s=spec.state_timeout_s,
+            effect_retention_s=spec.effect_retention_s,
+        )
 
     def emit_for(
         self, ctx: AgentContext, event_type: str, reason: str | None, data: dict[str, Any]

@@ -52,6 +52,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "resumed",
     "recovered",
     "recovery_failed",
+    "state_restored",
+    "fenced",
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args
 import orjson
 
 from mistersmith import checks
-from mistersmith.actors import Agent
+from mistersmith.actors import STATE_ON_RESTART, Agent
 from mistersmith.errors import SpecError
 from mistersmith.ids import check_id  # ids are NATS subject tokens: the one rule
 
@@ -62,6 +62,13 @@ class _Defaults:
     # The same for every door (in-process, NATS, MCP). 0 refuses them all at once.
     stash_limit: int = 100
     start_timeout_s: float = 10.0
+    # Durable agents: what a restart starts from, how many versions are kept, how large a state
+    # may be, how long a commit waits for the store, and how long effect records are kept.
+    state_on_restart: str = "keep"
+    state_history: int = 1
+    state_max_bytes: int = 1 << 20
+    state_timeout_s: float = 5.0
+    effect_retention_s: float = 7 * 24 * 3600.0
     backoff_min_s: float = 0.1
     backoff_max_s: float = 30.0
     backoff_factor: float = 2.0
@@ -126,6 +133,14 @@ class ChildSpec:
 
     ``kind`` is a registered kind name or an ``Agent`` subclass. ``config``
     must be JSON-compatible (it is journaled, and sent over NATS).
+
+    ``durable`` (None: the kind's ``durable`` attribute) keeps the agent's
+    ``self.state`` in the runtime's state store; ``state_on_restart`` is
+    ``keep`` (start from the last commit) or ``reset`` (OTP's fresh start,
+    the committed state cleared); ``state_history`` versions are kept;
+    ``state_max_bytes`` caps a commit (``state_too_large``); a commit waits at
+    most ``state_timeout_s`` for the store (``unavailable``); effect records
+    older than ``effect_retention_s`` are forgotten at the next activation.
     """
 
     id: str | None
@@ -138,6 +153,12 @@ class ChildSpec:
     mailbox_size: int = DEFAULTS.mailbox_size
     stash_limit: int = DEFAULTS.stash_limit
     start_timeout_s: float = DEFAULTS.start_timeout_s
+    durable: bool | None = None
+    state_on_restart: str = DEFAULTS.state_on_restart
+    state_history: int = DEFAULTS.state_history
+    state_max_bytes: int = DEFAULTS.state_max_bytes
+    state_timeout_s: float = DEFAULTS.state_timeout_s
+    effect_retention_s: float = DEFAULTS.effect_retention_s
 
     def __post_init__(self) -> None:
         child = self.id if isinstance(self.id, str) else None
@@ -164,6 +185,13 @@ class ChildSpec:
         _count(child, "mailbox_size", self.mailbox_size, 1)
         _count(child, "stash_limit", self.stash_limit, 0)
         _number(child, "start_timeout_s", self.start_timeout_s, minimum=0.0, strict=True)
+        if self.durable is not None and not isinstance(self.durable, bool):
+            raise SpecError(child, "durable", self.durable, "use true, false or leave it unset (the kind decides)")
+        _choice(child, "state_on_restart", self.state_on_restart, STATE_ON_RESTART)
+        _count(child, "state_history", self.state_history, 1)
+        _count(child, "state_max_bytes", self.state_max_bytes, 2)
+        _number(child, "state_timeout_s", self.state_timeout_s, minimum=0.0, strict=True)
+        _number(child, "effect_retention_s", self.effect_retention_s, minimum=0.0, strict=False)
 
     @property
     def kind_name(self) -> str:

@@ -13,7 +13,10 @@ It follows Erlang/OTP's ``supervisor``:
   in reverse start order and exit with reason ``shutdown``, which escalates the
   failure to its parent;
 - stopping a child waits at most its ``shutdown_s``; a child still running
-  then is reported (``shutdown_timeout``) and abandoned.
+  then is reported (``shutdown_timeout``) and abandoned;
+- a durable child whose write was refused because a newer activation owns it
+  (exit ``fenced``) is never restarted here, whatever its restart type: it is
+  stopped (reason ``fenced: ...``) and removed, as it runs elsewhere now.
 
 Plus Akka-style backoff: with a ``Backoff``, restarts wait an exponentially
 growing delay (``restart_scheduled``), and the child's mailbox meanwhile
@@ -130,7 +133,7 @@ class Supervisor(Agent):
             else:
                 out.append(child.info())
         return {
-            "id": spec.id, "path": self.path, "type": "supervisor", "kind": "supervisor", "state": str(self.state),
+            "id": spec.id, "path": self.path, "type": "supervisor", "kind": "supervisor", "state": str(self.lifecycle),
             "strategy": spec.strategy, "intensity": spec.intensity, "period_s": spec.period_s, "children": out,
         }
 
@@ -249,7 +252,7 @@ class Supervisor(Agent):
         if child is None or child.incarnation is not inc:
             return  # an incarnation we already stopped or replaced
         rule = restart_rule(child.spec.restart)
-        restart = rule.should_restart(exit_)
+        restart = exit_.kind != "fenced" and rule.should_restart(exit_)  # fenced: it runs elsewhere now
         child.last_exit = exit_
         child.settle(ChildStatus.RESTARTING if restart else ChildStatus.FAILED if exit_.is_crash else ChildStatus.STOPPED)
         child.incarnation = None
@@ -260,7 +263,7 @@ class Supervisor(Agent):
         if not restart:
             if exit_.is_crash:
                 child.context.emit("stopped", f"not restarted (restart={child.spec.restart})", {})
-            if rule.removed or child.dynamic:
+            if rule.removed or child.dynamic or exit_.kind == "fenced":
                 self._remove(child)
             else:
                 child.context.mailbox.closed = True

@@ -6,7 +6,7 @@
 - ``DeadLetters`` (``_dead_letters``): messages that no incarnation will handle;
 - ``Watchdog`` (``_watchdog``): the hung-handler sweep on the clock;
 
-plus the clock, the event bus and the counters. ``System`` composes them and
+plus the clock, the event bus, the counters and the state store of durable agents. ``System`` composes them and
 keeps one name for each thing (``system.agents``, ``system.claim``...).
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from mistersmith.actors import Agent, AgentContext, Counters, Exit, Letter
 from mistersmith.clock import Clock
+from mistersmith.state.store import StateStore
 
 from ._child import Child
 from ._contexts import Contexts
@@ -44,8 +45,10 @@ class System(Generic[SupervisorT]):
         watchdog_interval_s: float = 0.1,
         max_agents: int | None = None,
         max_agents_setting: str = "max_agents",
+        state_store: StateStore | None = None,
     ) -> None:
         self.node_id = node_id
+        self.state_store = state_store
         self.clock = clock
         self.bus = bus
         self.counters = Counters()
@@ -55,7 +58,7 @@ class System(Generic[SupervisorT]):
         self._directory: Directory[SupervisorT] = Directory(
             self._kinds, self._dead_letters, max_agents, max_agents_setting
         )
-        self._contexts = Contexts(clock, self.counters, bus, self._kinds)
+        self._contexts = Contexts(clock, self.counters, bus, self._kinds, state_store, node_id)
         self.kinds: dict[str, type[Agent]] = self._kinds.classes
         self.agents: dict[str, Child] = self._directory.agents
         self.supervisors: dict[str, SupervisorT] = self._directory.supervisors

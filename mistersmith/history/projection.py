@@ -18,6 +18,7 @@ wanted); its ``desired_state`` says whether the node meant it to run:
 ========================================  ============================
 ``shutdown: stopped on request``           ``stopped`` (stopped on purpose)
 ``not restarted (...)``                    ``stopped`` (its restart type said no)
+``fenced: ...``                            ``stopped`` (a newer activation owns it)
 ``normal...`` (it stopped itself)          ``running`` if permanent, else ``stopped``
 anything else (node or supervisor          unchanged: the supervisor decides next,
 shutting down, a sibling's restart...)     and a node restart brings it back
@@ -47,7 +48,7 @@ from .snapshot import TreeSnapshot
 
 __all__ = ["EventLike", "Projection"]
 
-_ON_PURPOSE = ("shutdown: stopped on request", "not restarted")
+_ON_PURPOSE = ("shutdown: stopped on request", "not restarted", "fenced")
 _STATES = {
     "failed": "failed",
     "restart_scheduled": "restarting",

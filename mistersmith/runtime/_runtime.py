@@ -18,8 +18,9 @@ from typing import Any
 from mistersmith.actors import Agent, EchoAgent, Exit
 from mistersmith.clock import Clock, MonotonicClock
 from mistersmith.crossing import EventStream, forbid_blocking, run_in_thread
-from mistersmith.errors import FatalError, StartError
+from mistersmith.errors import FatalError, StartError, UnknownAgentError
 from mistersmith.recovery import RecoveryPlan, RecoveryReport, execute
+from mistersmith.state import MemoryStateStore, StateStore
 from mistersmith.supervisors import (
     EventBus,
     EventSink,
@@ -67,6 +68,12 @@ class Runtime(Commands, Control):
     default: register it in code, or declare named kinds (``ProcessKind``).
     ``refused_kinds`` maps a kind name that is not registered to what a
     spawn of it is told (``invalid_spec``).
+
+    ``state_store`` keeps the state and effect records of durable agents
+    (default: a ``MemoryStateStore`` of its own, for this process's life; a
+    ``SqliteStateStore`` keeps them across processes, and a node uses
+    PostgreSQL). Runtimes sharing one store fence one another: a durable agent
+    activated by one stops, ``fenced``, on its next write in the other.
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class Runtime(Commands, Control):
         default_kinds: bool = True,
         refused_kinds: Mapping[str, str] | None = None,
         max_agents_setting: str = "max_agents",
+        state_store: StateStore | None = None,
     ) -> None:
         self.node_id = check_id(node_id or f"node-{uuid.uuid4().hex[:12]}", "node_id")
         self._own_clock = clock is None
@@ -92,9 +100,11 @@ class Runtime(Commands, Control):
         self.bus.add_sink(self.events)
         for sink in sinks:
             self.bus.add_sink(sink)
+        self._own_store = state_store is None
+        self.state_store: StateStore = state_store if state_store is not None else MemoryStateStore()
         self.system: System[Supervisor] = System(
             self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s, max_agents=max_agents,
-            max_agents_setting=max_agents_setting,
+            max_agents_setting=max_agents_setting, state_store=self.state_store,
         )
         self._agents = self.system.agents
         if default_kinds:
@@ -143,6 +153,29 @@ class Runtime(Commands, Control):
         info = child.info()
         info["node_id"] = self.node_id
         return info
+
+    def get_state(self, agent_id: str, version: int | None = None) -> dict[str, Any]:
+        """A durable agent's last committed state (or version ``version``, if still kept), as
+        ``{"agent_id", "version", "epoch", "state", "bytes", "node_id", "committed_at"}``.
+
+        Read from the state store, so it answers for an agent that runs elsewhere or not at all.
+        A durable agent hosted here that committed nothing yet has version 0 and ``{}``.
+        Raises ``UnknownAgentError`` if no such state is kept.
+        """
+        forbid_blocking("Runtime.get_state()", "await runtime.aget_state(...)")
+        found = self.state_store.read(agent_id, version)
+        if found is not None:
+            return found.to_dict()
+        child = self.system.agents.get(agent_id)
+        if version in (None, 0) and child is not None and child.context.durable is not None:
+            return {"agent_id": agent_id, "version": 0, "epoch": None, "state": {}, "bytes": 2,
+                    "node_id": self.node_id, "committed_at": None}
+        which = "no committed state" if version is None else f"no state version {version}"
+        raise UnknownAgentError(agent_id, message=f"{which} of agent {agent_id!r} is kept (is it durable?)")
+
+    async def aget_state(self, agent_id: str, version: int | None = None) -> dict[str, Any]:
+        """``get_state`` for asyncio programs (runs in a helper thread)."""
+        return await run_in_thread(lambda: self.get_state(agent_id, version), "mistersmith-get-state")
 
     def list_agents(self) -> list[dict[str, Any]]:
         """Every agent hosted here (not supervisors), in no particular order."""
@@ -222,6 +255,8 @@ class Runtime(Commands, Control):
 
     def _shutdown_services(self) -> None:
         self.system.stop_watchdog()
+        if self._own_store:
+            self.state_store.close()
         if self._own_clock:
             self.clock.close()
         self._closed.set()

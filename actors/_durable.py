@@ -1,0 +1,220 @@
+"""Durable agents: the state an incarnation resumes from, commits after each success, and the
+side effects it runs once.
+
+``DurableOptions`` (on the agent's lasting context) say where and how; a
+``Durability`` belongs to one incarnation and holds its **epoch**, the version
+it last committed and its effect records. The rules:
+
+- ``activate`` (in the incarnation's thread, before ``on_start``) takes a new
+  epoch from the store and returns the last committed state (``{}`` the first
+  time); a restart with ``state_on_restart="reset"`` clears it instead
+  (OTP's fresh start). Either way ``state_restored`` is emitted when a
+  committed version was there (``data``: version, bytes, epoch, reset).
+- ``commit(state)`` after a handler returned: encode once, and if the bytes
+  differ from the last commit, make them the next version, durably, before the
+  reply leaves. A commit that fails (``invalid_state``, ``state_too_large``,
+  ``unavailable``) fails the command; the agent goes on from ``restore()``,
+  its last committed state.
+- ``effect(key, fn)``: a recorded key returns its recorded outcome (a value,
+  or the ``CommandError`` raised again) and ``fn`` does not run; otherwise
+  ``fn`` runs and its outcome is recorded durably before ``effect`` returns.
+  If ``fn`` raises anything but ``CommandError``, nothing is recorded. The
+  window: a crash after ``fn`` returned and before its record is durable
+  runs ``fn`` again in the next incarnation (see docs/concepts.md).
+- A write refused because a newer epoch exists (``FencedError``) ends the
+  incarnation at once: ``fenced`` is emitted, the caller gets ``fenced`` and
+  the supervisor does not restart it. A write whose outcome the store cannot
+  tell ends it as a crash, so the next incarnation reads the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mistersmith.errors import CommandError, FencedError, MisterSmithError, SpecError, StateUnavailableError
+from mistersmith.state.codec import decode_state, encode_state
+from mistersmith.state.store import StateStore
+
+from ._mailbox import Exit
+
+__all__ = ["STATE_ON_RESTART", "DurableMethods", "DurableOptions", "Durability"]
+
+STATE_ON_RESTART = ("keep", "reset")
+_KEY_MAX = 256
+
+
+@dataclass(frozen=True)
+class DurableOptions:
+    """How one durable agent keeps its state (from its ``ChildSpec``)."""
+
+    store: StateStore
+    node_id: str
+    on_restart: str = "keep"
+    history: int = 1
+    max_bytes: int = 1 << 20
+    timeout_s: float = 5.0
+    effect_retention_s: float | None = 7 * 24 * 3600.0
+
+
+class Durability:
+    """One incarnation's hold on its durable state (used in that incarnation's thread only)."""
+
+    def __init__(self, agent_id: str, options: DurableOptions, emit: Callable[[str, str | None, dict[str, Any]], None]):
+        self.agent_id = agent_id
+        self.options = options
+        self._emit = emit
+        self.epoch = 0
+        self.version = 0
+        self._committed = b"{}"
+        self._effects: dict[str, bytes] = {}
+        self.fenced: FencedError | None = None
+        self.lost: StateUnavailableError | None = None  # a write whose outcome is unknown
+
+    def activate(self, restarting: bool) -> dict[str, Any]:
+        """Take a new epoch; the state this incarnation starts from."""
+        opts = self.options
+        reset = restarting and opts.on_restart == "reset"
+        act = opts.store.activate(self.agent_id, opts.node_id, reset=reset,
+                                  effect_retention_s=opts.effect_retention_s)
+        self.epoch, self.version, self._effects = act.epoch, act.version, dict(act.effects)
+        state = decode_state(act.state)
+        self._committed = orjson.dumps(state)  # as this process encodes it, so an unchanged state is not re-committed
+        if act.version:
+            self._emit("state_restored", "reset" if reset else None,
+                       {"version": act.version, "bytes": len(act.state or b""), "epoch": act.epoch, "reset": reset})
+        return state
+
+    def restore(self) -> dict[str, Any]:
+        """The last committed state, afresh."""
+        return decode_state(self._committed)
+
+    def commit(self, state: Any) -> bool:
+        """Make ``state`` durable if it changed; True if it did. Raises what the command fails with."""
+        data = encode_state(self.agent_id, state, self.options.max_bytes)
+        if data == self._committed:
+            return False
+        opts = self.options
+        self._guard(lambda: opts.store.commit(self.agent_id, self.epoch, self.version + 1, data, node_id=opts.node_id,
+                                              keep=opts.history, timeout_s=opts.timeout_s))
+        self.version += 1
+        self._committed = data
+        return True
+
+    def effect(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not isinstance(key, str) or not key or len(key) > _KEY_MAX:
+            raise SpecError(self.agent_id, "key", key, f"name an effect with a non-empty str of at most {_KEY_MAX} characters")
+        recorded = self._effects.get(key)
+        if recorded is not None:
+            return _replay(recorded)
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_wait(value))
+        except CommandError as exc:
+            self._record(key, {"error": {"code": exc.code, "message": exc.message}})
+            raise
+        self._record(key, {"value": value})
+        return value
+
+    def forget(self, key: str) -> None:
+        opts = self.options
+        self._guard(lambda: opts.store.forget_effect(self.agent_id, self.epoch, key, timeout_s=opts.timeout_s))
+        self._effects.pop(key, None)
+
+    def _record(self, key: str, outcome: dict[str, Any]) -> None:
+        data = encode_state(self.agent_id, outcome, None, what=f"effect {key!r} outcome")
+        opts = self.options
+        self._guard(lambda: opts.store.record_effect(self.agent_id, self.epoch, key, data, timeout_s=opts.timeout_s))
+        self._effects[key] = data
+
+    def _guard(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except FencedError as exc:
+            if self.fenced is None:
+                self.fenced = exc
+                self._emit("fenced", exc.message, {"epoch": self.epoch})
+            raise
+        except StateUnavailableError as exc:
+            if exc.outcome_unknown:
+                self.lost = exc
+            raise
+
+    def exit(self) -> Exit | None:
+        """How the incarnation must end now, if a write said so."""
+        if self.fenced is not None:
+            return Exit("fenced", self.fenced.message, self.fenced)
+        if self.lost is not None:
+            return Exit.crash(f"a state write's outcome is unknown ({self.lost.detail})", self.lost)
+        return None
+
+
+async def _wait(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _replay(recorded: bytes) -> Any:
+    outcome = orjson.loads(recorded)
+    error = outcome.get("error")
+    if error is not None:
+        raise CommandError(str(error.get("message", "")), code=str(error.get("code") or "command_error"))
+    return outcome.get("value")
+
+
+
+class DurableMethods:
+    """A mixin of ``Agent``: what a handler calls about its durable state (in its own thread)."""
+
+    if TYPE_CHECKING:
+        agent_id: str
+        state: dict[str, Any]
+        _durable: Durability | None
+
+    def commit(self) -> bool:
+        """Commit ``self.state`` now, mid-way through a long handler, if it changed; True if it did.
+
+        Returns once the commit is durable. Raises what the command would fail with
+        (``InvalidStateError``, ``StateTooLargeError``, ``StateUnavailableError``, ``FencedError``).
+        An agent that is not durable has nothing to commit: False.
+        """
+        return self._durable.commit(self.state) if self._durable is not None else False
+
+    def effect(self, key: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Run the side effect ``fn(*args, **kwargs)`` once per ``key`` for this agent, across
+        incarnations and nodes; its JSON result is recorded durably before it is returned.
+
+        A key already recorded returns its recorded result and ``fn`` does not run (a
+        recorded ``CommandError`` is raised again). If ``fn`` raises anything else nothing
+        is recorded and a later call runs it again. ``fn`` may be async. Durable agents only.
+        """
+        if self._durable is None:
+            raise SpecError(self.agent_id, "durable", False,
+                            "effect() needs a durable agent: set durable = True on the kind, or spawn it durable")
+        return self._durable.effect(key, fn, args, kwargs)
+
+    def forget(self, key: str) -> None:
+        """Drop the record of effect ``key``: its ``fn`` runs again the next time it is called."""
+        if self._durable is not None:
+            self._durable.forget(key)
+
+    def _settle_state(self, expected: MisterSmithError | None) -> tuple[MisterSmithError | None, Exit | None]:
+        """After a handler that did not crash: commit what it changed, or (it failed) go back to the
+        last commit. Returns the error to reply with, and the exit if the incarnation must end now."""
+        durable = self._durable
+        assert durable is not None
+        if expected is None:
+            try:
+                durable.commit(self.state)
+            except MisterSmithError as exc:
+                expected = exc
+        if expected is None:
+            expected = durable.fenced or durable.lost  # the handler caught a write's refusal
+        if expected is not None:
+            self.state = durable.restore()  # a failed command changed nothing
+        return expected, durable.exit()
