@@ -87,7 +87,7 @@ class Durability:
         self._committed = orjson.dumps(state)  # as this process encodes it, so an unchanged state is not re-committed
         if act.version:
             self._emit("state_restored", "reset" if reset else None,
-                       {"version": act.version, "bytes": len(act.state or b""), "epoch": act.epoch, "reset": reset})
+                       {"version": act.version, "bytes": len(self._committed), "epoch": act.epoch, "reset": reset})
         return state
 
     def restore(self) -> dict[str, Any]:

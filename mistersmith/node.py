@@ -3,7 +3,8 @@
 The node is where the edges meet (they never import one another): it starts,
 in order, the event-loop thread, the embedded nats-server (when no NATS URL
 is set), the embedded PostgreSQL (when no database URL is set), the journal
-on that database, the Runtime with the journal as its event sink, recovery, the
+on that database, the state store of durable agents (``PgStateStore``, the same
+database), the Runtime with the journal as its event sink, recovery, the
 NATS bridge with the discovery hub (discoveries stored in the journal's
 ``discoveries`` table, published and ingested on ``discoveries.*.*``; task
 states in its ``tasks`` table), the task queue (its streams, and every kind
@@ -46,7 +47,7 @@ from mistersmith.embedded.postgres import EmbeddedPostgres, let_server_through
 from mistersmith.errors import MisterSmithError
 from mistersmith.files import UMASK, make_private_dirs, open_private, write_private
 from mistersmith.kinds import PROCESS_REFUSED, served_kinds
-from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgTaskStore, PoolConfig
+from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgStateStore, PgTaskStore, PoolConfig
 from mistersmith.redact import strip_userinfo
 from mistersmith.runtime import Runtime
 from mistersmith.supervisors import SupervisorSpec, tolerant_root
@@ -130,6 +131,7 @@ class Node:
         self.loop: LoopThread | None = None
         self.runtime: Runtime | None = None
         self.journal: Journal | None = None
+        self.states: PgStateStore | None = None  # durable agents' state store, in the journal's database
         self.postgres: EmbeddedPostgres | None = None  # the embedded server, when no database URL is set
         self.bridge: Bridge | None = None
         self.discoveries: DiscoveryHub | None = None
@@ -196,6 +198,9 @@ class Node:
             journal_config = replace(journal_config, database_url=postgres.conninfo())
         journal = self.journal = Journal.open(self.data_dir, journal_config, loop=loop)
         self._undo.append(("journal", journal.close))
+        # Durable agents' state, effects and epochs: in the same database (migrated by the journal).
+        states = self.states = PgStateStore(journal.conninfo, connect_timeout_s=s["database.connect_timeout_s"])
+        self._undo.append(("state store", states.close))
 
         # A node serves remote clients: one crash-looping agent must not take it
         # down. Agents back off (Akka) and the root tolerates many restarts.
@@ -206,7 +211,7 @@ class Node:
         runtime = self.runtime = Runtime(
             node_id=self.node_id, root=root, kinds=kinds, sinks=[journal.sink],
             max_agents=s["node.max_agents"], default_kinds=False, refused_kinds={"process": PROCESS_REFUSED},
-            max_agents_setting="--max-agents / node.max_agents",
+            max_agents_setting="--max-agents / node.max_agents", state_store=states,
         )
         self._undo.append(("agents", runtime.close))
         if s["node.recovery"]:

@@ -60,7 +60,8 @@ from mistersmith.supervisors import SupervisionEvent
 
 from .commands import CommandRouter
 from .connection import ConnectionStats
-from .control import ControlPlane, parse_filters
+from .control import ControlPlane
+from .control_payloads import parse_filters
 from .counters import BridgeCounters
 from .ingest import DiscoveryIngest, Ingest
 from .lifecycle import TaskSet, cancel_and_wait

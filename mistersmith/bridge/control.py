@@ -3,7 +3,7 @@
 Every node subscribes to ``system.control.*`` in one queue group, so exactly
 one node answers each request:
 
-- ``spawn`` ``{"kind", "agent_id"?, "config"?, "restart"?, "supervisor"?, "node"?}``
+- ``spawn`` ``{"kind", "agent_id"?, "config"?, "restart"?, "supervisor"?, "durable"?, "node"?}``
   spawns on the node that got it, or, when ``node`` names another node,
   forwards to ``system.node.{node}.spawn`` (``unknown_node`` if none answers).
   An ``agent_id`` already hosted on any node is refused (``already_exists``).
@@ -15,6 +15,9 @@ one node answers each request:
   answers from every known node: ``{"agents", "nodes", "missing"}``.
 - ``tree`` ``{"node"?}`` gathers ``system.nodes.tree`` answers (each node's
   ``Runtime.tree()``) the same way: ``{"trees", "nodes", "missing"}``.
+- ``state`` ``{"agent_id", "version"?}``: a durable agent's last committed state (or that
+  version), read from the state store, so whichever node answers knows it
+  (``Runtime.get_state``; ``unknown_agent`` if none is kept).
 - ``ping`` ``{"node"?}``: ``{"node", "agents", "uptime_s", "nodes"}``.
 - ``shutdown`` ``{"node"}``: only where the node allows it (else ``unauthorized``).
 
@@ -45,12 +48,11 @@ from mistersmith.envelope import (
     encode_ok,
 )
 from mistersmith.errors import AgentExistsError, MisterSmithError, UnknownAgentError
-from mistersmith.ids import ID_RULE
 from mistersmith.runtime import Runtime
-from mistersmith.supervisors import RESTARTS as _RESTARTS
 
 from . import subjects
 from .commands import CommandRouter
+from .control_payloads import Refused, agent_id_of, bad, check_spawn, check_state, matches, node_only, parse_filters
 from .counters import BridgeCounters
 from .gather import gather_nodes
 from .membership import Membership
@@ -58,83 +60,14 @@ from .lifecycle import TaskSet, unsubscribe_quietly
 from .trace import trace_headers
 from .wire import Wire
 
-__all__ = ["ControlPlane", "check_spawn", "matches", "parse_filters"]
+__all__ = ["ControlPlane"]
 
 _CLOSE_S = 5.0
 
 logger = logging.getLogger("mistersmith.bridge.control")
 
-_SPAWN_KEYS = frozenset({"kind", "agent_id", "config", "restart", "supervisor", "node"})
-_FILTER_KEYS = frozenset({"kind", "node", "command"})
-
 LocalAgents = Callable[[], Awaitable[list[dict[str, Any]]]]
 Shutdown = Callable[[], Awaitable[None]]
-
-
-class _Refused(MisterSmithError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _bad(problem: str) -> _Refused:
-    return _Refused("invalid_payload", problem)
-
-
-def check_spawn(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a spawn payload and return it: its shape (an unknown key, a value of the wrong type)
-    is ``invalid_payload``; a well-formed value the spec refuses (a restart type) is ``invalid_spec``,
-    as the Runtime's refusals are (an unknown kind, a config the kind refuses)."""
-    unknown = sorted(set(payload) - _SPAWN_KEYS)
-    if unknown:
-        raise _bad(f"spawn: unknown key {unknown[0]!r}; use: {', '.join(sorted(_SPAWN_KEYS))}")
-    if not subjects.is_token(payload.get("kind")):
-        raise _bad(f"spawn: kind={payload.get('kind')!r}; name a registered kind")
-    for key in ("agent_id", "node"):
-        if payload.get(key) is not None and not subjects.is_token(payload[key]):
-            raise _bad(f"spawn: {key}={payload[key]!r}; {ID_RULE}")
-    if payload.get("config") is not None and not isinstance(payload["config"], dict):
-        raise _bad(f"spawn: config={payload['config']!r}; use a JSON object")
-    if payload.get("restart") is not None and payload["restart"] not in _RESTARTS:
-        # a well-formed value the spec refuses: invalid_spec, as an unknown kind is (the reference's rule)
-        raise _Refused("invalid_spec", f"spawn: restart={payload['restart']!r} is not allowed; use one of: "
-                                       f"{', '.join(_RESTARTS)}")
-    if payload.get("supervisor") is not None and not isinstance(payload["supervisor"], str):
-        raise _bad(f"spawn: supervisor={payload['supervisor']!r}; use a supervisor path such as 'root'")
-    return dict(payload)
-
-
-def _agent_id(payload: Mapping[str, Any], action: str) -> str:
-    if set(payload) - {"agent_id"} or not subjects.is_token(payload.get("agent_id")):
-        raise _bad(f"{action}: use {{\"agent_id\": \"<id>\"}}")
-    return str(payload["agent_id"])
-
-
-def _node_only(payload: Mapping[str, Any], action: str) -> str | None:
-    """The optional ``node`` of a ``{}`` or ``{"node": "<node id>"}`` payload."""
-    node = payload.get("node")
-    if set(payload) - {"node"} or (node is not None and not subjects.is_token(node)):
-        raise _bad(f'{action}: use {{}} or {{"node": "<node id>"}}')
-    return None if node is None else str(node)
-
-
-def parse_filters(payload: Mapping[str, Any]) -> dict[str, str]:
-    unknown = sorted(set(payload) - _FILTER_KEYS)
-    if unknown:
-        raise _bad(f"unknown filter {unknown[0]!r}; use: {', '.join(sorted(_FILTER_KEYS))}")
-    for key, value in payload.items():
-        if value is not None and not subjects.is_token(value):
-            raise _bad(f"filter {key}={value!r}; use a subject token")
-    return {k: v for k, v in payload.items() if v is not None}
-
-
-def matches(agent: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
-    """Whether an agent description (from ``system.nodes.list``) passes ``kind``/``node``/``command`` filters."""
-    if "kind" in filters and agent.get("kind") != filters["kind"]:
-        return False
-    if "node" in filters and agent.get("node_id") != filters["node"]:
-        return False
-    return "command" not in filters or filters["command"] in (agent.get("commands") or ())
 
 
 class ControlPlane:
@@ -200,7 +133,7 @@ class ControlPlane:
             payload, _ = decode_command(msg.data)
             if where.agent_id is not None:
                 if action not in subjects.AGENT_ACTIONS:
-                    raise _Refused("unknown_command", f"agents.{{id}}.control takes: {', '.join(subjects.AGENT_ACTIONS)}")
+                    raise Refused("unknown_command", f"agents.{{id}}.control takes: {', '.join(subjects.AGENT_ACTIONS)}")
                 payload = {**payload, "agent_id": where.agent_id}
             reply = await self._act(action, payload, local)
         except MisterSmithError as exc:
@@ -225,33 +158,36 @@ class ControlPlane:
         if action == "spawn":
             return await self._spawn(check_spawn(payload), local)
         if action in ("stop", "restart", "get"):
-            return await self._agent_action(action, _agent_id(payload, action), local)
+            return await self._agent_action(action, agent_id_of(payload, action), local)
         if action == "list":
             return Reply.success(await self.gather(parse_filters(payload)))
         if action == "tree":
-            return Reply.success(await self.gather_trees(_node_only(payload, "tree")))
+            return Reply.success(await self.gather_trees(node_only(payload, "tree")))
+        if action == "state":
+            agent_id, version = check_state(payload)
+            return Reply.success(await self.runtime.aget_state(agent_id, version))
         if action == "ping":
             return await self._ping(payload, local)
         if action == "kinds":
             return await self._kinds(payload, local)
         if action == "shutdown":
             return await self._shutdown_node(payload, local)
-        raise _Refused("unknown_command", f"no control action {action!r}; use: {', '.join(subjects.CONTROL_ACTIONS)}")
+        raise Refused("unknown_command", f"no control action {action!r}; use: {', '.join(subjects.CONTROL_ACTIONS)}")
 
     # -- forwarding ----------------------------------------------------------------
 
-    async def _forward(self, subject: str, payload: Mapping[str, Any], missing: _Refused) -> Reply:
+    async def _forward(self, subject: str, payload: Mapping[str, Any], missing: Refused) -> Reply:
         """The other node's reply, relayed as it answered."""
         try:
             msg = await self.wire.nc.request(subject, encode_json(dict(payload)), timeout=self.forward_timeout_s)
         except NoRespondersError:
             raise missing from None
         except NatsTimeoutError:
-            raise _Refused("timeout", f"{subject} did not answer within {self.forward_timeout_s:.2f} s") from None
+            raise Refused("timeout", f"{subject} did not answer within {self.forward_timeout_s:.2f} s") from None
         try:
             return decode_reply(msg.data)
         except EnvelopeError as exc:  # not a MisterSmith node: not the caller's invalid input either
-            raise _Refused("internal", f"{subject} answered with no valid reply: {exc.problem}") from None
+            raise Refused("internal", f"{subject} answered with no valid reply: {exc.problem}") from None
 
     # -- actions -------------------------------------------------------------------
 
@@ -259,12 +195,14 @@ class ControlPlane:
         node = spec.pop("node", None)
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "spawn"), {**spec, "node": node},
-                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+                                       Refused("unknown_node", f"no node {node!r} answers on this NATS"))
         agent_id = spec.get("agent_id")
         if agent_id is not None:
             await self._check_unique(agent_id)
+        options = {"durable": spec["durable"]} if spec.get("durable") is not None else {}
         new_id = await self.runtime.aspawn(
-            spec["kind"], agent_id, spec.get("config"), spec.get("restart"), spec.get("supervisor") or "root"
+            spec["kind"], agent_id, spec.get("config"), spec.get("restart"), spec.get("supervisor") or "root",
+            **options,
         )
         await self.router.route(new_id)
         logger.info("spawned %s (%s) over NATS", new_id, spec["kind"], extra={"agent_id": new_id})
@@ -294,7 +232,7 @@ class ControlPlane:
                 await self.router.unroute(agent_id)
                 raise
             return await self._forward(subjects.agent_control(agent_id, action), {"agent_id": agent_id},
-                                       _Refused("unknown_agent", f"no node hosts agent {agent_id!r}"))
+                                       Refused("unknown_agent", f"no node hosts agent {agent_id!r}"))
         if action == "get":
             return Reply.success(self.runtime.get_agent(agent_id))
         if action == "stop":
@@ -305,10 +243,10 @@ class ControlPlane:
         return Reply.success({"agent_id": agent_id, "node": self.node_id, "restarted": True})
 
     async def _ping(self, payload: Mapping[str, Any], local: bool) -> Reply:
-        node = _node_only(payload, "ping")
+        node = node_only(payload, "ping")
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "ping"), payload,
-                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+                                       Refused("unknown_node", f"no node {node!r} answers on this NATS"))
         return Reply.success({
             "node": self.node_id,
             "agents": len(self.runtime.list_agents()),
@@ -317,22 +255,22 @@ class ControlPlane:
         })
 
     async def _kinds(self, payload: Mapping[str, Any], local: bool) -> Reply:
-        node = _node_only(payload, "kinds")
+        node = node_only(payload, "kinds")
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "kinds"), payload,
-                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+                                       Refused("unknown_node", f"no node {node!r} answers on this NATS"))
         return Reply.success({"node": self.node_id, "kinds": self.runtime.kinds()})
 
     async def _shutdown_node(self, payload: Mapping[str, Any], local: bool) -> Reply:
         node = payload.get("node")
         if set(payload) - {"node"} or not subjects.is_token(node):
-            raise _bad('shutdown: name the node, {"node": "<node id>"}')
+            raise bad('shutdown: name the node, {"node": "<node id>"}')
         assert isinstance(node, str)
         if node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "shutdown"), payload,
-                                       _Refused("unknown_node", f"no node {node!r} answers on this NATS"))
+                                       Refused("unknown_node", f"no node {node!r} answers on this NATS"))
         if self._shutdown is None:
-            raise _Refused("unauthorized", f"node {self.node_id!r} does not allow shutdown over NATS")
+            raise Refused("unauthorized", f"node {self.node_id!r} does not allow shutdown over NATS")
         logger.warning("shutdown requested over NATS")
         return Reply.success({"node": self.node_id, "shutting_down": True})
 

@@ -57,7 +57,9 @@ __all__ = [
     "wildcard",
 ]
 
-CONTROL_ACTIONS: tuple[str, ...] = ("spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree", "kinds")
+CONTROL_ACTIONS: tuple[str, ...] = (
+    "spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree", "kinds", "state",
+)
 AGENT_ACTIONS: tuple[str, ...] = ("stop", "restart", "get")
 NODE_ACTIONS: tuple[str, ...] = ("spawn", "ping", "shutdown", "kinds")
 NODES: tuple[str, ...] = ("hello", "here", "bye", "list", "tree")

@@ -19,6 +19,9 @@ from mistersmith.errors import InvalidStateError, StateTooLargeError
 __all__ = ["decode_state", "encode_state", "find_bad_value"]
 
 _NUL = b"\\u0000"
+# orjson writes datetimes and dataclasses as strings and objects by itself; a state holding one would
+# come back as something else, so refuse them as the types JSON has not (no `default`: a TypeError).
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def find_bad_value(value: Any, path: str) -> tuple[str, str] | None:
@@ -53,7 +56,7 @@ def encode_state(agent_id: str, value: Any, limit: int | None = None, *, what: s
     if what == "state" and not isinstance(value, dict):
         raise InvalidStateError(agent_id, what, f"a {type(value).__name__}, not a dict", what)
     try:
-        data = orjson.dumps(value)
+        data = orjson.dumps(value, option=_STRICT)
     except TypeError:
         data = b""
     if not data or _NUL in data:

@@ -90,12 +90,14 @@ class MemoryStateStore:
 
     def read(self, agent_id: str, version: int | None = None) -> StateVersion | None:
         with self._lock:
+            self._open(agent_id, "reading its state")
             agent = self._agents.get(agent_id)
             rows = [r for r in (agent.states if agent else []) if version is None or r[0] == version]
             return _version(agent_id, rows[-1]) if rows else None
 
     def versions(self, agent_id: str | None = None) -> list[StateVersion]:
         with self._lock:
+            self._open(agent_id or "*", "reading states")
             items = [(a, self._agents[a]) for a in ([agent_id] if agent_id else sorted(self._agents))
                      if a in self._agents]
             return [_version(a, row) for a, agent in items for row in agent.states]

@@ -2,7 +2,8 @@
 
 Every method blocks and is called from agent threads (any number at once) or
 from plain threads; a store is thread-safe. States and outcomes travel as the
-JSON bytes ``codec.encode_state`` made (a store never re-encodes them).
+JSON bytes ``codec.encode_state`` made; what a store returns is the same JSON
+value, not always the same bytes (PostgreSQL's jsonb re-formats it), so readers decode.
 
 The rules every store keeps (the contract suite checks them):
 

@@ -120,9 +120,14 @@ async def call_tool(tools: dict[str, Tool], backends: Backends, params: dict[str
 
 
 async def _spawn_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    options = {"durable": a["durable"]} if "durable" in a else {}
     agent_id = await b.runtime.aspawn(a["kind"], a.get("agent_id"), a.get("config"), a.get("restart"),
-                                      a.get("supervisor", "root"))
+                                      a.get("supervisor", "root"), **options)
     return {"agent_id": agent_id, "agent": b.runtime.get_agent(agent_id)}
+
+
+async def _get_agent_state(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    return {"state": await b.runtime.aget_state(a["agent_id"], a.get("version"))}
 
 
 async def _stop_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
@@ -226,14 +231,18 @@ async def _system_health(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
 
 
 _AGENT_ID = obj({"agent_id": ID}, ("agent_id",))
+_STATE = obj({"agent_id": {"type": "string"}, "version": {"type": "integer"}, "epoch": {"type": ["integer", "null"]},
+              "state": {"type": "object"}, "bytes": {"type": "integer"}, "node_id": {"type": "string"},
+              "committed_at": {"type": ["string", "null"]}}, ("agent_id", "version", "state"))
 _TASK = obj({"task_id": {"type": "string"}, "status": {"type": "string"}}, ("task_id", "status"), closed=False)
 
 TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("spawn_agent", "Spawn an agent",
-         "Start an agent of a registered kind under a supervisor (root by default); returns once it is up.",
+         "Start an agent of a registered kind under a supervisor (root by default); returns once it is up. "
+         "durable: keep its state across restarts (default: its kind decides).",
          obj({"kind": ID, "agent_id": ID, "config": {"type": "object"},
               "restart": {"type": "string", "enum": list(RESTARTS)},
-              "supervisor": {"type": "string", "minLength": 1}}, ("kind",)),
+              "supervisor": {"type": "string", "minLength": 1}, "durable": {"type": "boolean"}}, ("kind",)),
          obj({"agent_id": {"type": "string"}, "agent": AGENT}, ("agent_id", "agent")), _spawn_agent),
     Tool("stop_agent", "Stop an agent", "Stop an agent for good (within its shutdown bound) and forget it.",
          _AGENT_ID, obj({"agent_id": {"type": "string"}, "stopped": {"type": "boolean"}}, ("agent_id", "stopped")),
@@ -248,6 +257,11 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
          _list_agents, read_only=True),
     Tool("get_agent", "Get an agent", "One agent's status: state, restarts, mailbox depth, config.",
          _AGENT_ID, obj({"agent": AGENT}, ("agent",)), _get_agent, read_only=True),
+    Tool("get_agent_state", "Get an agent's durable state",
+         "A durable agent's last committed state (or an older version, if kept): version, epoch, size, "
+         "the state itself and when and where it was committed.",
+         obj({"agent_id": ID, "version": {"type": "integer", "minimum": 0}}, ("agent_id",)),
+         obj({"state": _STATE}, ("state",)), _get_agent_state, read_only=True),
     Tool("supervision_tree", "Supervision tree",
          "This node's live supervision tree: each supervisor with its strategy and restart intensity, "
          "its children in start order, each agent's state and restart count.",

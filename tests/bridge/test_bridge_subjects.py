@@ -41,7 +41,8 @@ def test_actions_and_priorities_are_checked() -> None:
         subjects.control("explode")
     with pytest.raises(SpecError, match="high"):
         subjects.task_queue("k", "urgent")
-    assert subjects.CONTROL_ACTIONS == ("spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree", "kinds")
+    assert subjects.CONTROL_ACTIONS == ("spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree", "kinds",
+                                       "state")
     assert subjects.NODE_ACTIONS == ("spawn", "ping", "shutdown", "kinds")
 
 

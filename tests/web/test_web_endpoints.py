@@ -80,7 +80,7 @@ def test_info_names_the_node_and_its_endpoints(serve: Callable[..., Served]) -> 
     assert info["subjects"]["discoveries"] == "discoveries.{agent_id}.{discovery_type}"
     assert info["subjects"]["commands"] == "agents.{agent_id}.commands.{command}"
     assert info["subjects"] == dict(SUBJECT_TEMPLATES)  # one definition, however the app was built
-    assert len(info["tools"]) == 13
+    assert len(info["tools"]) == 14
 
 
 class _Nats:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 METHODS = ["initialize", "ping", "tools/list", "tools/call", "list_tools", "call_tool", "resources/list",
            "resources/read", "resources/templates/list", "server/discover", "notifications/initialized", "nope"]
-TOOL_NAMES = ["spawn_agent", "stop_agent", "restart_agent", "list_agents", "get_agent",
+TOOL_NAMES = ["spawn_agent", "stop_agent", "restart_agent", "list_agents", "get_agent", "get_agent_state",
               "supervision_tree", "send_command",
               "share_discovery", "query_discoveries", "replay_events", "system_health", "submit_task", "x"]
 
