@@ -25,6 +25,7 @@ from mistersmith.journal.migrate import Migration, load_migrations, migrate
 from mistersmith.journal.recovery import RecoveryPlan, RecoveryReport, plan_recovery, recover
 from mistersmith.journal.replay import Replay, ReplayFilter
 from mistersmith.journal.sink import JournalSink
+from mistersmith.journal.states import PgStateStore
 from mistersmith.journal.tasks import PgTaskStore
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "MigrationChecksumError",
     "MigrationError",
     "PgDiscoveryStore",
+    "PgStateStore",
     "PgTaskStore",
     "PoolConfig",
     "Projection",
