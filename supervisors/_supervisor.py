@@ -258,6 +258,8 @@ class Supervisor(Agent):
         child.incarnation = None
         if inc.thread is not None and not inc.abandoned:
             inc.thread.join(1.0)  # it is past its last line; let it end
+        if exit_.kind == "fenced":
+            self._remove(child)  # it runs elsewhere now: gone from here before anyone hears it stopped
         if not exit_.is_crash:
             child.context.emit("stopped", exit_.describe(), {})
         if not restart:
