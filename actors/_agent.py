@@ -100,7 +100,7 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         self._actor_ref.actor_inbox = context.mailbox  # type: ignore[assignment]
         self.lifecycle = AgentState.STARTING
         self.state: dict[str, Any] = {}
-        self._durable = Durability(context.agent_id, context.durable, context.emit) if context.durable else None
+        self._durable = Durability(context.agent_id, context.durable, self._emit_live) if context.durable else None
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
         self._busy_since: float | None = None
@@ -220,6 +220,11 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         return True
 
     # -- the actor thread ---------------------------------------------------
+
+    def _emit_live(self, event_type: str, reason: str | None, data: dict[str, Any]) -> None:
+        """Emit, unless this incarnation was abandoned (a newer one speaks for the agent now)."""
+        if not self._abandoned:
+            self.context.emit(event_type, reason, data)
 
     def _start_actor_loop(self) -> None:
         self.thread = threading.Thread(
