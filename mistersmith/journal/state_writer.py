@@ -1,12 +1,10 @@
 """Group commit for ``PgStateStore``: one thread writes every pending commit and effect in one transaction.
 
-Callers (agent threads, any number) ``submit`` a request and block. The thread
-(``mistersmith-state-writer``, daemon) has one connection of its own. Each
-round it takes every pending request (up to ``max_batch``), runs ONE fenced
-statement per kind (``unnest`` of arrays; the owner row is locked in the same
-statement, never read and then written), commits, and wakes each waiter with
-its own outcome: done, or ``FencedError``. A waiter returns only after its row
-is committed.
+Callers (any number of threads) ``submit`` a request and block. The thread
+(``mistersmith-state-writer``, daemon, with a connection of its own) takes every
+pending request (up to ``max_batch``), runs ONE statement per kind (``unnest``
+of arrays, the fence in the same statement), commits, and wakes each waiter
+with its own outcome (done, or ``FencedError``) once its row is committed.
 
 The rules for a failure:
 
@@ -30,7 +28,7 @@ The rules for a failure:
 from __future__ import annotations
 
 import logging
-import select
+import selectors
 import threading
 import time
 from collections import deque
@@ -57,10 +55,9 @@ o AS (UPDATE agent_owners AS o SET version = b.version FROM b
       WHERE o.agent_id = b.agent_id AND o.epoch = b.epoch RETURNING o.agent_id, o.epoch),
 i AS (INSERT INTO agent_states (agent_id, version, epoch, state, bytes, node_id)
       SELECT b.agent_id, b.version, b.epoch, b.state::jsonb, b.bytes, b.node_id
-      FROM b JOIN o ON o.agent_id = b.agent_id AND o.epoch = b.epoch RETURNING agent_id),
-d AS (DELETE FROM agent_states s USING b, o
-      WHERE o.agent_id = b.agent_id AND o.epoch = b.epoch AND s.agent_id = b.agent_id
-        AND s.version <= b.version - b.keep)
+      FROM b JOIN o ON o.agent_id = b.agent_id AND o.epoch = b.epoch),
+d AS (DELETE FROM agent_states s USING b, o WHERE o.agent_id = b.agent_id AND o.epoch = b.epoch
+      AND s.agent_id = b.agent_id AND s.version <= b.version - b.keep)
 SELECT agent_id, epoch FROM o
 """
 _EFFECT_SQL = """
@@ -70,20 +67,15 @@ o AS (SELECT o.agent_id, o.epoch FROM agent_owners AS o
 i AS (INSERT INTO agent_effects AS e (agent_id, key, epoch, outcome)
       SELECT b.agent_id, b.key, b.epoch, b.outcome::jsonb FROM b
       WHERE EXISTS (SELECT 1 FROM o WHERE o.agent_id = b.agent_id AND o.epoch = b.epoch)
-      ON CONFLICT (agent_id, key) DO UPDATE
-      SET epoch = EXCLUDED.epoch, outcome = EXCLUDED.outcome, recorded_at = now()
-      RETURNING agent_id)
+      ON CONFLICT (agent_id, key) DO UPDATE SET epoch = EXCLUDED.epoch, outcome = EXCLUDED.outcome, recorded_at = now())
 SELECT agent_id, epoch FROM o
 """
-_FOUND_COMMITS_SQL = """
-SELECT b.n FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::bigint[]) AS b(n, agent_id, version, epoch)
-WHERE EXISTS (SELECT 1 FROM agent_states s
-              WHERE s.agent_id = b.agent_id AND s.version = b.version AND s.epoch = b.epoch)
-"""
-_FOUND_EFFECTS_SQL = """
-SELECT b.n FROM unnest(%s::int[], %s::text[], %s::text[], %s::bigint[], %s::text[]) AS b(n, agent_id, key, epoch, outcome)
-WHERE EXISTS (SELECT 1 FROM agent_effects e
-              WHERE e.agent_id = b.agent_id AND e.key = b.key AND e.epoch = b.epoch AND e.outcome = b.outcome::jsonb)
+_FOUND_SQL = """
+SELECT b.n FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]) AS b(n, agent_id, epoch, version, key)
+WHERE EXISTS (SELECT 1 FROM agent_states s WHERE b.key IS NULL
+                AND s.agent_id = b.agent_id AND s.version = b.version AND s.epoch = b.epoch)
+   OR EXISTS (SELECT 1 FROM agent_effects e WHERE b.key IS NOT NULL
+                AND e.agent_id = b.agent_id AND e.key = b.key AND e.epoch = b.epoch)
 """
 
 
@@ -111,11 +103,8 @@ class Request:
 
 def _lost(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
     """The connection broke: what the server did with the batch is unknown."""
-    if conn is None or conn.closed or conn.broken:
-        return True
-    return isinstance(exc, (psycopg.InterfaceError, OSError)) or (
-        isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.TransactionRollback)
-    )
+    return conn is None or conn.closed or conn.broken or isinstance(exc, (psycopg.InterfaceError, OSError)) or (
+        isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.TransactionRollback))
 
 
 def _alive(conn: psycopg.Connection[Any]) -> bool:
@@ -128,12 +117,9 @@ def _alive(conn: psycopg.Connection[Any]) -> bool:
     """
     if conn.closed or conn.broken:
         return False
-    fd = conn.fileno()
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return not poller.poll(0)
-    return not select.select([fd], [], [], 0)[0]
+    with selectors.DefaultSelector() as selector:
+        selector.register(conn.fileno(), selectors.EVENT_READ)
+        return not selector.select(0)
 
 
 class StateWriter:
@@ -206,13 +192,10 @@ class StateWriter:
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
-            counts = dict(self._counts)
-            pending = len(self._pending)
-        batched = counts.pop("batched")
-        conn = self._conn
-        return {**counts, "mean_batch_size": round(batched / counts["batches"], 2) if counts["batches"] else 0.0,
-                "connected": conn is not None and not conn.closed and not conn.broken,
-                "pending": pending, "in_flight": self._in_flight, "last_error": self._last_error}
+            counts, conn = dict(self._counts), self._conn
+            return {**counts, "mean_batch_size": round(counts["batched"] / max(1, counts["batches"]), 2),
+                    "connected": conn is not None and not conn.closed and not conn.broken,
+                    "pending": len(self._pending), "in_flight": self._in_flight, "last_error": self._last_error}
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float) -> bool:
         """Wait until ``predicate(stats())`` holds (checked at every change); False on timeout."""
@@ -271,9 +254,7 @@ class StateWriter:
             self.close(0)
             raise
         finally:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._drop()
 
     def _take(self) -> list[Request]:
         now = time.monotonic()
@@ -294,18 +275,16 @@ class StateWriter:
         conn = self._conn
         if conn is not None and _alive(conn):
             return conn
-        if conn is not None:
-            conn.close()
-            self._conn = None
+        self._drop()
         self._conn = psycopg.connect(
             self.conninfo, autocommit=True, connect_timeout=max(2, round(self.connect_timeout_s)),
             application_name="mistersmith-state-writer",
         )
         if self._last_error is not None:
             logger.info("state writer: PostgreSQL reachable again")
-            with self._cond:
-                self._last_error = None
-                self._cond.notify_all()
+        with self._cond:
+            self._last_error = None
+            self._cond.notify_all()
         return self._conn
 
     def _connect_with_retry(self) -> bool:
@@ -322,10 +301,13 @@ class StateWriter:
                     return False
             delay = min(self.retry_max_s, delay * 2)
 
-    def _down(self, exc: BaseException) -> None:
+    def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _down(self, exc: BaseException) -> None:
+        self._drop()
         first = self._last_error is None
         with self._cond:
             self._last_error = f"{type(exc).__name__}: {str(exc).strip()}"
@@ -392,14 +374,13 @@ class StateWriter:
         self._down(exc)
         while True:
             if not self._connect_with_retry():
-                with self._cond:
-                    for req in batch:
-                        self._finish(req, StateUnavailableError(req.agent_id, req.what, CLOSED, outcome_unknown=True))
-                return
+                return self._unknown(batch, CLOSED)
             try:
                 found = self._found(batch)
                 break
             except psycopg.Error as again:
+                if not _lost(again, self._conn):  # cannot tell: say so rather than loop
+                    return self._unknown(batch, f"looking for its row failed: {str(again).strip()}")
                 self._down(again)
         with self._cond:
             for n in found:
@@ -407,17 +388,13 @@ class StateWriter:
                 self._finish(batch[n], None)
         self._requeue([r for n, r in enumerate(batch) if n not in found])
 
+    def _unknown(self, batch: list[Request], detail: str) -> None:
+        with self._cond:
+            for req in batch:
+                self._finish(req, StateUnavailableError(req.agent_id, req.what, detail, outcome_unknown=True))
+
     def _found(self, batch: list[Request]) -> set[int]:
-        conn = self._connection()  # just made by _connect_with_retry
-        commits = [(n, r) for n, r in enumerate(batch) if r.kind == COMMIT]
-        effects = [(n, r) for n, r in enumerate(batch) if r.kind == EFFECT]
-        found: set[int] = set()
-        if commits:
-            cols = ([n for n, _ in commits], [r.agent_id for _, r in commits], [r.version for _, r in commits],
-                    [r.epoch for _, r in commits])
-            found.update(int(row[0]) for row in conn.execute(_FOUND_COMMITS_SQL, cols))
-        if effects:
-            cols = ([n for n, _ in effects], [r.agent_id for _, r in effects], [r.key for _, r in effects],
-                    [r.epoch for _, r in effects], [r.outcome for _, r in effects])
-            found.update(int(row[0]) for row in conn.execute(_FOUND_EFFECTS_SQL, cols))
-        return found
+        """The requests of ``batch`` whose row is there (a commit's version, an effect's key, under their epoch)."""
+        cols = (list(range(len(batch))), [r.agent_id for r in batch], [r.epoch for r in batch],
+                [r.version for r in batch], [r.key if r.kind == EFFECT else None for r in batch])
+        return {int(row[0]) for row in self._connection().execute(_FOUND_SQL, cols)}

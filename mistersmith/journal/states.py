@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import psycopg
@@ -41,8 +41,6 @@ from .state_writer import CLOSED, COMMIT, EFFECT, Request, StateWriter
 __all__ = ["PgStateStore"]
 
 logger = logging.getLogger("mistersmith.journal.states")
-
-T = TypeVar("T")
 
 _TAKE_EPOCH = """
 INSERT INTO agent_owners AS o (agent_id, node_id, epoch) VALUES (%s, %s, 1)
@@ -63,7 +61,11 @@ WITH o AS (SELECT agent_id FROM agent_owners WHERE agent_id = %(agent_id)s AND e
 d AS (DELETE FROM agent_effects AS e USING o WHERE e.agent_id = o.agent_id AND e.key = %(key)s)
 SELECT count(*) FROM o
 """
-_VERSIONS = "SELECT agent_id, version, epoch, state, bytes, node_id, committed_at FROM agent_states"
+_COLUMNS = "SELECT agent_id, version, epoch, state, bytes, node_id, committed_at FROM agent_states"
+_NEWEST = _COLUMNS + " WHERE agent_id = %s ORDER BY version DESC LIMIT 1"
+_VERSION = _COLUMNS + " WHERE agent_id = %s AND version = %s"
+_AGENT_VERSIONS = _COLUMNS + " WHERE agent_id = %s ORDER BY version"
+_ALL_VERSIONS = _COLUMNS + " ORDER BY agent_id, version"
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -118,10 +120,6 @@ class PgStateStore:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StateUnavailableError(agent_id, what, f"PostgreSQL failed: {str(exc).strip()}") from exc
 
-    def _query(self, agent_id: str, what: str, run: Callable[[psycopg.Connection[Any]], T]) -> T:
-        with self._connection(agent_id, what) as conn:
-            return run(conn)
-
     # -- the port -------------------------------------------------------------------------------
 
     def activate(
@@ -168,27 +166,16 @@ class PgStateStore:
             raise FencedError(agent_id, epoch)
 
     def read(self, agent_id: str, version: int | None = None) -> StateVersion | None:
-        def run(conn: psycopg.Connection[Any]) -> StateVersion | None:
-            with conn.cursor(row_factory=dict_row) as cur:
-                if version is None:
-                    cur.execute(_VERSIONS + " WHERE agent_id = %s ORDER BY version DESC LIMIT 1", (agent_id,))
-                else:
-                    cur.execute(_VERSIONS + " WHERE agent_id = %s AND version = %s", (agent_id, version))
-                row = cur.fetchone()
-            return _version(row) if row is not None else None
-
-        return self._query(agent_id, "reading its state", run)
+        query, params = (_NEWEST, (agent_id,)) if version is None else (_VERSION, (agent_id, version))
+        with self._connection(agent_id, "reading its state") as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query, params).fetchone()
+        return _version(row) if row is not None else None
 
     def versions(self, agent_id: str | None = None) -> list[StateVersion]:
-        def run(conn: psycopg.Connection[Any]) -> list[StateVersion]:
-            with conn.cursor(row_factory=dict_row) as cur:
-                if agent_id is None:
-                    cur.execute(_VERSIONS + " ORDER BY agent_id, version")
-                else:
-                    cur.execute(_VERSIONS + " WHERE agent_id = %s ORDER BY version", (agent_id,))
-                return [_version(row) for row in cur]
-
-        return self._query(agent_id or "*", "reading its versions", run)
+        query, params = (_ALL_VERSIONS, ()) if agent_id is None else (_AGENT_VERSIONS, (agent_id,))
+        with self._connection(agent_id or "*", "reading its versions") as conn, \
+                conn.cursor(row_factory=dict_row) as cur:
+            return [_version(row) for row in cur.execute(query, params)]
 
     def close(self) -> None:
         """Fail pending writes, stop the writer (the batch in flight finishes), close the pool. Idempotent."""
