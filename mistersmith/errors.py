@@ -86,9 +86,14 @@ class AgentExistsError(MisterSmithError):
 
     code = "already_exists"
 
-    def __init__(self, agent_id: str) -> None:
-        super().__init__(f"an agent with id {agent_id!r} already exists; choose another id or omit it")
+    def __init__(self, agent_id: str, node: str | None = None, node_state: str | None = None) -> None:
+        where = ""
+        if node is not None:
+            where = f" on node {node!r}" + (f" ({node_state}: until it is taken over or released)"
+                                           if node_state and node_state != "up" else "")
+        super().__init__(f"an agent with id {agent_id!r} already exists{where}; choose another id or omit it")
         self.agent_id = agent_id
+        self.node = node
 
 
 class UnknownCommandError(MisterSmithError):

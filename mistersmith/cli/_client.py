@@ -1,9 +1,9 @@
 """The client commands that talk to a running node over NATS.
 
-``spawn``, ``send``, ``agents``, ``stop``, ``restart``, ``tree``, ``health``
-and ``shutdown``: each opens one connection (see ``_nats``), makes its
-requests on ``system.control.*`` or ``agents.{id}.commands.{cmd}``, prints,
-and closes it.
+``spawn``, ``send``, ``agents``, ``stop``, ``restart``, ``state``, ``tree``,
+``health``, ``shutdown`` and ``kinds``: each opens one connection (see
+``_nats``), makes its requests on ``system.control.*`` or
+``agents.{id}.commands.{cmd}``, prints, and closes it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,11 +29,11 @@ from mistersmith.ids import ID_RULE, is_id
 from ._errors import EXIT_FAILED, EXIT_OK, CliError, failed, unreachable, usage
 from ._locate import data_dir, nats_urls, read_node_file
 from ._nats import connected, request
-from ._output import Output, table
+from ._output import Output, stamp, table
 from ._settings import load
 from ._tree import render_tree
 
-__all__ = ["CLIENT_COMMANDS", "json_object"]
+__all__ = ["CLIENT_COMMANDS", "json_object", "state_text"]
 
 T = TypeVar("T")
 
@@ -85,7 +86,8 @@ async def _control(nc: NATS, action: str, payload: dict[str, Any], timeout_s: fl
 def run_spawn(args: argparse.Namespace, out: Output) -> int:
     payload: dict[str, Any] = {"kind": _token(args.kind, "kind")}
     for key, value in (("agent_id", _token(args.id, "--id")), ("node", _token(args.node, "--node")),
-                       ("restart", args.restart), ("config", json_object(args.agent_config, "--config"))):
+                       ("restart", args.restart), ("config", json_object(args.agent_config, "--config")),
+                       ("durable", args.durable)):
         if value is not None:
             payload[key] = value
 
@@ -181,6 +183,33 @@ def _agent_action(action: str, done: str) -> Callable[[argparse.Namespace, Outpu
         return 0
 
     return run
+
+
+def state_text(doc: Mapping[str, Any]) -> str:
+    """``mistersmith state``: what the version is, then the state itself as indented JSON."""
+    committed = doc.get("committed_at")
+    try:
+        when = stamp(datetime.fromisoformat(committed)) if isinstance(committed, str) else None
+    except ValueError:
+        when = committed
+    facts = (("agent", doc.get("agent_id")), ("version", doc.get("version")), ("epoch", doc.get("epoch")),
+             ("bytes", doc.get("bytes")), ("node", doc.get("node_id")),
+             ("committed_at", when or "never (nothing committed yet)"))
+    lines = [f"{name:<12}  {'-' if value is None else value}" for name, value in facts]
+    lines.append("state")
+    lines.append(json.dumps(doc.get("state"), indent=2, ensure_ascii=False))
+    return "\n".join(lines)
+
+
+def run_state(args: argparse.Namespace, out: Output) -> int:
+    payload: dict[str, Any] = {"agent_id": _token(args.agent_id, "agent id")}
+    if args.version is not None:
+        if args.version < 0:
+            raise usage(f"--version {args.version}: use a version >= 0 (omit it for the last one)")
+        payload["version"] = args.version
+    result = _with_nats(args, lambda nc, _: _control(nc, "state", payload, args.timeout))
+    out.result(result, lambda: state_text(result))
+    return EXIT_OK
 
 
 def run_tree(args: argparse.Namespace, out: Output) -> int:
@@ -297,6 +326,7 @@ CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "agents": run_agents,
     "stop": _agent_action("stop", "stopped"),
     "restart": _agent_action("restart", "restarted"),
+    "state": run_state,
     "tree": run_tree,
     "health": run_health,
     "shutdown": run_shutdown,

@@ -2,31 +2,37 @@
 
 They need no running node: with no ``--database-url`` they use the data
 directory's embedded PostgreSQL, the running node's if there is one, else
-started for the command (see ``_locate.database``).
+started for the command (see ``_locate.database``). ``replay --states`` also
+reads the durable agents' state versions still kept (``agent_states``, through
+``PgStateStore``) and prints them among the events, in time order.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from mistersmith.config import Settings
+from mistersmith.errors import StateUnavailableError
 from mistersmith.history import Projection, TreeSnapshot
 from mistersmith.journal import MigrationError, Replay, ReplayFilter
+from mistersmith.state.store import StateVersion
 from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
 from ._errors import EXIT_FAILED, failed, unreachable, usage
 from ._locate import database
-from ._output import Output
+from ._output import Output, stamp
 from ._settings import load
 from ._tree import render_tree
 
-__all__ = ["event_line", "parse_bound", "run_migrate", "run_replay"]
+__all__ = ["event_line", "in_time_order", "parse_bound", "run_migrate", "run_replay", "state_line", "state_record"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -74,14 +80,71 @@ def event_line(event: SupervisionEvent) -> str:
     as the longest type, and what follows it (restart count, reason) always
     starts two spaces after it.
     """
-    ts = event.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
     who = event.agent_id if event.agent_id is not None else f"[{event.supervisor or 'root'}]"
-    line = f"{event.seq:>6}  {ts}  {event.node_id}  {who:<{_WHO_WIDTH}}  {event.event_type:<{_TYPE_WIDTH}}"
+    line = (f"{event.seq:>6}  {stamp(event.occurred_at)}  {event.node_id}  {who:<{_WHO_WIDTH}}  "
+            f"{event.event_type:<{_TYPE_WIDTH}}")
     if event.restart_count:
         line += f"  restarts={event.restart_count}"
     if event.reason:
         line += f"  {event.reason}"
     return line.rstrip()
+
+
+def state_line(version: StateVersion) -> str:
+    """``        2025-01-31 12:00:01.240Z  node-1  a1  state v3  (120 B, epoch 2)``: in the event
+    columns (no seq: a state version is not a journal event), the node being the one that committed it."""
+    what = f"state v{version.version}"
+    return (f"{'':>6}  {stamp(version.committed_at)}  {version.node_id}  {version.agent_id:<{_WHO_WIDTH}}  "
+            f"{what:<{_TYPE_WIDTH}}  ({version.bytes} B, epoch {version.epoch})")
+
+
+def state_record(version: StateVersion) -> dict[str, Any]:
+    """A state version as ``replay --states --json`` prints it: ``{"type": "state_version", ...}``."""
+    return {"type": "state_version", **version.to_dict()}
+
+
+def in_time_order(
+    events: Iterable[SupervisionEvent], versions: Iterable[StateVersion]
+) -> Iterator[SupervisionEvent | StateVersion]:
+    """The events as they come (journal order), each state version just before the first event
+    that occurred after it was committed; those committed after the last event come last."""
+    pending = deque(sorted(versions, key=lambda v: (v.committed_at, v.agent_id, v.version)))
+    for event in events:
+        while pending and pending[0].committed_at < event.occurred_at:
+            yield pending.popleft()
+        yield event
+    yield from pending
+
+
+def _check_states(args: argparse.Namespace, at: object, since: object, until: object) -> None:
+    if at is not None or args.follow:
+        raise usage("--states prints the state versions kept among the events; it does not combine with "
+                    "--at or --follow")
+    for flag, bound in (("--since", since), ("--until", until)):
+        if isinstance(bound, int):
+            raise usage(f"{flag} {bound} with --states: state versions have no journal seq; bound them with a "
+                        "time (2026-11-24T09:00:00Z) or, for --since, a duration ago (10m)")
+
+
+def _state_versions(
+    conninfo: str, where: str, settings: Settings, args: argparse.Namespace, since: object, until: object
+) -> list[StateVersion]:
+    """The state versions still kept, of ``--agent`` (or every agent), by ``--node``, within the bounds."""
+    from mistersmith.journal import PgStateStore
+
+    store = PgStateStore(conninfo, pool_size=1, connect_timeout_s=settings["database.connect_timeout_s"])
+    try:
+        kept = store.versions(args.agent)
+    except psycopg.errors.UndefinedTable:
+        raise failed(f"{where} keeps no agent states yet (its schema predates migration 004); run "
+                     "`mistersmith migrate`") from None
+    except StateUnavailableError as exc:
+        raise unreachable(f"cannot read the state versions in {where}: {exc.detail}") from None
+    finally:
+        store.close()
+    return [v for v in kept if (args.node is None or v.node_id == args.node)
+            and (not isinstance(since, datetime) or v.committed_at >= since)
+            and (not isinstance(until, datetime) or v.committed_at <= until)]
 
 
 @contextmanager
@@ -138,17 +201,23 @@ def run_replay(args: argparse.Namespace, out: Output) -> int:
         raise usage("--at prints the tree at one moment; it does not combine with --follow, --since, --until or --type")
     if args.limit is not None and args.limit < 1:
         raise usage(f"--limit {args.limit}: use a count >= 1")
+    if args.states:
+        _check_states(args, at, since, until)
     settings = load(args)
     with database(settings) as (conninfo, where), _reading(where):
         if at is not None:
             return _print_tree_at(args, out, _tree_at(conninfo, at, args.node))
+        versions = _state_versions(conninfo, where, settings, args, since, until) if args.states else []
         filters = ReplayFilter(agent_id=args.agent, node_id=args.node, since=since, until=until, event_types=types)
         replay = Replay(conninfo, filters, follow=args.follow, poll_s=0.5)
         events = iter(replay)
         count = 0
         try:
-            for event in events:
-                out.record(event.to_dict(), event_line(event))
+            for item in in_time_order(events, versions) if args.states else events:
+                if isinstance(item, StateVersion):
+                    out.record(state_record(item), state_line(item))
+                else:
+                    out.record(item.to_dict(), event_line(item))
                 count += 1
                 if args.limit is not None and count >= args.limit:
                     break
@@ -161,7 +230,7 @@ def run_replay(args: argparse.Namespace, out: Output) -> int:
             if close is not None:
                 close()
         if count == 0:
-            out.note("no events match")
+            out.note("no events or state versions match" if args.states else "no events match")
     return 0
 
 

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the agent's config: a JSON object, @FILE or - (stdin). The settings file goes "
                             "before the command here: mistersmith --config FILE spawn ...")
     spawn.add_argument("--restart", choices=RESTARTS, help="restart type")
+    spawn.add_argument("--durable", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep its self.state across restarts (--no-durable: do not; default: the kind "
+                            "decides)")
     spawn.add_argument("--node", metavar="NODE", help="spawn on this node (default: any)")
     _nats(spawn)
 
@@ -167,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub = add(name, CLIENT_COMMANDS[name], help_)
         sub.add_argument("agent_id", metavar="ID")
         _nats(sub)
+
+    state = add("state", CLIENT_COMMANDS["state"], "print a durable agent's committed state (the last version, "
+                "or --version N)")
+    state.add_argument("agent_id", metavar="ID")
+    state.add_argument("--version", metavar="N", type=int, help="this version, if it is still kept (default: the last)")
+    _nats(state)
 
     tree = add("tree", CLIENT_COMMANDS["tree"], "print the live supervision tree of every node")
     tree.add_argument("--node", metavar="NODE", help="only this node")
@@ -195,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", metavar="N", type=int, help="stop after N events")
     replay.add_argument("--follow", "-f", action="store_true", help="then keep printing new events (Ctrl-C ends)")
     replay.add_argument("--at", metavar="WHEN", help="print the supervision tree as it was at WHEN instead")
+    replay.add_argument("--states", action="store_true",
+                        help="also print the durable agents' state versions still kept, in time order")
     _database(replay)
 
     migrate = add("migrate", run_migrate, "apply the journal's schema migrations")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
 from ._errors import CliError
 
-__all__ = ["Output", "table"]
+__all__ = ["Output", "stamp", "table"]
 
 
 def _default(value: object) -> str:
@@ -79,3 +80,8 @@ def table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def stamp(when: datetime) -> str:
+    """A time as every command prints it: UTC, to the millisecond (``2026-11-24 09:44:50.588Z``)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"

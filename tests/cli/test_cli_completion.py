@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from _cli_helpers import WAIT_S, call
 
+from mistersmith.bench import SUITES
 from mistersmith.cli import EXIT_OK, EXIT_USAGE, build_parser
 from mistersmith.cli._main import docs_link
 
@@ -43,7 +44,12 @@ def test_the_bash_script_is_valid_and_completes_every_command(capsys: pytest.Cap
     assert _complete(script, "re") == ["restart", "replay"]
     assert _complete(script, "spawn", "--re") == ["--restart"]
     assert _complete(script, "spawn", "--restart", "t") == ["transient", "temporary"]
-    assert _complete(script, "--data-dir", "/nowhere", "bench", "") == ["runtime", "journal", "nats", "http", "all"]
+    assert _complete(script, "spawn", "--du") == ["--durable"] and _complete(script, "spawn", "--no-") == ["--no-durable"]
+    assert _complete(script, "st") == ["stop", "state"] and _complete(script, "state", "--v") == ["--version"]
+    assert _complete(script, "replay", "--st") == ["--states"]
+    suites = [*SUITES, "all"]  # every suite mistersmith.bench has, whatever it holds now
+    assert {"runtime", "journal", "nats", "http"} <= set(suites)
+    assert _complete(script, "--data-dir", "/nowhere", "bench", "") == suites
     assert "--allow-remote-shutdown" in _complete(script, "serve", "--")
     assert _complete(script, "completion", "") == ["bash", "zsh"]
 
@@ -56,6 +62,7 @@ def test_the_zsh_script_names_every_command_and_option(capsys: pytest.CaptureFix
     for command in _commands():
         assert f"\n        '{command}:" in script and f"\n                {command})\n" in script, command
     assert "'--restart[restart type]:RESTART:(permanent transient temporary)'" in script
+    assert "'(--durable --no-durable)'{--durable,--no-durable}'[keep its self.state" in script
     assert "'--data-dir[" in script and ":DIR:_files -/'" in script
     if shutil.which("zsh") is not None:  # not every machine has zsh; bash -n above is the hard check
         checked = subprocess.run(["zsh", "-n"], input=script, capture_output=True, text=True, timeout=WAIT_S)

@@ -1,5 +1,5 @@
 """Pure parts of the CLI: the tree rebuilt from an agent list, journal positions, the TOML that
-`config` prints, agent kinds from flags and entry points, one-line errors."""
+`config` prints, agent kinds from flags and entry points, one-line errors, state versions among events."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ import pytest
 
 from mistersmith.cli import EXIT_USAGE, CliError
 from mistersmith.cli import _kinds
-from mistersmith.cli._journal import event_line, parse_bound
+from mistersmith.cli._client import state_text
+from mistersmith.cli._journal import event_line, in_time_order, parse_bound, state_line, state_record
 from mistersmith.cli._output import Output, table
 from mistersmith.cli._settings import settings_text
 from mistersmith.cli._tree import render_tree
 from mistersmith.config import load_settings
+from mistersmith.state.store import StateVersion
 from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
 
@@ -64,6 +66,44 @@ def test_replay_columns_line_up_for_every_event_type() -> None:
             assert row[start - 2:start] == "  " and row[start + len(event_type)] == " "
             assert start == rows[0].index(EVENT_TYPES[0], rows[0].index("a1") + 2), "types in one column"
     assert line("restarted", 1, "why").endswith(f"restarted{' ' * (len(longest) - len('restarted'))}  restarts=1  why")
+
+
+def test_state_versions_go_among_the_events_in_time_order_and_in_their_columns() -> None:
+    t0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
+
+    def event(seq: int, s: float, event_type: str = "started") -> SupervisionEvent:
+        return SupervisionEvent(uuid.uuid4(), seq, t0 + timedelta(seconds=s), "node-1", "root", "a1", "counter",
+                                event_type, None, 0)
+
+    def version(n: int, s: float, agent: str = "a1") -> StateVersion:
+        return StateVersion(agent, n, 1, {"n": n}, 7, "node-1", t0 + timedelta(seconds=s))
+
+    events = [event(1, 0), event(2, 5, "failed"), event(3, 5, "restarted")]
+    versions = [version(2, 4), version(1, 1), version(1, 4, "b2"), version(3, 9)]
+    order = [(x.seq, None) if isinstance(x, SupervisionEvent) else (x.agent_id, x.version)
+             for x in in_time_order(events, versions)]
+    assert order == [(1, None), ("a1", 1), ("a1", 2), ("b2", 1), (2, None), (3, None), ("a1", 3)]
+    assert list(in_time_order([], versions[:1])) == versions[:1]
+    assert list(in_time_order(events, [])) == events
+
+    line = state_line(version(3, 9))
+    type_width = max(map(len, EVENT_TYPES))
+    assert line == f"{'':6}  2026-11-24 09:00:09.000Z  node-1  {'a1':<20}  {'state v3':<{type_width}}  (7 B, epoch 1)"
+    assert line.index("a1") == event_line(events[0]).index("a1")
+    assert line.index("state v3") == event_line(events[0]).index("started")
+    record = state_record(version(3, 9))
+    assert record["type"] == "state_version" and record["committed_at"] == "2026-11-24T09:00:09+00:00"
+
+
+def test_state_text_shows_the_facts_then_the_state() -> None:
+    doc = {"agent_id": "d1", "version": 4, "epoch": 2, "state": {"n": 1, "names": ["é"]}, "bytes": 23,
+           "node_id": "node-1", "committed_at": "2026-11-24T10:00:00.5+01:00"}
+    assert state_text(doc).splitlines() == [
+        "agent         d1", "version       4", "epoch         2", "bytes         23", "node          node-1",
+        "committed_at  2026-11-24 09:00:00.500Z", "state", "{", '  "n": 1,', '  "names": [', '    "é"', "  ]", "}",
+    ]
+    fresh = state_text({**doc, "version": 0, "epoch": None, "state": {}, "committed_at": None}).splitlines()
+    assert "epoch         -" in fresh and "committed_at  never (nothing committed yet)" in fresh and fresh[-1] == "{}"
 
 
 def test_parse_bound_takes_seqs_times_and_durations() -> None:
