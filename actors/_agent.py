@@ -331,7 +331,7 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         self, reply: ReplySlot | None, command: str | None, fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Exit | None:
         """Run one handler; returns an ``Exit`` if it crashed the incarnation."""
-        expected: BaseException | None = None
+        expected: MisterSmithError | None = None
         crash: BaseException | None = None
         result: Any = None
         try:

@@ -235,6 +235,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("http.mcp_session_idle_s", 600.0, _seconds, "an MCP session unused this long is forgotten"),
     _s("http.tls_cert", None, _opt_text, "PEM certificate (chain) file; with http.tls_key the node serves HTTPS"),
     _s("http.tls_key", None, _opt_text, "PEM private key file for http.tls_cert", secret=True),
+    _s("cluster.node_lease_s", 5.0, _seconds, "a node's membership lease in PostgreSQL; past it (by the database's "
+       "clock) the node is down and survivors take its agents over"),
+    _s("cluster.heartbeat_s", 1.0, _seconds, "how often a node renews its lease"),
+    _s("cluster.lease_margin_s", 1.0, _seconds, "a node that could not renew its lease stops serving this long "
+       "before the lease could expire"),
     _s("database.url", None, _opt_text, "PostgreSQL URL; empty starts the embedded server",
        env="MISTERSMITH_DATABASE_URL", secret=True),
     _s("database.pool_max", 30, _count, "pool max connections"),
@@ -384,6 +389,10 @@ def load_settings(
     if values["database.pool_min"] > values["database.pool_max"]:
         problems.append(ConfigError("database.pool_min", sources["database.pool_min"], values["database.pool_min"],
                                     f"use a value <= database.pool_max ({values['database.pool_max']})"))
+    lease, beat, margin = (values[f"cluster.{k}"] for k in ("node_lease_s", "heartbeat_s", "lease_margin_s"))
+    if not 0 < beat < lease - margin:
+        problems.append(ConfigError("cluster.heartbeat_s", sources["cluster.heartbeat_s"], beat,
+                                    f"use a value below cluster.node_lease_s - cluster.lease_margin_s ({lease - margin})"))
     if len(problems) == 1:
         raise problems[0]
     if problems:

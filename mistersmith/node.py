@@ -37,6 +37,7 @@ import orjson
 from mistersmith.actors import Agent
 from mistersmith.bridge import Bridge, TaskOptions, serve_pools
 from mistersmith.bridge.connection import ConnectionStats, ConnectOptions, connect
+from mistersmith.cluster import Cluster, LeaseConfig
 from mistersmith.config import Settings
 from mistersmith.crossing import LoopThread
 from mistersmith.discoveries import DiscoveryHub
@@ -76,6 +77,15 @@ class DataDirLockedError(MisterSmithError):
             "another --data-dir"
         )
         self.data_dir = data_dir
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mistersmith")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def read_node_file(data_dir: str | Path) -> dict[str, Any] | None:
@@ -132,6 +142,7 @@ class Node:
         self.runtime: Runtime | None = None
         self.journal: Journal | None = None
         self.states: PgStateStore | None = None  # durable agents' state store, in the journal's database
+        self.cluster: Cluster | None = None  # membership lease, agent ids and takeover on the same database
         self.postgres: EmbeddedPostgres | None = None  # the embedded server, when no database URL is set
         self.bridge: Bridge | None = None
         self.discoveries: DiscoveryHub | None = None
@@ -201,6 +212,11 @@ class Node:
         # Durable agents' state, effects and epochs: in the same database (migrated by the journal).
         states = self.states = PgStateStore(journal.conninfo, connect_timeout_s=s["database.connect_timeout_s"])
         self._undo.append(("state store", states.close))
+        # Membership and agent ids across every node on this database (leases, takeover).
+        cluster = self.cluster = Cluster(
+            journal.conninfo, self.node_id, version=_version(),
+            config=LeaseConfig(s["cluster.node_lease_s"], s["cluster.heartbeat_s"], s["cluster.lease_margin_s"]),
+        )
 
         # A node serves remote clients: one crash-looping agent must not take it
         # down. Agents back off (Akka) and the root tolerates many restarts.
@@ -211,9 +227,13 @@ class Node:
         runtime = self.runtime = Runtime(
             node_id=self.node_id, root=root, kinds=kinds, sinks=[journal.sink],
             max_agents=s["node.max_agents"], default_kinds=False, refused_kinds={"process": PROCESS_REFUSED},
-            max_agents_setting="--max-agents / node.max_agents", state_store=states,
+            max_agents_setting="--max-agents / node.max_agents", state_store=states, owners=cluster.owners,
         )
         self._undo.append(("agents", runtime.close))
+        cluster.attach(runtime, facts=self._cluster_facts,
+                       recover=lambda: journal.recover(runtime) if s["node.recovery"] else None)
+        cluster.start()  # the lease is held before recovery claims any id
+        self._undo.append(("cluster membership", cluster.stop))
         if s["node.recovery"]:
             report = journal.recover(runtime)
             logger.info("recovery: %s", report)
@@ -231,7 +251,7 @@ class Node:
         bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown,
                                       task_options=TaskOptions(max_in_flight=s["tasks.concurrency"]),
                                       task_store=PgTaskStore(journal.pool), ingest_discovery=ingest,
-                                      replay_history=True)
+                                      replay_history=True, serving=cluster.valid)
         hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),
                                               publish=bridge.publish_discovery)
         loop.run(hub.start(), _STEP_S)
@@ -310,6 +330,13 @@ class Node:
         }
         write_private(self.data_dir / NODE_FILE, orjson.dumps(info, option=orjson.OPT_INDENT_2))
         self._undo.append(("node file", lambda: (self.data_dir / NODE_FILE).unlink(missing_ok=True)))
+
+    def _cluster_facts(self) -> dict[str, Any]:
+        """What this node's lease reports each round (read in the lease thread)."""
+        runtime = self.runtime
+        return {"agents": len(runtime.system.agents) if runtime is not None else 0,
+                "http_url": self.http.url if self.http is not None else None,
+                "nats_url": strip_userinfo(self.nats_url) or None, "max_agents": self.settings["node.max_agents"]}
 
     def nats_client_options(self) -> dict[str, Any]:
         """``nats.connect(**options)`` for a client of this node's NATS: the servers and, for the

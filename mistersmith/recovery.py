@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mistersmith.errors import MisterSmithError
+from mistersmith.errors import AgentExistsError, MisterSmithError
 from mistersmith.history.plan import RecoveryPlan
 from mistersmith.supervisors import Backoff, SupervisorSpec
 
@@ -100,6 +100,7 @@ class RecoveryReport:
     already_running: list[str] = field(default_factory=list)
     not_restarted: list[tuple[str, str]] = field(default_factory=list)
     not_recovered: list[NotRecovered] = field(default_factory=list)
+    fenced: list[str] = field(default_factory=list)  # another node owns them now
 
     @property
     def failed(self) -> list[tuple[str, str]]:
@@ -120,6 +121,7 @@ class RecoveryReport:
             "failed": [list(x) for x in self.failed],
             "not_recovered": [n.to_dict() for n in self.not_recovered],
             "missing_kinds": self.missing_kinds,
+            "fenced": list(self.fenced),
         }
 
 
@@ -199,8 +201,30 @@ def _fail(runtime: Runtime, report: RecoveryReport, slot: RecoverySlot, reason: 
                      reason=reason, data={**_history(slot), "kind_missing": missing})
 
 
-def execute(runtime: Runtime, plan: RecoveryPlan) -> RecoveryReport:
-    """Respawn what ``plan`` says into ``runtime`` (see the module docstring); blocking."""
+def _fenced(runtime: Runtime, report: RecoveryReport, slot: RecoverySlot, exc: AgentExistsError) -> None:
+    why = f"fenced: node {exc.node} owns it now"
+    report.fenced.append(slot.path)
+    logger.warning("not recovering %s: %s", slot.path, why, extra={"agent_id": slot.agent_id})
+    for event_type in ("fenced", "stopped"):
+        runtime.bus.emit(event_type, supervisor=slot.supervisor, agent_id=slot.agent_id, kind=slot.kind,
+                         reason=why, data={"owner": exc.node, "restart": slot.restart})
+
+
+def execute(
+    runtime: Runtime,
+    plan: RecoveryPlan,
+    *,
+    event_type: str = "recovered",
+    reason: str = "node restarted",
+    data: Mapping[str, Mapping[str, Any]] | None = None,
+) -> RecoveryReport:
+    """Respawn what ``plan`` says into ``runtime`` (see the module docstring); blocking.
+
+    ``event_type``/``reason``: what each respawned slot's event says (a takeover says
+    ``taken_over``); ``data``: more event data by agent id (``from_node``, ``epoch``...).
+    A slot whose id another node owns now is not this node's any more: ``fenced`` and
+    ``stopped`` (``fenced: ...``) are emitted, so the registry forgets it here.
+    """
     report = RecoveryReport(runtime.node_id)
     sups, agents = _running(runtime)
     failed: set[str] = set()
@@ -214,14 +238,19 @@ def execute(runtime: Runtime, plan: RecoveryPlan) -> RecoveryReport:
         if why is None:
             try:
                 _respawn(runtime, slot)
+            except AgentExistsError as exc:
+                if exc.node is not None and exc.node != runtime.node_id:
+                    _fenced(runtime, report, slot, exc)
+                    continue
+                why = exc.message
             except MisterSmithError as exc:
                 why = exc.message
         if why is not None:
             failed.add(path)
             _fail(runtime, report, slot, why)
             continue
-        runtime.bus.emit("recovered", supervisor=slot.supervisor, agent_id=slot.agent_id, kind=slot.kind,
-                         reason="node restarted", data=_history(slot))
+        runtime.bus.emit(event_type, supervisor=slot.supervisor, agent_id=slot.agent_id, kind=slot.kind,
+                         reason=reason, data={**_history(slot), **((data or {}).get(slot.agent_id) or {})})
         report.respawned.append(path)
     for slot, why in plan.leave:
         if slot.desired_state != "running":
@@ -233,7 +262,7 @@ def execute(runtime: Runtime, plan: RecoveryPlan) -> RecoveryReport:
                 reason=why, data={"restart": slot.restart, "previous_state": slot.state},
             )
     if report.respawned or report.not_recovered:
-        logger.info("recovery of node %s: %d respawned, %d not restarted, %d not recovered", runtime.node_id,
+        logger.info("%s on node %s: %d respawned, %d not restarted, %d not recovered", event_type, runtime.node_id,
                     len(report.respawned), len(report.not_restarted), len(report.not_recovered))
     for labels, _, why in summarize(report.not_recovered):
         logger.warning("not recovered: %s (%s); the journal keeps them wanted, so a start that can run them "

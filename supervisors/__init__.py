@@ -13,7 +13,8 @@ from mistersmith.supervisors._events import (
     SupervisionEvent,
 )
 from mistersmith.supervisors._intensity import IntensityWindow
-from mistersmith.supervisors._messages import Request, RestartChild, StartChild, TerminateChild
+from mistersmith.supervisors._directory import Owners
+from mistersmith.supervisors._messages import DropChildren, Request, RestartChild, StartChild, TerminateChild
 from mistersmith.supervisors._spec import (
     DEFAULTS,
     RESTARTS,
@@ -36,12 +37,14 @@ __all__ = [
     "STRATEGIES",
     "Backoff",
     "Child",
+    "DropChildren",
     "ChildSpec",
     "ChildStatus",
     "EventBus",
     "EventSink",
     "IntensityWindow",
     "MemorySink",
+    "Owners",
     "Request",
     "Restart",
     "RestartChild",

@@ -2,31 +2,49 @@
 
 An agent holds its slot from its first start until it is stopped for good
 (a restarting agent keeps it); the pool limits are checked when it claims one.
+With ``owners`` (a node on a shared PostgreSQL) the id is claimed across the
+cluster too, after the local slot, and released when the agent is given up on
+purpose (``give_up``), never when a node merely stops or hands it over.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from mistersmith.errors import PoolFullError, UnknownAgentError
+from mistersmith.errors import MisterSmithError, PoolFullError, UnknownAgentError
 
 from ._child import Child
 from ._dead_letters import DeadLetters
 from ._kinds import Kinds
 from ._spec import ChildSpec
 
-__all__ = ["Directory"]
+__all__ = ["Directory", "Owners"]
+
+logger = logging.getLogger("mistersmith.supervisor")
 
 SupervisorT = TypeVar("SupervisorT")
+
+
+class Owners(Protocol):
+    """Agent ids across a cluster (``mistersmith.journal.PgOwners``): blocking, any thread."""
+
+    def claim(self, agent_id: str) -> None:
+        """Own ``agent_id`` here, or raise ``AgentExistsError`` naming the node that owns it."""
+
+    def release(self, agent_id: str) -> None:
+        """Give ``agent_id`` up on purpose (if owned here): any node may claim it then."""
 
 
 class Directory(Generic[SupervisorT]):
     """Agents by id, supervisors by path. Reads from any thread; claims are locked when limited."""
 
     def __init__(
-        self, kinds: Kinds, dead_letters: DeadLetters, max_agents: int | None, max_agents_setting: str
+        self, kinds: Kinds, dead_letters: DeadLetters, max_agents: int | None, max_agents_setting: str,
+        owners: Owners | None = None,
     ) -> None:
+        self.owners = owners
         self.agents: dict[str, Child] = {}
         self.supervisors: dict[str, SupervisorT] = {}
         self.max_agents = max_agents
@@ -36,6 +54,25 @@ class Directory(Generic[SupervisorT]):
         self._lock = threading.Lock()
 
     def claim(self, child: Child) -> bool:
+        if not self._claim_here(child):
+            return False
+        if self.owners is not None:
+            try:
+                self.owners.claim(child.id)
+            except BaseException:
+                self.agents.pop(child.id, None)
+                raise
+        return True
+
+    def give_up(self, child: Child) -> None:
+        """The agent ended for good on purpose: free its id across the cluster (logged if that fails)."""
+        if self.owners is not None and not child.is_supervisor:
+            try:
+                self.owners.release(child.id)
+            except MisterSmithError as exc:
+                logger.warning("could not release agent id %s: %s", child.id, exc)
+
+    def _claim_here(self, child: Child) -> bool:
         """Register an agent id; False if another agent holds it.
 
         Raises ``PoolFullError`` when ``max_agents`` agents already hold a

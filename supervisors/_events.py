@@ -54,6 +54,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "recovery_failed",
     "state_restored",
     "fenced",
+    "taken_over",
+    "node_up",
+    "node_down",
+    "node_draining",
 )
 
 

@@ -75,5 +75,15 @@ class RestartChild:
     child_id: str
 
 
-Request: TypeAlias = StartChild | TerminateChild | RestartChild
+@dataclass(frozen=True, slots=True)
+class DropChildren:
+    """Stop every child now and forget them, keeping them wanted (``stopped`` reason ``shutdown: <cause>``,
+    which the registry does not read as on purpose): a node that lost its lease, or hands its agents
+    over, gives them up here so that another node (or its own next run) starts them. Replies with
+    the ids dropped."""
+
+    cause: str
+
+
+Request: TypeAlias = StartChild | TerminateChild | RestartChild | DropChildren
 """What ``Supervisor.post`` takes."""

@@ -41,7 +41,7 @@ from mistersmith.errors import AgentExistsError, RestartingError, StartError, Un
 from . import _incarnations as incarnations
 from ._child import Child, ChildStatus
 from ._intensity import IntensityWindow
-from ._messages import ChildExit, Hung, Request, RestartChild, RestartDue, StartChild, TerminateChild
+from ._messages import ChildExit, DropChildren, Hung, Request, RestartChild, RestartDue, StartChild, TerminateChild
 from ._restarts import restart_rule
 from ._spec import ChildSpec, SupervisorSpec
 from ._strategies import stop_batches, strategy_rule
@@ -191,6 +191,8 @@ class Supervisor(Agent):
             return self._terminate_child(message.child_id)
         if kind is RestartChild:
             return self._restart_child(message.child_id)
+        if kind is DropChildren:
+            return self._drop_children(message.cause)
         if kind is Hung:
             return message.incarnation.check_hung(self.system.clock.now())
         return super().on_receive(message)
@@ -265,6 +267,8 @@ class Supervisor(Agent):
         if not restart:
             if exit_.is_crash:
                 child.context.emit("stopped", f"not restarted (restart={child.spec.restart})", {})
+            if exit_.kind != "fenced":
+                self.system.give_up(child)  # ended for good by its restart type: its id is free again
             if rule.removed or child.dynamic or exit_.kind == "fenced":
                 self._remove(child)
             else:
@@ -385,7 +389,13 @@ class Supervisor(Agent):
         child = self._child(child_id)
         incarnations.terminate(child, "stopped on request")
         self._remove(child)
+        self.system.give_up(child)
         return child.info()
+
+    def _drop_children(self, cause: str) -> list[str]:
+        ids = [c.id for c in self._children]
+        self._terminate_all(cause)
+        return ids
 
     def _restart_child(self, child_id: str) -> dict[str, Any]:
         child = self._child(child_id)

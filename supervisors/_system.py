@@ -22,7 +22,7 @@ from mistersmith.state.store import StateStore
 from ._child import Child
 from ._contexts import Contexts
 from ._dead_letters import DeadLetters
-from ._directory import Directory
+from ._directory import Directory, Owners
 from ._events import EventBus
 from ._kinds import Kinds
 from ._spec import ChildSpec, SupervisorSpec
@@ -46,6 +46,7 @@ class System(Generic[SupervisorT]):
         max_agents: int | None = None,
         max_agents_setting: str = "max_agents",
         state_store: StateStore | None = None,
+        owners: Owners | None = None,
     ) -> None:
         self.node_id = node_id
         self.state_store = state_store
@@ -56,7 +57,7 @@ class System(Generic[SupervisorT]):
         self._kinds = Kinds()
         self._dead_letters = DeadLetters(self.counters, lambda: self.closing)
         self._directory: Directory[SupervisorT] = Directory(
-            self._kinds, self._dead_letters, max_agents, max_agents_setting
+            self._kinds, self._dead_letters, max_agents, max_agents_setting, owners
         )
         self._contexts = Contexts(clock, self.counters, bus, self._kinds, state_store, node_id)
         self.kinds: dict[str, type[Agent]] = self._kinds.classes
@@ -104,6 +105,9 @@ class System(Generic[SupervisorT]):
 
     def release(self, child: Child) -> None:
         self._directory.release(child)
+
+    def give_up(self, child: Child) -> None:
+        self._directory.give_up(child)
 
     def supervisor(self, path: str) -> SupervisorT:
         return self._directory.supervisor(path)

@@ -145,8 +145,10 @@ class Bridge:
         task_store: TaskStore | None = None,
         ingest_discovery: Ingest | None = None,
         replay_history: bool = False,
+        serving: Callable[[], bool] = lambda: True,
     ) -> None:
         self.runtime = runtime
+        self.serving = serving
         self._replay_history = replay_history
         self.nc = nc
         self.node_id = runtime.node_id
@@ -159,12 +161,13 @@ class Bridge:
         self.status = StatusPublisher(self.wire, self.counters, self.node_id)
         self.router = CommandRouter(
             runtime, self.wire, self.counters, control_handler=self._on_agent_control,
-            ask_timeout_s=opts.ask_timeout_s, pending_msgs_limit=opts.pending_msgs_limit,
+            ask_timeout_s=opts.ask_timeout_s, pending_msgs_limit=opts.pending_msgs_limit, serving=serving,
         )
         self.services = ServiceDirectory(runtime, self.wire, self.counters, gather=self._gather, filters=parse_filters)
         self.control = ControlPlane(
             runtime, self.wire, self.counters, self.membership, self.router, self.services.local_agents,
             forward_timeout_s=opts.forward_timeout_s, gather_timeout_s=opts.gather_timeout_s, shutdown=shutdown,
+            serving=serving,
         )
         self.tasks = TaskQueue(runtime, self.wire, task_options, store=task_store)
         self.task_tracker = TaskTracker(self.tasks, self.wire, store=task_store)

@@ -61,8 +61,10 @@ class CommandRouter:
         control_handler: MsgHandler,
         ask_timeout_s: float,
         pending_msgs_limit: int,
+        serving: Callable[[], bool] = lambda: True,
     ) -> None:
         self.runtime = runtime
+        self._serving = serving  # False once this node's lease is lost: another node may run these agents
         self.wire = wire
         self.counters = counters
         self._control_handler = control_handler
@@ -112,6 +114,9 @@ class CommandRouter:
     # -- one message ---------------------------------------------------------------
 
     async def _on_command(self, msg: Msg) -> None:
+        if not self._serving():  # never answer for an agent another node may have taken over
+            self.counters.add("not_serving")
+            return
         try:
             agent_id, command = subjects.parse_command(msg.subject)
             payload, _envelope = decode_command(msg.data)
@@ -158,15 +163,21 @@ class CommandRouter:
             if headers is not None:
                 logger.info("request %r to %s failed: %s (trace %s)", command, agent_id, exc.code,
                             trace_id(headers.get("traceparent")), extra={"agent_id": agent_id})
-            await self.wire.reply(msg, Reply.from_exception(exc), headers)
+            await self._send(msg, Reply.from_exception(exc), headers)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: still answer, never crash the node
             logger.exception("request %r to %s: internal error", command, agent_id)
-            await self.wire.reply(msg, Reply.from_exception(exc), headers)
+            await self._send(msg, Reply.from_exception(exc), headers)
             return
-        await self.wire.reply(msg, Reply.success(result), headers)
+        await self._send(msg, Reply.success(result), headers)
+
+    async def _send(self, msg: Msg, reply: Reply, headers: dict[str, str] | None) -> None:
+        if not self._serving():  # the lease was lost while it ran (a frozen process woke up): say nothing
+            self.counters.add("not_serving")
+            return
+        await self.wire.reply(msg, reply, headers)
 
     def _forget_later(self, agent_id: str) -> None:
         """The agent is gone: stop answering for it (no-responders from now on)."""

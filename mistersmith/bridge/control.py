@@ -86,8 +86,10 @@ class ControlPlane:
         forward_timeout_s: float,
         gather_timeout_s: float,
         shutdown: Shutdown | None,
+        serving: Callable[[], bool] = lambda: True,
     ) -> None:
         self.runtime = runtime
+        self.serving = serving
         self.node_id = runtime.node_id
         self.wire = wire
         self.counters = counters
@@ -192,6 +194,9 @@ class ControlPlane:
     # -- actions -------------------------------------------------------------------
 
     async def _spawn(self, spec: dict[str, Any], local: bool) -> Reply:
+        if not self.serving():
+            raise Refused("unavailable", f"node {self.node_id!r} is not serving now (its cluster lease is lost); "
+                                         "retry: another node takes the spawn")
         node = spec.pop("node", None)
         if node is not None and node != self.node_id and not local:
             return await self._forward(subjects.node_control(node, "spawn"), {**spec, "node": node},

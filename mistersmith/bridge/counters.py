@@ -25,6 +25,7 @@ class BridgeCounters:
         "discoveries_invalid",
         "discoveries_failed",
         "task_results_rejected",
+        "not_serving",  # commands (and late replies) dropped while this node may not serve: its lease is lost
     )
 
     def __init__(self) -> None:

@@ -19,6 +19,7 @@ from mistersmith.errors import CommandTimeoutError, SpecError
 from mistersmith.supervisors import (
     Backoff,
     ChildSpec,
+    DropChildren,
     Request,
     Restart,
     RestartChild,
@@ -195,6 +196,17 @@ class Control(RuntimeBase):
     async def arestart(self, agent_id: str) -> None:
         sup, child_id, bound = self._owner(agent_id)
         await self._acall(sup, RestartChild(child_id), bound)
+
+    def drop_all(self, cause: str) -> list[str]:
+        """Stop every child of the root now and forget them here, *keeping them wanted*: their
+        ``stopped`` events say ``shutdown: <cause>``, which the journal's registry does not read as
+        on purpose, and their ids stay owned by this node. For a node that lost its lease or hands
+        its agents over; another node, or this node's recovery, starts them again. Returns their ids."""
+        forbid_blocking("Runtime.drop_all()", "await asyncio.to_thread(runtime.drop_all, ...)")
+        self._check_open()
+        root = self._root
+        bound = sum(c.spec.shutdown_s for c in root.children()) or 1.0
+        return list(self._call(root, DropChildren(cause), bound))
 
     def _call(self, sup: Supervisor, message: Request, bound_s: float) -> Any:
         reply = ThreadReply()

@@ -23,6 +23,7 @@ from mistersmith.recovery import RecoveryPlan, RecoveryReport, execute
 from mistersmith.state import MemoryStateStore, StateStore
 from mistersmith.supervisors import (
     EventBus,
+    Owners,
     EventSink,
     MemorySink,
     Subscription,
@@ -74,6 +75,8 @@ class Runtime(Commands, Control):
     ``SqliteStateStore`` keeps them across processes, and a node uses
     PostgreSQL). Runtimes sharing one store fence one another: a durable agent
     activated by one stops, ``fenced``, on its next write in the other.
+    ``owners`` (a node on a shared PostgreSQL: ``PgOwners``) makes agent ids
+    unique across nodes: a spawn of an id another node owns is refused.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Runtime(Commands, Control):
         refused_kinds: Mapping[str, str] | None = None,
         max_agents_setting: str = "max_agents",
         state_store: StateStore | None = None,
+        owners: Owners | None = None,
     ) -> None:
         self.node_id = check_id(node_id or f"node-{uuid.uuid4().hex[:12]}", "node_id")
         self._own_clock = clock is None
@@ -104,7 +108,7 @@ class Runtime(Commands, Control):
         self.state_store: StateStore = state_store if state_store is not None else MemoryStateStore()
         self.system: System[Supervisor] = System(
             self.node_id, self.clock, self.bus, watchdog_interval_s=watchdog_interval_s, max_agents=max_agents,
-            max_agents_setting=max_agents_setting, state_store=self.state_store,
+            max_agents_setting=max_agents_setting, state_store=self.state_store, owners=owners,
         )
         self._agents = self.system.agents
         if default_kinds:
@@ -138,6 +142,15 @@ class Runtime(Commands, Control):
         self._check_open()
         self.recovery = execute(self, plan)
         return self.recovery
+
+    def adopt(self, plan: RecoveryPlan, from_node: str, epochs: Mapping[str, int]) -> RecoveryReport:
+        """Respawn another node's agents here (a takeover: ``mistersmith.journal.takeover`` claimed
+        them); like ``recover``, but each emits ``taken_over`` (data: ``from_node``, ``to_node``, ``epoch``)."""
+        forbid_blocking("Runtime.adopt()", "await asyncio.to_thread(runtime.adopt, ...)")
+        self._check_open()
+        data = {agent_id: {"from_node": from_node, "to_node": self.node_id, "epoch": epoch}
+                for agent_id, epoch in epochs.items()}
+        return execute(self, plan, event_type="taken_over", reason=f"taken over from node {from_node}", data=data)
 
     async def arecover(self, plan: RecoveryPlan) -> RecoveryReport:
         """``recover`` for asyncio programs (runs in a helper thread)."""

@@ -1,0 +1,166 @@
+"""``Cluster``: one node's part in a cluster of nodes sharing a PostgreSQL (and a NATS).
+
+It wires three pieces of the PostgreSQL edge to the node's Runtime:
+
+- ``PgOwners``: agent ids are unique across the cluster (given to the Runtime);
+- ``NodeLease``: this node's membership lease (``journal/leases.py``: renewal,
+  self-fencing, declaring expired nodes down);
+- takeover (``journal/takeover.py``): the agents of nodes that are down,
+  claimed unit by unit and respawned here (``Runtime.adopt``: ``taken_over``).
+
+What happens when:
+
+- a lease round finds nodes down (or the node just joined): the takeover
+  thread deals their units and adopts this node's share, then looks again
+  at the next round until none is left;
+- this node loses its lease (it could not renew it in time, or it was
+  declared down): it stops serving at once (``valid()`` is false: the bridge
+  answers nothing), drops its agents (``Runtime.drop_all``; they stay wanted,
+  so a survivor, or this node, adopts them), and joins again as a new run;
+- it has joined again: its own recovery runs once more; what another node
+  took over meanwhile is not started here (``fenced``), the rest comes back.
+
+Membership events (``node_up``, ``node_down``, ``node_draining``) go on the
+runtime's bus with an empty agent id: journaled, and published on
+``system.events.<node>.<type>``. Threads: ``mistersmith-lease`` and
+``mistersmith-takeover``; ``start`` and ``stop`` block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from mistersmith.history import RecoveryPlan
+from mistersmith.journal.leases import LeaseConfig, NodeLease
+from mistersmith.journal.owners import PgOwners
+from mistersmith.journal.takeover import claim_unit, deal, lost_units, up_nodes
+from mistersmith.runtime import Runtime
+
+__all__ = ["Cluster", "LeaseConfig"]
+
+logger = logging.getLogger("mistersmith.cluster")
+
+
+class Cluster:
+    """Membership, id ownership and takeover for one node (see the module docstring)."""
+
+    def __init__(self, conninfo: str, node_id: str, *, config: LeaseConfig, version: str = "",
+                 connect_timeout_s: float = 5.0) -> None:
+        self.conninfo = conninfo
+        self.node_id = node_id
+        self.runtime: Runtime | None = None
+        self._facts: Callable[[], dict[str, Any]] = dict
+        self._recover: Callable[[], object] = lambda: None
+        self.lease = NodeLease(conninfo, node_id, config=config, facts=lambda: self._facts(),
+                               on_event=self._event, on_lost=self._lost, on_regained=self._regained,
+                               on_round=self._wake, version=version)
+        self.owners = PgOwners(conninfo, node_id, run=self.lease, connect_timeout_s=connect_timeout_s)
+        self._work = threading.Event()
+        self._rerun_recovery = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.adopted = 0
+
+    def attach(self, runtime: Runtime, *, facts: Callable[[], dict[str, Any]], recover: Callable[[], object]) -> None:
+        """The Runtime (built with ``owners=cluster.owners``), what the lease reports, and how to re-run
+        the node's own recovery."""
+        self.runtime = runtime
+        self._facts = facts
+        self._recover = recover
+
+    def valid(self) -> bool:
+        """Whether this node may serve its agents now."""
+        return self.lease.valid()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.lease.nodes()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Join (the first lease is held on return) and start looking for nodes that are down."""
+        self.lease.start()
+        self._thread = threading.Thread(target=self._run, name="mistersmith-takeover", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, leave: bool = False) -> None:
+        self._stopping.set()
+        self._work.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+        self.lease.stop(leave=leave)
+        self.owners.close()
+
+    # -- callbacks from the lease thread ---------------------------------------------------
+
+    def _event(self, event_type: str, node_id: str, data: dict[str, Any]) -> None:
+        if self.runtime is not None:
+            self.runtime.bus.emit(event_type, supervisor="", kind="node", reason=f"node {node_id}",
+                                  data={"node": node_id, **data})
+
+    def _lost(self, why: str) -> None:
+        runtime = self.runtime
+        if runtime is None or runtime.closed:
+            return
+        try:
+            dropped = runtime.drop_all(f"node lease lost ({why})")
+            logger.warning("node %s dropped %d agent(s): %s", self.node_id, len(dropped), why)
+        except Exception:
+            logger.exception("node %s: dropping its agents failed", self.node_id)
+
+    def _regained(self) -> None:
+        self._rerun_recovery = True
+        self._work.set()
+
+    def _wake(self) -> None:
+        self._work.set()
+
+    # -- the takeover thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stopping.is_set():
+            self._work.wait()
+            self._work.clear()
+            if self._stopping.is_set() or self.runtime is None or self.runtime.closed:
+                break
+            if not self.lease.valid():
+                continue
+            try:
+                if self._rerun_recovery:
+                    self._rerun_recovery = False
+                    self._recover()
+                if conn is None or conn.closed or conn.broken:
+                    conn = psycopg.connect(self.conninfo, autocommit=True, application_name="mistersmith-takeover",
+                                           connect_timeout=5)
+                self._take_over(conn)
+            except psycopg.Error as exc:
+                logger.warning("takeover round failed: %s", str(exc).strip())
+                conn = None
+            except Exception:
+                logger.exception("takeover round failed")
+        if conn is not None:
+            conn.close()
+
+    def _take_over(self, conn: psycopg.Connection[Any]) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        units = lost_units(conn)
+        if not units:
+            return
+        mine = deal(units, up_nodes(conn)).get(self.node_id, [])
+        for unit in mine:
+            if self._stopping.is_set() or not self.lease.valid():
+                return
+            adoption = claim_unit(conn, unit, self.node_id, self.lease.run_id)
+            if adoption is None:
+                continue
+            logger.info("node %s takes over %s from node %s", self.node_id, unit.path, unit.node_id)
+            report = runtime.adopt(RecoveryPlan(adoption.respawn, adoption.leave), adoption.from_node,
+                                   adoption.epochs)
+            self.adopted += len(report.respawned)
