@@ -240,6 +240,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cluster.heartbeat_s", 1.0, _seconds, "how often a node renews its lease"),
     _s("cluster.lease_margin_s", 1.0, _seconds, "a node that could not renew its lease stops serving this long "
        "before the lease could expire"),
+    _s("cluster.handoff_on_stop", False, _flag, "on SIGTERM, hand every agent to other nodes first (a drain)"),
     _s("database.url", None, _opt_text, "PostgreSQL URL; empty starts the embedded server",
        env="MISTERSMITH_DATABASE_URL", secret=True),
     _s("database.pool_max", 30, _count, "pool max connections"),
@@ -263,6 +264,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("nats.tls_key", None, _opt_text, "client key", secret=True),
     _s("tasks.concurrency", 4, _count, "tasks of one kind this node runs at once; it serves every kind it runs, "
        "each task on an agent of its pool (task-KIND-..., under supervisor tasks, up to this many per kind)"),
+    _s("tasks.replicas", 1, _count, "replicas of the task streams (up to the NATS cluster's size: 3 keeps every "
+       "task through the loss of one nats-server)"),
     _s("logging.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "log level"),
     _s("logging.format", "pretty", _choice("pretty", "json"), "log format"),
 )

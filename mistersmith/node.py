@@ -249,7 +249,8 @@ class Node:
 
         # Recovery ran before NATS was up: replay_history publishes its events now, once and in order.
         bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown,
-                                      task_options=TaskOptions(max_in_flight=s["tasks.concurrency"]),
+                                      task_options=TaskOptions(max_in_flight=s["tasks.concurrency"],
+                                                               replicas=s["tasks.replicas"]),
                                       task_store=PgTaskStore(journal.pool), ingest_discovery=ingest,
                                       replay_history=True, serving=cluster.valid)
         hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),

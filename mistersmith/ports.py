@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from mistersmith.discovery import Discovery, DiscoveryFilter
 
 __all__ = [
+    "ClusterOps",
     "ComponentCheck",
     "Discoveries",
     "DiscoveryStore",
@@ -183,4 +184,27 @@ class NatsStats(Protocol):
     async def nats_stats(self) -> dict[str, Any]:
         """``{"connected", "server", "msgs_in", "msgs_out", "bytes_in", "bytes_out",
         "reconnects", "errors", "rtt_ms"}``."""
+        ...
+
+
+@runtime_checkable
+class ClusterOps(Protocol):
+    """This node's view of, and part in, the cluster (``mistersmith.cluster`` on a node). Each
+    coroutine runs the blocking work in a helper thread."""
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every node's membership row: ``{"node_id", "state" (up, draining, down), "agents",
+        "max_agents", "last_seen", "lease_until", "expired", "http_url", "nats_url", "host", "pid",
+        "version", "started_at", "run_id"}``, ordered by node id."""
+        ...
+
+    async def drain(self, *, exit: bool) -> dict[str, Any]:
+        """Stop taking placements and hand every agent to other nodes; returns
+        ``{"node", "handed_over": [ids], "not_handed_over": [{"id", "reason"}], "exiting": bool}``
+        once each handed agent runs elsewhere (``exit``: then stop the node)."""
+        ...
+
+    async def rebalance(self) -> dict[str, Any]:
+        """Move agents from this node until no node holds more than ceil(mean) + 1; returns
+        ``{"node", "moved": [ids], "target": int}``."""
         ...
