@@ -43,3 +43,16 @@ COMMENT ON COLUMN agent_owners.run_id IS 'The run (nodes.run_id) of the owning n
 COMMENT ON COLUMN agent_owners.released IS 'Given up on purpose (stopped, or ended by its restart type): any node may claim it.';
 
 CREATE INDEX agent_owners_node ON agent_owners (node_id) WHERE NOT released;
+
+-- handoffs: a unit (a top-level child of the root: an agent, or a supervisor with its children)
+-- a draining node gave to another. The giver stops the unit, moves its registry rows and agent
+-- ids to the taker, and adds this row, in one transaction; the taker starts the unit and deletes
+-- the row in its next round.
+CREATE TABLE handoffs (
+    path       text        PRIMARY KEY,
+    from_node  text        NOT NULL,
+    to_node    text        NOT NULL,
+    handed_at  timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE handoffs IS 'Units handed from a draining node to another, not yet started there.';

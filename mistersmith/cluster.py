@@ -29,16 +29,19 @@ runtime's bus with an empty agent id: journaled, and published on
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from mistersmith.history import RecoveryPlan
+from mistersmith.journal.handoff import hand_over, pending_from, take_handoffs
 from mistersmith.journal.leases import LeaseConfig, NodeLease
 from mistersmith.journal.owners import PgOwners
-from mistersmith.journal.takeover import claim_unit, deal, lost_units, up_nodes
+from mistersmith.journal.takeover import NODE_LOCAL, claim_unit, deal, lost_units, up_nodes
 from mistersmith.runtime import Runtime
 
 __all__ = ["Cluster", "LeaseConfig"]
@@ -66,12 +69,25 @@ class Cluster:
         self._thread: threading.Thread | None = None
         self.adopted = 0
 
-    def attach(self, runtime: Runtime, *, facts: Callable[[], dict[str, Any]], recover: Callable[[], object]) -> None:
-        """The Runtime (built with ``owners=cluster.owners``), what the lease reports, and how to re-run
-        the node's own recovery."""
+    def attach(
+        self,
+        runtime: Runtime,
+        *,
+        facts: Callable[[], dict[str, Any]],
+        recover: Callable[[], object],
+        flush: Callable[[], object] = lambda: None,
+        stop_placements: Callable[[], object] = lambda: None,
+        unroute: Callable[[list[str]], object] = lambda ids: None,
+    ) -> None:
+        """The Runtime (built with ``owners=cluster.owners``), what the lease reports, how to re-run
+        the node's own recovery; for drains: how to ship the journal (``flush``), stop taking
+        placements (leave the spawn queue group) and stop answering for agents handed away."""
         self.runtime = runtime
         self._facts = facts
         self._recover = recover
+        self._flush = flush
+        self._stop_placements = stop_placements
+        self._unroute = unroute
 
     def valid(self) -> bool:
         """Whether this node may serve its agents now."""
@@ -79,6 +95,74 @@ class Cluster:
 
     def nodes(self) -> list[dict[str, Any]]:
         return self.lease.nodes()
+
+    # -- drain, handoff, rebalance (blocking; any plain thread) --------------------------
+
+    def drain(self, exit: bool = False, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Stop taking placements and hand every top-level unit to the other nodes (least loaded
+        first); returns once they run there (or ``timeout_s``). ``exit`` is the caller's to act on."""
+        self.lease.drain()
+        self._stop_placements()
+        report = self._hand_units(self._units(), timeout_s)
+        report["exiting"] = exit
+        return report
+
+    def rebalance(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Hand units away until this node holds at most ceil(mean) + 1 agents (the mean over up nodes)."""
+        nodes = [n for n in self.nodes() if n["state"] == "up" and not n["expired"]]
+        mine = self._units()
+        here = sum(len(ids) for _, ids in mine)
+        loads = [here if n["node_id"] == self.node_id else int(n["agents"]) for n in nodes]
+        target = math.ceil(sum(loads) / len(loads)) + 1 if loads else here
+        chosen: list[tuple[str, list[str]]] = []
+        for unit, ids in reversed(mine):  # the newest first
+            if here <= target:
+                break
+            chosen.append((unit, ids))
+            here -= len(ids)
+        report = self._hand_units(chosen, timeout_s) if chosen else {"node": self.node_id, "handed_over": [],
+                                                                      "not_handed_over": []}
+        return {"node": self.node_id, "moved": report["handed_over"], "target": target,
+                "not_moved": report["not_handed_over"]}
+
+    def _units(self) -> list[tuple[str, list[str]]]:
+        """This node's top-level units: ``(path, agent ids in it)``, in start order."""
+        assert self.runtime is not None
+        out: list[tuple[str, list[str]]] = []
+        for child in self.runtime.tree().get("children", []):
+            out.append((f"root/{child['id']}", _agent_ids(child)))
+        return [(path, ids) for path, ids in out if path not in NODE_LOCAL]
+
+    def _hand_units(self, units: list[tuple[str, list[str]]], timeout_s: float) -> dict[str, Any]:
+        runtime = self.runtime
+        assert runtime is not None
+        handed: list[str] = []
+        refused: list[dict[str, str]] = []
+        others = [n for n in self.nodes() if n["node_id"] != self.node_id and n["state"] == "up" and not n["expired"]]
+        if not others:
+            return {"node": self.node_id, "handed_over": [],
+                    "not_handed_over": [{"id": p, "reason": "no other node is up"} for p, _ in units]}
+        load = {n["node_id"]: int(n["agents"]) for n in others}
+        room = {n["node_id"]: n["max_agents"] for n in others}
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+            for unit, ids in units:
+                fits = [n for n in load if room[n] is None or load[n] + len(ids) <= room[n]]
+                if not fits:
+                    refused.append({"id": unit, "reason": "no other node has room"})
+                    continue
+                target = min(fits, key=lambda n: (load[n], n))
+                runtime.hand_over([unit.split("/", 1)[1]], f"handed over to node {target}")
+                self._flush()  # the registry rows reflect the stop before they move
+                if hand_over(conn, unit, self.node_id, target):
+                    load[target] += len(ids)
+                    handed.extend(ids or [unit])
+                else:
+                    refused.append({"id": unit, "reason": "not in the registry yet (retry)"})
+            self._unroute(handed)
+            deadline = time.monotonic() + timeout_s
+            while pending_from(conn, self.node_id) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the takers start them in their next round (every heartbeat)
+        return {"node": self.node_id, "handed_over": handed, "not_handed_over": refused}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -138,6 +222,7 @@ class Cluster:
                 if conn is None or conn.closed or conn.broken:
                     conn = psycopg.connect(self.conninfo, autocommit=True, application_name="mistersmith-takeover",
                                            connect_timeout=5)
+                self._take_handoffs(conn)
                 self._take_over(conn)
             except psycopg.Error as exc:
                 logger.warning("takeover round failed: %s", str(exc).strip())
@@ -146,6 +231,15 @@ class Cluster:
                 logger.exception("takeover round failed")
         if conn is not None:
             conn.close()
+
+    def _take_handoffs(self, conn: psycopg.Connection[Any]) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        for adoption in take_handoffs(conn, self.node_id):
+            logger.info("node %s takes %s, handed over by node %s", self.node_id, adoption.path, adoption.from_node)
+            report = runtime.adopt(RecoveryPlan(adoption.respawn, adoption.leave), adoption.from_node,
+                                   adoption.epochs)
+            self.adopted += len(report.respawned)
 
     def _take_over(self, conn: psycopg.Connection[Any]) -> None:
         runtime = self.runtime
@@ -164,3 +258,9 @@ class Cluster:
             report = runtime.adopt(RecoveryPlan(adoption.respawn, adoption.leave), adoption.from_node,
                                    adoption.epochs)
             self.adopted += len(report.respawned)
+
+
+def _agent_ids(node: dict[str, Any]) -> list[str]:
+    if node.get("type") != "supervisor":
+        return [str(node["id"])]
+    return [i for child in node.get("children", []) for i in _agent_ids(child)]

@@ -83,6 +83,10 @@ class DropChildren:
     the ids dropped."""
 
     cause: str
+    ids: tuple[str, ...] | None = None
+    """Only these children (None: all)."""
+    retry_after_s: float | None = None
+    """If set, what their mailboxes still hold is answered ``restarting`` (retry then) rather than dead-lettered."""
 
 
 Request: TypeAlias = StartChild | TerminateChild | RestartChild | DropChildren

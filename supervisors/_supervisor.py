@@ -192,7 +192,7 @@ class Supervisor(Agent):
         if kind is RestartChild:
             return self._restart_child(message.child_id)
         if kind is DropChildren:
-            return self._drop_children(message.cause)
+            return self._drop_children(message)
         if kind is Hung:
             return message.incarnation.check_hung(self.system.clock.now())
         return super().on_receive(message)
@@ -392,10 +392,22 @@ class Supervisor(Agent):
         self.system.give_up(child)
         return child.info()
 
-    def _drop_children(self, cause: str) -> list[str]:
-        ids = [c.id for c in self._children]
-        self._terminate_all(cause)
-        return ids
+    def _drop_children(self, drop: DropChildren) -> list[str]:
+        if drop.ids is None and drop.retry_after_s is None:
+            ids = [c.id for c in self._children]
+            self._terminate_all(drop.cause)
+            return ids
+        wanted = set(drop.ids) if drop.ids is not None else None
+        children = [c for c in self._children if wanted is None or c.id in wanted]
+        if drop.retry_after_s is not None:
+            for child in children:  # the callers retry, and reach the agent where it runs next
+                for letter in child.context.mailbox.drain():
+                    deliver(letter.reply_to, error=RestartingError(child.id, drop.retry_after_s))
+        for batch in stop_batches(children, together=True):
+            incarnations.terminate_together(batch, drop.cause)
+        for child in children:
+            self._remove(child)
+        return [c.id for c in children]
 
     def _restart_child(self, child_id: str) -> dict[str, Any]:
         child = self._child(child_id)

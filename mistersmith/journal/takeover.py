@@ -6,7 +6,8 @@ permanent agents, transient ones that had not ended normally; never temporary
 ones, never those stopped on purpose.
 
 **Units.** A top-level child of the root moves whole: an agent alone, or a
-user supervisor with every descendant (``unit_of``). A unit is claimed in one
+user supervisor with every descendant (``unit_of``); the task pools
+(``NODE_LOCAL``) are each node's own and never move. A unit is claimed in one
 transaction:
 
 1. the lost node's registry rows of the unit are locked ``FOR UPDATE SKIP
@@ -39,7 +40,11 @@ from mistersmith.history import AgentRecord, plan_recovery
 
 from .registry import _COLUMNS, record_from_row, upsert_records
 
-__all__ = ["Adoption", "Unit", "claim_unit", "deal", "lost_units", "unit_of", "up_nodes"]
+__all__ = ["NODE_LOCAL", "Adoption", "Unit", "claim_unit", "deal", "lost_units", "unit_of", "up_nodes"]
+
+NODE_LOCAL = ("root/tasks",)
+"""Units that belong to a node, not to the cluster: the task queue's per-kind pools (every node has
+its own, ``mistersmith.bridge.task_agents``). They never move."""
 
 _LOST_ROWS = (
     f"SELECT {', '.join('a.' + c for c in _COLUMNS)} FROM agents a JOIN nodes n ON n.node_id = a.node_id "
@@ -111,7 +116,7 @@ def lost_units(conn: psycopg.Connection[Any]) -> list[Unit]:
     units: list[Unit] = []
     for node_id, records in sorted(by_node.items()):
         plan = plan_recovery(records)
-        paths = sorted({unit_of(r) for r in records if r.supervisor})
+        paths = sorted({unit_of(r) for r in records if r.supervisor} - set(NODE_LOCAL))
         for path in paths:
             units.append(Unit(node_id, path, tuple(r for r in plan.respawn if unit_of(r) == path),
                               tuple((r, why) for r, why in plan.leave if unit_of(r) == path)))

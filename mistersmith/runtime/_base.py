@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 
 from mistersmith.clock import Clock
-from mistersmith.errors import FatalError, RuntimeClosedError, UnknownAgentError
+from mistersmith.errors import FatalError, RestartingError, RuntimeClosedError, UnknownAgentError
 from mistersmith.recovery import RecoveryReport
 from mistersmith.supervisors import Child, EventBus, MemorySink, Supervisor, System
 
@@ -36,6 +36,9 @@ class RuntimeBase:
     _closed: threading.Event
     _close_lock: threading.Lock
     _root: Supervisor
+    moved: dict[str, tuple[float, float]]
+    """Agents handed to another node: id -> (until, retry_after_s) on the clock; asked here, they are ``restarting``."""
+    moved_ttl_s: float = 30.0
 
     def _check_open(self) -> None:
         if self.system.closing:
@@ -54,5 +57,13 @@ class RuntimeBase:
 
     def _unknown(self, agent_id: str) -> Exception:
         """What a call naming an agent that is not here raises: ``RuntimeClosedError`` from the moment
-        the runtime starts closing (or its root gives up), else ``UnknownAgentError``."""
-        return self._closed_error() if self.system.closing else UnknownAgentError(agent_id)
+        the runtime starts closing (or its root gives up), ``RestartingError`` for one handed to another
+        node a moment ago (``hand_over``), else ``UnknownAgentError``."""
+        if self.system.closing:
+            return self._closed_error()
+        moved = self.moved.get(agent_id)
+        if moved is not None:
+            if moved[0] > self.clock.now():
+                return RestartingError(agent_id, moved[1])  # it moves to another node: retry, and reach it there
+            self.moved.pop(agent_id, None)
+        return UnknownAgentError(agent_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from mistersmith.actors import Agent, ThreadReply
@@ -207,6 +207,20 @@ class Control(RuntimeBase):
         root = self._root
         bound = sum(c.spec.shutdown_s for c in root.children()) or 1.0
         return list(self._call(root, DropChildren(cause), bound))
+
+    def hand_over(self, ids: Collection[str], cause: str, *, retry_after_s: float = 0.5) -> list[str]:
+        """Stop these children of the root and forget them here, keeping them wanted, because another
+        node is to run them: what their mailboxes hold, and every command to them here for a while
+        after (``moved_ttl_s``), is answered ``restarting`` (retry in ``retry_after_s``), so callers
+        retry and reach them where they run next. Returns the ids dropped."""
+        forbid_blocking("Runtime.hand_over()", "await asyncio.to_thread(runtime.hand_over, ...)")
+        self._check_open()
+        root = self._root
+        until = self.clock.now() + self.moved_ttl_s
+        for agent_id in ids:
+            self.moved[agent_id] = (until, retry_after_s)
+        bound = sum(c.spec.shutdown_s for c in root.children() if c.id in set(ids)) or 1.0
+        return list(self._call(root, DropChildren(cause, tuple(ids), retry_after_s), bound))
 
     def _call(self, sup: Supervisor, message: Request, bound_s: float) -> Any:
         reply = ThreadReply()
