@@ -19,6 +19,11 @@ transaction:
 3. the rows leave the lost node and become this node's, so that if this node
    dies before the agents are running again, its own successor adopts them.
 
+Only ids owned by the run that was declared down are taken (the UPDATE checks
+the row's ``run_id``, which PostgreSQL re-checks after any lock wait): if the
+lost node came back meanwhile and recovered an agent under its new run, the
+whole unit is left to it (the transaction rolls back).
+
 **Spread.** Units are dealt round-robin over the up nodes, least loaded first
 (``nodes.agents``, then id), skipping nodes at their ``max_agents``; each node
 claims only its own share, so no two nodes contend. What a node could not
@@ -47,7 +52,7 @@ NODE_LOCAL = ("root/tasks",)
 its own, ``mistersmith.bridge.task_agents``). They never move."""
 
 _LOST_ROWS = (
-    f"SELECT {', '.join('a.' + c for c in _COLUMNS)} FROM agents a JOIN nodes n ON n.node_id = a.node_id "
+    f"SELECT n.run_id, {', '.join('a.' + c for c in _COLUMNS)} FROM agents a JOIN nodes n ON n.node_id = a.node_id "
     "WHERE n.state = 'down' ORDER BY a.node_id, a.started_seq"
 )
 _UP = """
@@ -60,7 +65,11 @@ _LOCK = (
 _TAKE = """
 UPDATE agent_owners SET node_id = %(me)s, run_id = %(run)s, epoch = epoch + 1, released = false, since = now()
 WHERE agent_id = ANY(%(ids)s) AND node_id = %(lost)s AND NOT released
+    AND (run_id IS NULL OR run_id = %(lost_run)s)
 RETURNING agent_id, epoch
+"""
+_STILL_THEIRS = """
+SELECT agent_id FROM agent_owners WHERE agent_id = ANY(%(ids)s) AND node_id = %(lost)s AND NOT released
 """
 _NEW = """
 INSERT INTO agent_owners (agent_id, node_id, epoch, run_id)
@@ -90,6 +99,8 @@ class Unit:
     path: str
     respawn: tuple[AgentRecord, ...]
     leave: tuple[tuple[AgentRecord, str], ...]
+    run_id: str = ""
+    """The run of the lost node that was declared down: only ids that run owned are taken."""
 
     @property
     def agents(self) -> int:
@@ -110,8 +121,10 @@ class Adoption:
 def lost_units(conn: psycopg.Connection[Any]) -> list[Unit]:
     """Every unit of every node that is down, in a stable order."""
     by_node: dict[str, list[AgentRecord]] = {}
+    runs: dict[str, str] = {}
     for row in conn.execute(_LOST_ROWS).fetchall():
-        record = record_from_row(row)
+        record = record_from_row(row[1:])
+        runs[record.node_id] = row[0]
         by_node.setdefault(record.node_id, []).append(record)
     units: list[Unit] = []
     for node_id, records in sorted(by_node.items()):
@@ -119,7 +132,7 @@ def lost_units(conn: psycopg.Connection[Any]) -> list[Unit]:
         paths = sorted({unit_of(r) for r in records if r.supervisor} - set(NODE_LOCAL))
         for path in paths:
             units.append(Unit(node_id, path, tuple(r for r in plan.respawn if unit_of(r) == path),
-                              tuple((r, why) for r, why in plan.leave if unit_of(r) == path)))
+                              tuple((r, why) for r, why in plan.leave if unit_of(r) == path), runs[node_id]))
     return units
 
 
@@ -148,6 +161,17 @@ def deal(units: Sequence[Unit], nodes: Sequence[tuple[str, int, int | None]]) ->
 def claim_unit(conn: psycopg.Connection[Any], unit: Unit, me: str, run_id: str) -> Adoption | None:
     """Claim one unit for node ``me`` in one transaction; None if another survivor holds it."""
     where = {"node": unit.node_id, "unit": unit.path, "below": unit.path.replace("%", r"\%") + "/%"}
+    try:
+        return _claim(conn, unit, me, run_id, where)
+    except _Untouched:
+        return None
+
+
+class _Untouched(Exception):
+    """Raised inside the claim's transaction to roll it back: the unit is not ours to take."""
+
+
+def _claim(conn: psycopg.Connection[Any], unit: Unit, me: str, run_id: str, where: dict[str, str]) -> Adoption | None:
     with conn.transaction():
         rows = conn.execute(_LOCK, where).fetchall()
         if not rows:
@@ -155,9 +179,13 @@ def claim_unit(conn: psycopg.Connection[Any], unit: Unit, me: str, run_id: str) 
         ids = [r.agent_id for r in unit.respawn if not r.is_supervisor]
         epochs: dict[str, int] = {}
         if ids:
-            params = {"me": me, "run": run_id, "ids": ids, "lost": unit.node_id}
+            params = {"me": me, "run": run_id, "ids": ids, "lost": unit.node_id, "lost_run": unit.run_id}
             epochs.update({a: int(e) for a, e in conn.execute(_TAKE, params).fetchall()})
             epochs.update({a: int(e) for a, e in conn.execute(_NEW, params).fetchall()})
+            if conn.execute(_STILL_THEIRS, params).fetchone() is not None:
+                # The lost node came back and runs (part of) this unit under a newer run: leave it be.
+                raise _Untouched
+        gone = [r.agent_id for r, _ in unit.leave if not r.is_supervisor]
         gone = [r.agent_id for r, _ in unit.leave if not r.is_supervisor]
         if gone:  # not coming back by their restart type: their ids are free again
             conn.execute(_RELEASE, {"ids": gone, "lost": unit.node_id})
