@@ -81,7 +81,7 @@ class Durability:
         opts = self.options
         reset = restarting and opts.on_restart == "reset"
         act = opts.store.activate(self.agent_id, opts.node_id, reset=reset,
-                                  effect_retention_s=opts.effect_retention_s)
+                                  effect_retention_s=opts.effect_retention_s, keep=opts.history)
         self.epoch, self.version, self._effects = act.epoch, act.version, dict(act.effects)
         state = decode_state(act.state)
         self._committed = orjson.dumps(state)  # as this process encodes it, so an unchanged state is not re-committed

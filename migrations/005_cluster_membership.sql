@@ -36,6 +36,9 @@ COMMENT ON COLUMN nodes.lease_until IS 'now() + cluster.node_lease_s at the last
 COMMENT ON COLUMN nodes.agents IS 'Agents hosted at the last renewal (placement and takeover spread by it).';
 
 ALTER TABLE agent_owners ADD COLUMN released boolean NOT NULL DEFAULT false;
+ALTER TABLE agent_owners ADD COLUMN oldest bigint NOT NULL DEFAULT 0;
+
+COMMENT ON COLUMN agent_owners.oldest IS 'No state version below this is kept: a commit prunes only [oldest, version - keep], live rows.';
 ALTER TABLE agent_owners ADD COLUMN run_id text;
 
 COMMENT ON COLUMN agent_owners.run_id IS 'The run (nodes.run_id) of the owning node that claimed it; NULL: claimed outside a cluster.';

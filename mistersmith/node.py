@@ -38,6 +38,7 @@ from mistersmith.actors import Agent
 from mistersmith.bridge import Bridge, TaskOptions, serve_pools
 from mistersmith.bridge.connection import ConnectionStats, ConnectOptions, connect
 from mistersmith.cluster import Cluster, LeaseConfig
+from mistersmith.cluster_ops import ClusterDoor
 from mistersmith.config import Settings
 from mistersmith.crossing import LoopThread
 from mistersmith.discoveries import DiscoveryHub
@@ -247,12 +248,13 @@ class Node:
         async def ingest(discovery: Discovery) -> object:
             return await hub.ingest(discovery)
 
+        door = ClusterDoor(cluster)  # nodes, drain, rebalance for the doors; drain's exit: remote_shutdown
         # Recovery ran before NATS was up: replay_history publishes its events now, once and in order.
         bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown,
                                       task_options=TaskOptions(max_in_flight=s["tasks.concurrency"],
                                                                replicas=s["tasks.replicas"]),
                                       task_store=PgTaskStore(journal.pool), ingest_discovery=ingest,
-                                      replay_history=True, serving=cluster.valid)
+                                      replay_history=True, serving=cluster.valid, cluster=door)
         hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),
                                               publish=bridge.publish_discovery)
         loop.run(hub.start(), _STEP_S)
@@ -262,7 +264,7 @@ class Node:
 
         backends = Backends(
             runtime, history=_JournalHistory(journal), discoveries=hub, tasks=bridge.task_tracker, nats=bridge,
-            health={"nats": self._nats_health, "database": self._database_health},
+            cluster=door, health={"nats": self._nats_health, "database": self._database_health},
         )
         web = WebConfig.from_env(
             {}, host=s["http.host"], port=s["http.port"], api_token=s["http.api_token"],

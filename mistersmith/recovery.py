@@ -201,6 +201,17 @@ def _fail(runtime: Runtime, report: RecoveryReport, slot: RecoverySlot, reason: 
                      reason=reason, data={**_history(slot), "kind_missing": missing})
 
 
+def _prefetch(runtime: Runtime, agent_ids: list[str]) -> None:
+    """Activate many durable agents in one round trip, if the store can (``PgStateStore.prefetch``)."""
+    prefetch = getattr(runtime.state_store, "prefetch", None)
+    if prefetch is None or not agent_ids:
+        return
+    try:
+        prefetch(agent_ids, runtime.node_id)
+    except MisterSmithError as exc:  # each activation then goes on its own
+        logger.warning("could not activate %d durable agents at once: %s", len(agent_ids), exc)
+
+
 def _fenced(runtime: Runtime, report: RecoveryReport, slot: RecoverySlot, exc: AgentExistsError) -> None:
     why = f"fenced: node {exc.node} owns it now"
     report.fenced.append(slot.path)
@@ -227,6 +238,7 @@ def execute(
     """
     report = RecoveryReport(runtime.node_id)
     sups, agents = _running(runtime)
+    _prefetch(runtime, [s.agent_id for s in plan.respawn if s.spec.get("durable") and s.agent_id not in agents])
     failed: set[str] = set()
     for slot in plan.respawn:
         path = slot.path

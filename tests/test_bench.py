@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,8 @@ from mistersmith.bench import SUITES, Figure, Target, main
 from mistersmith.bench._report import percentile, render_json, render_table
 
 RUNTIME_FIGURES = {"ask_p50", "send_throughput", "restart_p50", "spawn_rate", "peak_rss"}
+STATE_FIGURES = {"durable_ask_p50", "durable_ask_p50_abs", "commit_throughput", "effect_overhead_p50",
+                 "write_ahead_p50", "recovery_s"}
 
 
 def test_runtime_suite_quick_json_has_every_figure() -> None:
@@ -36,8 +39,30 @@ def test_runtime_suite_quick_json_has_every_figure() -> None:
     assert "[bench runtime]" in done.stderr  # progress lines
 
 
+def test_state_suite_quick_json_has_every_figure(pg_admin: str) -> None:
+    env = {**os.environ, "MISTERSMITH_DATABASE_URL": pg_admin}  # the test server: no initdb of its own
+    done = subprocess.run(
+        [sys.executable, "-m", "mistersmith.bench", "state", "--quick", "--json"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    figures = {f["key"]: f for f in doc["figures"]}
+    assert set(figures) == STATE_FIGURES
+    for key, figure in figures.items():
+        assert figure["suite"] == "state"
+        assert figure["ours"] > 0 or key == "effect_overhead_p50", key  # a difference of two p50s
+        assert figure["passed"] in (True, False), key
+        if key != "recovery_s":
+            assert figure["baseline"] > 0, key
+    assert figures["recovery_s"]["baseline"] is None and figures["recovery_s"]["extra"]["agents"] == 20
+    assert figures["commit_throughput"]["extra"]["agents"] == 10
+    assert figures["effect_overhead_p50"]["extra"]["effects_recorded"] > 0
+    assert "[bench state]" in done.stderr
+
+
 def test_every_suite_is_callable_and_all_is_reserved() -> None:
-    assert "runtime" in SUITES and "all" not in SUITES
+    assert "runtime" in SUITES and "state" in SUITES and "all" not in SUITES
     assert all(callable(suite) for suite in SUITES.values())
 
 

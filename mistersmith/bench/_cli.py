@@ -23,7 +23,8 @@ from ._report import Figure, machine, render_json, render_table
 __all__ = ["BASELINES", "SUITES", "Options", "Progress", "Suite", "main", "run_suites"]
 
 # Each suite (the module mistersmith.bench.<name>), in order, and what its baseline column holds.
-BASELINES = {"runtime": "raw pykka", "journal": "raw psycopg", "nats": "raw nats-py", "http": "bare Starlette"}
+BASELINES = {"runtime": "raw pykka", "journal": "raw psycopg", "nats": "raw nats-py", "http": "bare Starlette",
+             "state": "baseline (see notes)"}
 
 
 def _suite(name: str) -> Suite:

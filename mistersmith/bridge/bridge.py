@@ -7,7 +7,8 @@ agents only through the Runtime's non-blocking API (``aask``, ``send``,
 
 - ``CommandRouter``: ``agents.{id}.commands.*`` per hosted agent;
 - ``StatusPublisher``: every supervision event, in order, and heartbeats;
-- ``ControlPlane``: ``system.control.*`` (spawn placement, list across nodes...);
+- ``ControlPlane``: ``system.control.*`` (spawn placement, list across nodes...; with an injected
+  ``cluster``, the ``ClusterOps`` port, also ``nodes``, ``drain`` and ``rebalance``);
 - ``ServiceDirectory`` (``bridge.services``): which agents run where, on ``agents.discovery.announce``/``query``;
 - ``Membership``: which nodes share the bus;
 - ``TaskQueue`` (``bridge.tasks``): JetStream work queues, served with ``await bridge.tasks.serve(kind)``
@@ -53,8 +54,8 @@ from nats.aio.client import Client as NATS
 from mistersmith.crossing import EventStream
 from mistersmith.discovery import Discovery
 from mistersmith.envelope import encode_json
-from mistersmith.errors import RuntimeClosedError, SpecError, UnknownAgentError
-from mistersmith.ports import TaskStore
+from mistersmith.errors import RestartingError, RuntimeClosedError, SpecError, UnknownAgentError
+from mistersmith.ports import ClusterOps, TaskStore
 from mistersmith.runtime import Runtime
 from mistersmith.supervisors import SupervisionEvent
 
@@ -95,6 +96,8 @@ class BridgeOptions:
       are failed sooner by the agent's own ``command_timeout_s``);
     - ``forward_timeout_s``: a control request forwarded to another node;
     - ``gather_timeout_s``: ``list``/``tree``/``query`` wait at most this for every node;
+    - ``cluster_timeout_s``: a ``drain`` or ``rebalance`` forwarded to another node (its agents
+      must move first; a caller's ``Mistersmith-Timeout`` may shorten it);
     - ``node_expiry_s``: a node not heard from for this long is forgotten
       (default: three heartbeats);
     - ``pending_msgs_limit``: per-subscription client buffer (past it nats-py
@@ -108,13 +111,14 @@ class BridgeOptions:
     ask_timeout_s: float = 60.0
     forward_timeout_s: float = 5.0
     gather_timeout_s: float = 2.0
+    cluster_timeout_s: float = 120.0
     node_expiry_s: float | None = None
     pending_msgs_limit: int = 65_536
     event_buffer: int = 10_000
 
     def __post_init__(self) -> None:
         for key in ("heartbeat_interval_s", "announce_interval_s", "ask_timeout_s", "forward_timeout_s",
-                    "gather_timeout_s", "node_expiry_s"):
+                    "gather_timeout_s", "cluster_timeout_s", "node_expiry_s"):
             value = getattr(self, key)
             if value is None and key == "node_expiry_s":
                 continue
@@ -146,6 +150,7 @@ class Bridge:
         ingest_discovery: Ingest | None = None,
         replay_history: bool = False,
         serving: Callable[[], bool] = lambda: True,
+        cluster: ClusterOps | None = None,
     ) -> None:
         self.runtime = runtime
         self.serving = serving
@@ -167,7 +172,7 @@ class Bridge:
         self.control = ControlPlane(
             runtime, self.wire, self.counters, self.membership, self.router, self.services.local_agents,
             forward_timeout_s=opts.forward_timeout_s, gather_timeout_s=opts.gather_timeout_s, shutdown=shutdown,
-            serving=serving,
+            serving=serving, cluster=cluster, cluster_timeout_s=opts.cluster_timeout_s,
         )
         self.tasks = TaskQueue(runtime, self.wire, task_options, store=task_store)
         self.task_tracker = TaskTracker(self.tasks, self.wire, store=task_store)
@@ -342,6 +347,8 @@ class Bridge:
             self.runtime.get_agent(agent_id)
         except (UnknownAgentError, RuntimeClosedError):  # closing: nothing is hosted any more
             return False
+        except RestartingError:  # handed to another node a moment ago: keep answering `restarting` (the tick
+            return True          # unroutes it once list_agents no longer has it)
         return True
 
     async def _tick(self) -> None:

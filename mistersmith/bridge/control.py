@@ -20,6 +20,8 @@ one node answers each request:
   (``Runtime.get_state``; ``unknown_agent`` if none is kept).
 - ``ping`` ``{"node"?}``: ``{"node", "agents", "uptime_s", "nodes"}``.
 - ``shutdown`` ``{"node"}``: only where the node allows it (else ``unauthorized``).
+- ``nodes`` ``{}``, ``drain`` ``{"node", "exit"?}``, ``rebalance`` ``{"node"?}``: the cluster
+  (``cluster_control``; ``unavailable`` on a node outside one).
 
 Malformed requests get ``invalid_payload``/``invalid_envelope`` replies. Runs
 on the event loop.
@@ -48,10 +50,12 @@ from mistersmith.envelope import (
     encode_ok,
 )
 from mistersmith.errors import AgentExistsError, MisterSmithError, UnknownAgentError
+from mistersmith.ports import ClusterOps
 from mistersmith.runtime import Runtime
 
 from . import subjects
-from .commands import CommandRouter
+from .cluster_control import CLUSTER_ACTIONS, ClusterActions
+from .commands import CommandRouter, _caller_timeout_s
 from .control_payloads import Refused, agent_id_of, bad, check_spawn, check_state, matches, node_only, parse_filters
 from .counters import BridgeCounters
 from .gather import gather_nodes
@@ -87,6 +91,8 @@ class ControlPlane:
         gather_timeout_s: float,
         shutdown: Shutdown | None,
         serving: Callable[[], bool] = lambda: True,
+        cluster: ClusterOps | None = None,
+        cluster_timeout_s: float = 120.0,
     ) -> None:
         self.runtime = runtime
         self.serving = serving
@@ -99,6 +105,8 @@ class ControlPlane:
         self.forward_timeout_s = forward_timeout_s
         self.gather_timeout_s = gather_timeout_s
         self._shutdown = shutdown
+        self.cluster = ClusterActions(self.node_id, cluster, self._forward, may_exit=shutdown is not None,
+                                      timeout_s=cluster_timeout_s)
         self._started = time.monotonic()
         self._subs: list[Subscription] = []
         self._tasks = TaskSet()
@@ -137,7 +145,8 @@ class ControlPlane:
                 if action not in subjects.AGENT_ACTIONS:
                     raise Refused("unknown_command", f"agents.{{id}}.control takes: {', '.join(subjects.AGENT_ACTIONS)}")
                 payload = {**payload, "agent_id": where.agent_id}
-            reply = await self._act(action, payload, local)
+            waits_s = _caller_timeout_s(msg.headers, self.cluster.timeout_s)  # for a forwarded drain/rebalance
+            reply = await self._act(action, payload, local, waits_s)
         except MisterSmithError as exc:
             if isinstance(exc, EnvelopeError):
                 self.counters.add("invalid_in")
@@ -152,11 +161,13 @@ class ControlPlane:
         else:
             logger.warning("control %s without a reply subject: %r", msg.subject, reply)
         # This node answered ok for itself (on system.control.* or its own node subject): stop now.
-        if (action == "shutdown" and self._shutdown is not None and reply.ok
-                and (local or payload.get("node") == self.node_id)):
+        if self._shutdown is not None and (
+            (action == "shutdown" and reply.ok and (local or payload.get("node") == self.node_id))
+            or self.cluster.exits_after(action, payload, reply, local)
+        ):
             await self._shutdown()
 
-    async def _act(self, action: str, payload: dict[str, Any], local: bool) -> Reply:
+    async def _act(self, action: str, payload: dict[str, Any], local: bool, timeout_s: float) -> Reply:
         if action == "spawn":
             return await self._spawn(check_spawn(payload), local)
         if action in ("stop", "restart", "get"):
@@ -174,18 +185,22 @@ class ControlPlane:
             return await self._kinds(payload, local)
         if action == "shutdown":
             return await self._shutdown_node(payload, local)
+        if action in CLUSTER_ACTIONS:
+            return await self.cluster.act(action, payload, local, timeout_s)
         raise Refused("unknown_command", f"no control action {action!r}; use: {', '.join(subjects.CONTROL_ACTIONS)}")
 
     # -- forwarding ----------------------------------------------------------------
 
-    async def _forward(self, subject: str, payload: Mapping[str, Any], missing: Refused) -> Reply:
-        """The other node's reply, relayed as it answered."""
+    async def _forward(self, subject: str, payload: Mapping[str, Any], missing: Refused,
+                       timeout_s: float | None = None) -> Reply:
+        """The other node's reply, relayed as it answered (waiting ``timeout_s``, default ``forward_timeout_s``)."""
+        wait_s = self.forward_timeout_s if timeout_s is None else timeout_s
         try:
-            msg = await self.wire.nc.request(subject, encode_json(dict(payload)), timeout=self.forward_timeout_s)
+            msg = await self.wire.nc.request(subject, encode_json(dict(payload)), timeout=wait_s)
         except NoRespondersError:
             raise missing from None
         except NatsTimeoutError:
-            raise Refused("timeout", f"{subject} did not answer within {self.forward_timeout_s:.2f} s") from None
+            raise Refused("timeout", f"{subject} did not answer within {wait_s:.2f} s") from None
         try:
             return decode_reply(msg.data)
         except EnvelopeError as exc:  # not a MisterSmith node: not the caller's invalid input either

@@ -12,11 +12,22 @@ from mistersmith.supervisors import RESTARTS as _RESTARTS
 
 from . import subjects
 
-__all__ = ["Refused", "agent_id_of", "bad", "check_spawn", "check_state", "matches", "node_only", "parse_filters"]
+__all__ = [
+    "Refused",
+    "agent_id_of",
+    "bad",
+    "check_drain",
+    "check_spawn",
+    "check_state",
+    "empty_only",
+    "matches",
+    "node_only",
+    "parse_filters",
+]
 
 _SPAWN_KEYS = frozenset({"kind", "agent_id", "config", "restart", "supervisor", "durable", "node"})
 _FILTER_KEYS = frozenset({"kind", "node", "command"})
-
+_DRAIN_KEYS = frozenset({"node", "exit"})
 
 
 class Refused(MisterSmithError):
@@ -87,8 +98,6 @@ def matches(agent: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
     return "command" not in filters or filters["command"] in (agent.get("commands") or ())
 
 
-
-
 def check_state(payload: Mapping[str, Any]) -> tuple[str, int | None]:
     """``(agent_id, version or None)`` of a ``state`` request."""
     version = payload.get("version")
@@ -97,3 +106,25 @@ def check_state(payload: Mapping[str, Any]) -> tuple[str, int | None]:
     ):
         raise bad('state: use {"agent_id": "<id>"} or {"agent_id": "<id>", "version": <int >= 0>}')
     return str(payload["agent_id"]), version
+
+
+def empty_only(payload: Mapping[str, Any], action: str) -> None:
+    """A request that takes nothing: ``{}`` (or an empty body)."""
+    if payload:
+        raise bad(f"{action}: use {{}} (unknown key {sorted(payload)[0]!r})")
+
+
+def check_drain(payload: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """``(node or None, exit)`` of a ``drain`` request ``{"node"?, "exit"?}``; ``exit`` defaults to false.
+    Whether ``node`` may be left out depends on the subject (the control plane decides)."""
+    unknown = sorted(set(payload) - _DRAIN_KEYS)
+    if unknown:
+        raise bad(f"drain: unknown key {unknown[0]!r}; use {{\"node\": \"<node id>\", \"exit\": true|false}}")
+    node, exit_ = payload.get("node"), payload.get("exit")
+    if exit_ is None:
+        exit_ = False
+    if node is not None and not subjects.is_token(node):
+        raise bad(f"drain: node={node!r}; {ID_RULE}")
+    if not isinstance(exit_, bool):
+        raise bad(f"drain: exit={exit_!r}; use true (stop the node once drained) or false")
+    return (None if node is None else str(node)), exit_

@@ -212,6 +212,7 @@ class NodeLease:
         row = self._connection().execute(_JOIN, params).fetchone()
         self._valid_until = sent + self.config.lease_s - self.config.margin_s
         self._fenced, self._draining = False, False
+        self._said_draining = False  # a new run says node_draining again when it drains
         self._fresh_since = sent
         previous = row[0] if row else None
         logger.info("node %s joined the cluster (run %s)", self.node_id, self.run_id[:8])

@@ -27,6 +27,7 @@ The rules for a failure:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import threading
@@ -49,19 +50,21 @@ _PENDING, _SENT, _DONE, _ABANDONED = "pending", "sent", "done", "abandoned"
 CLOSED = "the state store is closed"
 
 _COMMIT_SQL = """
-WITH b AS (SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::int[], %s::int[], %s::text[])
+WITH b AS (SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::int[], %b::int[], %b::text[])
            AS b(agent_id, epoch, version, state, bytes, keep, node_id)),
-o AS (UPDATE agent_owners AS o SET version = b.version FROM b
+p AS (SELECT agent_id, oldest FROM agent_owners WHERE agent_id IN (SELECT agent_id FROM b)),
+o AS (UPDATE agent_owners AS o SET version = b.version, oldest = GREATEST(o.oldest, b.version - b.keep + 1) FROM b
       WHERE o.agent_id = b.agent_id AND o.epoch = b.epoch RETURNING o.agent_id, o.epoch),
 i AS (INSERT INTO agent_states (agent_id, version, epoch, state, bytes, node_id)
       SELECT b.agent_id, b.version, b.epoch, b.state::jsonb, b.bytes, b.node_id
       FROM b JOIN o ON o.agent_id = b.agent_id AND o.epoch = b.epoch),
-d AS (DELETE FROM agent_states s USING b, o WHERE o.agent_id = b.agent_id AND o.epoch = b.epoch
-      AND s.agent_id = b.agent_id AND s.version <= b.version - b.keep)
+d AS (DELETE FROM agent_states s USING b, o, p WHERE o.agent_id = b.agent_id AND o.epoch = b.epoch
+      AND p.agent_id = b.agent_id AND s.agent_id = b.agent_id
+      AND s.version >= p.oldest AND s.version <= b.version - b.keep)
 SELECT agent_id, epoch FROM o
 """
 _EFFECT_SQL = """
-WITH b AS (SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS b(agent_id, epoch, key, outcome)),
+WITH b AS (SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[]) AS b(agent_id, epoch, key, outcome)),
 o AS (SELECT o.agent_id, o.epoch FROM agent_owners AS o
       WHERE (o.agent_id, o.epoch) IN (SELECT agent_id, epoch FROM b) FOR SHARE),
 i AS (INSERT INTO agent_effects AS e (agent_id, key, epoch, outcome)
@@ -320,7 +323,8 @@ class StateWriter:
         commits = [r for r in batch if r.kind == COMMIT]
         effects = [r for r in batch if r.kind == EFFECT]
         passed: dict[str, set[tuple[str, int]]] = {COMMIT: set(), EFFECT: set()}
-        with conn.transaction():
+        # One kind: one statement, in autocommit (its own transaction; no BEGIN/COMMIT round trips).
+        with conn.transaction() if commits and effects else contextlib.nullcontext():
             if commits:
                 cols: tuple[list[Any], ...] = (
                     [r.agent_id for r in commits], [r.epoch for r in commits], [r.version for r in commits],

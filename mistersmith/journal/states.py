@@ -23,6 +23,7 @@ Every method blocks and may be called from any number of plain threads at once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,11 +51,29 @@ RETURNING epoch, version
 _EXPIRE_EFFECTS = "DELETE FROM agent_effects WHERE agent_id = %s AND recorded_at < now() - make_interval(secs => %s)"
 _NEWEST_STATE = "SELECT state::text FROM agent_states WHERE agent_id = %s ORDER BY version DESC LIMIT 1"
 _EFFECTS = "SELECT key, outcome::text FROM agent_effects WHERE agent_id = %s"
+_PRUNE = """
+WITH d AS (DELETE FROM agent_states WHERE agent_id = %(agent_id)s AND version <= %(below)s)
+UPDATE agent_owners SET oldest = GREATEST(oldest, %(below)s + 1) WHERE agent_id = %(agent_id)s
+"""
+_TAKE_EPOCHS = """
+INSERT INTO agent_owners AS o (agent_id, node_id, epoch) SELECT id, %s, 1 FROM unnest(%b::text[]) AS id
+ON CONFLICT (agent_id) DO UPDATE SET epoch = o.epoch + 1, node_id = EXCLUDED.node_id, since = now()
+RETURNING agent_id, epoch, version
+"""
+_NEWEST_STATES = """
+SELECT DISTINCT ON (agent_id) agent_id, state::text FROM agent_states WHERE agent_id = ANY(%b::text[])
+ORDER BY agent_id, version DESC
+"""
+_ALL_EFFECTS = """
+SELECT agent_id, key, outcome::text, extract(epoch FROM now() - recorded_at) FROM agent_effects
+WHERE agent_id = ANY(%b::text[])
+"""
+_PREFETCH_TTL_S = 60.0
 _RESET = """
 WITH i AS (INSERT INTO agent_states (agent_id, version, epoch, state, bytes, node_id)
            VALUES (%(agent_id)s, %(version)s, %(epoch)s, '{}', 2, %(node_id)s)),
 d AS (DELETE FROM agent_states WHERE agent_id = %(agent_id)s AND version < %(version)s)
-UPDATE agent_owners SET version = %(version)s WHERE agent_id = %(agent_id)s
+UPDATE agent_owners SET version = %(version)s, oldest = %(version)s WHERE agent_id = %(agent_id)s
 """
 _FORGET = """
 WITH o AS (SELECT agent_id FROM agent_owners WHERE agent_id = %(agent_id)s AND epoch = %(epoch)s FOR SHARE),
@@ -104,6 +123,8 @@ class PgStateStore:
             configure=_configure, check=ConnectionPool.check_connection, name="mistersmith-state",
         )
         self._pool.open(wait=False)
+        # agent id -> (activation, each effect's age in s, taken at); see ``prefetch``
+        self._prefetched: dict[str, tuple[Activation, dict[str, float], float]] = {}
         self._writer = StateWriter(conninfo, max_batch=max_batch, connect_timeout_s=connect_timeout_s)
 
     # -- the pool's calls ---------------------------------------------------------------------
@@ -123,8 +144,15 @@ class PgStateStore:
     # -- the port -------------------------------------------------------------------------------
 
     def activate(
-        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None
+        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None,
+        keep: int | None = None,
     ) -> Activation:
+        early = self._prefetched.pop(agent_id, None)
+        if early is not None and not reset and time.monotonic() - early[2] < _PREFETCH_TTL_S:
+            act, ages, _ = early
+            kept = {k: v for k, v in act.effects.items()
+                    if effect_retention_s is None or ages[k] <= effect_retention_s}
+            return Activation(act.epoch, act.version, act.state, kept)
         with self._connection(agent_id, "its activation") as conn, conn.transaction():
             row = conn.execute(_TAKE_EPOCH, (agent_id, node_id)).fetchone()
             assert row is not None  # an upsert with RETURNING returns its row
@@ -138,8 +166,31 @@ class PgStateStore:
             else:
                 newest = conn.execute(_NEWEST_STATE, (agent_id,)).fetchone() if version > 0 else None
                 state = newest[0].encode("utf-8") if newest is not None else None
+            if keep is not None and version > keep:
+                conn.execute(_PRUNE, {"agent_id": agent_id, "below": version - keep})
             effects = {str(k): str(v).encode("utf-8") for k, v in conn.execute(_EFFECTS, (agent_id,))}
         return Activation(epoch=epoch, version=version, state=state, effects=effects)
+
+    def prefetch(self, agent_ids: list[str], node_id: str) -> None:
+        """Take the epochs of many activations to come, and read what they resume from, in one
+        transaction of three statements (a recovery or takeover of many durable agents): each
+        ``activate`` of one of them within a minute, without ``reset``, returns what was read here
+        (effect records past their retention are left out then, and deleted at a later activation).
+        An epoch taken here and never used is harmless: epochs only need to grow."""
+        if not agent_ids:
+            return
+        with self._connection(agent_ids[0], f"activating {len(agent_ids)} agents") as conn, conn.transaction():
+            owners = {a: (int(e), int(v)) for a, e, v in conn.execute(_TAKE_EPOCHS, (node_id, agent_ids))}
+            states = {a: s.encode("utf-8") for a, s in conn.execute(_NEWEST_STATES, (agent_ids,))}
+            effects: dict[str, dict[str, tuple[bytes, float]]] = {}
+            for a, key, outcome, age in conn.execute(_ALL_EFFECTS, (agent_ids,)):
+                effects.setdefault(a, {})[str(key)] = (str(outcome).encode("utf-8"), float(age))
+        now = time.monotonic()
+        for agent_id, (epoch, version) in owners.items():
+            mine = effects.get(agent_id, {})
+            act = Activation(epoch, version, states.get(agent_id) if version else None,
+                             {k: v[0] for k, v in mine.items()})
+            self._prefetched[agent_id] = (act, {k: v[1] for k, v in mine.items()}, now)
 
     def commit(
         self, agent_id: str, epoch: int, version: int, state: bytes, *, node_id: str, keep: int = 1,

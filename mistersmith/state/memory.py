@@ -51,7 +51,8 @@ class MemoryStateStore:
         return agent
 
     def activate(
-        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None
+        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None,
+        keep: int | None = None,
     ) -> Activation:
         with self._lock:
             self._open(agent_id, "its activation")
@@ -64,6 +65,8 @@ class MemoryStateStore:
             if reset and agent.version:
                 agent.version += 1
                 agent.states = [(agent.version, agent.epoch, b"{}", node_id, datetime.now(UTC))]
+            if keep is not None:
+                del agent.states[:-keep]
             latest = agent.states[-1] if agent.states else None
             return Activation(
                 epoch=agent.epoch, version=agent.version, state=latest[2] if latest else None,

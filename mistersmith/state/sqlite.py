@@ -124,7 +124,8 @@ class SqliteStateStore:
     # -- the port ------------------------------------------------------------------
 
     def activate(
-        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None
+        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None,
+        keep: int | None = None,
     ) -> Activation:
         with self._write(agent_id, "its activation", self._timeout_s) as conn:
             now = time.time()
@@ -143,6 +144,8 @@ class SqliteStateStore:
                 "ON CONFLICT (agent_id) DO UPDATE SET node_id = excluded.node_id, epoch = excluded.epoch, "
                 "version = excluded.version, since = excluded.since",
                 (agent_id, node_id, epoch, version, now))
+            if keep is not None:
+                conn.execute("DELETE FROM states WHERE agent_id = ? AND version <= ?", (agent_id, version - keep))
             latest = conn.execute("SELECT state FROM states WHERE agent_id = ? ORDER BY version DESC LIMIT 1",
                                   (agent_id,)).fetchone()
             effects = conn.execute("SELECT key, outcome FROM effects WHERE agent_id = ? ORDER BY key",

@@ -68,13 +68,16 @@ class StateStore(Protocol):
     """Durable state, effect records and ownership epochs (see the module docstring)."""
 
     def activate(
-        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None
+        self, agent_id: str, node_id: str, *, reset: bool = False, effect_retention_s: float | None = None,
+        keep: int | None = None,
     ) -> Activation:
         """Take a new epoch for ``agent_id`` on ``node_id`` and return what it resumes from.
 
         ``reset``: OTP's fresh start; if a state was committed, an empty one (``{}``) is committed
         as the next version under the new epoch, and the activation says so (``state`` is ``b"{}"``).
-        ``effect_retention_s``: effect records older than this are forgotten first.
+        ``effect_retention_s``: effect records older than this are forgotten first; ``keep``: versions
+        older than the newest ``keep`` are pruned (a lowered ``state_history`` takes effect here; a
+        commit prunes only the one version it pushes out).
         Raises ``StateUnavailableError`` if the store cannot be reached.
         """
         ...

@@ -1,8 +1,8 @@
 """``build_app``: the Starlette app, from the ``Backends`` and a ``WebConfig``.
 
 Routes: ``/mcp`` (see ``mcp``), ``/health``, ``/info``, ``/stats/nats``,
-``/stats/discoveries``, ``/metrics`` and ``/discoveries/stream`` (see
-``sse``). The ``Guard`` (see ``security``) wraps them all; CORS sits inside
+``/stats/discoveries``, ``/cluster``, ``/metrics`` and ``/discoveries/stream``
+(see ``sse``). The ``Guard`` (see ``security``) wraps them all; CORS sits inside
 it and is off unless ``cors_origins`` names origins.
 """
 
@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mistersmith import __version__
+from mistersmith.errors import MisterSmithError
 from mistersmith.subjects import SUBJECT_TEMPLATES
 
 from .backends import Backends, check_health
@@ -32,7 +33,8 @@ from .tools import TOOLS
 
 __all__ = ["WebApp", "build_app"]
 
-ROUTES = ("/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/metrics", "/discoveries/stream")
+ROUTES = ("/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/cluster", "/metrics",
+          "/discoveries/stream")
 
 
 def _unavailable(what: str) -> JSONResponse:
@@ -63,6 +65,7 @@ class WebApp:
             Route("/info", self.info, methods=["GET"]),
             Route("/stats/nats", self.nats_stats, methods=["GET"]),
             Route("/stats/discoveries", self.discovery_stats, methods=["GET"]),
+            Route("/cluster", self.cluster, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/discoveries/stream", self.streams, methods=["GET"]),
         ], middleware=middleware)
@@ -104,6 +107,8 @@ class WebApp:
             capabilities.append("journal")
         if b.nats is not None:
             capabilities.append("nats")
+        if b.cluster is not None:
+            capabilities.append("cluster")
         return JSONResponse({
             "name": self.config.server_name,
             "version": __version__,
@@ -128,6 +133,16 @@ class WebApp:
         stats["sse"] = {"active": self.streams.active, "max": self.config.max_streams,
                         "rejected": self.streams.rejected, "served": self.streams.served}
         return JSONResponse(stats)
+
+    async def cluster(self, request: Request) -> Response:
+        """Every node's membership row (the shared ``nodes`` table), as the MCP ``list_nodes`` tool."""
+        if self.backends.cluster is None:
+            return _unavailable("the cluster (this node is not in one)")
+        try:
+            nodes = await self.backends.cluster.nodes()
+        except MisterSmithError as exc:  # PostgreSQL is away: say so, as the tool would
+            return JSONResponse({"error": exc.to_dict()}, 503 if exc.code == "unavailable" else 500)
+        return JSONResponse({"node_id": self.backends.runtime.node_id, "nodes": nodes})
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)

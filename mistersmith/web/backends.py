@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mistersmith.errors import MisterSmithError
-from mistersmith.ports import ComponentCheck, Discoveries, History, NatsStats, Tasks
+from mistersmith.ports import ClusterOps, ComponentCheck, Discoveries, History, NatsStats, Tasks
 from mistersmith.recovery import health as recovery_health
 from mistersmith.runtime import Runtime
 
@@ -48,6 +48,7 @@ class Backends:
     discoveries: Discoveries | None = None
     tasks: Tasks | None = None
     nats: NatsStats | None = None
+    cluster: ClusterOps | None = None
     health: Mapping[str, ComponentCheck] = field(default_factory=dict)
 
     def need_discoveries(self) -> Discoveries:
@@ -59,6 +60,11 @@ class Backends:
         if self.tasks is None:
             raise UnavailableError("the task queue", "the NATS bridge")
         return self.tasks
+
+    def need_cluster(self) -> ClusterOps:
+        if self.cluster is None:
+            raise UnavailableError("the cluster's membership", "a cluster (nodes sharing a PostgreSQL)")
+        return self.cluster
 
 
 async def _probe(check: ComponentCheck) -> dict[str, Any]:

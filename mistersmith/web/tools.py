@@ -230,10 +230,19 @@ async def _system_health(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
     return await check_health(b)
 
 
+async def _list_nodes(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    return {"node_id": b.runtime.node_id, "nodes": await b.need_cluster().nodes()}
+
+
 _AGENT_ID = obj({"agent_id": ID}, ("agent_id",))
 _STATE = obj({"agent_id": {"type": "string"}, "version": {"type": "integer"}, "epoch": {"type": ["integer", "null"]},
               "state": {"type": "object"}, "bytes": {"type": "integer"}, "node_id": {"type": "string"},
               "committed_at": {"type": ["string", "null"]}}, ("agent_id", "version", "state"))
+_TIME = {"type": ["string", "null"]}
+_NODE = obj({"node_id": {"type": "string"}, "state": {"type": "string", "enum": ["up", "draining", "down"]},
+             "agents": {"type": "integer"}, "max_agents": {"type": ["integer", "null"]}, "last_seen": _TIME,
+             "lease_until": _TIME, "expired": {"type": "boolean"}, "http_url": _TIME, "nats_url": _TIME},
+            ("node_id", "state", "agents"), closed=False)
 _TASK = obj({"task_id": {"type": "string"}, "status": {"type": "string"}}, ("task_id", "status"), closed=False)
 
 TOOLS: dict[str, Tool] = {t.name: t for t in (
@@ -314,4 +323,11 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
                   {"status": {"type": "string"}}, ("status",), closed=False)}},
              ("status", "node_id", "components")),
          _system_health, read_only=True),
+    Tool("list_nodes", "List the cluster's nodes",
+         "Every node sharing this node's PostgreSQL, from the membership table: state (up, draining, down), "
+         "agents hosted, max_agents, last_seen, lease_until, expired (its lease ran out, not yet marked down), "
+         "http_url, nats_url. node_id: the node answering.",
+         obj({}),
+         obj({"node_id": {"type": "string"}, "nodes": {"type": "array", "items": _NODE}}, ("node_id", "nodes")),
+         _list_nodes, read_only=True),
 )}

@@ -26,6 +26,7 @@ from mistersmith.bridge import (
     connect,
 )
 from mistersmith.crossing import LoopThread
+from mistersmith.ports import ClusterOps
 
 T = TypeVar("T")
 
@@ -47,7 +48,8 @@ class BridgeNode:
 
     def __init__(self, url: str, *, node_id: str | None = None, options: BridgeOptions | None = None,
                  task_options: TaskOptions | None = None,
-                 shutdown: Callable[[], Awaitable[None]] | None = None, **runtime: Any) -> None:
+                 shutdown: Callable[[], Awaitable[None]] | None = None, cluster: ClusterOps | None = None,
+                 **runtime: Any) -> None:
         self.node_id = node_id or f"n-{uuid.uuid4().hex[:8]}"
         self.url = url
         self.rt = Runtime(node_id=self.node_id, **runtime)
@@ -57,7 +59,7 @@ class BridgeNode:
         try:
             self.nc, stats = self.run(connect(connect_options(url, name=self.node_id)))
             self.bridge = Bridge(self.rt, self.nc, options=options or BridgeOptions(), connection_stats=stats,
-                                 task_options=task_options, shutdown=shutdown)
+                                 task_options=task_options, shutdown=shutdown, cluster=cluster)
             self.run(self.bridge.start())
         except BaseException:
             self.close()

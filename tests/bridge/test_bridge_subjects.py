@@ -42,8 +42,8 @@ def test_actions_and_priorities_are_checked() -> None:
     with pytest.raises(SpecError, match="high"):
         subjects.task_queue("k", "urgent")
     assert subjects.CONTROL_ACTIONS == ("spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree", "kinds",
-                                       "state")
-    assert subjects.NODE_ACTIONS == ("spawn", "ping", "shutdown", "kinds")
+                                       "state", "nodes", "drain", "rebalance")
+    assert subjects.NODE_ACTIONS == ("spawn", "ping", "shutdown", "kinds", "drain", "rebalance")
 
 
 def test_every_builder_fills_in_the_one_template() -> None:

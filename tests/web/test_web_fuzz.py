@@ -15,7 +15,8 @@ METHODS = ["initialize", "ping", "tools/list", "tools/call", "list_tools", "call
            "resources/read", "resources/templates/list", "server/discover", "notifications/initialized", "nope"]
 TOOL_NAMES = ["spawn_agent", "stop_agent", "restart_agent", "list_agents", "get_agent", "get_agent_state",
               "supervision_tree", "send_command",
-              "share_discovery", "query_discoveries", "replay_events", "system_health", "submit_task", "x"]
+              "share_discovery", "query_discoveries", "replay_events", "system_health", "submit_task",
+              "list_nodes", "x"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False, allow_infinity=False)
