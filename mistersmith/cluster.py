@@ -59,6 +59,9 @@ class Cluster:
         self.runtime: Runtime | None = None
         self._facts: Callable[[], dict[str, Any]] = dict
         self._recover: Callable[[], object] = lambda: None
+        self._flush: Callable[[], object] = lambda: None
+        self._stop_placements: Callable[[], object] = lambda: None
+        self._unroute: Callable[[list[str]], object] = lambda ids: None
         self.lease = NodeLease(conninfo, node_id, config=config, facts=lambda: self._facts(),
                                on_event=self._event, on_lost=self._lost, on_regained=self._regained,
                                on_round=self._wake, version=version)
@@ -75,19 +78,12 @@ class Cluster:
         *,
         facts: Callable[[], dict[str, Any]],
         recover: Callable[[], object],
-        flush: Callable[[], object] = lambda: None,
-        stop_placements: Callable[[], object] = lambda: None,
-        unroute: Callable[[list[str]], object] = lambda ids: None,
     ) -> None:
-        """The Runtime (built with ``owners=cluster.owners``), what the lease reports, how to re-run
-        the node's own recovery; for drains: how to ship the journal (``flush``), stop taking
-        placements (leave the spawn queue group) and stop answering for agents handed away."""
+        """The Runtime (built with ``owners=cluster.owners``), what the lease reports, and how to re-run
+        the node's own recovery."""
         self.runtime = runtime
         self._facts = facts
         self._recover = recover
-        self._flush = flush
-        self._stop_placements = stop_placements
-        self._unroute = unroute
 
     def valid(self) -> bool:
         """Whether this node may serve its agents now."""
@@ -101,9 +97,13 @@ class Cluster:
     def drain(self, exit: bool = False, timeout_s: float = 60.0) -> dict[str, Any]:
         """Stop taking placements and hand every top-level unit to the other nodes (least loaded
         first); returns once they run there (or ``timeout_s``). ``exit`` is the caller's to act on."""
+        units = self._units()
+        if not self._others():
+            return {"node": self.node_id, "handed_over": [], "exiting": exit,
+                    "not_handed_over": [{"id": p, "reason": "no other node is up"} for p, _ in units]}
         self.lease.drain()
         self._stop_placements()
-        report = self._hand_units(self._units(), timeout_s)
+        report = self._hand_units(units, timeout_s)
         report["exiting"] = exit
         return report
 
@@ -125,6 +125,15 @@ class Cluster:
         return {"node": self.node_id, "moved": report["handed_over"], "target": target,
                 "not_moved": report["not_handed_over"]}
 
+    def _others(self) -> list[dict[str, Any]]:
+        return [n for n in self.nodes() if n["node_id"] != self.node_id and n["state"] == "up" and not n["expired"]]
+
+    def connect_edges(self, *, flush: Callable[[], object], stop_placements: Callable[[], object],
+                      unroute: Callable[[list[str]], object]) -> None:
+        """What a drain needs of the other edges: ship the journal, leave the spawn queue group,
+        stop answering for agents handed away (each blocking; called from a plain thread)."""
+        self._flush, self._stop_placements, self._unroute = flush, stop_placements, unroute
+
     def _units(self) -> list[tuple[str, list[str]]]:
         """This node's top-level units: ``(path, agent ids in it)``, in start order."""
         assert self.runtime is not None
@@ -138,7 +147,7 @@ class Cluster:
         assert runtime is not None
         handed: list[str] = []
         refused: list[dict[str, str]] = []
-        others = [n for n in self.nodes() if n["node_id"] != self.node_id and n["state"] == "up" and not n["expired"]]
+        others = self._others()
         if not others:
             return {"node": self.node_id, "handed_over": [],
                     "not_handed_over": [{"id": p, "reason": "no other node is up"} for p, _ in units]}

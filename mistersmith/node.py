@@ -144,6 +144,7 @@ class Node:
         self.journal: Journal | None = None
         self.states: PgStateStore | None = None  # durable agents' state store, in the journal's database
         self.cluster: Cluster | None = None  # membership lease, agent ids and takeover on the same database
+        self._left = False  # handed everything over on stop: mark this node down at once
         self.postgres: EmbeddedPostgres | None = None  # the embedded server, when no database URL is set
         self.bridge: Bridge | None = None
         self.discoveries: DiscoveryHub | None = None
@@ -234,7 +235,7 @@ class Node:
         cluster.attach(runtime, facts=self._cluster_facts,
                        recover=lambda: journal.recover(runtime) if s["node.recovery"] else None)
         cluster.start()  # the lease is held before recovery claims any id
-        self._undo.append(("cluster membership", cluster.stop))
+        self._undo.append(("cluster membership", lambda: cluster.stop(leave=self._left)))
         if s["node.recovery"]:
             report = journal.recover(runtime)
             logger.info("recovery: %s", report)
@@ -259,6 +260,8 @@ class Node:
                                               publish=bridge.publish_discovery)
         loop.run(hub.start(), _STEP_S)
         loop.run(bridge.start(), _STEP_S)
+        cluster.connect_edges(flush=journal.flush, stop_placements=lambda: loop.run(bridge.control.stop_placements(), _STEP_S),
+                              unroute=lambda ids: loop.run(bridge.forget_routes(ids), _STEP_S))
         self._undo.append(("nats bridge", lambda: loop.run(bridge.close(), _STEP_S)))
         loop.run(serve_pools(bridge.tasks, kinds), _STEP_S)  # the streams, then a worker per kind
 
@@ -373,10 +376,24 @@ class Node:
 
     # -- stop -------------------------------------------------------------------------
 
+    def _hand_over_on_stop(self) -> None:
+        """``cluster.handoff_on_stop``: drain before stopping, and leave the cluster then."""
+        cluster, runtime = self.cluster, self.runtime
+        if not self.settings["cluster.handoff_on_stop"] or cluster is None or runtime is None or runtime.closed:
+            return
+        try:
+            report = cluster.drain()
+            self._left = not report["not_handed_over"]
+            logger.info("handed over %d agent(s) before stopping; not handed over: %s", len(report["handed_over"]),
+                        report["not_handed_over"] or "none")
+        except Exception:
+            logger.exception("handing the agents over before stopping failed; stopping anyway")
+
     def stop(self) -> None:
         """Stop the agents first, then the rest in reverse start order (edges, then embedded
         servers); every step is bounded, and a failing one is logged and passed. One INFO line
         then says what stopped (``stopped: agents; ...; embedded PostgreSQL; embedded nats-server; ...``)."""
+        self._hand_over_on_stop()
         steps = list(reversed(self._undo))
         self._undo.clear()
         steps.sort(key=lambda step: step[0] != "agents")  # stable: agents first, the rest in reverse

@@ -55,7 +55,8 @@ class System(Generic[SupervisorT]):
         self.counters = Counters()
         self.closing = False  # set once the whole tree is going down (the Runtime sets it)
         self._kinds = Kinds()
-        self._dead_letters = DeadLetters(self.counters, lambda: self.closing)
+        self._dead_letters = DeadLetters(self.counters, lambda: self.closing, clock.now)
+        self.moved = self._dead_letters.moved
         self._directory: Directory[SupervisorT] = Directory(
             self._kinds, self._dead_letters, max_agents, max_agents_setting, owners
         )
@@ -116,6 +117,10 @@ class System(Generic[SupervisorT]):
 
     def dead_letters(self, agent_id: str, envelopes: Iterable[Letter]) -> None:
         self._dead_letters.answer(agent_id, envelopes)
+
+    def gone(self, agent_id: str) -> Exception:
+        """What a caller of an agent not hosted here is told (``DeadLetters.gone``)."""
+        return self._dead_letters.gone(agent_id)
 
     def start_watchdog(self) -> None:
         self._watchdog.start()

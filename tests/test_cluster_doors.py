@@ -156,3 +156,73 @@ def test_drain_moves_a_nodes_agents_and_with_exit_asks_it_to_stop(
             b.stop()
     finally:
         a.stop()
+
+
+def test_a_drain_under_load_fails_no_request_but_with_restarting_and_moves_every_agent(
+    tmp_path: Path, own_nats: EmbeddedNats, journal_db: str,
+) -> None:
+    """50 agents on node-b, each asked in a loop; node-b drains: every request gets its answer or, while its
+    agent moves, ``restarting`` (the caller retries); none gets another error, and all 50 end on node-a."""
+    a = Node(_settings(tmp_path / "a", "node-a", own_nats.url, journal_db)).start()
+    try:
+        b = Node(_settings(tmp_path / "b", "node-b", own_nats.url, journal_db)).start()
+        try:
+            assert a.runtime is not None and b.runtime is not None
+            ids = [f"load-{i:02d}" for i in range(50)]
+            for agent_id in ids:
+                b.runtime.spawn("echo", agent_id)
+            nodes_until(own_nats.url, lambda rows: _counts(rows).get("node-b") == ("up", 50, False))
+
+            async def run() -> tuple[dict[str, Any], dict[str, int], int]:
+                nc = await nats.connect(own_nats.url)
+                stop = asyncio.Event()
+                outcomes: dict[str, int] = {}
+                answered = 0
+
+                async def hammer(agent_id: str) -> None:
+                    nonlocal answered
+                    n = 0
+                    while not stop.is_set():
+                        n += 1
+                        try:
+                            msg = await nc.request(f"agents.{agent_id}.commands.echo", json.dumps({"n": n}).encode(),
+                                                   timeout=10)
+                        except Exception as exc:  # no responders, a timeout: a failed request
+                            outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
+                            continue
+                        reply = json.loads(msg.data)
+                        if reply["ok"]:
+                            assert reply["result"] == {"n": n}
+                            answered += 1
+                        else:
+                            code = reply["error"]["code"]
+                            outcomes[code] = outcomes.get(code, 0) + 1
+                            if code == "restarting":
+                                await asyncio.sleep(reply["error"].get("retry_after_s") or 0.05)
+
+                workers = [asyncio.create_task(hammer(agent_id)) for agent_id in ids]
+                try:
+                    while answered < 200:  # the load runs before the drain starts
+                        await asyncio.sleep(0.01)
+                    drained = json.loads((await nc.request("system.control.drain", b'{"node": "node-b"}',
+                                                           timeout=WAIT_S)).data)
+                    before = answered
+                    while answered < before + 200:  # and after it, against the agents where they run now
+                        await asyncio.sleep(0.01)
+                finally:
+                    stop.set()
+                    await asyncio.gather(*workers)
+                    await nc.close()
+                return drained, outcomes, answered
+
+            drained, outcomes, answered = asyncio.run(run())
+            assert drained["ok"] is True, drained
+            assert sorted(drained["result"]["handed_over"]) == ids and drained["result"]["not_handed_over"] == []
+            assert set(outcomes) <= {"restarting"}, outcomes
+            assert sorted(x["id"] for x in a.runtime.list_agents()) == ids
+            assert b.runtime.list_agents() == []
+            print(f"answered {answered}, retried {outcomes.get('restarting', 0)}")
+        finally:
+            b.stop()
+    finally:
+        a.stop()

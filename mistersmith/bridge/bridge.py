@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from mistersmith.crossing import EventStream
 from mistersmith.discovery import Discovery
@@ -59,13 +60,14 @@ from mistersmith.ports import ClusterOps, TaskStore
 from mistersmith.runtime import Runtime
 from mistersmith.supervisors import SupervisionEvent
 
+from . import subjects
 from .commands import CommandRouter
 from .connection import ConnectionStats
 from .control import ControlPlane
 from .control_payloads import parse_filters
 from .counters import BridgeCounters
 from .ingest import DiscoveryIngest, Ingest
-from .lifecycle import TaskSet, cancel_and_wait
+from .lifecycle import TaskSet, cancel_and_wait, unsubscribe_quietly
 from .membership import Membership
 from .services import ServiceDirectory
 from .status import StatusPublisher
@@ -341,6 +343,41 @@ class Bridge:
         await self.status.publish_event(event)
         if agent_id is not None and event.event_type in _ANNOUNCED_EVENTS:
             self._background(self.services.announce(agent_id))
+
+    async def forget_routes(self, agent_ids: list[str], within_s: float = 30.0) -> None:
+        """Stop answering here for these agents, handed to another node, as soon as it runs them.
+
+        Until then this node answers them ``restarting`` (the runtime's ``moved``), so a caller
+        retries rather than hear nothing. The taker routes an agent before it publishes its
+        ``taken_over`` (one connection: NATS keeps that order), so once that event arrives
+        here the taker answers and this node can let go; after ``within_s`` it lets go anyway.
+        Returns at once; the watching runs in the background."""
+        if not agent_ids:
+            return
+        waiting = set(agent_ids)
+        done = asyncio.Event()
+
+        async def on_taken(msg: Msg) -> None:
+            agent_id = msg.subject.split(".")[1]
+            if agent_id in waiting:
+                waiting.discard(agent_id)
+                await self.router.unroute(agent_id)
+            if not waiting:
+                done.set()
+
+        subs = [await self.nc.subscribe(subjects.status(a, "taken_over"), cb=on_taken) for a in agent_ids]
+        await self.nc.flush()
+
+        async def let_go() -> None:
+            try:
+                await asyncio.wait_for(done.wait(), within_s)
+            except asyncio.TimeoutError:
+                for agent_id in list(waiting):
+                    await self.router.unroute(agent_id)
+            finally:
+                await unsubscribe_quietly(subs, "handoff watch")
+
+        self._background(let_go())
 
     def _hosted(self, agent_id: str) -> bool:
         try:

@@ -108,7 +108,7 @@ class ControlPlane:
         self.cluster = ClusterActions(self.node_id, cluster, self._forward, may_exit=shutdown is not None,
                                       timeout_s=cluster_timeout_s)
         self._started = time.monotonic()
-        self._subs: list[Subscription] = []
+        self._subs: list[Subscription | None] = []
         self._tasks = TaskSet()
 
     async def start(self) -> None:
@@ -119,6 +119,13 @@ class ControlPlane:
             await nc.subscribe(subjects.nodes("list"), cb=self._on_list_scatter),
             await nc.subscribe(subjects.nodes("tree"), cb=self._on_tree_scatter),
         ]
+
+    async def stop_placements(self) -> None:
+        """Leave the ``system.control.*`` queue group (a draining node): spawns, lists and pings go
+        to the other nodes from now on; this node still answers ``system.node.<id>.*``."""
+        if self._subs:
+            queue_sub, self._subs[0] = self._subs[0], None
+            await unsubscribe_quietly([queue_sub], "control queue group")
 
     async def close(self) -> None:
         await unsubscribe_quietly(self._subs, "control")

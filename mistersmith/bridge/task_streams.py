@@ -49,7 +49,8 @@ def durable_name(kind: str, priority: str) -> str:
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int) -> None:
-    """Create (or update) ``MS_TASKS`` and ``MS_TASKS_DEAD``. Idempotent.
+    """Create ``MS_TASKS`` and ``MS_TASKS_DEAD``, or update them where their subjects, retention,
+    storage or replicas differ. Idempotent.
 
     ``JetStreamUnavailableError`` if the server has no JetStream (or does not answer)."""
     for name, subject, retention in ((TASK_STREAM, subjects.wildcard("task_queue"), RetentionPolicy.WORK_QUEUE),
@@ -58,8 +59,12 @@ async def ensure_streams(js: JetStreamContext, replicas: int) -> None:
                               num_replicas=replicas)
         try:
             try:
-                await js.stream_info(name)
-                await js.update_stream(config)
+                have = (await js.stream_info(name)).config
+                # Update only what differs: on a clustered JetStream an update racing another
+                # node's create of the same stream (nodes starting together) gets no answer.
+                if (have.subjects, have.retention, have.storage, have.num_replicas) != (
+                        config.subjects, retention, StorageType.FILE, replicas):
+                    await js.update_stream(config)
             except NotFoundError:
                 await js.add_stream(config)
         except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:

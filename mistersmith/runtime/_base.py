@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 
 from mistersmith.clock import Clock
-from mistersmith.errors import FatalError, RestartingError, RuntimeClosedError, UnknownAgentError
+from mistersmith.errors import FatalError, RuntimeClosedError, UnknownAgentError
 from mistersmith.recovery import RecoveryReport
 from mistersmith.supervisors import Child, EventBus, MemorySink, Supervisor, System
 
@@ -36,9 +36,8 @@ class RuntimeBase:
     _closed: threading.Event
     _close_lock: threading.Lock
     _root: Supervisor
-    moved: dict[str, tuple[float, float]]
-    """Agents handed to another node: id -> (until, retry_after_s) on the clock; asked here, they are ``restarting``."""
     moved_ttl_s: float = 30.0
+    """How long an agent handed to another node is answered ``restarting`` here (``hand_over``)."""
 
     def _check_open(self) -> None:
         if self.system.closing:
@@ -61,9 +60,4 @@ class RuntimeBase:
         node a moment ago (``hand_over``), else ``UnknownAgentError``."""
         if self.system.closing:
             return self._closed_error()
-        moved = self.moved.get(agent_id)
-        if moved is not None:
-            if moved[0] > self.clock.now():
-                return RestartingError(agent_id, moved[1])  # it moves to another node: retry, and reach it there
-            self.moved.pop(agent_id, None)
-        return UnknownAgentError(agent_id)
+        return self.system.gone(agent_id)

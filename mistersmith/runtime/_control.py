@@ -218,7 +218,7 @@ class Control(RuntimeBase):
         root = self._root
         until = self.clock.now() + self.moved_ttl_s
         for agent_id in ids:
-            self.moved[agent_id] = (until, retry_after_s)
+            self.system.moved[agent_id] = (until, retry_after_s)
         bound = sum(c.spec.shutdown_s for c in root.children() if c.id in set(ids)) or 1.0
         return list(self._call(root, DropChildren(cause, tuple(ids), retry_after_s), bound))
 

@@ -116,7 +116,6 @@ class Runtime(Commands, Control):
         self.refused_kinds: dict[str, str] = {"process": _PROCESS_REFUSED, **(refused_kinds or {})}
         for name, cls in (kinds or {}).items():
             self.register(name, cls)
-        self.moved: dict[str, tuple[float, float]] = {}
         self.fatal_error: FatalError | None = None
         self.recovery: RecoveryReport | None = None  # the last ``recover``'s report (``/health`` reads it)
         self._closing = False
