@@ -4,7 +4,7 @@
 for what each code means). The commands live one per concept in the private
 modules: ``_serve``, ``_client`` (over NATS), ``_journal`` (``replay`` and
 ``migrate``), ``_psql``, ``_nats_url``, ``_completion``, ``_bench``,
-``_settings`` (``config``).
+``_settings`` (``config``), ``_cluster_up`` (``cluster up``).
 """
 
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError

@@ -102,6 +102,7 @@ def _node_settings(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from ._bench import ALL, run_bench
     from ._client import CLIENT_COMMANDS
+    from ._cluster import CLUSTER_COMMANDS
     from ._completion import SHELLS, run_completion
     from ._journal import run_migrate, run_replay
     from ._nats_url import run_nats_url
@@ -194,6 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
     shutdown.add_argument("--node", metavar="NODE", help="this node (default: whichever answers a ping)")
     _nats(shutdown)
 
+    nodes = add("nodes", CLUSTER_COMMANDS["nodes"], "list the cluster's nodes (every node sharing the PostgreSQL): "
+                "state, agents, lease")
+    _nats(nodes)
+
+    drain = add("drain", CLUSTER_COMMANDS["drain"], "hand every agent of a node to the other nodes (exit code 1 "
+                "if some stayed)")
+    drain.add_argument("node", metavar="NODE", nargs="?", help="the node (default: the data directory's node)")
+    drain.add_argument("--exit", action="store_true",
+                       help="then stop the node (it must run with --allow-remote-shutdown)")
+    _nats(drain, timeout_s=120.0)
+
+    rebalance = add("rebalance", CLUSTER_COMMANDS["rebalance"], "move agents off a node until none holds more "
+                    "than ceil(mean) + 1")
+    rebalance.add_argument("node", metavar="NODE", nargs="?",
+                           help="the node (default: the data directory's node, else whichever answers)")
+    _nats(rebalance, timeout_s=120.0)
+
     replay = add("replay", run_replay, "print supervision events from the journal (or the tree at a moment)")
     replay.add_argument("--agent", metavar="ID", help="only this agent's events")
     replay.add_argument("--node", metavar="NODE", help="only this node's events")
@@ -216,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     _database(psql)
     psql.add_argument("psql_args", metavar="-- PSQL_ARGS", nargs=argparse.REMAINDER,
                       help="passed to psql, e.g. -- -c 'select count(*) from supervision_events'")
+
+    from ._cluster_up import add_arguments as cluster_arguments, run_cluster
+
+    cluster_arguments(add("cluster", run_cluster, "cluster up: run a local cluster in the foreground (3 nats-servers, "
+                          "one PostgreSQL, --nodes N nodes)"))
 
     add("nats-url", run_nats_url, "print the running node's NATS URL (--json: and its credentials file)",
         config=False)

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .nats import EmbeddedNats, EmbeddedNatsError, free_port
+from ._process import free_port
+from .nats import EmbeddedNats, EmbeddedNatsError
 
 __all__ = ["NatsCluster"]
 

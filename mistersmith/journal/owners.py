@@ -16,6 +16,8 @@ The epoch is not touched here: a durable agent's activation takes it
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -68,8 +70,10 @@ class PgOwners:
     def close(self) -> None:
         self._pool.close()
 
-    def _connection(self, agent_id: str, what: str) -> Any:
+    @contextmanager
+    def _connection(self, agent_id: str, what: str) -> Iterator[psycopg.Connection[Any]]:
         try:
-            return self._pool.connection()
+            with self._pool.connection() as conn:  # the pool's wait (PoolTimeout) happens on entering
+                yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise StateUnavailableError(agent_id, what, f"PostgreSQL unreachable: {str(exc).strip()}") from exc

@@ -10,8 +10,9 @@ user supervisor with every descendant (``unit_of``); the task pools
 (``NODE_LOCAL``) are each node's own and never move. A unit is claimed in one
 transaction:
 
-1. the lost node's registry rows of the unit are locked ``FOR UPDATE SKIP
-   LOCKED`` (a survivor already on it is skipped, not waited for);
+1. the lost node's registry rows of the unit are locked ``FOR UPDATE NOWAIT``,
+   in start order (a survivor already on it is skipped, not waited for: a row
+   of the unit already locked means the whole unit is another's);
 2. each of its agent ids moves to this node in ``agent_owners`` with one
    conditional ``UPDATE ... WHERE node_id = <lost node> AND NOT released``,
    its epoch bumped (an id never owned is inserted); an id another node owns
@@ -60,7 +61,7 @@ SELECT node_id, agents, max_agents FROM nodes WHERE state = 'up' AND lease_until
 """
 _LOCK = (
     f"SELECT {', '.join(_COLUMNS)} FROM agents WHERE node_id = %(node)s AND (supervisor || '/' || agent_id = %(unit)s "
-    "OR supervisor = %(unit)s OR supervisor LIKE %(below)s) ORDER BY started_seq FOR UPDATE SKIP LOCKED"
+    "OR supervisor = %(unit)s OR supervisor LIKE %(below)s) ORDER BY started_seq FOR UPDATE NOWAIT"
 )
 _TAKE = """
 UPDATE agent_owners SET node_id = %(me)s, run_id = %(run)s, epoch = epoch + 1, released = false, since = now()
@@ -163,7 +164,7 @@ def claim_unit(conn: psycopg.Connection[Any], unit: Unit, me: str, run_id: str) 
     where = {"node": unit.node_id, "unit": unit.path, "below": unit.path.replace("%", r"\%") + "/%"}
     try:
         return _claim(conn, unit, me, run_id, where)
-    except _Untouched:
+    except (_Untouched, psycopg.errors.LockNotAvailable):  # rolled back: the unit is not ours to take
         return None
 
 

@@ -41,7 +41,7 @@ def test_the_bash_script_is_valid_and_completes_every_command(capsys: pytest.Cap
     assert {"nats-url", "psql", "completion"} <= set(commands)
     assert [c for c in commands if c not in script] == []
     assert _complete(script, "") == commands
-    assert _complete(script, "re") == ["restart", "replay"]
+    assert _complete(script, "re") == ["restart", "rebalance", "replay"]
     assert _complete(script, "spawn", "--re") == ["--restart"]
     assert _complete(script, "spawn", "--restart", "t") == ["transient", "temporary"]
     assert _complete(script, "spawn", "--du") == ["--durable"] and _complete(script, "spawn", "--no-") == ["--no-durable"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mistersmith.bridge.subjects import CONTROL_ACTIONS
+from mistersmith.bridge.subjects import CONTROL_ACTIONS, NODE_ACTIONS
 from mistersmith.cli import build_parser
 from mistersmith.cli._settings import settings_reference
 from mistersmith.envelope import ERROR_CODES
@@ -45,6 +45,9 @@ def test_http_reference_lists_every_route() -> None:
 def test_nats_reference_lists_every_action_event_type_and_error_code() -> None:
     text = _read("reference/nats.md")
     assert [a for a in CONTROL_ACTIONS if f"| `{a}` |" not in text] == []
+    node_subject = re.search(r"\| `system\.node\.\{node\}\.\{([a-z_,]+)\}` \|", text)
+    assert node_subject is not None, "the subjects table has no system.node.{node}.{...} row"
+    assert node_subject.group(1).split(",") == list(NODE_ACTIONS)
     assert [t for t in EVENT_TYPES if f"`{t}`" not in text] == []
     assert [c for c in ERROR_CODES if f"`{c}`" not in text] == []
 
