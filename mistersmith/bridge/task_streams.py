@@ -40,6 +40,7 @@ TASK_STREAM = "MS_TASKS"
 DEAD_STREAM = "MS_TASKS_DEAD"
 _PREFIX = "tasks-"
 _API_TIMEOUT_S = 5.0
+_ATTEMPTS = 3  # looks at a stream before the node gives up on JetStream
 
 
 def durable_name(kind: str, priority: str) -> str:
@@ -57,18 +58,27 @@ async def ensure_streams(js: JetStreamContext, replicas: int) -> None:
                                      (DEAD_STREAM, subjects.wildcard("task_dead"), RetentionPolicy.LIMITS)):
         config = StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
                               num_replicas=replicas)
-        try:
+        for attempt in range(_ATTEMPTS):
             try:
-                have = (await js.stream_info(name)).config
-                # Update only what differs: on a clustered JetStream an update racing another
-                # node's create of the same stream (nodes starting together) gets no answer.
-                if (have.subjects, have.retention, have.storage, have.num_replicas) != (
-                        config.subjects, retention, StorageType.FILE, replicas):
-                    await js.update_stream(config)
-            except NotFoundError:
-                await js.add_stream(config)
-        except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:
-            raise JetStreamUnavailableError(f"{name}: {exc!r}") from exc
+                await _ensure(js, name, config)
+                break
+            except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:
+                # On a clustered JetStream, nodes starting together race to create the stream and
+                # the losers may get no answer; by the next look the winner's stream is there.
+                if attempt == _ATTEMPTS - 1:
+                    raise JetStreamUnavailableError(f"{name}: {exc!r}") from exc
+
+
+async def _ensure(js: JetStreamContext, name: str, config: StreamConfig) -> None:
+    try:
+        have = (await js.stream_info(name)).config
+        # Update only what differs: on a clustered JetStream an update racing another
+        # node's create of the same stream (nodes starting together) gets no answer.
+        if (have.subjects, have.retention, have.storage, have.num_replicas) != (
+                config.subjects, config.retention, StorageType.FILE, config.num_replicas):
+            await js.update_stream(config)
+    except NotFoundError:
+        await js.add_stream(config)
 
 
 async def ensure_consumer(js: JetStreamContext, kind: str, priority: str, *, ack_wait_s: float,
