@@ -9,7 +9,8 @@ exit of everything it ran:
 - ``temporary``: never restarted;
 - ``transient``: restarted only if it did not end normally, that is unless
   the node shut it down cleanly (state ``stopped``); after a crash of the node
-  (``kill -9``) it is restarted;
+  (``kill -9``), or a stop to run elsewhere (state ``moving``: a handoff, a
+  lost lease), it is restarted;
 - ``permanent``: restarted;
 - a child whose supervisor is not recovered is not either; one that runs
   already (a static child of the new tree, or spawned before recovery) is
@@ -31,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .projection import MOVING
 from .record import AgentRecord
 
 __all__ = ["RecoveryPlan", "plan_recovery"]
@@ -49,7 +51,7 @@ def _why_not(record: AgentRecord) -> str | None:
         return "stopped on purpose"
     if record.restart == "temporary":
         return "not restarted (restart=temporary) after the node restarted"
-    if record.restart == "transient" and record.state == "stopped":
+    if record.restart == "transient" and record.state == "stopped" and not (record.reason or "").startswith(MOVING):
         return "not restarted (restart=transient, it was shut down normally) after the node restarted"
     if record.is_supervisor and record.spec.get("strategy") == "simple_one_for_one":
         return "not restarted: a simple_one_for_one supervisor's template is not journaled"

@@ -9,9 +9,11 @@ folds each batch in the transaction that inserts it) and recovery planning
 
 A record is keyed by ``(node_id, supervisor path, id)``. Its ``state`` is the
 last thing observed (``running``, ``paused``, ``failed``, ``restarting``,
-``stopped``, or ``not_recovered`` after a ``recovery_failed``: a restarted
-node could not respawn it, e.g. its kind was not registered; it stays
-wanted); its ``desired_state`` says whether the node meant it to run:
+``stopped``, ``moving`` (stopped by a handoff or a lost lease, to run on
+another node: still wanted, and not ended normally), or ``not_recovered``
+after a ``recovery_failed``: a restarted node could not respawn it, e.g. its
+kind was not registered; it stays wanted); its ``desired_state`` says
+whether the node meant it to run:
 
 ========================================  ============================
 ``stopped`` event whose reason is          ``desired_state`` becomes
@@ -49,6 +51,9 @@ from .snapshot import TreeSnapshot
 __all__ = ["EventLike", "Projection"]
 
 _ON_PURPOSE = ("shutdown: stopped on request", "not restarted", "fenced")
+# Stopped here to run elsewhere (a drain's handoff, a node that lost its lease): still wanted, and
+# not ended normally either, so a transient agent comes back where it goes (state ``moving``).
+MOVING = ("shutdown: handed over", "shutdown: node lease lost")
 _STATES = {
     "failed": "failed",
     "restart_scheduled": "restarting",
@@ -133,8 +138,8 @@ class Projection:
         if event.reason is not None:
             record.reason = event.reason
         if kind == "stopped":
-            record.state = "stopped"
             reason = event.reason or ""
+            record.state = "moving" if reason.startswith(MOVING) else "stopped"
             if reason.startswith(_ON_PURPOSE):
                 record.desired_state = "stopped"
             elif reason.startswith("normal"):

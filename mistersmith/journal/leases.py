@@ -133,6 +133,8 @@ class NodeLease:
         self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._lose_lock = threading.Lock()
         self.renewals = 0
         self.failures = 0
 
@@ -167,13 +169,16 @@ class NodeLease:
         self._join()
         self._thread = threading.Thread(target=self._run, name="mistersmith-lease", daemon=True)
         self._thread.start()
+        self._watcher = threading.Thread(target=self._watch, name="mistersmith-lease-watch", daemon=True)
+        self._watcher.start()
 
     def stop(self, *, leave: bool = False, timeout_s: float = 5.0) -> None:
         """Stop renewing. ``leave``: mark this run ``down`` now (its agents may be adopted at once);
         otherwise the lease simply runs out."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(timeout_s)
         if leave and self.run_id:
             try:
                 self._connection().execute(_LEAVE, (self.node_id, self.run_id))
@@ -186,8 +191,10 @@ class NodeLease:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._drop()
+            bound = self.config.lease_s - self.config.margin_s  # a renewal stuck longer is no renewal
             self._conn = psycopg.connect(self.conninfo, autocommit=True, application_name="mistersmith-lease",
-                                         connect_timeout=max(1, round(self.config.lease_s - self.config.margin_s)))
+                                         connect_timeout=max(1, round(bound)),
+                                         options=f"-c statement_timeout={max(1, int(bound * 1000))}")
         return self._conn
 
     def _drop(self) -> None:
@@ -222,13 +229,10 @@ class NodeLease:
         beat = self.config.heartbeat_s
         next_beat = self._clock() + beat
         while not self._stop.is_set():
-            now = self._clock()
-            wake = min(next_beat, self._valid_until) if not self._fenced else next_beat
-            if self._stop.wait(max(0.0, wake - now)):
+            if self._stop.wait(max(0.0, next_beat - self._clock())):
                 return
-            if not self._fenced and self._clock() >= self._valid_until:
-                self._lose(f"its lease was not renewed for {self.config.lease_s - self.config.margin_s:.1f} s "
-                           f"(cluster.node_lease_s - margin)")
+            if not self._fenced and self._clock() >= self._valid_until:  # woke too late (frozen, starved)
+                self._lose(self._why_expired())
             if self._clock() >= next_beat:
                 next_beat = self._clock() + beat
                 try:
@@ -267,11 +271,28 @@ class NodeLease:
                                                       "lease_until": lease_until.isoformat()})
             self._on_round()
 
+    def _watch(self) -> None:
+        """The watch thread: fence the node the moment its lease may be gone, even while a renewal
+        is stuck in the renewing thread (a lock, a partition). Wakes at least every heartbeat (or
+        ``margin_s / 4``, if shorter)."""
+        step = min(self.config.margin_s / 4, self.config.heartbeat_s)
+        while not self._stop.is_set():
+            left = self._valid_until - self._clock()
+            if not self._fenced and left <= 0:
+                self._lose(self._why_expired())
+            if self._stop.wait(min(max(left, 0.0), step) if not self._fenced else step):
+                return
+
+    def _why_expired(self) -> str:
+        return (f"its lease was not renewed for {self.config.lease_s - self.config.margin_s:.1f} s "
+                "(cluster.node_lease_s - cluster.lease_margin_s)")
+
     def _lose(self, why: str) -> None:
-        if self._fenced:
-            return
-        self._fenced = True
-        self._valid_until = 0.0
+        with self._lose_lock:
+            if self._fenced:
+                return
+            self._fenced = True
+            self._valid_until = 0.0
         logger.error("node %s stops serving its agents: %s", self.node_id, why)
         self._on_lost(why)
 
