@@ -255,7 +255,9 @@ class Node:
                                       task_options=TaskOptions(max_in_flight=s["tasks.concurrency"],
                                                                replicas=s["tasks.replicas"]),
                                       task_store=PgTaskStore(journal.pool), ingest_discovery=ingest,
-                                      replay_history=True, serving=cluster.valid, cluster=door)
+                                      replay_history=True, serving=cluster.valid, cluster=door,
+                                      node_facts=lambda: {**self._cluster_facts(), "state": cluster.lease.state,
+                                                          "run_id": cluster.lease.run_id})
         hub = self.discoveries = DiscoveryHub(store=PgDiscoveryStore(journal.pool, self.node_id),
                                               publish=bridge.publish_discovery)
         loop.run(hub.start(), _STEP_S)

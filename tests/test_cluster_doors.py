@@ -226,3 +226,23 @@ def test_a_drain_under_load_fails_no_request_but_with_restarting_and_moves_every
             b.stop()
     finally:
         a.stop()
+
+
+def test_the_nats_heartbeat_carries_the_facts_of_the_lease(two_nodes: tuple[Node, Node], own_nats: EmbeddedNats) -> None:
+    a, _ = two_nodes
+    assert a.cluster is not None
+
+    async def heard() -> dict[str, Any]:
+        nc = await nats.connect(own_nats.url)
+        try:
+            sub = await nc.subscribe("system.nodes.here")
+            while True:
+                said = json.loads((await sub.next_msg(timeout=WAIT_S)).data)
+                if said["node"] == "node-a":
+                    return said
+        finally:
+            await nc.close()
+
+    said = asyncio.run(heard())
+    assert said["state"] == "up" and said["run_id"] == a.cluster.lease.run_id
+    assert {"agents", "max_agents", "http_url", "nats_url"} <= set(said)

@@ -152,6 +152,7 @@ class Bridge:
         ingest_discovery: Ingest | None = None,
         replay_history: bool = False,
         serving: Callable[[], bool] = lambda: True,
+        node_facts: Callable[[], dict[str, Any]] = dict,
         cluster: ClusterOps | None = None,
     ) -> None:
         self.runtime = runtime
@@ -164,7 +165,7 @@ class Bridge:
         self.counters = BridgeCounters()
         self.wire = Wire(nc, self.counters)
         opts = self.options
-        self.membership = Membership(self.wire, self.node_id, expiry_s=opts.expiry_s)
+        self.membership = Membership(self.wire, self.node_id, expiry_s=opts.expiry_s, facts=node_facts)
         self.status = StatusPublisher(self.wire, self.counters, self.node_id)
         self.router = CommandRouter(
             runtime, self.wire, self.counters, control_handler=self._on_agent_control,

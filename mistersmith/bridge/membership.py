@@ -1,7 +1,11 @@
 """Which nodes share this NATS: ``system.nodes.hello``, ``here`` and ``bye``.
 
 A node says ``hello`` when its bridge starts (every node that hears it answers
-``here``), ``here`` again every heartbeat, and ``bye`` when it closes. A node
+``here``), ``here`` again every heartbeat, and ``bye`` when it closes. Each
+message is ``{"node": <id>, ...facts}``: on a node in a cluster, the facts of
+its lease (``state``, ``run_id``, ``agents``, ``max_agents``, ``http_url``,
+``nats_url``), the same as its ``nodes`` row; the row, renewed in
+PostgreSQL, is what decides whether it is up. A node
 not heard from for ``expiry_s`` is forgotten. ``list`` and discovery queries
 wait for an answer from every node known here, so the view only decides how
 long they wait, never what a node answers. Runs on the event loop.
@@ -13,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -32,9 +37,11 @@ class Membership:
     """This node's view of the nodes on the bus (itself included)."""
 
     def __init__(self, wire: Wire, node_id: str, *, expiry_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 facts: Callable[[], dict[str, Any]] = dict) -> None:
         self.wire = wire
         self.node_id = node_id
+        self._facts = facts  # what each message says besides the node id (its lease's state, agents...)
         self.expiry_s = expiry_s
         self._clock = clock
         self._seen: dict[str, float] = {}
@@ -76,7 +83,7 @@ class Membership:
         self._subs.clear()
 
     async def _say(self, what: str) -> None:
-        await self.wire.publish(subjects.nodes(what), encode_json({"node": self.node_id}))
+        await self.wire.publish(subjects.nodes(what), encode_json({**self._facts(), "node": self.node_id}))
 
     async def _on_message(self, msg: Msg) -> None:
         try:
