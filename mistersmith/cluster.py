@@ -62,6 +62,7 @@ class Cluster:
         self._flush: Callable[[], object] = lambda: None
         self._stop_placements: Callable[[], object] = lambda: None
         self._unroute: Callable[[list[str]], object] = lambda ids: None
+        self._drop_routes: Callable[[list[str]], object] = lambda ids: None
         self.lease = NodeLease(conninfo, node_id, config=config, facts=lambda: self._facts(),
                                on_event=self._event, on_lost=self._lost, on_regained=self._regained,
                                on_round=self._wake, version=version)
@@ -129,10 +130,12 @@ class Cluster:
         return [n for n in self.nodes() if n["node_id"] != self.node_id and n["state"] == "up" and not n["expired"]]
 
     def connect_edges(self, *, flush: Callable[[], object], stop_placements: Callable[[], object],
-                      unroute: Callable[[list[str]], object]) -> None:
-        """What a drain needs of the other edges: ship the journal, leave the spawn queue group,
-        stop answering for agents handed away (each blocking; called from a plain thread)."""
+                      unroute: Callable[[list[str]], object], drop_routes: Callable[[list[str]], object]) -> None:
+        """What the other edges do for a drain and a lost lease: ship the journal, leave the spawn
+        queue group, stop answering for agents handed away (once their taker runs them), stop
+        answering for agents at once (each blocking; called from a plain thread)."""
         self._flush, self._stop_placements, self._unroute = flush, stop_placements, unroute
+        self._drop_routes = drop_routes
 
     def _units(self) -> list[tuple[str, list[str]]]:
         """This node's top-level units: ``(path, agent ids in it)``, in start order."""
@@ -202,6 +205,7 @@ class Cluster:
             return
         try:
             dropped = runtime.drop_all(f"node lease lost ({why})")
+            self._drop_routes(dropped)  # before the lease may be joined again: nothing answers for them here
             logger.warning("node %s dropped %d agent(s): %s", self.node_id, len(dropped), why)
         except Exception:
             logger.exception("node %s: dropping its agents failed", self.node_id)

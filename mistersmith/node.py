@@ -263,7 +263,8 @@ class Node:
         loop.run(hub.start(), _STEP_S)
         loop.run(bridge.start(), _STEP_S)
         cluster.connect_edges(flush=journal.flush, stop_placements=lambda: loop.run(bridge.control.stop_placements(), _STEP_S),
-                              unroute=lambda ids: loop.run(bridge.forget_routes(ids), _STEP_S))
+                              unroute=lambda ids: loop.run(bridge.forget_routes(ids), _STEP_S),
+                              drop_routes=lambda ids: loop.run(bridge.drop_routes(ids), _STEP_S))
         self._undo.append(("nats bridge", lambda: loop.run(bridge.close(), _STEP_S)))
         loop.run(serve_pools(bridge.tasks, kinds), _STEP_S)  # the streams, then a worker per kind
 

@@ -345,6 +345,11 @@ class Bridge:
         if agent_id is not None and event.event_type in _ANNOUNCED_EVENTS:
             self._background(self.services.announce(agent_id))
 
+    async def drop_routes(self, agent_ids: list[str]) -> None:
+        """Stop answering for these agents here now (a node that lost its lease dropped them)."""
+        for agent_id in agent_ids:
+            await self.router.unroute(agent_id)
+
     async def forget_routes(self, agent_ids: list[str], within_s: float = 30.0) -> None:
         """Stop answering here for these agents, handed to another node, as soon as it runs them.
 

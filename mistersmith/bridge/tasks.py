@@ -72,6 +72,8 @@ DEAD_STREAM = task_streams.DEAD_STREAM
 _PERMANENT = frozenset({"invalid_payload", "unknown_command", "invalid_envelope", "invalid_task"})
 _TASK_KEYS = frozenset({"task_id", "command", "payload", "timeout_s"})
 _CLOSE_S = 5.0
+_PULL_ANSWER_S = 2.0  # how long a no-wait pull waits for JetStream's answer
+_PULL_AGAIN_S = 0.1  # the breath before pulling again after an unanswered pull
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +215,9 @@ class TaskQueue:
         await unsubscribe_quietly(self._subs, "tasks")
         self._subs.clear()
 
-    async def _pull(self, durable: str, batch: int) -> list[Msg]:
-        """A no-wait pull of up to ``batch`` messages (empty if there are none now)."""
+    async def _pull(self, durable: str, batch: int) -> list[Msg] | None:
+        """A no-wait pull of up to ``batch`` messages (empty if there are none now; None if JetStream
+        did not answer: the request or its answer was lost, so pull again soon)."""
         nc = self.wire.nc
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
@@ -223,12 +226,16 @@ class TaskQueue:
             request = encode_json({"batch": batch, "no_wait": True})
             await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{TASK_STREAM}.{durable}", request, reply=inbox)
             while len(out) < batch:
-                msg = await sub.next_msg(timeout=self.options.ack_wait_s)
+                # A no-wait pull is answered at once; no answer soon means the request was lost (a
+                # nats-server went away under us): give up now and pull again, rather than wait out
+                # ack_wait_s. Messages sent to this inbox after that are redelivered, never lost.
+                msg = await sub.next_msg(timeout=min(self.options.ack_wait_s, _PULL_ANSWER_S))
                 if msg.headers and msg.headers.get("Status"):
                     break  # 404 no messages, 408 request expired...
                 out.append(msg)
         except TimeoutError:
-            logger.warning("pull from %s got no answer in time", durable)
+            logger.warning("pull from %s got no answer in time; pulling again", durable)
+            return out or None
         finally:
             await sub.unsubscribe()
         return out
@@ -247,16 +254,21 @@ class TaskQueue:
                 freed.clear()
                 await freed.wait()
                 continue
-            got: list[Msg] = []
+            got: list[Msg] | None = []
             try:
                 for durable in durables:  # high, normal, low: a free slot always asks high first
                     got = await self._pull(durable, limit - in_hand[0])
+                    if got is None:  # unanswered (a nats-server went away): ask again after a breath
+                        await asyncio.sleep(_PULL_AGAIN_S)
+                        break
                     if got:
                         break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # e.g. disconnected: try again later
                 logger.warning("task worker %s: pull failed: %r", kind, exc)
+            if got is None:
+                continue
             if not got:
                 bell.clear()
                 try:

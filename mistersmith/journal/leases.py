@@ -247,7 +247,8 @@ class NodeLease:
 
     def _round(self) -> None:
         if self._fenced:  # we stopped serving: join again as a new run (its own agents may come back)
-            self._join()
+            with self._lose_lock:  # once the agents are dropped and no longer routed here
+                self._join()
             self._on_regained()
             return
         sent = self._clock()
@@ -288,13 +289,13 @@ class NodeLease:
                 "(cluster.node_lease_s - cluster.lease_margin_s)")
 
     def _lose(self, why: str) -> None:
-        with self._lose_lock:
+        with self._lose_lock:  # held while the node drops its agents: no rejoin before that is done
             if self._fenced:
                 return
             self._fenced = True
             self._valid_until = 0.0
-        logger.error("node %s stops serving its agents: %s", self.node_id, why)
-        self._on_lost(why)
+            logger.error("node %s stops serving its agents: %s", self.node_id, why)
+            self._on_lost(why)
 
 
 def _pid() -> int:

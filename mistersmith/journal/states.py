@@ -58,6 +58,7 @@ UPDATE agent_owners SET oldest = GREATEST(oldest, %(below)s + 1) WHERE agent_id 
 _TAKE_EPOCHS = """
 INSERT INTO agent_owners AS o (agent_id, node_id, epoch) SELECT id, %s, 1 FROM unnest(%b::text[]) AS id
 ON CONFLICT (agent_id) DO UPDATE SET epoch = o.epoch + 1, node_id = EXCLUDED.node_id, since = now()
+WHERE o.node_id = EXCLUDED.node_id OR o.released
 RETURNING agent_id, epoch, version
 """
 _NEWEST_STATES = """
@@ -176,7 +177,8 @@ class PgStateStore:
         transaction of three statements (a recovery or takeover of many durable agents): each
         ``activate`` of one of them within a minute, without ``reset``, returns what was read here
         (effect records past their retention are left out then, and deleted at a later activation).
-        An epoch taken here and never used is harmless: epochs only need to grow."""
+        An epoch taken here and never used is harmless: epochs only need to grow. An id another
+        node owns now (a takeover) is left alone here: its owner claim refuses it next."""
         if not agent_ids:
             return
         with self._connection(agent_ids[0], f"activating {len(agent_ids)} agents") as conn, conn.transaction():
