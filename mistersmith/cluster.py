@@ -38,15 +38,17 @@ from typing import Any
 import psycopg
 
 from mistersmith.history import RecoveryPlan
-from mistersmith.journal.handoff import hand_over, pending_from, take_handoffs
+from mistersmith.journal.handoff import done_handoffs, hand_over, pending_from, take_handoffs
 from mistersmith.journal.leases import LeaseConfig, NodeLease
 from mistersmith.journal.owners import PgOwners
-from mistersmith.journal.takeover import NODE_LOCAL, claim_unit, deal, lost_units, up_nodes
+from mistersmith.journal.takeover import NODE_LOCAL, Adoption, Unit, claim_units, deal, lost_units, up_nodes
 from mistersmith.runtime import Runtime
 
 __all__ = ["Cluster", "LeaseConfig"]
 
 logger = logging.getLogger("mistersmith.cluster")
+
+_CLAIM_BATCH = 100  # units claimed in one transaction
 
 
 class Cluster:
@@ -156,20 +158,28 @@ class Cluster:
                     "not_handed_over": [{"id": p, "reason": "no other node is up"} for p, _ in units]}
         load = {n["node_id"]: int(n["agents"]) for n in others}
         room = {n["node_id"]: n["max_agents"] for n in others}
+        plan: dict[str, list[tuple[str, list[str]]]] = {}  # target -> its units
+        for unit, ids in units:
+            fits = [n for n in load if room[n] is None or load[n] + len(ids) <= room[n]]
+            if not fits:
+                refused.append({"id": unit, "reason": "no other node has room"})
+                continue
+            target = min(fits, key=lambda n: (load[n], n))
+            load[target] += len(ids)
+            plan.setdefault(target, []).append((unit, ids))
+        # Stop them all here first (their callers hear `restarting`), ship the journal once, then move
+        # every unit's rows and ids in one transaction: the takers start them in their next round.
+        for target, given in plan.items():
+            runtime.hand_over([u.split("/", 1)[1] for u, _ in given], f"handed over to node {target}")
+        self._flush()
         with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-            for unit, ids in units:
-                fits = [n for n in load if room[n] is None or load[n] + len(ids) <= room[n]]
-                if not fits:
-                    refused.append({"id": unit, "reason": "no other node has room"})
-                    continue
-                target = min(fits, key=lambda n: (load[n], n))
-                runtime.hand_over([unit.split("/", 1)[1]], f"handed over to node {target}")
-                self._flush()  # the registry rows reflect the stop before they move
-                if hand_over(conn, unit, self.node_id, target):
-                    load[target] += len(ids)
-                    handed.extend(ids or [unit])
-                else:
-                    refused.append({"id": unit, "reason": "not in the registry yet (retry)"})
+            with conn.transaction():
+                for target, given in plan.items():
+                    for unit, ids in given:
+                        if hand_over(conn, unit, self.node_id, target):
+                            handed.extend(ids or [unit])
+                        else:
+                            refused.append({"id": unit, "reason": "not in the registry yet (retry)"})
             self._unroute(handed)
             deadline = time.monotonic() + timeout_s
             while pending_from(conn, self.node_id) and time.monotonic() < deadline:
@@ -248,11 +258,14 @@ class Cluster:
     def _take_handoffs(self, conn: psycopg.Connection[Any]) -> None:
         runtime = self.runtime
         assert runtime is not None
-        for adoption in take_handoffs(conn, self.node_id):
-            logger.info("node %s takes %s, handed over by node %s", self.node_id, adoption.path, adoption.from_node)
-            report = runtime.adopt(RecoveryPlan(adoption.respawn, adoption.leave), adoption.from_node,
-                                   adoption.epochs)
-            self.adopted += len(report.respawned)
+        adoptions = take_handoffs(conn, self.node_id)
+        by_node: dict[str, list[Adoption]] = {}
+        for adoption in adoptions:
+            by_node.setdefault(adoption.from_node, []).append(adoption)
+        for from_node, taken in by_node.items():
+            logger.info("node %s takes %d unit(s) handed over by node %s", self.node_id, len(taken), from_node)
+            self.adopted += self._respawn(taken, from_node)
+        done_handoffs(conn, self.node_id, [a.path for a in adoptions])
 
     def _take_over(self, conn: psycopg.Connection[Any]) -> None:
         runtime = self.runtime
@@ -260,17 +273,31 @@ class Cluster:
         units = lost_units(conn)
         if not units:
             return
-        mine = deal(units, up_nodes(conn)).get(self.node_id, [])
-        for unit in mine:
+        # This node's share first; then (a second pass) whatever is still lost, so a unit dealt to a
+        # survivor that is slow or gone is not left waiting for the next round.
+        self._adopt(conn, deal(units, up_nodes(conn)).get(self.node_id, []))
+        self._adopt(conn, lost_units(conn))
+
+    def _adopt(self, conn: psycopg.Connection[Any], units: list[Unit]) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        for start in range(0, len(units), _CLAIM_BATCH):
             if self._stopping.is_set() or not self.lease.valid():
                 return
-            adoption = claim_unit(conn, unit, self.node_id, self.lease.run_id)
-            if adoption is None:
-                continue
-            logger.info("node %s takes over %s from node %s", self.node_id, unit.path, unit.node_id)
-            report = runtime.adopt(RecoveryPlan(adoption.respawn, adoption.leave), adoption.from_node,
-                                   adoption.epochs)
-            self.adopted += len(report.respawned)
+            adoptions = claim_units(conn, units[start:start + _CLAIM_BATCH], self.node_id, self.lease.run_id)
+            by_node: dict[str, list[Adoption]] = {}
+            for adoption in adoptions:
+                by_node.setdefault(adoption.from_node, []).append(adoption)
+            for from_node, taken in by_node.items():
+                logger.info("node %s takes over %d unit(s) from node %s", self.node_id, len(taken), from_node)
+                self.adopted += self._respawn(taken, from_node)
+
+    def _respawn(self, taken: list[Adoption], from_node: str) -> int:
+        """Start adopted units here, in one ``Runtime.adopt``; how many slots came back."""
+        assert self.runtime is not None
+        plan = RecoveryPlan(tuple(r for a in taken for r in a.respawn), tuple(x for a in taken for x in a.leave))
+        report = self.runtime.adopt(plan, from_node, {k: v for a in taken for k, v in a.epochs.items()})
+        return len(report.respawned)
 
 
 def _agent_ids(node: dict[str, Any]) -> list[str]:

@@ -217,7 +217,8 @@ def test_a_drain_under_load_fails_no_request_but_with_restarting_and_moves_every
 
             drained, outcomes, answered = asyncio.run(run())
             assert drained["ok"] is True, drained
-            assert sorted(drained["result"]["handed_over"]) == ids and drained["result"]["not_handed_over"] == []
+            assert drained["result"]["not_handed_over"] == [], drained["result"]["not_handed_over"][:3]
+            assert sorted(drained["result"]["handed_over"]) == ids
             assert set(outcomes) <= {"restarting"}, outcomes
             assert sorted(x["id"] for x in a.runtime.list_agents()) == ids
             assert b.runtime.list_agents() == []

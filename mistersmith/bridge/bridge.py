@@ -403,7 +403,8 @@ class Bridge:
             await self.membership.beat()
             hosted = {str(a["id"]) for a in agents}
             for agent_id in self.router.routed() - hosted:
-                await self.router.unroute(agent_id)
+                if not self.runtime.moving(agent_id):  # a handed agent's route goes once its taker runs it
+                    await self.router.unroute(agent_id)
             if time.monotonic() >= next_announce:
                 next_announce = time.monotonic() + opts.announce_interval_s
                 self._background(self.services.announce_all())

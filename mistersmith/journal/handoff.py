@@ -6,8 +6,9 @@ journal, so its registry rows are current. Then, in one transaction
 (``hand_over``): the unit's registry rows move to the taker, its agent ids move
 to the taker in ``agent_owners`` (epoch bumped; only ids the giver still owns),
 and a ``handoffs`` row names the unit. The taker, in its next round
-(``take_handoffs``), deletes its ``handoffs`` rows and starts those units from
-the rows it now holds, as a takeover would (``Adoption``). A unit never runs on
+(``take_handoffs``), starts those units from the rows it now holds, as a
+takeover would (``Adoption``), then deletes its ``handoffs`` rows
+(``done_handoffs``): the giver's drain returns once none is left. A unit never runs on
 two nodes: the giver stopped it before anyone could start it.
 """
 
@@ -22,7 +23,7 @@ from mistersmith.history import plan_recovery
 from .registry import _COLUMNS, record_from_row
 from .takeover import Adoption, unit_of
 
-__all__ = ["hand_over", "pending_from", "take_handoffs"]
+__all__ = ["done_handoffs", "hand_over", "pending_from", "take_handoffs"]
 
 _UNIT = "(supervisor || '/' || agent_id = %(unit)s OR supervisor = %(unit)s OR supervisor LIKE %(below)s)"
 _MOVE_ROWS = f"UPDATE agents SET node_id = %(to)s WHERE node_id = %(from)s AND {_UNIT} RETURNING agent_id, kind"
@@ -34,7 +35,8 @@ _MARK = """
 INSERT INTO handoffs (path, from_node, to_node) VALUES (%(unit)s, %(from)s, %(to)s)
 ON CONFLICT (path) DO UPDATE SET from_node = EXCLUDED.from_node, to_node = EXCLUDED.to_node, handed_at = now()
 """
-_TAKE = "DELETE FROM handoffs WHERE to_node = %s RETURNING path, from_node"
+_TAKE = "SELECT path, from_node FROM handoffs WHERE to_node = %s ORDER BY handed_at, path"
+_DONE = "DELETE FROM handoffs WHERE to_node = %s AND path = ANY(%s)"
 _ROWS = f"SELECT {', '.join(_COLUMNS)} FROM agents WHERE node_id = %(to)s AND {_UNIT} ORDER BY started_seq"
 _EPOCHS = "SELECT agent_id, epoch FROM agent_owners WHERE agent_id = ANY(%s) AND node_id = %s"
 _PENDING = "SELECT count(*) FROM handoffs WHERE from_node = %s"
@@ -59,7 +61,8 @@ def hand_over(conn: psycopg.Connection[Any], unit: str, from_node: str, to_node:
 
 
 def take_handoffs(conn: psycopg.Connection[Any], me: str) -> list[Adoption]:
-    """The units handed to ``me``, to start (parents first); their ``handoffs`` rows are deleted."""
+    """The units handed to ``me``, to start (parents first); ``done_handoffs`` deletes their rows once
+    they run (the giver waits for that)."""
     adoptions: list[Adoption] = []
     with conn.transaction():
         for unit, from_node in conn.execute(_TAKE, (me,)).fetchall():
@@ -70,6 +73,12 @@ def take_handoffs(conn: psycopg.Connection[Any], me: str) -> list[Adoption]:
             epochs = {a: int(e) for a, e in conn.execute(_EPOCHS, (ids, me)).fetchall()} if ids else {}
             adoptions.append(Adoption(from_node, unit, respawn, tuple(plan.leave), epochs))
     return adoptions
+
+
+def done_handoffs(conn: psycopg.Connection[Any], me: str, paths: list[str]) -> None:
+    """The taker started these units: the giver's wait is over."""
+    if paths:
+        conn.execute(_DONE, (me, paths))
 
 
 def pending_from(conn: psycopg.Connection[Any], node_id: str) -> int:

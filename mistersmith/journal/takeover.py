@@ -46,7 +46,7 @@ from mistersmith.history import AgentRecord, plan_recovery
 
 from .registry import _COLUMNS, record_from_row, upsert_records
 
-__all__ = ["NODE_LOCAL", "Adoption", "Unit", "claim_unit", "deal", "lost_units", "unit_of", "up_nodes"]
+__all__ = ["NODE_LOCAL", "Adoption", "Unit", "claim_unit", "claim_units", "deal", "lost_units", "unit_of", "up_nodes"]
 
 NODE_LOCAL = ("root/tasks",)
 """Units that belong to a node, not to the cluster: the task queue's per-kind pools (every node has
@@ -166,6 +166,18 @@ def claim_unit(conn: psycopg.Connection[Any], unit: Unit, me: str, run_id: str) 
         return _claim(conn, unit, me, run_id, where)
     except (_Untouched, psycopg.errors.LockNotAvailable):  # rolled back: the unit is not ours to take
         return None
+
+
+def claim_units(conn: psycopg.Connection[Any], units: Sequence[Unit], me: str, run_id: str) -> list[Adoption]:
+    """Claim many units in one transaction (one commit), each in a savepoint of its own: a unit
+    another survivor holds is rolled back alone. The claims that held, in ``units``' order."""
+    out: list[Adoption] = []
+    with conn.transaction():
+        for unit in units:
+            adoption = claim_unit(conn, unit, me, run_id)  # its transaction is a savepoint here
+            if adoption is not None:
+                out.append(adoption)
+    return out
 
 
 class _Untouched(Exception):

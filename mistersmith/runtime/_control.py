@@ -222,6 +222,11 @@ class Control(RuntimeBase):
         bound = sum(c.spec.shutdown_s for c in root.children() if c.id in set(ids)) or 1.0
         return list(self._call(root, DropChildren(cause, tuple(ids), retry_after_s), bound))
 
+    def moving(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` was handed to another node a moment ago (asked here: ``restarting``)."""
+        moved = self.system.moved.get(agent_id)
+        return moved is not None and moved[0] > self.clock.now()
+
     def _call(self, sup: Supervisor, message: Request, bound_s: float) -> Any:
         reply = ThreadReply()
         sup.post(message, reply)

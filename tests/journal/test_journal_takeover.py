@@ -19,7 +19,7 @@ import pytest
 
 from mistersmith.errors import AgentExistsError, StateUnavailableError
 from mistersmith.history import AgentRecord
-from mistersmith.journal.handoff import hand_over, pending_from, take_handoffs
+from mistersmith.journal.handoff import done_handoffs, hand_over, pending_from, take_handoffs
 from mistersmith.journal.owners import PgOwners
 from mistersmith.journal.registry import load_node, upsert_records
 from mistersmith.journal.takeover import Adoption, Unit, claim_unit, lost_units, up_nodes
@@ -466,6 +466,8 @@ def test_the_taker_takes_its_handoffs_once_and_no_other_node_does(conn: psycopg.
     assert paths(sup.respawn) == ["root/sup", "root/sup/c1", "root/sup/c2"]
     assert sup.epochs == {"c1": 2, "c2": 2}
     assert {r.node_id for a in taken for r in a.respawn} == {"T"}
+    assert pending_from(conn, "G") == 2, "the giver waits until the taker has started them"
+    done_handoffs(conn, "T", ["root/solo", "root/sup"])
     assert pending_from(conn, "G") == 0
     assert sql(conn, "SELECT count(*) FROM handoffs") == [(0,)]
     assert take_handoffs(conn, "T") == []
