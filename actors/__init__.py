@@ -8,6 +8,7 @@ from mistersmith.actors._command import CommandSpec, command
 from mistersmith.actors._context import AgentContext, Counters
 from mistersmith.actors._durable import STATE_ON_RESTART, DurableOptions
 from mistersmith.actors._mailbox import Exit, Letter, Mailbox, Order, ReplySlot, ThreadReply, deliver
+from mistersmith.actors._progress import STREAM_MAXSIZE, Progress, ThreadStream
 from mistersmith.actors.echo import EchoAgent
 from mistersmith.actors.process import DEFAULT_INHERITED_ENV, ProcessAgent, ProcessFailed
 from mistersmith.actors.process_kind import ProcessKind
@@ -28,9 +29,12 @@ __all__ = [
     "ProcessAgent",
     "ProcessFailed",
     "ProcessKind",
+    "Progress",
     "ReplySlot",
     "STATE_ON_RESTART",
+    "STREAM_MAXSIZE",
     "ThreadReply",
+    "ThreadStream",
     "command",
     "deliver",
 ]

@@ -10,15 +10,28 @@ Failure semantics (the same for a tell and an ask):
   caller an error reply; the agent lives on;
 - any other exception, ``BaseException`` included, gives the caller an
   ``agent_failed`` error and ends the incarnation as a crash;
-- a handler running longer than ``command_timeout_s`` is abandoned by the
-  watchdog (a Python thread cannot be killed): the caller gets ``agent_failed``,
-  the thread is counted as leaked until it returns, and the supervisor restarts
-  the agent;
+- a handler running longer than ``command_timeout_s`` gives the caller
+  ``agent_failed`` and the supervisor restarts the agent. An async handler is
+  cancelled (it sees ``CancelledError``; its thread ends normally); a sync one
+  is abandoned by the watchdog (a Python thread cannot be killed) and its thread
+  is counted as leaked until it returns;
+- a stop request cancels a running async command (a sync one sees
+  ``self.cancelled``); its caller gets what a caller of the stopped agent gets
+  (``unknown_agent``, ``closed`` while the runtime shuts down, ``restarting``
+  when the stop is for a restart);
 - exactly one exit signal per incarnation reaches the supervisor, whether the
   incarnation stopped, crashed, failed in ``on_start``/``on_stop``, was
   abandoned or was fenced (a durable agent whose newer activation exists: see
   ``_durable``). No exception ever escapes the actor thread, so pykka never stops
   every actor in the process.
+
+Threads and the boundary: every hook and handler runs in the incarnation's own
+thread; ``async def`` ones run on the incarnation's own event loop, in that
+thread (``_aio.IncarnationLoop``), never on the node's. The one call from
+another thread into that loop is ``IncarnationLoop.cancel_threadsafe``
+(``call_soon_threadsafe(task.cancel)``), made by ``request_stop``, ``abandon``
+and ``check_hung``; ``mistersmith.crossing`` stays the only module that
+crosses to and from the node's loop.
 """
 
 from __future__ import annotations
@@ -26,7 +39,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+from asyncio import CancelledError
+from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -38,13 +52,18 @@ from mistersmith.errors import (
     InvalidPayloadError,
     MisterSmithError,
     PausedError,
+    RestartingError,
     UnknownCommandError,
 )
 
+from ._aio import IncarnationLoop
 from ._builtins import BuiltinCommands
-from ._command import CommandSpec, collect_commands
+from ._command import ASYNC, ASYNC_GENERATOR, SYNC, CommandSpec, collect_commands
 from ._context import AgentContext
 from ._durable import DurableMethods, Durability
+from ._handlers import HandlerMethods, ProgressSink
+from ._oversight import Oversight
+from ._pykka import ActorBase
 from ._state import BUILTIN_COMMANDS, AgentState
 from ._kind_policy import KindPolicy
 from ._mailbox import Exit, Letter, Order, ReplySlot, StopRequest, deliver
@@ -53,7 +72,7 @@ __all__ = ["Agent", "AgentState"]
 
 logger = logging.getLogger("mistersmith.agent")
 
-class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
+class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Oversight, ActorBase):
     """Base class of every agent kind.
 
     Subclass it, mark command handlers with ``@command("name")`` and override
@@ -66,10 +85,16 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
     agent (``durable = True`` on the kind, or ``durable=True`` in its spec)
     starts each incarnation from its last committed state, and every handler
     that returns and changed it commits it before the reply leaves; see
-    ``commit``, ``effect`` and ``forget``. Other agents start from ``{}``.
+    ``commit``, ``effect``, ``aeffect`` and ``forget``. Other agents start from ``{}``.
+
+    Handlers and hooks may be ``async def``; a handler may be a generator
+    (each yielded item is progress); any handler may call ``self.progress(...)``
+    (see ``_handlers``).
 
     Threads: ``__init__`` runs in the supervisor's thread; every hook and
-    handler runs in this incarnation's own thread.
+    handler runs in this incarnation's own thread, ``async def`` ones on this
+    incarnation's own event loop there. Cancelling them is the one call from
+    another thread into that loop (``IncarnationLoop.cancel_threadsafe``).
     """
 
     kind: ClassVar[str | None] = None
@@ -96,12 +121,14 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         self.mailbox = context.mailbox
         self._now = context.clock.now
         # pykka's own tell/ask must reach the same (lasting) mailbox.
-        self.actor_inbox = context.mailbox  # type: ignore[assignment]
+        self.actor_inbox = context.mailbox
         self._actor_ref.actor_inbox = context.mailbox  # type: ignore[assignment]
         self.lifecycle = AgentState.STARTING
         self.state: dict[str, Any] = {}
         self._durable = Durability(context.agent_id, context.durable, self._emit_live) if context.durable else None
         self.cancelled = threading.Event()
+        self._aio = IncarnationLoop(f"mistersmith-{context.agent_id}")
+        self._progress_sink: ProgressSink | None = None
         self._lock = threading.Lock()
         self._busy_since: float | None = None
         self._overdue_since: float | None = None  # the _busy_since the watchdog last reported
@@ -109,8 +136,12 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         self._reply: ReplySlot | None = None
         self._stop_exit: Exit | None = None
         self._stop_reply: ReplySlot | None = None
+        self._stop_restarting: bool | None = None  # set by request_stop: is the stop for a restart?
+        self._busy_async = False  # the running command is an async handler (it can be cancelled for real)
         self._exit_sent = False
-        self._abandoned = False
+        self._abandoned = False  # its supervisor gave up on it: it never speaks for the agent again
+        self._leaked = False  # counted in leaked_threads until its thread ends
+        self._finished = False
         self._crash_info: tuple[Any, Any, Any] | None = None
         self.start_error: BaseException | None = None
         self.started = threading.Event()
@@ -118,29 +149,32 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
 
     # -- hooks -------------------------------------------------------------
 
-    def on_start(self) -> None:
-        """Set up, in this incarnation's thread, before the first message.
+    def on_start(self) -> Awaitable[None] | None:
+        """Set up, in this incarnation's thread, before the first message (``async def`` is fine).
 
         If it raises, the start fails: the supervisor gets a crash exit and,
         when starting a tree, a ``StartError``. ``on_stop`` is not called.
         """
+        return None
 
-    def on_stop(self) -> None:
-        """Clean up after a normal stop or a shutdown, in this incarnation's thread.
+    def on_stop(self) -> Awaitable[None] | None:
+        """Clean up after a normal stop or a shutdown, in this incarnation's thread (``async def`` is fine).
 
         If it raises, the exit becomes a crash with that exception as its reason.
         """
+        return None
 
     def on_failure(
         self,
         exception_type: type[BaseException] | None,
         exception_value: BaseException | None,
         traceback: TracebackType | None,
-    ) -> None:
-        """Clean up after a crash, in this incarnation's thread, instead of ``on_stop``.
+    ) -> Awaitable[None] | None:
+        """Clean up after a crash, in this incarnation's thread, instead of ``on_stop`` (``async def`` is fine).
 
         If it raises, the exception is logged and the crash stands as it was.
         """
+        return None
 
     # -- control from inside ---------------------------------------------------
 
@@ -156,12 +190,7 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
             raise ValueError(f"kind={kind!r} is not allowed; use 'normal' or 'shutdown'")
         self._stop_exit = Exit(kind, detail, cause)
 
-    # -- control from the supervisor (any thread) -------------------------------
-
-    @property
-    def abandoned(self) -> bool:
-        """True once its supervisor gave up on this thread (it never reports an exit then)."""
-        return self._abandoned
+    # -- control from the supervisor (the rest: ``Oversight``) -----------------------
 
     def start_thread(self) -> None:
         """Register with pykka and start this incarnation's thread (once; the supervisor's thread).
@@ -170,54 +199,6 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         """
         pykka.ActorRegistry.register(self.actor_ref)
         self._start_actor_loop()
-
-    def request_stop(self, exit_: Exit) -> None:
-        """Ask this incarnation to stop after its current message."""
-        if self._stop_exit is None:
-            self._stop_exit = exit_
-        self.cancelled.set()
-        self.mailbox.put(Letter(StopRequest(self)))
-
-    def abandon(self) -> bool:
-        """Give up on a thread that will not stop. False if it already exited."""
-        with self._lock:
-            if self._exit_sent:
-                return False
-            self._exit_sent = self._abandoned = True
-        self.cancelled.set()
-        self.context.counters.add("abandoned_threads")
-        self.context.counters.add("leaked_threads")
-        return True
-
-    def overdue(self, now: float) -> bool:
-        """True, once, when the running handler has passed ``command_timeout_s`` (any thread; no side
-        effect but remembering that it said so)."""
-        since, limit = self._busy_since, self.context.command_timeout_s
-        if since is None or limit is None or now - since < limit or self._overdue_since == since:
-            return False
-        self._overdue_since = since
-        return True
-
-    def check_hung(self, now: float) -> bool:
-        """Abandon and fail this incarnation if its handler ran past the timeout.
-
-        Runs in the supervisor's thread (the watchdog sends it ``Hung``); emits ``failed``.
-        """
-        since, limit = self._busy_since, self.context.command_timeout_s
-        if since is None or limit is None or now - since < limit:
-            return False
-        with self._lock:
-            if self._busy_since is not since or self._exit_sent:
-                return False
-            reply, name = self._reply, self._busy_command
-        if not self.abandon():
-            return False
-        detail = f"command {name!r} ran longer than command_timeout_s={limit}"
-        logger.error("agent %s hung: %s", self.agent_id, detail, extra={"agent_id": self.agent_id})
-        self.context.emit("failed", detail, {"command": name, "hung": True})
-        deliver(reply, error=AgentFailedError(self.agent_id, detail))
-        self.context.on_exit(self, Exit.crash(detail))
-        return True
 
     # -- the actor thread ---------------------------------------------------
 
@@ -245,7 +226,7 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         try:
             if self._durable is not None:
                 self.state = self._durable.activate(restarting=ctx.restart_count > 0)
-            self.on_start()
+            self._run_hook(self.on_start)
         except BaseException as exc:
             if self._abandoned:  # the supervisor gave up waiting; it is not ours to report
                 return Exit.crash("abandoned")
@@ -267,12 +248,12 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         self.lifecycle = AgentState.STOPPING
         if exit_.is_crash:
             try:
-                self.on_failure(*(self._crash_info or (None, exit_.exception, None)))
+                self._run_hook(self.on_failure, *(self._crash_info or (None, exit_.exception, None)))
             except BaseException:
                 logger.exception("on_failure of agent %s raised", self.agent_id)
             return exit_
         try:
-            self.on_stop()
+            self._run_hook(self.on_stop)
         except BaseException as exc:
             exit_ = Exit.crash(f"on_stop raised {exc!r}", exc)
             ctx.emit("failed", exit_.detail, {"phase": "stop"})
@@ -315,27 +296,30 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
             return None
         self._reply = reply
         self._busy_command = cmd.name
+        self._busy_async = spec.shape in (ASYNC, ASYNC_GENERATOR)
+        self._progress_sink = None if reply is None else getattr(reply, "progress", None)
         self.lifecycle = AgentState.BUSY
         self._busy_since = self._now()
-        return self._invoke(reply, cmd.name, getattr(self, spec.method), (), cmd.payload)
+        return self._invoke(reply, cmd.name, getattr(self, spec.method), spec.shape, cmd.payload)
 
     def _handle_other(self, envelope: Letter) -> Exit | None:
         """pykka's own messages (proxy calls) and ``on_receive`` messages."""
         self._reply = envelope.reply_to
         self._busy_command = None
+        self._busy_async = False
         self.lifecycle = AgentState.BUSY
         self._busy_since = self._now()
-        return self._invoke(envelope.reply_to, None, self._handle_receive, (envelope.message,), {})
+        return self._invoke(envelope.reply_to, None, lambda: self._handle_receive(envelope.message), SYNC, {})
 
     def _invoke(
-        self, reply: ReplySlot | None, command: str | None, fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self, reply: ReplySlot | None, command: str | None, fn: Any, shape: str, kwargs: Mapping[str, Any]
     ) -> Exit | None:
         """Run one handler; returns an ``Exit`` if it crashed the incarnation."""
         expected: MisterSmithError | None = None
         crash: BaseException | None = None
         result: Any = None
         try:
-            result = fn(*args, **kwargs)
+            result = self._call_handler(fn, shape, kwargs)
         except MisterSmithError as exc:
             expected = exc
         except BaseException as exc:
@@ -345,8 +329,10 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
             if self._abandoned:
                 return Exit.crash("abandoned")
             self._busy_since = None
-            self._reply = None
+            self._reply = self._progress_sink = None
             self.lifecycle = AgentState.PAUSED if self.context.paused else AgentState.IDLE
+        if crash is not None and self._stop_restarting is not None and isinstance(crash, CancelledError):
+            expected, crash, self._crash_info = self._stopped_error(), None, None  # cancelled: the incarnation stops
         if crash is None and self._durable is not None:
             expected, ended = self._settle_state(expected)  # durable before the reply leaves
             if ended is not None:
@@ -369,19 +355,30 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, pykka.ThreadingActor):
         deliver(reply, error=error)
         return exit_
 
+    def _stopped_error(self) -> MisterSmithError:
+        """What the caller of a command cancelled by a stop gets: what callers of a stopped agent get."""
+        if self._stop_restarting:
+            return RestartingError(self.agent_id, None)
+        error = self.context.gone(self.agent_id)
+        return error if isinstance(error, MisterSmithError) else AgentFailedError(self.agent_id, str(error))
+
     def _refuse(self, reply: ReplySlot | None, error: MisterSmithError) -> None:
         if reply is None:
             logger.warning("agent %s: %s (no reply subject)", self.agent_id, error)
         deliver(reply, error=error)
 
     def _finish(self, exit_: Exit) -> None:
+        self._aio.close()
         self.lifecycle = AgentState.FAILED if exit_.is_crash else AgentState.STOPPED
         pykka.ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
         with self._lock:
             first, self._exit_sent = not self._exit_sent, True
+            self._finished = True
+            leaked = self._leaked
         if self._abandoned:
-            self.context.counters.add("leaked_threads", -1)
+            if leaked:
+                self.context.counters.add("leaked_threads", -1)
             return
         deliver(self._stop_reply)
         if first:

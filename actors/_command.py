@@ -3,7 +3,9 @@
 A command is a method that takes its JSON payload as keyword arguments. The
 table records, for each command, the parameters it accepts and requires and
 the simple types it declares, so a bad payload gets an ``invalid_payload``
-error before the handler runs instead of crashing the agent.
+error before the handler runs instead of crashing the agent, and the
+handler's *shape* (``def``, ``async def``, a generator or an async generator:
+``SHAPES``), which says how the incarnation runs it (``_handlers``).
 """
 
 from __future__ import annotations
@@ -12,16 +14,23 @@ import inspect
 import re
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, overload
 
-__all__ = ["CommandSpec", "builtin_command", "collect_commands", "command"]
+__all__ = [
+    "ASYNC", "ASYNC_GENERATOR", "GENERATOR", "SHAPES", "SYNC", "CommandSpec", "builtin_command", "collect_commands",
+    "command", "shape_of",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__mistersmith_command__"
 _BUILTIN = "__mistersmith_builtin__"
 COMMAND_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+SYNC, ASYNC, GENERATOR, ASYNC_GENERATOR = "sync", "async", "generator", "async_generator"
+SHAPES = (SYNC, ASYNC, GENERATOR, ASYNC_GENERATOR)
+"""How a handler is written: ``def``, ``async def``, ``def`` with ``yield``, ``async def`` with ``yield``."""
 
 # JSON types a handler parameter may declare and get checked against.
 _CHECKABLE: dict[Any, tuple[type, ...]] = {
@@ -46,7 +55,9 @@ def command(name: str | F | None = None) -> F | Callable[[F], F]:
     """Mark a method as the handler of command ``name`` (default: its own name).
 
     Use as ``@command("run")`` or bare ``@command``. Names are NATS subject
-    tokens: letters, digits, ``_`` and ``-``.
+    tokens: letters, digits, ``_`` and ``-``. The handler may be a ``def``, an
+    ``async def`` (awaited on the incarnation's own loop), or a generator of
+    either kind (each yielded item is progress): see ``SHAPES``.
     """
 
     def mark(fn: F, cmd: str | None) -> F:
@@ -83,6 +94,8 @@ class CommandSpec:
     required: frozenset[str]
     accepted: frozenset[str] | None  # None: the handler takes **kwargs
     types: Mapping[str, tuple[type, ...]]
+    shape: str = SYNC
+    """One of ``SHAPES``: how the incarnation runs it."""
 
     def describe(self) -> dict[str, Any]:
         """The parameters, for clients: ``{"params": {name: {"required", "type"}}, "more_params": bool}``."""
@@ -147,8 +160,20 @@ def _spec_for(name: str, fn: Callable[..., Any], builtin: bool) -> CommandSpec:
     )
 
 
+def shape_of(fn: Callable[..., Any]) -> str:
+    """The shape (one of ``SHAPES``) of a handler function."""
+    if inspect.isasyncgenfunction(fn):
+        return ASYNC_GENERATOR
+    if inspect.iscoroutinefunction(fn):
+        return ASYNC
+    if inspect.isgeneratorfunction(fn):
+        return GENERATOR
+    return SYNC
+
+
 def collect_commands(cls: type, builtin_names: frozenset[str]) -> dict[str, CommandSpec]:
-    """Build the command table of ``cls`` from its MRO, base classes first."""
+    """Build the command table of ``cls`` from its MRO, base classes first (a shape is the method's
+    as ``cls`` has it, so an override without ``@command`` keeps the name and brings its own shape)."""
     table: dict[str, CommandSpec] = {}
     for klass in reversed(cls.__mro__):
         for attr, fn in vars(klass).items():
@@ -161,4 +186,5 @@ def collect_commands(cls: type, builtin_names: frozenset[str]) -> dict[str, Comm
                     f"{cls.__name__}.{attr}: {name!r} is a built-in command; choose another name"
                 )
             table[name] = _spec_for(name, fn, builtin)
-    return table
+    return {name: replace(spec, shape=shape_of(getattr(cls, spec.method)))
+            for name, spec in table.items()}

@@ -6,7 +6,8 @@ restart count outlive a restart. The two callbacks connect the agent to the
 layers above it without importing them:
 
 - ``emit(event_type, reason, data)`` records a supervision event;
-- ``on_exit(incarnation, exit)`` delivers the incarnation's exit signal.
+- ``on_exit(incarnation, exit)`` delivers the incarnation's exit signal;
+- ``gone(agent_id)`` says what a caller of an agent that stopped is told.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mistersmith.clock import Clock
+from mistersmith.errors import UnknownAgentError
 
 from ._durable import DurableOptions
 from ._mailbox import Exit, Mailbox
@@ -68,3 +70,9 @@ class AgentContext:
     """What ``started``/``restarted`` events carry: restart type, config... (for replay and recovery)."""
     durable: DurableOptions | None = None
     """Set for a durable agent: where its state is kept, and how."""
+    shutdown_s: float | None = None
+    """How long a cancelled hung async handler may take to end before its thread counts as leaked
+    (its spec's ``shutdown_s``; None: not waited for)."""
+    gone: Callable[[str], Exception] = UnknownAgentError
+    """What a caller of this agent is told once no incarnation will answer it (the supervisors'
+    dead-letter answer: ``unknown_agent``, ``closed`` while the tree goes down...)."""

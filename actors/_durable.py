@@ -15,9 +15,11 @@ it last committed and its effect records. The rules:
   reply leaves. A commit that fails (``invalid_state``, ``state_too_large``,
   ``unavailable``) fails the command; the agent goes on from ``restore()``,
   its last committed state.
-- ``effect(key, fn)``: a recorded key returns its recorded outcome (a value,
-  or the ``CommandError`` raised again) and ``fn`` does not run; otherwise
-  ``fn`` runs and its outcome is recorded durably before ``effect`` returns.
+- ``effect(key, fn)`` (``aeffect`` in async code): a recorded key returns its
+  recorded outcome (a value, or the ``CommandError`` raised again) and ``fn``
+  does not run; otherwise ``fn`` runs and its outcome is recorded durably
+  before ``effect`` returns. An async ``fn`` runs on the incarnation's own loop
+  (``effect`` refuses to wait for one while that loop runs: ``aeffect`` can).
   If ``fn`` raises anything but ``CommandError``, nothing is recorded. The
   window: a crash after ``fn`` returned and before its record is durable
   runs ``fn`` again in the next incarnation (see docs/concepts.md).
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,8 @@ __all__ = ["STATE_ON_RESTART", "DurableMethods", "DurableOptions", "Durability"]
 
 STATE_ON_RESTART = ("keep", "reset")
 _KEY_MAX = 256
+_USE_AEFFECT = ("effect() cannot wait for an async fn on a running event loop (an async handler or hook); "
+                "use `await self.aeffect(key, fn, ...)` there")
 
 
 @dataclass(frozen=True)
@@ -106,21 +110,48 @@ class Durability:
         self._committed = data
         return True
 
-    def effect(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not isinstance(key, str) or not key or len(key) > _KEY_MAX:
-            raise SpecError(self.agent_id, "key", key, f"name an effect with a non-empty str of at most {_KEY_MAX} characters")
-        recorded = self._effects.get(key)
+    def effect(
+        self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        wait: Callable[[Awaitable[Any]], Any],
+    ) -> Any:
+        """``effect`` from sync code: an awaitable ``fn`` result is waited for with ``wait`` (on the
+        incarnation's loop); refused on a running loop, where only ``aeffect`` can wait."""
+        recorded = self._recorded(key)
         if recorded is not None:
             return _replay(recorded)
         try:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
-                value = asyncio.run(_wait(value))
+                if asyncio._get_running_loop() is not None:
+                    if inspect.iscoroutine(value):
+                        value.close()
+                    raise SpecError(self.agent_id, "effect", getattr(fn, "__qualname__", fn), _USE_AEFFECT)
+                value = wait(value)
         except CommandError as exc:
             self._record(key, {"error": {"code": exc.code, "message": exc.message}})
             raise
         self._record(key, {"value": value})
         return value
+
+    async def aeffect(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``effect`` for async code: an awaitable ``fn`` result is awaited where the caller runs."""
+        recorded = self._recorded(key)
+        if recorded is not None:
+            return _replay(recorded)
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        except CommandError as exc:
+            self._record(key, {"error": {"code": exc.code, "message": exc.message}})
+            raise
+        self._record(key, {"value": value})
+        return value
+
+    def _recorded(self, key: str) -> bytes | None:
+        if not isinstance(key, str) or not key or len(key) > _KEY_MAX:
+            raise SpecError(self.agent_id, "key", key, f"name an effect with a non-empty str of at most {_KEY_MAX} characters")
+        return self._effects.get(key)
 
     def forget(self, key: str) -> None:
         opts = self.options
@@ -155,10 +186,6 @@ class Durability:
         return None
 
 
-async def _wait(awaitable: Any) -> Any:
-    return await awaitable
-
-
 def _replay(recorded: bytes) -> Any:
     outcome = orjson.loads(recorded)
     error = outcome.get("error")
@@ -176,6 +203,8 @@ class DurableMethods:
         state: dict[str, Any]
         _durable: Durability | None
 
+        def _await_here(self, awaitable: Awaitable[Any]) -> Any: ...
+
     def commit(self) -> bool:
         """Commit ``self.state`` now, mid-way through a long handler, if it changed; True if it did.
 
@@ -191,12 +220,26 @@ class DurableMethods:
 
         A key already recorded returns its recorded result and ``fn`` does not run (a
         recorded ``CommandError`` is raised again). If ``fn`` raises anything else nothing
-        is recorded and a later call runs it again. ``fn`` may be async. Durable agents only.
+        is recorded and a later call runs it again. Durable agents only. ``fn`` may be async
+        when ``effect`` is called from a sync handler (it runs on this incarnation's loop);
+        in an async handler or hook use ``await self.aeffect(...)``, as ``effect`` cannot wait
+        there (it raises ``SpecError`` saying so).
         """
+        return self._durability().effect(key, fn, args, kwargs, self._await_here)
+
+    async def aeffect(self, key: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """``effect`` for async handlers and hooks: ``await self.aeffect(key, fn, ...)``.
+
+        The same rules; an async ``fn`` is awaited on this incarnation's loop. Recording the
+        result is a durable write in this thread, as ``commit()`` is (the loop waits for it).
+        """
+        return await self._durability().aeffect(key, fn, args, kwargs)
+
+    def _durability(self) -> Durability:
         if self._durable is None:
             raise SpecError(self.agent_id, "durable", False,
                             "effect() needs a durable agent: set durable = True on the kind, or spawn it durable")
-        return self._durable.effect(key, fn, args, kwargs)
+        return self._durable
 
     def forget(self, key: str) -> None:
         """Drop the record of effect ``key``: its ``fn`` runs again the next time it is called."""

@@ -14,7 +14,11 @@ pykka's own ``tell``/``ask``) use ``put()``, which never refuses.
 A reply slot is anything with pykka's ``Future`` setter shape:
 ``set(value)`` and ``set_exception(exc_info)``. ``ThreadReply`` is the blocking
 one used by synchronous callers; the asyncio one lives in
-``mistersmith.crossing``.
+``mistersmith.crossing``. A slot may also carry ``progress``: a callable that
+takes each ``Progress`` its command reports before the outcome (called in the
+agent's thread; it must not block), or None, as for ``ThreadReply``: progress
+is dropped. The streams (``ThreadStream`` in ``_progress``, ``LoopStream``)
+have one.
 """
 
 from __future__ import annotations
@@ -175,9 +179,10 @@ class Mailbox:
 class ThreadReply:
     """A one-shot reply slot that a plain thread waits on."""
 
-    __slots__ = ("_done", "_exc", "_value")
+    __slots__ = ("_done", "_exc", "_value", "progress")
 
     def __init__(self) -> None:
+        self.progress: Any = None  # a plain reply drops progress (see ``ReplySlot``)
         self._done = _thread.allocate_lock()
         self._done.acquire()
         self._value: Any = None

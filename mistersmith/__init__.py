@@ -12,7 +12,7 @@ Embed a ``Runtime`` in a sync or asyncio program::
 
 import logging as _logging
 
-from mistersmith.actors import Agent, AgentState, EchoAgent, ProcessAgent, ProcessKind, command
+from mistersmith.actors import Agent, AgentState, EchoAgent, ProcessAgent, ProcessKind, Progress, command
 from mistersmith.clock import FakeClock, MonotonicClock
 from mistersmith.errors import (
     AgentExistsError,
@@ -73,6 +73,7 @@ __all__ = [
     "PoolFullError",
     "ProcessAgent",
     "ProcessKind",
+    "Progress",
     "RestartingError",
     "Runtime",
     "RuntimeClosedError",

@@ -3,14 +3,24 @@
 Nothing else in MisterSmith moves work or results between the two worlds:
 
 - loop -> actor: callers put an envelope in a mailbox (non-blocking; done by
-  the Runtime); the reply slot they pass is a ``LoopReply``;
+  the Runtime); the reply slot they pass is a ``LoopReply`` (a ``LoopStream``
+  when they read the command's progress too);
 - actor -> loop: a ``LoopReply`` (or an ``EventStream``) resolves its asyncio
-  future with ``call_soon_threadsafe``;
+  future with ``call_soon_threadsafe``; a ``LoopStream`` moves each
+  ``Progress`` item the same way, before the result;
 - blocking work an async caller needs (closing the runtime) runs in a
   short-lived thread whose outcome crosses back the same way.
 
 A blocking call made on a thread that runs an event loop is refused with
 ``BlockingCallError`` naming the awaitable to use instead (``forbid_blocking``).
+
+Where the boundary is not: an agent incarnation with ``async def`` handlers
+runs them on an event loop of its own, in its own thread
+(``mistersmith.actors._aio``). That loop is the agent's, not the node's;
+cancelling its task from the supervisor's thread
+(``IncarnationLoop.cancel_threadsafe``) is part of the agent's own machinery.
+An async handler awaiting ``runtime.aask(...)`` uses the slots here, with its
+own loop as "the loop".
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from mistersmith.actors import STREAM_MAXSIZE, Progress
 from mistersmith.errors import BlockingCallError
 from mistersmith.supervisors import EventBus, SupervisionEvent
 
-__all__ = ["EventStream", "LoopReply", "LoopThread", "forbid_blocking", "run_in_thread"]
+__all__ = ["EventStream", "LoopReply", "LoopStream", "LoopThread", "forbid_blocking", "run_in_thread"]
 
 logger = logging.getLogger("mistersmith.crossing")
 
@@ -47,11 +58,12 @@ class LoopReply:
     came within that time (a timer on the loop, cancelled by the reply).
     """
 
-    __slots__ = ("_done", "_loop", "_timer", "future")
+    __slots__ = ("_done", "_loop", "_timer", "future", "progress")
 
     def __init__(self, timeout_s: float | None = None, on_timeout: Callable[[], Exception] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Any] = self._loop.create_future()
+        self.progress: Callable[[Progress], None] | None = None  # a plain reply drops progress
         self._done = False
         self._timer: asyncio.TimerHandle | None = None
         if timeout_s is not None:
@@ -91,6 +103,69 @@ class LoopReply:
     def _expire(self, on_timeout: Callable[[], Exception]) -> None:
         if not self.future.done():
             self.future.set_exception(on_timeout())
+
+
+class LoopStream(LoopReply):
+    """A ``LoopReply`` that also carries the command's progress to the loop (``Runtime.astream``).
+
+    ``async for item in stream`` yields each ``Progress`` as it comes; the
+    iteration ends when the command has finished, and raises its error if it
+    failed (``CommandTimeoutError`` past the timeout included). Then
+    ``await stream.result()`` returns the result (or raises the same error);
+    awaited without iterating, it drops the progress. Keeps at most ``maxsize``
+    unread items, dropping the oldest (``dropped`` counts them): the agent
+    never waits for a slow reader.
+    """
+
+    __slots__ = ("_items", "_ready", "dropped", "maxsize")
+
+    def __init__(
+        self, timeout_s: float | None, on_timeout: Callable[[], Exception] | None = None, maxsize: int = STREAM_MAXSIZE
+    ) -> None:
+        super().__init__(timeout_s, on_timeout)
+        self._items: collections.deque[Progress] = collections.deque()
+        self._ready = asyncio.Event()
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.progress = self._from_thread
+        self.future.add_done_callback(lambda _: self._ready.set())
+
+    def _from_thread(self, item: Progress) -> None:
+        """In the agent's thread: move one item to the loop (dropped once the result went)."""
+        if self._done:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._arrive, item)
+        except RuntimeError:  # the loop is closed; nobody is reading any more
+            pass
+
+    def _arrive(self, item: Progress) -> None:
+        if self.future.done():
+            return
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    def __aiter__(self) -> LoopStream:
+        return self
+
+    async def __anext__(self) -> Progress:
+        while not self._items:
+            if self.future.done():
+                error = self.future.exception()  # raises CancelledError if it was cancelled
+                if error is not None:
+                    raise error
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    async def result(self) -> Any:
+        """The command's result, once it has finished (unread progress is dropped); raises its error."""
+        self._items.clear()
+        return await self.future
 
 
 async def run_in_thread(fn: Callable[[], T], name: str) -> T:

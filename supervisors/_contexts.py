@@ -71,6 +71,7 @@ class Contexts:
             command_timeout_s=timeout,
             start_data=start_data,
             durable=durable,
+            shutdown_s=spec.shutdown_s,
         )
         ctx.emit = lambda event_type, reason, data: self.emit_for(ctx, event_type, reason, data)
         return ctx

@@ -55,15 +55,16 @@ def start(child: Child, build: Callable[[Child], Agent], now: Callable[[], float
     child.started_at = now()
 
 
-def _request_stop(child: Child, cause: str) -> Agent | None:
+def _request_stop(child: Child, cause: str, restarting: bool) -> Agent | None:
     """Ask a child's incarnation to stop after its current message; it, or None if it had none
-    (the child is stopped then, its pending restart, if any, called off)."""
+    (the child is stopped then, its pending restart, if any, called off). ``restarting``: the
+    stop is for a restart (a command it cancels is answered ``restarting``)."""
     child.last_exit = Exit.shutdown(cause)
     inc = child.incarnation
     if inc is None:
         child.settle(ChildStatus.STOPPED)
     else:
-        inc.request_stop(Exit.shutdown(cause))
+        inc.request_stop(Exit.shutdown(cause), restarting=restarting)
     return inc
 
 
@@ -81,15 +82,15 @@ def _await_stop(child: Child, inc: Agent, deadline: float) -> None:
     child.context.emit("stopped", child.last_exit.describe() if child.last_exit else None, {})
 
 
-def terminate(child: Child, cause: str) -> None:
-    """Stop a child's incarnation within its ``shutdown_s``."""
-    terminate_together((child,), cause)
+def terminate(child: Child, cause: str, *, restarting: bool = False) -> None:
+    """Stop a child's incarnation within its ``shutdown_s`` (``restarting``: to start it again)."""
+    terminate_together((child,), cause, restarting=restarting)
 
 
-def terminate_together(children: Sequence[Child], cause: str) -> None:
+def terminate_together(children: Sequence[Child], cause: str, *, restarting: bool = False) -> None:
     """Stop several children at once: each is asked to stop, then waited for within its own
     ``shutdown_s`` from that moment (two hung ones take one ``shutdown_s``, not two)."""
-    asked = [(child, _request_stop(child, cause)) for child in children]
+    asked = [(child, _request_stop(child, cause, restarting)) for child in children]
     since = time.monotonic()
     for child, inc in asked:
         if inc is not None:

@@ -36,12 +36,13 @@ from collections.abc import Callable
 from typing import Any
 
 from mistersmith.actors import Agent, AgentContext, Exit, Letter, ReplySlot, deliver
-from mistersmith.errors import AgentExistsError, RestartingError, StartError, UnknownAgentError
+from mistersmith.errors import AgentExistsError, RestartingError, StartError
 
 from . import _incarnations as incarnations
 from ._child import Child, ChildStatus
 from ._intensity import IntensityWindow
 from ._messages import ChildExit, DropChildren, Hung, Request, RestartChild, RestartDue, StartChild, TerminateChild
+from ._requests import RuntimeRequests
 from ._restarts import restart_rule
 from ._spec import ChildSpec, SupervisorSpec
 from ._strategies import stop_batches, strategy_rule
@@ -52,7 +53,7 @@ __all__ = ["Supervisor"]
 logger = logging.getLogger("mistersmith.supervisor")
 
 
-class Supervisor(Agent):
+class Supervisor(RuntimeRequests, Agent):
     """A supervision-tree node. Built from a ``SupervisorSpec`` by its parent (or ``start_root``)."""
 
     kind = "supervisor"
@@ -278,9 +279,10 @@ class Supervisor(Agent):
         if not self._count_restart(child):
             return
         targets = self._strategy.targets(self._children, child)
-        for other in reversed(targets):
+        for other in reversed(targets):  # each stopped to restart, but a temporary one
             if other is not child and other.incarnation is not None:
-                incarnations.terminate(other, f"{child.id} exited ({exit_.describe()})")
+                again = not restart_rule(other.spec.restart).removed
+                incarnations.terminate(other, f"{child.id} exited ({exit_.describe()})", restarting=again)
         for other in targets:
             if restart_rule(other.spec.restart).removed:
                 self._remove(other)  # OTP: temporary siblings are not restarted (the child is not temporary)
@@ -365,53 +367,3 @@ class Supervisor(Agent):
             event_type, supervisor=self.path, kind="supervisor", reason=reason,
             restart_count=self.context.restart_count, data=data,
         )
-
-    # -- requests from the Runtime -------------------------------------------------
-
-    def _child(self, child_id: str) -> Child:
-        child = self._by_id.get(child_id)
-        if child is None:
-            raise UnknownAgentError(child_id)
-        return child
-
-    def _start_child(self, spec: ChildSpec | SupervisorSpec) -> dict[str, Any]:
-        if spec.id is None:
-            raise StartError("?", "a child started at run time needs an id")
-        child = self._add(spec, spec.id, dynamic=self._strategy.from_template)
-        try:
-            self._start(child)
-        except BaseException:
-            self._remove(child)
-            raise
-        return child.info()
-
-    def _terminate_child(self, child_id: str) -> dict[str, Any]:
-        child = self._child(child_id)
-        incarnations.terminate(child, "stopped on request")
-        self._remove(child)
-        self.system.give_up(child)
-        return child.info()
-
-    def _drop_children(self, drop: DropChildren) -> list[str]:
-        if drop.ids is None and drop.retry_after_s is None:
-            ids = [c.id for c in self._children]
-            self._terminate_all(drop.cause)
-            return ids
-        wanted = set(drop.ids) if drop.ids is not None else None
-        children = [c for c in self._children if wanted is None or c.id in wanted]
-        if drop.retry_after_s is not None:
-            for child in children:  # the callers retry, and reach the agent where it runs next
-                for letter in child.context.mailbox.drain():
-                    deliver(letter.reply_to, error=RestartingError(child.id, drop.retry_after_s))
-        for batch in stop_batches(children, together=True):
-            incarnations.terminate_together(batch, drop.cause)
-        for child in children:
-            self._remove(child)
-        return [c.id for c in children]
-
-    def _restart_child(self, child_id: str) -> dict[str, Any]:
-        child = self._child(child_id)
-        incarnations.terminate(child, "restart requested")
-        child.context.restart_count += 1
-        self._start(child)
-        return child.info()

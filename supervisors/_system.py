@@ -86,7 +86,9 @@ class System(Generic[SupervisorT]):
         supervisor: str,
         on_exit: Callable[[Agent, Exit], None],
     ) -> AgentContext:
-        return self._contexts.make(spec, agent_id, supervisor, on_exit)
+        ctx = self._contexts.make(spec, agent_id, supervisor, on_exit)
+        ctx.gone = self._dead_letters.gone
+        return ctx
 
     def emit_for(self, ctx: AgentContext, event_type: str, reason: str | None, data: dict[str, Any]) -> None:
         self._contexts.emit_for(ctx, event_type, reason, data)

@@ -1,4 +1,4 @@
-"""Shared fixtures. Every test is checked for leaked actor threads."""
+"""Shared fixtures. Every test is checked for leaked actor threads and agent event loops."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from mistersmith import FakeClock, Runtime
+from mistersmith.actors._aio import open_loops
 from mistersmith.embedded.nats import EmbeddedNats
 
 # The PostgreSQL fixtures (pg_admin, journal_db, node...), loaded once here for every test module.
@@ -33,8 +35,12 @@ def _ours(thread: threading.Thread) -> bool:
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
-    """Fail any test that leaves an actor (or clock) thread or a pykka actor behind."""
+    """Fail any test that leaves an actor (or clock) thread, a pykka actor or an agent's event loop behind.
+
+    An agent thread's name starts with ``mistersmith-``, and so do the threads of its loop's
+    executor (``asyncio.to_thread``); an incarnation closes its loop as it ends."""
     before = {t.ident for t in threading.enumerate() if _ours(t)}
+    loops_before = Counter(open_loops())
     yield
     deadline = time.monotonic() + LEAK_GRACE_S
     leaked: list[threading.Thread] = []
@@ -45,8 +51,10 @@ def no_leaked_threads() -> Iterator[None]:
         leaked[0].join(timeout=0.05)
     actors = pykka.ActorRegistry.get_all()
     pykka.ActorRegistry.stop_all(block=False)
+    loops = sorted((Counter(open_loops()) - loops_before).elements())
     assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
     assert not actors, f"leaked pykka actors: {actors}"
+    assert not loops, f"agent event loops left open: {loops}"
 
 
 @pytest.fixture

@@ -113,6 +113,7 @@ class PgStateStore:
         if connect_timeout_s <= 0:
             raise ValueError(f"PgStateStore connect_timeout_s must be positive, not {connect_timeout_s!r}")
         self.connect_timeout_s = connect_timeout_s
+        self._conninfo = conninfo
         self._closed = False
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             # reconnect_timeout: a failed connection attempt is given up soon, so the first call after an
@@ -138,7 +139,16 @@ class PgStateStore:
             with self._pool.connection(timeout=timeout_s or self.connect_timeout_s) as conn:
                 yield conn
         except PoolTimeout as exc:
-            raise StateUnavailableError(agent_id, what, f"PostgreSQL unreachable: {str(exc).strip()}") from exc
+            # Right after an outage the pool may still be backing off its reconnections: one
+            # connection of our own, for this call, before saying PostgreSQL is unreachable.
+            try:
+                own = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=max(2, round(self.connect_timeout_s)),
+                                      application_name="mistersmith-state")
+            except psycopg.OperationalError:
+                raise StateUnavailableError(agent_id, what, f"PostgreSQL unreachable: {str(exc).strip()}") from exc
+            with own:
+                _configure(own)
+                yield own
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StateUnavailableError(agent_id, what, f"PostgreSQL failed: {str(exc).strip()}") from exc
 

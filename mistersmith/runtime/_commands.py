@@ -1,10 +1,12 @@
-"""Sending commands to agents: ``send`` (a tell), ``ask`` and its asyncio faces.
+"""Sending commands to agents: ``send`` (a tell), ``ask``, ``ask_stream`` and their asyncio faces.
 
 The hot path of the runtime: ``_enqueue`` checks the agent, the stash rule
 during a backoff (wait for the next incarnation within the caller's deadline,
 else ``restarting`` at once) and the mailbox bound, then queues. ``ask`` waits
 on a ``ThreadReply``; ``ask_future``/``aask`` on a ``LoopReply`` (the one
 crossing from an actor thread back to the loop, ``mistersmith.crossing``).
+``ask_stream`` and ``astream`` pass a reply slot that carries progress too
+(``ThreadStream``, ``LoopStream``): the same command, the same errors.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mistersmith.actors import Letter, Order, ThreadReply
-from mistersmith.crossing import LoopReply, forbid_blocking
+from mistersmith.actors import Letter, Order, ThreadReply, ThreadStream
+from mistersmith.crossing import LoopReply, LoopStream, forbid_blocking
 from mistersmith.errors import CommandTimeoutError, InvalidPayloadError, MailboxFullError, RestartingError
 from mistersmith.supervisors import ChildStatus
 
@@ -113,6 +115,36 @@ class Commands(RuntimeBase):
             timeout, lambda: CommandTimeoutError(agent_id, command, timeout),
             lambda reply: self._enqueue(agent_id, command, payload, reply, timeout),
         )
+
+    def ask_stream(
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
+    ) -> ThreadStream:
+        """Send a command and read its progress while it runs, then its result.
+
+        ``for item in stream`` yields each ``Progress`` the handler reports
+        (``self.progress(...)``, or a generator's yields); the loop ends when the
+        command has finished, raising what ``ask`` would raise if it failed.
+        ``stream.result()`` then returns the result (called first, it waits and
+        drops the progress). ``timeout`` bounds the whole command, as for ``ask``.
+        Refusals (``UnknownAgentError``, ``MailboxFullError``...) raise at once.
+        """
+        forbid_blocking("Runtime.ask_stream()", "async for item in runtime.astream(...)")
+        stream = ThreadStream(timeout, lambda: CommandTimeoutError(agent_id, command, timeout))
+        self._enqueue(agent_id, command, payload, stream, timeout)
+        return stream
+
+    def astream(
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
+    ) -> LoopStream:
+        """``ask_stream`` for asyncio programs (call it on the event loop; it queues at once):
+        ``async for item in runtime.astream(...)``, then ``await stream.result()``."""
+        stream = LoopStream(timeout, lambda: CommandTimeoutError(agent_id, command, timeout))
+        try:
+            self._enqueue(agent_id, command, payload, stream, timeout)
+        except BaseException:
+            stream.cancel()
+            raise
+        return stream
 
 
 def queued(

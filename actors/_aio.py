@@ -1,0 +1,137 @@
+"""``IncarnationLoop``: the asyncio event loop of one agent incarnation, in that incarnation's thread.
+
+An incarnation that has an ``async def`` hook or handler gets a loop of its
+own, made at the first one and closed when the incarnation ends. It runs in
+the incarnation's thread, and only while a hook or handler awaits
+(``run``): one command at a time, in mailbox order, as for sync handlers. A
+task a handler leaves behind (``asyncio.create_task`` without awaiting it)
+moves on only while a later handler runs, and is cancelled when the loop
+closes. The node's event loop is never used for agent work.
+
+Cancellation is the one thing that comes from another thread:
+``cancel_threadsafe(level)`` (called by the supervisor's thread, or the
+thread that stops the agent) schedules ``task.cancel()`` on this loop with
+``call_soon_threadsafe``. That call is part of the agent's own machinery,
+between two threads of one agent's life; ``mistersmith.crossing`` remains the
+only module that crosses to and from the node's loop.
+
+Levels: a stop request cancels a running command (``COMMAND``); giving up on
+the incarnation (a hung command, ``start_timeout_s``, ``shutdown_s``)
+cancels whatever runs, hooks included (``ANYTHING``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["ANYTHING", "COMMAND", "IncarnationLoop", "open_loops"]
+
+logger = logging.getLogger("mistersmith.agent")
+
+COMMAND = 1
+"""A command handler: cancelled by a stop request, or when the incarnation is given up on."""
+ANYTHING = 2
+"""A hook (``on_start``, ``on_stop``, ``on_failure``): cancelled only when the incarnation is given up on."""
+
+LEFTOVER_GRACE_S = 1.0
+"""How long tasks left behind get to unwind, once cancelled, when the loop closes."""
+
+_open: set[IncarnationLoop] = set()
+_open_lock = threading.Lock()
+
+
+def open_loops() -> list[str]:
+    """The names of the incarnation loops open now (an ended incarnation leaves none behind)."""
+    with _open_lock:
+        return sorted(lp.name for lp in _open)
+
+
+class IncarnationLoop:
+    """One incarnation's loop: made lazily, run in its thread, closed at its end."""
+
+    __slots__ = ("_cancel_level", "_executor", "_level", "_lock", "_loop", "_task", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._task: asyncio.Task[Any] | None = None
+        self._level = 0
+        self._cancel_level = 0  # the highest level cancelled so far: what starts at or below it is cancelled at once
+
+    def run(self, coro: Coroutine[Any, Any, Any], level: int) -> Any:
+        """Run ``coro`` to its end on this loop, in the calling (the incarnation's) thread.
+
+        Returns its result or raises what it raised; ``CancelledError`` once it was cancelled.
+        """
+        loop = self._loop if self._loop is not None else self._open()
+        task = loop.create_task(coro)
+        with self._lock:
+            self._task, self._level = task, level
+            if self._cancel_level >= level:
+                task.cancel()
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            with self._lock:
+                self._task = None
+
+    def cancel_threadsafe(self, level: int) -> bool:
+        """From any thread: cancel what runs at ``level`` or below, now, and what starts there later.
+
+        The incarnation's only cross-thread call into its loop: ``call_soon_threadsafe(task.cancel)``.
+        True if a task was running and is being cancelled.
+        """
+        with self._lock:
+            self._cancel_level = max(self._cancel_level, level)
+            task, loop = self._task, self._loop
+            if task is None or loop is None or self._level > level:
+                return False
+        try:
+            loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:  # closed meanwhile: nothing runs there any more
+            return False
+        return True
+
+    def close(self) -> None:
+        """Cancel what was left behind (``LEFTOVER_GRACE_S`` to unwind), finish async generators and close.
+
+        In the incarnation's thread, as it ends; harmless if the loop was never made.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            if leftovers:
+                logger.warning("agent loop %s closing with %d unfinished task(s); cancelling them",
+                               self.name, len(leftovers))
+                for task in leftovers:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_GRACE_S))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except BaseException:  # never let cleanup stop the incarnation from ending
+            logger.exception("agent loop %s did not close cleanly", self.name)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            loop.close()
+            with _open_lock:
+                _open.discard(self)
+
+    def _open(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        # asyncio.to_thread / run_in_executor threads carry the agent's name, so a leak is seen as ours.
+        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=f"{self.name}-executor")
+        loop.set_default_executor(self._executor)
+        with self._lock:
+            self._loop = loop
+        with _open_lock:
+            _open.add(self)
+        return loop
