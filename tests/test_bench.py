@@ -15,6 +15,7 @@ from mistersmith.bench._report import percentile, render_json, render_table
 RUNTIME_FIGURES = {"ask_p50", "send_throughput", "restart_p50", "spawn_rate", "peak_rss"}
 STATE_FIGURES = {"durable_ask_p50", "durable_ask_p50_abs", "commit_throughput", "effect_overhead_p50",
                  "write_ahead_p50", "recovery_s"}
+CLUSTER_FIGURES = {"lease_load_commits_s", "route_hop_p50", "failover_s", "drain_s", "drain_failed"}
 
 
 def test_runtime_suite_quick_json_has_every_figure() -> None:
@@ -59,6 +60,24 @@ def test_state_suite_quick_json_has_every_figure(pg_admin: str) -> None:
     assert figures["commit_throughput"]["extra"]["agents"] == 10
     assert figures["effect_overhead_p50"]["extra"]["effects_recorded"] > 0
     assert "[bench state]" in done.stderr
+
+
+def test_cluster_suite_quick_json_has_every_figure_and_says_its_lease_is_not_the_default(pg_admin: str) -> None:
+    env = {**os.environ, "MISTERSMITH_DATABASE_URL": pg_admin}  # 3 serve children, 3 nats-servers: ~15 s
+    done = subprocess.run(
+        [sys.executable, "-m", "mistersmith.bench", "cluster", "--quick", "--json"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = {f["key"]: f for f in json.loads(done.stdout)["figures"]}
+    assert set(figures) == CLUSTER_FIGURES
+    assert all(f["suite"] == "cluster" and f["ours"] >= 0 for f in figures.values())
+    assert figures["route_hop_p50"]["baseline"] > 0 and figures["route_hop_p50"]["ratio"] > 0
+    failover = figures["failover_s"]
+    assert failover["extra"]["settings"] == "lease 2 s, heartbeat 0.25 s, margin 0.5 s"  # --quick says so
+    assert failover["ours"] >= failover["extra"]["lease_left_s"] > 0  # nothing answers before the lease runs out
+    assert figures["drain_s"]["extra"]["handed_over"] == 20
+    assert "--quick: lease 2 s" in done.stderr
 
 
 def test_every_suite_is_callable_and_all_is_reserved() -> None:
