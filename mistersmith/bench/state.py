@@ -319,7 +319,7 @@ def _recovery_once(conninfo: str, agents: int, round_: int, progress: Progress) 
     """Seconds from a new store + Runtime to every agent answering, and of those the spawns'."""
     ids = [f"rec-{round_}-{a:05d}" for a in range(agents)]
     store = PgStateStore(conninfo)
-    rt = _runtime(store, f"bench-state-rec-{round_}a")
+    rt = _runtime(store, f"bench-state-rec-{round_}")
     try:
         for agent in ids:
             rt.spawn(KIND, agent)
@@ -332,7 +332,7 @@ def _recovery_once(conninfo: str, agents: int, round_: int, progress: Progress) 
     progress(f"  {agents:,} agents of {RECOVERY_STATE_BYTES // 1024} KB committed and closed; recovering")
     t0 = time.perf_counter()
     store = PgStateStore(conninfo)
-    rt = _runtime(store, f"bench-state-rec-{round_}b")
+    rt = _runtime(store, f"bench-state-rec-{round_}")  # the same node id: a node restarted
     try:
         report = rt.recover(RecoveryPlan(_records(ids), ()))  # what journal.recover() hands the runtime
         if len(report.respawned) != len(ids):
