@@ -18,11 +18,13 @@ Threads: every function may be called from any thread.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from pathlib import Path
+from typing import IO
 
-__all__ = ["DIR_MODE", "FILE_MODE", "UMASK", "make_private_dirs", "open_private", "write_private"]
+__all__ = ["DIR_MODE", "FILE_MODE", "UMASK", "hold_lock", "make_private_dirs", "open_private", "write_private"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -76,3 +78,21 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def hold_lock(path: Path) -> tuple[IO[str] | None, str]:
+    """Take the exclusive lock of ``path`` (created private) and write our pid in it: ``(handle, "")``
+    while we hold it (keep the handle open), or ``(None, "pid N")`` naming the process that holds it."""
+    handle = open(path, "a+", opener=open_private)  # noqa: SIM115 (held by the caller)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown pid"
+        handle.close()
+        return None, holder
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle, ""

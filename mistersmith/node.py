@@ -21,7 +21,6 @@ credentials (``mistersmith.redact``), while ``nats_url`` keeps them to connect.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
@@ -47,7 +46,7 @@ from mistersmith.embedded.nats import EmbeddedNats, port_is_free
 from mistersmith.embedded.nats_auth import CLIENT_FILE, NatsUser, authorization_block, node_users
 from mistersmith.embedded.postgres import EmbeddedPostgres, let_server_through
 from mistersmith.errors import MisterSmithError
-from mistersmith.files import UMASK, make_private_dirs, open_private, write_private
+from mistersmith.files import UMASK, hold_lock, make_private_dirs, write_private
 from mistersmith.kinds import PROCESS_REFUSED, served_kinds
 from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgStateStore, PgTaskStore, PoolConfig
 from mistersmith.redact import strip_userinfo
@@ -289,19 +288,9 @@ class Node:
         self._write_node_file()
 
     def _lock_data_dir(self) -> None:
-        path = self.data_dir / "node.lock"
-        handle = open(path, "a+", opener=open_private)  # noqa: SIM115 (held for the node's life)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown pid"
-            handle.close()
-            raise DataDirLockedError(self.data_dir, holder) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        handle, holder = hold_lock(self.data_dir / "node.lock")  # held for the node's life
+        if handle is None:
+            raise DataDirLockedError(self.data_dir, holder)
         self._lock_file = handle
 
     def _nats_port(self) -> int | None:

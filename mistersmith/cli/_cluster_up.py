@@ -34,7 +34,6 @@ graceful stop, 1 if something failed to start or stop, 2 for bad usage.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import queue
 import signal
@@ -52,7 +51,7 @@ import orjson
 from mistersmith.embedded._process import parent_death_signal
 from mistersmith.embedded.nats_cluster import NatsCluster
 from mistersmith.embedded.postgres import DataDirUnreachableError, EmbeddedPostgres, let_server_through
-from mistersmith.files import make_private_dirs, open_private
+from mistersmith.files import hold_lock, make_private_dirs, open_private
 
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, failed, usage
 from ._kinds import load_kinds
@@ -127,21 +126,11 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _lock(home: Path) -> IO[str]:
-    handle = open(home / "cluster.lock", "a+", opener=open_private)  # noqa: SIM115 (held while up)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown pid"
-        handle.close()
+    handle, holder = hold_lock(home / "cluster.lock")  # held while the cluster is up
+    if handle is None:
         raise usage(f"another `mistersmith cluster up` ({holder}) is running in {home}; stop it, or pass "
-                    "another --data-dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
+                    "another --data-dir")
     return handle
-
 
 def _create_streams(urls: list[str]) -> None:
     """The task streams (``tasks.replicas = 3``), made once here: several nodes creating a replicated
