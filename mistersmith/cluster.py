@@ -273,10 +273,11 @@ class Cluster:
         units = lost_units(conn)
         if not units:
             return
-        # This node's share first; then (a second pass) whatever is still lost, so a unit dealt to a
-        # survivor that is slow or gone is not left waiting for the next round.
+        # This node's share; and once every survivor has had two rounds to take its own, whatever is
+        # still lost (a unit dealt to a survivor that is slow or gone, or dealt differently as loads moved).
         self._adopt(conn, deal(units, up_nodes(conn)).get(self.node_id, []))
-        self._adopt(conn, lost_units(conn))
+        late = 2 * self.lease.config.heartbeat_s
+        self._adopt(conn, [u for u in lost_units(conn) if u.down_s > late])
 
     def _adopt(self, conn: psycopg.Connection[Any], units: list[Unit]) -> None:
         runtime = self.runtime

@@ -53,7 +53,8 @@ NODE_LOCAL = ("root/tasks",)
 its own, ``mistersmith.bridge.task_agents``). They never move."""
 
 _LOST_ROWS = (
-    f"SELECT n.run_id, {', '.join('a.' + c for c in _COLUMNS)} FROM agents a JOIN nodes n ON n.node_id = a.node_id "
+    f"SELECT n.run_id, extract(epoch FROM now() - n.down_at), {', '.join('a.' + c for c in _COLUMNS)} "
+    "FROM agents a JOIN nodes n ON n.node_id = a.node_id "
     "WHERE n.state = 'down' ORDER BY a.node_id, a.started_seq"
 )
 _UP = """
@@ -102,6 +103,8 @@ class Unit:
     leave: tuple[tuple[AgentRecord, str], ...]
     run_id: str = ""
     """The run of the lost node that was declared down: only ids that run owned are taken."""
+    down_s: float = 0.0
+    """How long ago (the database's clock) its node was declared down."""
 
     @property
     def agents(self) -> int:
@@ -122,10 +125,10 @@ class Adoption:
 def lost_units(conn: psycopg.Connection[Any]) -> list[Unit]:
     """Every unit of every node that is down, in a stable order."""
     by_node: dict[str, list[AgentRecord]] = {}
-    runs: dict[str, str] = {}
+    runs: dict[str, tuple[str, float]] = {}
     for row in conn.execute(_LOST_ROWS).fetchall():
-        record = record_from_row(row[1:])
-        runs[record.node_id] = row[0]
+        record = record_from_row(row[2:])
+        runs[record.node_id] = (row[0], float(row[1] or 0.0))
         by_node.setdefault(record.node_id, []).append(record)
     units: list[Unit] = []
     for node_id, records in sorted(by_node.items()):
@@ -133,7 +136,7 @@ def lost_units(conn: psycopg.Connection[Any]) -> list[Unit]:
         paths = sorted({unit_of(r) for r in records if r.supervisor} - set(NODE_LOCAL))
         for path in paths:
             units.append(Unit(node_id, path, tuple(r for r in plan.respawn if unit_of(r) == path),
-                              tuple((r, why) for r, why in plan.leave if unit_of(r) == path), runs[node_id]))
+                              tuple((r, why) for r, why in plan.leave if unit_of(r) == path), *runs[node_id]))
     return units
 
 
