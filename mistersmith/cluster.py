@@ -256,20 +256,11 @@ class Cluster:
             conn.close()
 
     def _take_handoffs(self, conn: psycopg.Connection[Any]) -> None:
-        runtime = self.runtime
-        assert runtime is not None
         adoptions = take_handoffs(conn, self.node_id)
-        by_node: dict[str, list[Adoption]] = {}
-        for adoption in adoptions:
-            by_node.setdefault(adoption.from_node, []).append(adoption)
-        for from_node, taken in by_node.items():
-            logger.info("node %s takes %d unit(s) handed over by node %s", self.node_id, len(taken), from_node)
-            self.adopted += self._respawn(taken, from_node)
+        self._respawn(adoptions, "handed over by")
         done_handoffs(conn, self.node_id, [a.path for a in adoptions])
 
     def _take_over(self, conn: psycopg.Connection[Any]) -> None:
-        runtime = self.runtime
-        assert runtime is not None
         units = lost_units(conn)
         if not units:
             return
@@ -280,25 +271,23 @@ class Cluster:
         self._adopt(conn, [u for u in lost_units(conn) if u.down_s > late])
 
     def _adopt(self, conn: psycopg.Connection[Any], units: list[Unit]) -> None:
-        runtime = self.runtime
-        assert runtime is not None
         for start in range(0, len(units), _CLAIM_BATCH):
             if self._stopping.is_set() or not self.lease.valid():
                 return
-            adoptions = claim_units(conn, units[start:start + _CLAIM_BATCH], self.node_id, self.lease.run_id)
-            by_node: dict[str, list[Adoption]] = {}
-            for adoption in adoptions:
-                by_node.setdefault(adoption.from_node, []).append(adoption)
-            for from_node, taken in by_node.items():
-                logger.info("node %s takes over %d unit(s) from node %s", self.node_id, len(taken), from_node)
-                self.adopted += self._respawn(taken, from_node)
+            self._respawn(claim_units(conn, units[start:start + _CLAIM_BATCH], self.node_id, self.lease.run_id),
+                          "taken over from")
 
-    def _respawn(self, taken: list[Adoption], from_node: str) -> int:
-        """Start adopted units here, in one ``Runtime.adopt``; how many slots came back."""
+    def _respawn(self, adoptions: list[Adoption], how: str) -> None:
+        """Start claimed units here: one ``Runtime.adopt`` per node they came from."""
         assert self.runtime is not None
-        plan = RecoveryPlan(tuple(r for a in taken for r in a.respawn), tuple(x for a in taken for x in a.leave))
-        report = self.runtime.adopt(plan, from_node, {k: v for a in taken for k, v in a.epochs.items()})
-        return len(report.respawned)
+        by_node: dict[str, list[Adoption]] = {}
+        for adoption in adoptions:
+            by_node.setdefault(adoption.from_node, []).append(adoption)
+        for from_node, taken in by_node.items():
+            logger.info("node %s: %d unit(s) %s node %s", self.node_id, len(taken), how, from_node)
+            plan = RecoveryPlan(tuple(r for a in taken for r in a.respawn), tuple(x for a in taken for x in a.leave))
+            report = self.runtime.adopt(plan, from_node, {k: v for a in taken for k, v in a.epochs.items()})
+            self.adopted += len(report.respawned)
 
 
 def _agent_ids(node: dict[str, Any]) -> list[str]:
