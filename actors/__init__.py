@@ -4,6 +4,8 @@ Imported as ``mistersmith.actors``.
 """
 
 from mistersmith.actors._agent import Agent, AgentState
+from mistersmith.actors._breaker import BREAKER_STATES, CircuitBreaker
+from mistersmith.actors._cancel import cancel_letter
 from mistersmith.actors._command import CommandSpec, command
 from mistersmith.actors._context import AgentContext, Counters
 from mistersmith.actors._durable import STATE_ON_RESTART, DurableOptions
@@ -17,6 +19,8 @@ __all__ = [
     "Agent",
     "AgentContext",
     "AgentState",
+    "BREAKER_STATES",
+    "CircuitBreaker",
     "CommandSpec",
     "Counters",
     "DEFAULT_INHERITED_ENV",
@@ -35,6 +39,7 @@ __all__ = [
     "STREAM_MAXSIZE",
     "ThreadReply",
     "ThreadStream",
+    "cancel_letter",
     "command",
     "deliver",
 ]

@@ -49,6 +49,7 @@ from pykka import messages as pykka_messages
 
 from mistersmith.errors import (
     AgentFailedError,
+    CommandTimeoutError,
     InvalidPayloadError,
     MisterSmithError,
     PausedError,
@@ -58,10 +59,12 @@ from mistersmith.errors import (
 
 from ._aio import IncarnationLoop
 from ._builtins import BuiltinCommands
+from ._cancel import CommandCancel, untrack
 from ._command import ASYNC, ASYNC_GENERATOR, SYNC, CommandSpec, collect_commands
 from ._context import AgentContext
 from ._durable import DurableMethods, Durability
 from ._handlers import HandlerMethods, ProgressSink
+from ._resilience import ResilienceMethods
 from ._oversight import Oversight
 from ._pykka import ActorBase
 from ._state import BUILTIN_COMMANDS, AgentState
@@ -72,7 +75,8 @@ __all__ = ["Agent", "AgentState"]
 
 logger = logging.getLogger("mistersmith.agent")
 
-class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Oversight, ActorBase):
+class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, ResilienceMethods, CommandCancel, Oversight,
+            ActorBase):
     """Base class of every agent kind.
 
     Subclass it, mark command handlers with ``@command("name")`` and override
@@ -89,7 +93,8 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Oversig
 
     Handlers and hooks may be ``async def``; a handler may be a generator
     (each yielded item is progress); any handler may call ``self.progress(...)``
-    (see ``_handlers``).
+    (see ``_handlers``). ``self.breaker(name)`` and ``self.retry()`` / ``self.aretry()`` guard calls to
+    its dependencies (see ``_resilience``).
 
     Threads: ``__init__`` runs in the supervisor's thread; every hook and
     handler runs in this incarnation's own thread, ``async def`` ones on this
@@ -132,7 +137,10 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Oversig
         self._lock = threading.Lock()
         self._busy_since: float | None = None
         self._overdue_since: float | None = None  # the _busy_since the watchdog last reported
+        self._idle_seen: float | None = None  # the _progress_at the watchdog last reported as idle
         self._busy_command: str | None = None
+        self._order: Order | None = None  # the command running now (``_cancel``)
+        self._progress_at: float | None = None  # when the running command last reported progress
         self._reply: ReplySlot | None = None
         self._stop_exit: Exit | None = None
         self._stop_reply: ReplySlot | None = None
@@ -271,7 +279,15 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Oversig
                     self.mailbox.waiting.discard(envelope)
                     if message.late:  # its caller was told `restarting` while the agent backed off
                         continue
+                    if message.deadline <= self._now():  # its caller gave up: never start it
+                        deliver(envelope.reply_to, error=CommandTimeoutError(self.agent_id, message.name, 0.0))
+                        message.stopped = TimeoutError()
+                if message.stopped is not None:  # cancelled while it was queued; its caller knows
+                    untrack(self.mailbox, envelope)
+                    continue
                 exit_ = self._handle_command(message, envelope.reply_to)
+                if message.correlation_id is not None:
+                    untrack(self.mailbox, envelope)
             elif type(message) is StopRequest:
                 continue
             elif isinstance(message, pykka_messages._ActorStop):
@@ -294,12 +310,14 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Oversig
         if problem is not None:
             self._refuse(reply, InvalidPayloadError(cmd.name, problem))
             return None
+        if not self._begin_order(cmd):
+            return None
         self._reply = reply
         self._busy_command = cmd.name
         self._busy_async = spec.shape in (ASYNC, ASYNC_GENERATOR)
         self._progress_sink = None if reply is None else getattr(reply, "progress", None)
         self.lifecycle = AgentState.BUSY
-        self._busy_since = self._now()
+        self._busy_since = self._progress_at = self._now()
         return self._invoke(reply, cmd.name, getattr(self, spec.method), spec.shape, cmd.payload)
 
     def _handle_other(self, envelope: Letter) -> Exit | None:
@@ -331,8 +349,14 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Oversig
             self._busy_since = None
             self._reply = self._progress_sink = None
             self.lifecycle = AgentState.PAUSED if self.context.paused else AgentState.IDLE
-        if crash is not None and self._stop_restarting is not None and isinstance(crash, CancelledError):
-            expected, crash, self._crash_info = self._stopped_error(), None, None  # cancelled: the incarnation stops
+            order = self._end_order()
+        if crash is not None and isinstance(crash, CancelledError):
+            if self._stop_restarting is not None:  # cancelled by a stop: the incarnation stops
+                expected, crash, self._crash_info = self._stopped_error(), None, None
+            elif order is not None and order.stopped is not None:  # this command was cancelled: the agent lives
+                crash = self._crash_info = None
+        if crash is None and order is not None and isinstance(order.stopped, MisterSmithError):
+            expected = order.stopped  # its caller was told it did not finish: so it changed nothing
         if crash is None and self._durable is not None:
             expected, ended = self._settle_state(expected)  # durable before the reply leaves
             if ended is not None:

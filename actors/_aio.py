@@ -54,7 +54,7 @@ def open_loops() -> list[str]:
 class IncarnationLoop:
     """One incarnation's loop: made lazily, run in its thread, closed at its end."""
 
-    __slots__ = ("_cancel_level", "_executor", "_level", "_lock", "_loop", "_task", "name")
+    __slots__ = ("_cancel_level", "_command_cancelled", "_executor", "_level", "_lock", "_loop", "_task", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -64,6 +64,7 @@ class IncarnationLoop:
         self._task: asyncio.Task[Any] | None = None
         self._level = 0
         self._cancel_level = 0  # the highest level cancelled so far: what starts at or below it is cancelled at once
+        self._command_cancelled = False  # this one command was cancelled (``cancel_command_threadsafe``)
 
     def run(self, coro: Coroutine[Any, Any, Any], level: int) -> Any:
         """Run ``coro`` to its end on this loop, in the calling (the incarnation's) thread.
@@ -74,7 +75,7 @@ class IncarnationLoop:
         task = loop.create_task(coro)
         with self._lock:
             self._task, self._level = task, level
-            if self._cancel_level >= level:
+            if self._cancel_level >= level or (self._command_cancelled and level == COMMAND):
                 task.cancel()
         try:
             return loop.run_until_complete(task)
@@ -98,6 +99,25 @@ class IncarnationLoop:
         except RuntimeError:  # closed meanwhile: nothing runs there any more
             return False
         return True
+
+    def cancel_command_threadsafe(self) -> None:
+        """From any thread: cancel the running command's task, and what it starts on this loop until
+        ``command_done`` (a cancel that comes before its first await is kept for it). Hooks are left alone."""
+        with self._lock:
+            self._command_cancelled = True
+            task, loop = self._task, self._loop
+            if task is None or loop is None or self._level != COMMAND:
+                return
+        try:
+            loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:  # closed meanwhile
+            pass
+
+    def command_done(self) -> None:
+        """The command ended (in the incarnation's thread): a cancel of it no longer applies."""
+        if self._command_cancelled:
+            with self._lock:
+                self._command_cancelled = False
 
     def close(self) -> None:
         """Cancel what was left behind (``LEFTOVER_GRACE_S`` to unwind), finish async generators and close.

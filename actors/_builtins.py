@@ -42,6 +42,7 @@ class BuiltinCommands:
             "restart_count": ctx.restart_count,
             "mailbox_depth": ctx.mailbox.depth(),
             "commands": sorted(self._commands),
+            "breakers": ctx.breakers.info(),
         }
 
     @builtin_command("status")

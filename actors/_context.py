@@ -8,6 +8,8 @@ layers above it without importing them:
 - ``emit(event_type, reason, data)`` records a supervision event;
 - ``on_exit(incarnation, exit)`` delivers the incarnation's exit signal;
 - ``gone(agent_id)`` says what a caller of an agent that stopped is told.
+
+It also keeps the agent's circuit breakers (``breakers``), which so outlive a restart too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from mistersmith.clock import Clock
 from mistersmith.errors import UnknownAgentError
 
+from ._breaker import Breakers
 from ._durable import DurableOptions
 from ._mailbox import Exit, Mailbox
 
@@ -32,7 +35,8 @@ __all__ = ["AgentContext", "Counters"]
 class Counters:
     """Node-wide counts of things that must never pass silently. Thread-safe."""
 
-    NAMES = ("dead_letters", "mailbox_full", "abandoned_threads", "leaked_threads", "restarts")
+    NAMES = ("dead_letters", "mailbox_full", "abandoned_threads", "leaked_threads", "restarts", "cancelled",
+             "idle_timeouts")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -64,6 +68,8 @@ class AgentContext:
     emit: Callable[[str, str | None, dict[str, Any]], None]
     on_exit: Callable[[Agent, Exit], None]
     command_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
+    """A command that reports no progress for this long fails with ``timeout`` (None: no such bound)."""
     restart_count: int = 0
     paused: bool = False
     start_data: Mapping[str, Any] = field(default_factory=dict)
@@ -76,3 +82,10 @@ class AgentContext:
     gone: Callable[[str], Exception] = UnknownAgentError
     """What a caller of this agent is told once no incarnation will answer it (the supervisors'
     dead-letter answer: ``unknown_agent``, ``closed`` while the tree goes down...)."""
+    breakers: Breakers = field(init=False, repr=False)
+    """The agent's circuit breakers (``Agent.breaker``): here, so a restart does not reset them."""
+
+    def __post_init__(self) -> None:
+        # Through self, so the emit a supervisor sets after construction is the one used.
+        self.breakers = Breakers(self.agent_id, lambda: self.clock.now(),
+                                 lambda event_type, reason, data: self.emit(event_type, reason, data))

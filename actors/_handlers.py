@@ -41,13 +41,17 @@ class HandlerMethods:
         cancelled: threading.Event
         _aio: IncarnationLoop
         _progress_sink: ProgressSink | None
+        _progress_at: float | None
+        _now: Callable[[], float]
 
     def progress(self, data: Any = None, *, done: float | None = None, total: float | None = None) -> None:
         """Report how the running command goes, to its caller if it reads a stream (``Runtime.ask_stream``,
         ``astream``); otherwise (``ask``, ``send``, or no command running) it goes nowhere.
 
-        Call it from a handler, sync or async (in this incarnation's thread); it never blocks.
+        Call it from a handler, sync or async (in this incarnation's thread); it never blocks. It also
+        tells the agent's ``idle_timeout_s`` that the command is alive.
         """
+        self._progress_at = self._now()
         sink = self._progress_sink
         if sink is not None:
             sink(Progress(data, done, total))
@@ -76,6 +80,7 @@ class HandlerMethods:
         return self._aio.run(_awaited(awaitable), COMMAND)
 
     def _yielded(self, item: Any) -> None:
+        self._progress_at = self._now()
         sink = self._progress_sink
         if sink is not None:
             sink(item if type(item) is Progress else Progress(item))

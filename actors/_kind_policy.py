@@ -22,6 +22,9 @@ class KindPolicy:
     of its own (the node's ``max_agents`` still applies)."""
     pool_size_setting: ClassVar[str | None] = None
     """How a user raises ``pool_size``, named in the ``pool_full`` error."""
+    idle_timeout_s: ClassVar[float | None] = None
+    """A command that reports no progress (``self.progress``, a generator's yield) for this long fails
+    with ``timeout``; a spawn's ``idle_timeout_s`` overrides it. None: only ``command_timeout_s`` bounds it."""
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], child: str | None = None) -> None:

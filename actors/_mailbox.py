@@ -54,16 +54,20 @@ class Letter:
 
 
 class Order:
-    """A command for an agent: its name, its JSON-compatible payload, and when its caller
-    stops waiting (``deadline``, on the runtime's clock; None for a tell)."""
+    """A command for an agent: its name, its JSON-compatible payload, when its caller
+    stops waiting (``deadline``, on the runtime's clock; None for a tell) and the
+    caller's ``correlation_id``, by which it may be cancelled (``_cancel``)."""
 
-    __slots__ = ("deadline", "late", "name", "payload")
+    __slots__ = ("correlation_id", "deadline", "late", "name", "payload", "stopped")
 
-    def __init__(self, name: str, payload: Mapping[str, Any], deadline: float | None = None) -> None:
+    def __init__(self, name: str, payload: Mapping[str, Any], deadline: float | None = None,
+                 correlation_id: str | None = None) -> None:
         self.name = name
         self.payload = payload
         self.deadline = deadline
+        self.correlation_id = correlation_id
         self.late = False  # answered `restarting` before any incarnation took it: never run
+        self.stopped: BaseException | None = None  # cancelled (or its caller gave up): what its caller was told
 
     def __repr__(self) -> str:
         return f"Order({self.name!r})"
@@ -115,13 +119,14 @@ class StopRequest:
 class Mailbox:
     """An unbounded queue with a bounded entrance for user commands."""
 
-    __slots__ = ("_queue", "closed", "limit", "waiting")
+    __slots__ = ("_queue", "closed", "limit", "tracked", "waiting")
 
     def __init__(self, limit: int) -> None:
         self._queue: queue.SimpleQueue[Letter] = queue.SimpleQueue()
         self.limit = limit
         self.closed = False
         self.waiting: set[Letter] = set()  # queued asks (with a deadline), until an incarnation takes them
+        self.tracked: dict[str, Letter] = {}  # commands with a correlation id, queued or running: cancellable
 
     def offer(self, envelope: Letter) -> bool:
         """Queue a user message unless ``limit`` messages already wait.
@@ -220,15 +225,15 @@ class ThreadReply:
         return self._value
 
 
-def deliver(reply: ReplySlot | None, value: Any = None, error: BaseException | None = None) -> None:
-    """Set a reply slot once; a slot that is already set is left alone."""
+def deliver(reply: ReplySlot | None, value: Any = None, error: BaseException | None = None) -> bool:
+    """Set a reply slot once; a slot that is already set is left alone (False)."""
     if reply is None:
-        return
+        return False
     try:
         if error is None:
             reply.set(value)
-            return
         else:
             reply.set_exception((type(error), error, error.__traceback__))
     except queue.Full:
-        pass
+        return False
+    return True

@@ -14,11 +14,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from mistersmith.errors import AgentFailedError
+from collections.abc import Callable
+
+from mistersmith.errors import AgentFailedError, CommandTimeoutError, MisterSmithError
 
 from ._aio import ANYTHING, COMMAND, IncarnationLoop
 from ._context import AgentContext
-from ._mailbox import Exit, Letter, Mailbox, ReplySlot, StopRequest, deliver
+from ._mailbox import Exit, Letter, Mailbox, Order, ReplySlot, StopRequest, deliver
 
 __all__ = ["Oversight"]
 
@@ -40,10 +42,15 @@ class Oversight:
         _stop_restarting: bool | None
         _busy_since: float | None
         _overdue_since: float | None
+        _idle_seen: float | None
+        _progress_at: float | None
+        _order: Order | None
         _busy_command: str | None
         _busy_async: bool
         _reply: ReplySlot | None
         _exit_sent: bool
+
+        def stop_order(self, order: Order) -> None: ...
         _abandoned: bool
         _leaked: bool
         _finished: bool
@@ -78,23 +85,55 @@ class Oversight:
         return True
 
     def overdue(self, now: float) -> bool:
-        """True, once, when the running handler has passed ``command_timeout_s`` (any thread; no side
-        effect but remembering that it said so)."""
-        since, limit = self._busy_since, self.context.command_timeout_s
-        if since is None or limit is None or now - since < limit or self._overdue_since == since:
+        """True, once, when the running handler has passed ``command_timeout_s``, or has reported no
+        progress for ``idle_timeout_s`` (any thread; no side effect but remembering that it said so)."""
+        since = self._busy_since
+        if since is None:
             return False
-        self._overdue_since = since
-        return True
+        limit, idle, last = self.context.command_timeout_s, self.context.idle_timeout_s, self._progress_at
+        if limit is not None and now - since >= limit and self._overdue_since != since:
+            self._overdue_since = since
+            return True
+        if idle is not None and last is not None and now - last >= idle and self._idle_seen != last:
+            self._idle_seen = last
+            return True
+        return False
 
     def check_hung(self, now: float) -> bool:
-        """Fail this incarnation if its handler ran past the timeout: an async one is cancelled and
-        given ``shutdown_s`` to unwind (its thread then ends, uncounted); a sync one is abandoned.
+        """Act on a handler past its bounds. Past ``command_timeout_s`` the incarnation fails: an async
+        handler is cancelled and given ``shutdown_s`` to unwind (its thread then ends, uncounted); a
+        sync one is abandoned. Silent for ``idle_timeout_s``, its caller gets ``timeout``: an async
+        handler is cancelled and the agent lives on; a sync one is abandoned, as when it hangs.
 
-        Runs in the supervisor's thread (the watchdog sends it ``Hung``); emits ``failed``.
+        Runs in the supervisor's thread (the watchdog sends it ``Hung``); a failure emits ``failed``.
         """
-        since, limit = self._busy_since, self.context.command_timeout_s
-        if since is None or limit is None or now - since < limit:
+        since, limit, idle = self._busy_since, self.context.command_timeout_s, self.context.idle_timeout_s
+        if since is None:
             return False
+        if limit is not None and now - since >= limit:
+            detail = f"command {self._busy_command!r} ran longer than command_timeout_s={limit}"
+            return self._fail_hung(since, detail, lambda: AgentFailedError(self.agent_id, detail))
+        last = self._progress_at
+        if idle is None or last is None or now - last < idle:
+            return False
+        name = self._busy_command or "?"
+        timeout = CommandTimeoutError(self.agent_id, name, idle, idle=True)
+        order = self._order
+        if not self._busy_async or order is None:  # a sync handler cannot be stopped: as if it hung
+            return self._fail_hung(since, str(timeout), lambda: timeout)
+        with self._lock:
+            if self._busy_since is not since or self._exit_sent or self._order is not order:
+                return False
+            reply = self._reply
+        order.stopped = timeout
+        deliver(reply, error=timeout)
+        self.stop_order(order)
+        self.context.counters.add("idle_timeouts")
+        logger.warning("agent %s: %s; its command was cancelled", self.agent_id, timeout,
+                       extra={"agent_id": self.agent_id})
+        return True
+
+    def _fail_hung(self, since: float, detail: str, error: Callable[[], MisterSmithError]) -> bool:
         with self._lock:
             if self._busy_since is not since or self._exit_sent:
                 return False
@@ -105,10 +144,9 @@ class Oversight:
             self._cancel_hung()
         elif not self.abandon():
             return False
-        detail = f"command {name!r} ran longer than command_timeout_s={limit}"
         logger.error("agent %s hung: %s", self.agent_id, detail, extra={"agent_id": self.agent_id})
         self.context.emit("failed", detail, {"command": name, "hung": True})
-        deliver(reply, error=AgentFailedError(self.agent_id, detail))
+        deliver(reply, error=error())
         self.context.on_exit(self, Exit.crash(detail))  # type: ignore[arg-type]  # self is the Agent
         return True
 

@@ -14,7 +14,7 @@ shutdown-request callback), so the caller hears how the drain went first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -25,6 +25,8 @@ from mistersmith.errors import MisterSmithError
 __all__ = ["ClusterDoor", "ClusterUnavailableError"]
 
 T = TypeVar("T")
+Record = Callable[[str, str, BaseException | None], None]
+"""Records an action on a target, and how it failed (``Runtime.record_action``: the audit trail)."""
 
 
 class _Cluster(Protocol):
@@ -53,8 +55,21 @@ class ClusterUnavailableError(MisterSmithError):
 class ClusterDoor:
     """``ClusterOps`` for the node's doors; every coroutine runs on the loop and never blocks it."""
 
-    def __init__(self, cluster: _Cluster) -> None:
+    def __init__(self, cluster: _Cluster, record: Record | None = None) -> None:
         self._cluster = cluster
+        self._record = record
+
+    async def _audited(self, action: str, work: Awaitable[T]) -> T:
+        """``work``, recorded as ``action`` of this node for whoever acts now (``Runtime.record_action``)."""
+        try:
+            result = await work
+        except BaseException as exc:
+            if self._record is not None:
+                self._record(action, self._cluster.node_id, exc)
+            raise
+        if self._record is not None:
+            self._record(action, self._cluster.node_id, None)
+        return result
 
     async def _off_loop(self, what: str, name: str, fn: Callable[[], T]) -> T:
         try:
@@ -66,7 +81,8 @@ class ClusterDoor:
         return await self._off_loop("reading the cluster's nodes", "nodes", self._cluster.nodes)
 
     async def drain(self, *, exit: bool) -> dict[str, Any]:
-        return await self._off_loop("draining", "drain", lambda: self._cluster.drain(exit=exit))
+        return await self._audited("drain", self._off_loop("draining", "drain",
+                                                           lambda: self._cluster.drain(exit=exit)))
 
     async def rebalance(self) -> dict[str, Any]:
-        return await self._off_loop("rebalancing", "rebalance", self._cluster.rebalance)
+        return await self._audited("rebalance", self._off_loop("rebalancing", "rebalance", self._cluster.rebalance))

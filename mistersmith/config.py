@@ -24,6 +24,7 @@ from mistersmith.supervisors import DEFAULTS
 from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.ids import ID_RULE, is_id
 from mistersmith.redact import strip_userinfo
+from mistersmith.scopes import SCOPES, TokenEntry, parse_tokens
 
 __all__ = ["SETTINGS", "ConfigError", "ConfigErrors", "Setting", "Settings", "default", "load_settings"]
 
@@ -145,6 +146,24 @@ def _names(key: str, value: object) -> tuple[str, ...] | None:
     return tuple(n.strip() for n in items)
 
 
+def _tokens(key: str, raw: object) -> tuple[TokenEntry, ...]:
+    value = raw
+    if isinstance(value, str):  # from the environment: a JSON list of tables
+        try:
+            value = orjson.loads(value) if value.strip() else []
+        except orjson.JSONDecodeError:
+            raise SpecError(None, key, "***", 'use a JSON list of tables, such as [{"name": "ci", '
+                            '"token_sha256": "<64 hex digits>", "scopes": ["read"]}]') from None
+    try:
+        return parse_tokens(key, value)
+    except SpecError as exc:  # name the entry and field: the setting is one list of them
+        raise SpecError(None, key, "***", f"{exc.key}: {exc.allowed}") from None
+
+
+def _tokens_shown(entries: tuple[TokenEntry, ...]) -> list[dict[str, object]]:
+    return [e.to_table(mask=True) for e in entries]
+
+
 def _process_kinds(key: str, raw: object) -> dict[str, ProcessKind]:
     value = raw
     if isinstance(value, str):  # from the environment: a JSON object
@@ -235,6 +254,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("http.mcp_session_idle_s", 600.0, _seconds, "an MCP session unused this long is forgotten"),
     _s("http.tls_cert", None, _opt_text, "PEM certificate (chain) file; with http.tls_key the node serves HTTPS"),
     _s("http.tls_key", None, _opt_text, "PEM private key file for http.tls_cert", secret=True),
+    _s("auth.tokens", (), _tokens, "scoped bearer tokens, [[auth.tokens]] tables: name, token_sha256 (hex SHA-256 "
+       f"of the token, never the token), scopes (of {', '.join(SCOPES)}), agents (optional glob of agent ids); "
+       "`mistersmith token new` prints one", secret=True, shown=_tokens_shown),
+    _s("audit.retention_s", 7_776_000.0, _seconds, "how long audit_log entries are kept (90 days; pruned hourly "
+       "by the database's clock)"),
+    _s("audit.commands", True, _flag, "record command sends in the audit log too (control actions always are)"),
     _s("cluster.node_lease_s", 5.0, _seconds, "a node's membership lease in PostgreSQL; past it (by the database's "
        "clock) the node is down and survivors take its agents over"),
     _s("cluster.heartbeat_s", 1.0, _seconds, "how often a node renews its lease"),
@@ -298,6 +323,8 @@ class Settings:
                 value = setting.shown(value) if setting.shown is not None else "***"
             if isinstance(value, tuple):
                 value = list(value)
+            if setting.key == "auth.tokens" and not (mask_secrets and value):
+                value = [e.to_table() for e in value]
             if setting.key == "process.kinds":
                 value = {name: kind.to_table() for name, kind in value.items()}
             out.setdefault(section, {})[name] = value

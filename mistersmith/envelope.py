@@ -79,6 +79,7 @@ ERROR_CODES: tuple[str, ...] = (
     "restarting",
     "paused",
     "timeout",
+    "cancelled",
     "pool_full",
     "unauthorized",
     # further codes the node answers with (the errors module's vocabulary):
@@ -91,6 +92,7 @@ ERROR_CODES: tuple[str, ...] = (
     "invalid_result",
     "unavailable",
     "fenced",
+    "breaker_open",
     "invalid_state",
     "state_too_large",
     "closed",

@@ -16,6 +16,8 @@ __all__ = [
     "AgentExistsError",
     "AgentFailedError",
     "BlockingCallError",
+    "BreakerOpenError",
+    "CommandCancelledError",
     "CommandError",
     "CommandTimeoutError",
     "FatalError",
@@ -201,16 +203,58 @@ class PoolFullError(MisterSmithError):
         self.kind = kind
 
 
+class BreakerOpenError(MisterSmithError):
+    """A circuit breaker of the agent (``self.breaker(name)``) refused the call: its dependency failed
+    ``failures`` times in a row, and calls go through again only after ``retry_after_s``. The agent lives on."""
+
+    code = "breaker_open"
+
+    def __init__(self, name: str, retry_after_s: float, *, agent_id: str | None = None, failures: int = 0,
+                 trial: bool = False) -> None:
+        whose = f" of agent {agent_id!r}" if agent_id else ""
+        why = "its trial call is still running" if trial else f"after {failures} consecutive failures"
+        super().__init__(
+            f"breaker {name!r}{whose} is open ({why}); calls are refused for {retry_after_s:.2f} s more: "
+            "fall back, or try again after retry_after_s"
+        )
+        self.name = name
+        self.retry_after_s = retry_after_s
+        self.agent_id = agent_id
+        self.failures = failures
+
+
 class CommandTimeoutError(MisterSmithError, TimeoutError):
     """No reply arrived within the caller's timeout."""
 
     code = "timeout"
 
-    def __init__(self, agent_id: str, command: str, timeout_s: float) -> None:
-        super().__init__(f"agent {agent_id!r} did not answer {command!r} within {timeout_s:.2f} s")
+    def __init__(self, agent_id: str, command: str, timeout_s: float, *, idle: bool = False,
+                 expired: bool = False) -> None:
+        if expired:
+            super().__init__(f"agent {agent_id!r}: the caller's deadline for {command!r} had passed before it "
+                             "could start; it was not run (check the caller's clock and timeout)")
+        elif idle:
+            super().__init__(f"agent {agent_id!r}: command {command!r} reported no progress for "
+                             f"idle_timeout_s={timeout_s:g}; raise idle_timeout_s, or have it report progress")
+        else:
+            super().__init__(f"agent {agent_id!r} did not answer {command!r} within {timeout_s:.2f} s")
         self.agent_id = agent_id
         self.command = command
         self.timeout_s = timeout_s
+
+
+class CommandCancelledError(MisterSmithError):
+    """The command was cancelled by a caller (``Runtime.cancel``, ``agents.<id>.control.cancel``, MCP
+    ``notifications/cancelled``, Ctrl-C in ``mistersmith send``) before it finished. The agent lives on."""
+
+    code = "cancelled"
+
+    def __init__(self, agent_id: str, command: str, correlation_id: str | None = None) -> None:
+        which = f" (correlation id {correlation_id!r})" if correlation_id else ""
+        super().__init__(f"command {command!r} to agent {agent_id!r}{which} was cancelled before it finished")
+        self.agent_id = agent_id
+        self.command = command
+        self.correlation_id = correlation_id
 
 
 class StartError(MisterSmithError):

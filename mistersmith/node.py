@@ -49,8 +49,11 @@ from mistersmith.errors import MisterSmithError
 from mistersmith.files import UMASK, hold_lock, make_private_dirs, write_private
 from mistersmith.kinds import PROCESS_REFUSED, served_kinds
 from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgStateStore, PgTaskStore, PoolConfig
+from mistersmith.journal.audit import AuditLog
+from mistersmith.journal.audit_read import PgAuditTrail
 from mistersmith.redact import strip_userinfo
 from mistersmith.runtime import Runtime
+from mistersmith.timelines import JournalTimeline
 from mistersmith.supervisors import SupervisorSpec, tolerant_root
 from mistersmith.web.app import build_app
 from mistersmith.web.backends import Backends
@@ -141,6 +144,7 @@ class Node:
         self.loop: LoopThread | None = None
         self.runtime: Runtime | None = None
         self.journal: Journal | None = None
+        self.audit: AuditLog | None = None  # the audit trail's writer (audit_log)
         self.states: PgStateStore | None = None  # durable agents' state store, in the journal's database
         self.cluster: Cluster | None = None  # membership lease, agent ids and takeover on the same database
         self._left = False  # handed everything over on stop: mark this node down at once
@@ -210,6 +214,11 @@ class Node:
             journal_config = replace(journal_config, database_url=postgres.conninfo())
         journal = self.journal = Journal.open(self.data_dir, journal_config, loop=loop)
         self._undo.append(("journal", journal.close))
+        # The audit trail (migrated by the journal too): its own write-ahead spool, shipped to audit_log.
+        audit = self.audit = AuditLog(self.data_dir / "audit", journal.conninfo, retention_s=s["audit.retention_s"],
+                                      record_commands=s["audit.commands"], fsync=journal_config.spool_fsync,
+                                      connect_timeout_s=s["database.connect_timeout_s"]).open()
+        self._undo.append(("audit log", audit.close))
         # Durable agents' state, effects and epochs: in the same database (migrated by the journal).
         states = self.states = PgStateStore(journal.conninfo, connect_timeout_s=s["database.connect_timeout_s"])
         self._undo.append(("state store", states.close))
@@ -230,6 +239,7 @@ class Node:
             max_agents=s["node.max_agents"], default_kinds=False, refused_kinds={"process": PROCESS_REFUSED},
             max_agents_setting="--max-agents / node.max_agents", state_store=states, owners=cluster.owners,
         )
+        runtime.audit = audit  # every door's control actions, recorded (mistersmith.audit)
         self._undo.append(("agents", runtime.close))
         cluster.attach(runtime, facts=self._cluster_facts,
                        recover=lambda: journal.recover(runtime) if s["node.recovery"] else None)
@@ -248,7 +258,7 @@ class Node:
         async def ingest(discovery: Discovery) -> object:
             return await hub.ingest(discovery)
 
-        door = ClusterDoor(cluster)  # nodes, drain, rebalance for the doors; drain's exit: remote_shutdown
+        door = ClusterDoor(cluster, record=runtime.record_action)  # nodes, drain, rebalance for the doors; drain's exit: remote_shutdown
         # Recovery ran before NATS was up: replay_history publishes its events now, once and in order.
         bridge = self.bridge = Bridge(runtime, nc, connection_stats=stats, shutdown=remote_shutdown,
                                       task_options=TaskOptions(max_in_flight=s["tasks.concurrency"],
@@ -269,10 +279,10 @@ class Node:
 
         backends = Backends(
             runtime, history=_JournalHistory(journal), discoveries=hub, tasks=bridge.task_tracker, nats=bridge,
-            cluster=door, health={"nats": self._nats_health, "database": self._database_health},
+            cluster=door, timeline=JournalTimeline(journal), audit=PgAuditTrail(journal.pool), health={"nats": self._nats_health, "database": self._database_health},
         )
         web = WebConfig.from_env(
-            {}, host=s["http.host"], port=s["http.port"], api_token=s["http.api_token"],
+            {}, host=s["http.host"], port=s["http.port"], api_token=s["http.api_token"], tokens=s["auth.tokens"],
             allow_insecure=s["http.allow_insecure"], cors_origins=s["http.cors_origins"],
             max_body_bytes=s["http.max_body_bytes"], rate_per_s=s["http.rate_limit_per_s"],
             rate_burst=s["http.rate_limit_burst"], request_timeout_s=s["http.request_timeout_s"],

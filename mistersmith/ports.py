@@ -12,13 +12,14 @@ Failures are ``MisterSmithError``s (their ``code`` goes on the wire).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from mistersmith.discovery import Discovery, DiscoveryFilter
 
 __all__ = [
+    "AuditTrail",
     "ClusterOps",
     "ComponentCheck",
     "Discoveries",
@@ -29,6 +30,7 @@ __all__ = [
     "Publish",
     "TaskStore",
     "Tasks",
+    "Timeline",
 ]
 
 
@@ -48,6 +50,51 @@ class History(Protocol):
 
         ``since`` is inclusive: a journal ``seq`` or an aware ``datetime``.
         """
+        ...
+
+
+@runtime_checkable
+class Timeline(Protocol):
+    """Supervision events in ``seq`` order, followed live and folded into trees (the console's view).
+
+    On a node: the journal (every node's events; ``seq`` is the journal's).
+    Without one, the web falls back to the Runtime's memory (``mistersmith.timelines``).
+    Events are ``SupervisionEvent.to_dict()`` (plus ``trace_id`` once events carry it).
+    """
+
+    source: str
+    """``journal`` or ``memory``."""
+
+    async def head_seq(self) -> int:
+        """The last ``seq`` (0: none yet)."""
+        ...
+
+    def follow(self, *, after_seq: int) -> AsyncGenerator[dict[str, Any], None]:
+        """Every event with ``seq > after_seq``, then live ones as they come, in order; ``aclose()`` ends it."""
+        ...
+
+    async def events(
+        self, *, after_seq: int = 0, agent_id: str | None = None, event_types: Sequence[str] | None = None,
+        node_id: str | None = None, since: datetime | None = None, limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """At most ``limit`` stored events with ``seq > after_seq`` (and ``occurred_at >= since``), oldest first."""
+        ...
+
+    async def tree_at(self, at: int | None) -> dict[str, Any]:
+        """``{"as_of_seq", "as_of", "source", "nodes": [{"node_id", "tree"}]}``: every node's tree as of
+        ``seq`` ``at`` (``None``: the last event), rebuilt from the events alone."""
+        ...
+
+
+@runtime_checkable
+class AuditTrail(Protocol):
+    """The audit trail read back (the journal's ``audit_log``)."""
+
+    async def audit_entries(
+        self, *, since: datetime | None, actor: str | None, action: str | None, door: str | None, limit: int,
+    ) -> list[dict[str, Any]]:
+        """At most ``limit`` entries, oldest first: ``{"seq", "audit_id", "at", "node_id", "actor", "door",
+        "action", "target", "outcome", "detail", "trace_id"}`` (``at`` ISO 8601)."""
         ...
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mistersmith.audit import internal
 from mistersmith.errors import AgentExistsError, MisterSmithError
 from mistersmith.history.plan import RecoveryPlan
 from mistersmith.supervisors import Backoff, SupervisorSpec
@@ -37,8 +38,8 @@ __all__ = ["NotRecovered", "RecoveryPlan", "RecoveryReport", "RecoverySlot", "ex
 
 logger = logging.getLogger("mistersmith.recovery")
 
-_AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "mailbox_size", "stash_limit", "start_timeout_s", "durable",
-                  "state_on_restart", "state_history", "state_max_bytes", "state_timeout_s", "effect_retention_s")
+_AGENT_OPTIONS = ("shutdown_s", "command_timeout_s", "idle_timeout_s", "mailbox_size", "stash_limit",
+                  "start_timeout_s", "durable", "state_on_restart", "state_history", "state_max_bytes", "state_timeout_s", "effect_retention_s")
 
 
 class RecoverySlot(Protocol):
@@ -154,6 +155,11 @@ def _running(runtime: Runtime) -> tuple[set[str], set[str]]:
 
 
 def _respawn(runtime: Runtime, slot: RecoverySlot) -> None:
+    with internal():  # the node's own work, in the journal: not an action of anyone's (mistersmith.audit)
+        _respawn_slot(runtime, slot)
+
+
+def _respawn_slot(runtime: Runtime, slot: RecoverySlot) -> None:
     spec = slot.spec
     if slot.is_supervisor:
         runtime.add_supervisor(

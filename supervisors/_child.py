@@ -100,6 +100,7 @@ class Child:
             info["paused"] = ctx.paused
             info["mailbox_depth"] = ctx.mailbox.depth()
             info["config"] = dict(ctx.start_data.get("config") or {})  # as its kind shows it (secrets redacted)
+            info["breakers"] = ctx.breakers.info()  # by name: state, failures, retry_after_s...
         if self.status is ChildStatus.BACKING_OFF:
             info["restart_at"] = self.restart_at
         if self.last_exit is not None:

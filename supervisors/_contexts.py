@@ -44,7 +44,7 @@ class Contexts:
         }
         durable: DurableOptions | None = None
         if isinstance(spec, SupervisorSpec):
-            kind, limit, timeout = "supervisor", 1 << 62, None
+            kind, limit, timeout, idle = "supervisor", 1 << 62, None, None
             config: dict[str, Any] = {}
             start_data.update(strategy=spec.strategy, intensity=spec.intensity, period_s=spec.period_s)
         else:
@@ -52,7 +52,10 @@ class Contexts:
             config = dict(spec.config)
             cls = self._kinds.resolve(spec)
             shown = cls.redact_config(config)  # events and the journal never hold secrets
+            idle = spec.idle_timeout_s if spec.idle_timeout_s is not None else cls.idle_timeout_s
             start_data.update(config=shown, command_timeout_s=timeout, mailbox_size=limit, stash_limit=spec.stash_limit)
+            if idle is not None:
+                start_data.update(idle_timeout_s=idle)
             durable = self._durable(spec, cls, agent_id)
             if durable is not None:
                 start_data.update(durable=True, state_on_restart=spec.state_on_restart,
@@ -69,6 +72,7 @@ class Contexts:
             emit=lambda *_: None,
             on_exit=on_exit,
             command_timeout_s=timeout,
+            idle_timeout_s=idle,
             start_data=start_data,
             durable=durable,
             shutdown_s=spec.shutdown_s,

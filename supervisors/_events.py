@@ -58,6 +58,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "node_up",
     "node_down",
     "node_draining",
+    "breaker_open",
 )
 
 

@@ -134,6 +134,10 @@ class ChildSpec:
     ``kind`` is a registered kind name or an ``Agent`` subclass. ``config``
     must be JSON-compatible (it is journaled, and sent over NATS).
 
+    ``command_timeout_s`` is the hard cap on one command (past it the agent
+    fails and restarts); ``idle_timeout_s`` (None: the kind's) fails a command
+    with ``timeout`` once it has reported no progress for that long.
+
     ``durable`` (None: the kind's ``durable`` attribute) keeps the agent's
     ``self.state`` in the runtime's state store; ``state_on_restart`` is
     ``keep`` (start from the last commit) or ``reset`` (OTP's fresh start,
@@ -150,6 +154,7 @@ class ChildSpec:
     shutdown_s: float = DEFAULTS.agent_shutdown_s
     backoff: Backoff | None = None
     command_timeout_s: float | None = DEFAULTS.command_timeout_s
+    idle_timeout_s: float | None = None
     mailbox_size: int = DEFAULTS.mailbox_size
     stash_limit: int = DEFAULTS.stash_limit
     start_timeout_s: float = DEFAULTS.start_timeout_s
@@ -182,6 +187,8 @@ class ChildSpec:
             raise SpecError(child, "backoff", self.backoff, "use a Backoff(...) or None")
         if self.command_timeout_s is not None:
             _number(child, "command_timeout_s", self.command_timeout_s, minimum=0.0, strict=True)
+        if self.idle_timeout_s is not None:
+            _number(child, "idle_timeout_s", self.idle_timeout_s, minimum=0.0, strict=True)
         _count(child, "mailbox_size", self.mailbox_size, 1)
         _count(child, "stash_limit", self.stash_limit, 0)
         _number(child, "start_timeout_s", self.start_timeout_s, minimum=0.0, strict=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from mistersmith.actors import Agent, AgentContext, Counters, Exit, Letter
+from mistersmith.actors import BREAKER_STATES, Agent, AgentContext, Counters, Exit, Letter
 from mistersmith.clock import Clock
 from mistersmith.state.store import StateStore
 
@@ -123,6 +123,16 @@ class System(Generic[SupervisorT]):
     def gone(self, agent_id: str) -> Exception:
         """What a caller of an agent not hosted here is told (``DeadLetters.gone``)."""
         return self._dead_letters.gone(agent_id)
+
+    def breaker_counts(self) -> dict[str, int]:
+        """How many circuit breakers of the agents hosted here are in each state (any thread; never blocks):
+        ``{"breakers_closed": n, "breakers_open": n, "breakers_half_open": n}``."""
+        totals = dict.fromkeys(BREAKER_STATES, 0)
+        for child in list(self.agents.values()):
+            if len(child.context.breakers):
+                for state, n in child.context.breakers.counts().items():
+                    totals[state] += n
+        return {f"breakers_{state}": n for state, n in totals.items()}
 
     def start_watchdog(self) -> None:
         self._watchdog.start()

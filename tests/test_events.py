@@ -21,7 +21,7 @@ ARCHITECTURE_VOCABULARY = (
     "started", "stopped", "failed", "restarted", "restart_scheduled", "escalated",
     "intensity_exceeded", "shutdown_timeout", "paused", "resumed", "recovered",
     "recovery_failed", "state_restored", "fenced", "taken_over", "node_up", "node_down",
-    "node_draining",  # the second wave's, as each is added
+    "node_draining", "breaker_open",  # the second wave's, as each is added
 )
 
 json_values = st.recursive(

@@ -14,7 +14,9 @@ Any other NATS client works too: ``nats req agents.a1.commands.ping '{}'``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -23,12 +25,13 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.envelope import RemoteError, decode_reply, encode_json
 from mistersmith.errors import CommandTimeoutError
+from mistersmith.headers import CORRELATION, KIND, KIND_PROGRESS, STREAM, decode_progress, deadline_headers
 
 from . import subjects
 from .errors import NatsUnavailableError
 from .trace import TRACEPARENT
 
-__all__ = ["AgentClient", "NatsUnavailableError"]
+__all__ = ["AgentClient", "NatsUnavailableError", "RemoteStream"]
 
 
 class AgentClient:
@@ -61,15 +64,59 @@ class AgentClient:
             raise NatsUnavailableError(f"request on {subject} was not sent", type(exc).__name__) from exc
         return decode_reply(msg.data).unwrap()
 
+    def _command_headers(self, timeout_s: float, traceparent: str | None, correlation_id: str | None) -> dict[str, str]:
+        headers = deadline_headers(timeout_s)
+        if traceparent:
+            headers[TRACEPARENT] = traceparent
+        if correlation_id:
+            headers[CORRELATION] = correlation_id
+        return headers
+
     async def request(
         self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *,
-        timeout_s: float | None = None, traceparent: str | None = None,
+        timeout_s: float | None = None, traceparent: str | None = None, correlation_id: str | None = None,
     ) -> Any:
-        """Send ``command`` to ``agent_id`` and return its result."""
-        headers = {TRACEPARENT: traceparent} if traceparent else None
+        """Send ``command`` to ``agent_id`` and return its result. The node is told the deadline
+        (``MS-Deadline``): it never starts the command once the caller gave up, and cancels it then.
+        ``correlation_id``: what ``cancel`` names it by."""
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
         missing = RemoteError("unknown_agent", f"no node hosts agent {agent_id!r} (NATS: no responders)")
         return await self._request(subjects.command(agent_id, command), encode_json(dict(payload or {})),
-                                   timeout_s, headers, missing, (agent_id, command))
+                                   timeout, self._command_headers(timeout, traceparent, correlation_id),
+                                   missing, (agent_id, command))
+
+    async def stream(
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *,
+        timeout_s: float | None = None, traceparent: str | None = None, correlation_id: str | None = None,
+    ) -> RemoteStream:
+        """Send ``command`` asking for its progress (``MS-Stream: 1``): ``async for item in stream``
+        yields each progress item (``{"data", "done", "total"}``) as the agent reports it; then
+        ``stream.result`` is the result (an error reply raises ``RemoteError`` from the loop).
+        ``correlation_id`` (default: a fresh one, ``stream.correlation_id``) is what ``cancel`` names."""
+        self._check_connected(f"stream {command!r} to {agent_id!r}")
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        cid = correlation_id or uuid.uuid4().hex
+        headers = self._command_headers(timeout, traceparent, cid)
+        headers[STREAM] = "1"
+        inbox = self.nc.new_inbox()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sub = await self.nc.subscribe(inbox, cb=queue.put)
+        try:
+            await self.nc.publish(subjects.command(agent_id, command), encode_json(dict(payload or {})),
+                                  reply=inbox, headers=headers)
+        except BaseException:
+            await sub.unsubscribe()
+            raise
+        return RemoteStream(sub, queue, timeout, cid, (agent_id, command))
+
+    async def cancel(self, agent_id: str, correlation_id: str, *, timeout_s: float | None = None) -> bool:
+        """``agents.<id>.control.cancel``: cancel the command sent with ``correlation_id``; True if one was
+        queued or running (its caller gets ``cancelled``), False if it had finished."""
+        missing = RemoteError("unknown_agent", f"no node hosts agent {agent_id!r} (NATS: no responders)")
+        result = await self._request(subjects.agent_control(agent_id, "cancel"),
+                                     encode_json({"correlation_id": correlation_id}), timeout_s, None, missing,
+                                     (agent_id, "cancel"))
+        return bool(result["cancelled"])
 
     async def tell(self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None) -> None:
         """Fire and forget: no reply, no error from the agent (refusals are counted on its node)."""
@@ -103,3 +150,47 @@ class AgentClient:
         result: dict[str, Any] = await self._request(subjects.QUERY, encode_json(payload), timeout_s, None,
                                                      missing, ("agents.discovery", "query"))
         return result
+
+
+class RemoteStream:
+    """A streaming request's answers: its progress items, then its result (``AgentClient.stream``)."""
+
+    def __init__(self, sub: Any, queue: asyncio.Queue[Any], timeout_s: float, correlation_id: str,
+                 what: tuple[str, str]) -> None:
+        self._sub = sub
+        self._queue = queue
+        self._deadline = asyncio.get_running_loop().time() + timeout_s
+        self._timeout_s = timeout_s
+        self._what = what
+        self.correlation_id = correlation_id
+        self.result: Any = None
+        self.done = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                remaining = self._deadline - loop.time()
+                try:
+                    msg = await asyncio.wait_for(self._queue.get(), max(remaining, 0.0))
+                except TimeoutError:
+                    raise CommandTimeoutError(self._what[0], self._what[1], self._timeout_s) from None
+                if msg.headers and msg.headers.get(KIND) == KIND_PROGRESS:
+                    yield decode_progress(msg.data)
+                    continue
+                if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+                    raise RemoteError("unknown_agent", f"no node hosts agent {self._what[0]!r} (NATS: no responders)")
+                self.done = True
+                self.result = decode_reply(msg.data).unwrap()
+                return
+        finally:
+            await self._sub.unsubscribe()
+
+    async def wait(self) -> Any:
+        """Read to the end, dropping progress; the result."""
+        async for _ in self:
+            pass
+        return self.result

@@ -10,6 +10,11 @@ request for an agent on another node is answered by that node.
   ``Runtime.ask_future`` and the outcome is published on the reply subject as
   ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``.
   The request's ``traceparent``/``tracestate`` headers go back on the reply.
+  Its headers (``mistersmith.headers``) may give the caller's deadline (never
+  started once passed; the command is cancelled when it passes), ask for its
+  progress (``MS-Stream: 1``: ``Runtime.astream``, each item published on the
+  reply inbox as it comes), and name its correlation id, by which
+  ``agents.<id>.control.cancel`` cancels it.
 - Without one, it is a tell (``Runtime.send``): a refusal (unknown command,
   full mailbox...) is counted (``tells_refused``) and logged.
 - A malformed body gets an error reply when it has a reply subject, and is
@@ -31,11 +36,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from mistersmith.envelope import EnvelopeError, Reply, decode_command
-from mistersmith.errors import MisterSmithError, UnknownAgentError
+from mistersmith.errors import CommandTimeoutError, MisterSmithError, UnknownAgentError
+from mistersmith.headers import CORRELATION, KIND, KIND_PROGRESS, KIND_RESULT, STREAM, caller_timeout_s, encode_progress
+from mistersmith.crossing import LoopStream
 from mistersmith.runtime import Runtime
 
 from . import subjects
 from .counters import BridgeCounters
+from .door import nats_acting
 from .trace import trace_headers, trace_id
 from .lifecycle import TaskSet, unsubscribe_quietly
 from .wire import Wire
@@ -119,21 +127,40 @@ class CommandRouter:
             return
         try:
             agent_id, command = subjects.parse_command(msg.subject)
-            payload, _envelope = decode_command(msg.data)
+            payload, envelope = decode_command(msg.data)
         except (EnvelopeError, ValueError) as exc:
             await self._malformed(msg, exc)
             return
         if not msg.reply:
-            self._tell(agent_id, command, payload)
+            with nats_acting(msg.headers):  # the audit trail's actor (mistersmith.audit)
+                self._tell(agent_id, command, payload)
             return
         self.counters.add("requests_in")
-        timeout_s = _caller_timeout_s(msg.headers, self.ask_timeout_s)
+        headers = msg.headers or {}
+        timeout_s = caller_timeout_s(headers, self.ask_timeout_s)
+        if timeout_s <= 0:  # its caller has given up already: never start it
+            self.counters.add("expired_in")
+            error = CommandTimeoutError(agent_id, command, 0.0, expired=True)
+            await self._send(msg, Reply.from_exception(error), trace_headers(msg.headers))
+            return
+        cid = envelope.correlation_id if envelope is not None and envelope.correlation_id else headers.get(CORRELATION)
+        stream = headers.get(STREAM) == "1"
+        answer: Any
         try:  # queue now, in arrival order; a task awaits the answer
-            answer = self.runtime.ask_future(agent_id, command, payload, timeout=timeout_s)
+            with nats_acting(msg.headers):
+                if stream:
+                    answer = self.runtime.astream(agent_id, command, payload, timeout=timeout_s, correlation_id=cid)
+                else:
+                    answer = self.runtime.ask_future(agent_id, command, payload, timeout=timeout_s,
+                                                     correlation_id=cid)
         except Exception as exc:
             answer = asyncio.get_running_loop().create_future()
             answer.set_exception(exc)
-        self._inflight.spawn(self._answer(msg, agent_id, command, answer))
+        if isinstance(answer, LoopStream):
+            self.counters.add("streams_in")
+            self._inflight.spawn(self._stream(msg, agent_id, command, answer))
+        else:
+            self._inflight.spawn(self._answer(msg, agent_id, command, answer, trace_headers(msg.headers)))
 
     async def _malformed(self, msg: Msg, exc: Exception) -> None:
         self.counters.add("invalid_in")
@@ -153,8 +180,28 @@ class CommandRouter:
             if isinstance(exc, UnknownAgentError):
                 self._forget_later(agent_id)
 
-    async def _answer(self, msg: Msg, agent_id: str, command: str, answer: asyncio.Future[Any]) -> None:
-        headers = trace_headers(msg.headers)
+    async def _stream(self, msg: Msg, agent_id: str, command: str, stream: LoopStream) -> None:
+        """Each progress item on the reply inbox as it comes (``MS-Kind: progress``), then the answer
+        (``MS-Kind: result``). An item that is not JSON-compatible is sent as its ``repr``."""
+        trace = trace_headers(msg.headers) or {}
+        progress_headers = {**trace, KIND: KIND_PROGRESS}
+        publish, reply_to = self.wire.publish, msg.reply
+        try:
+            async for item in stream:
+                if not self._serving():
+                    break
+                try:
+                    body = encode_progress(item.data, item.done, item.total)
+                except TypeError:
+                    body = encode_progress(repr(item.data), item.done, item.total)
+                if await publish(reply_to, body, headers=progress_headers):
+                    self.counters.add("progress_out")
+        except Exception:  # the command failed: ``result()`` raises it again, for the answer
+            pass
+        await self._answer(msg, agent_id, command, stream.result(), {**trace, KIND: KIND_RESULT})
+
+    async def _answer(self, msg: Msg, agent_id: str, command: str, answer: Awaitable[Any],
+                      headers: dict[str, str] | None) -> None:
         try:
             result = await answer
         except MisterSmithError as exc:
@@ -185,17 +232,6 @@ class CommandRouter:
             self._inflight.spawn(self.unroute(agent_id))
 
 
-TIMEOUT_HEADER = "Mistersmith-Timeout"
-"""A request may say how long its caller waits (seconds); the bridge then waits no longer than that
-(nor than ``ask_timeout_s``), so a restart that would outlast it is answered ``restarting`` at once."""
-
-
 def _caller_timeout_s(headers: dict[str, str] | None, bound_s: float) -> float:
-    raw = (headers or {}).get(TIMEOUT_HEADER)
-    if raw is None:
-        return bound_s
-    try:
-        value = float(raw)
-    except ValueError:
-        return bound_s
-    return min(value, bound_s) if value > 0 else bound_s
+    """How long a control request's caller still waits (``mistersmith.headers``), at most ``bound_s``."""
+    return max(caller_timeout_s(headers, bound_s), 0.0)

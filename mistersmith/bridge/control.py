@@ -56,8 +56,19 @@ from mistersmith.runtime import Runtime
 from . import subjects
 from .cluster_control import CLUSTER_ACTIONS, ClusterActions
 from .commands import CommandRouter, _caller_timeout_s
-from .control_payloads import Refused, agent_id_of, bad, check_spawn, check_state, matches, node_only, parse_filters
+from .control_payloads import (
+    Refused,
+    agent_id_of,
+    bad,
+    check_cancel,
+    check_spawn,
+    check_state,
+    matches,
+    node_only,
+    parse_filters,
+)
 from .counters import BridgeCounters
+from .door import nats_acting
 from .gather import gather_nodes
 from .membership import Membership
 from .lifecycle import TaskSet, unsubscribe_quietly
@@ -153,7 +164,8 @@ class ControlPlane:
                     raise Refused("unknown_command", f"agents.{{id}}.control takes: {', '.join(subjects.AGENT_ACTIONS)}")
                 payload = {**payload, "agent_id": where.agent_id}
             waits_s = _caller_timeout_s(msg.headers, self.cluster.timeout_s)  # for a forwarded drain/rebalance
-            reply = await self._act(action, payload, local, waits_s)
+            with nats_acting(msg.headers):  # the audit trail's actor for what the Runtime does now
+                reply = await self._act(action, payload, local, waits_s)
         except MisterSmithError as exc:
             if isinstance(exc, EnvelopeError):
                 self.counters.add("invalid_in")
@@ -172,11 +184,17 @@ class ControlPlane:
             (action == "shutdown" and reply.ok and (local or payload.get("node") == self.node_id))
             or self.cluster.exits_after(action, payload, reply, local)
         ):
+            with nats_acting(msg.headers):
+                self.runtime.record_action("shutdown", self.node_id)
             await self._shutdown()
 
     async def _act(self, action: str, payload: dict[str, Any], local: bool, timeout_s: float) -> Reply:
         if action == "spawn":
             return await self._spawn(check_spawn(payload), local)
+        if action == "cancel":
+            agent_id, cid = check_cancel(payload)
+            cancelled = await self.runtime.acancel(agent_id, cid)
+            return Reply.success({"agent_id": agent_id, "correlation_id": cid, "cancelled": cancelled})
         if action in ("stop", "restart", "get"):
             return await self._agent_action(action, agent_id_of(payload, action), local)
         if action == "list":

@@ -71,6 +71,14 @@ def agent_id_of(payload: Mapping[str, Any], action: str) -> str:
     return str(payload["agent_id"])
 
 
+def check_cancel(payload: Mapping[str, Any]) -> tuple[str, str]:
+    """The agent id and the correlation id of a ``cancel`` payload."""
+    cid = payload.get("correlation_id")
+    if set(payload) - {"agent_id", "correlation_id"} or not isinstance(cid, str) or not cid:
+        raise bad('cancel: use {"correlation_id": "<the correlation id the command was sent with>"}')
+    return agent_id_of({"agent_id": payload.get("agent_id")}, "cancel"), cid
+
+
 def node_only(payload: Mapping[str, Any], action: str) -> str | None:
     """The optional ``node`` of a ``{}`` or ``{"node": "<node id>"}`` payload."""
     node = payload.get("node")

@@ -25,6 +25,9 @@ class BridgeCounters:
         "discoveries_invalid",
         "discoveries_failed",
         "task_results_rejected",
+        "streams_in",  # requests that asked for their progress (MS-Stream: 1)
+        "progress_out",  # progress items sent on a streaming request's inbox
+        "expired_in",  # requests whose caller's MS-Deadline had passed on arrival: never started
         "not_serving",  # commands (and late replies) dropped while this node may not serve: its lease is lost
     )
 

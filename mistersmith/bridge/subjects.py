@@ -61,7 +61,7 @@ CONTROL_ACTIONS: tuple[str, ...] = (
     "spawn", "stop", "restart", "list", "get", "ping", "shutdown", "tree", "kinds", "state", "nodes", "drain",
     "rebalance",
 )
-AGENT_ACTIONS: tuple[str, ...] = ("stop", "restart", "get")
+AGENT_ACTIONS: tuple[str, ...] = ("stop", "restart", "get", "cancel")
 NODE_ACTIONS: tuple[str, ...] = ("spawn", "ping", "shutdown", "kinds", "drain", "rebalance")
 NODES: tuple[str, ...] = ("hello", "here", "bye", "list", "tree")
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mistersmith.audit import internal
 from mistersmith.actors import Agent
 from mistersmith.errors import MisterSmithError, SpecError, UnknownAgentError
 from mistersmith.runtime import Runtime
@@ -144,7 +145,8 @@ class AgentPool:
                     extra={"agent_id": agent_id, "reason": error})
         if error == "timeout" and _usable(self.runtime, agent_id):
             try:  # its handler may still run: stop it (bounded by its shutdown_s, then abandoned)
-                await self.runtime.astop(agent_id)
+                with internal():
+                    await self.runtime.astop(agent_id)
             except MisterSmithError as exc:
                 logger.debug("stopping pool agent %s: %r", agent_id, exc)
 
@@ -155,8 +157,9 @@ class AgentPool:
             agent_id = f"task-{uuid.uuid4().hex}"
         options: dict[str, Any] = {} if self.command_timeout_s is None else {
             "command_timeout_s": self.command_timeout_s}
-        spawned = await self.runtime.aspawn(self.kind, agent_id, None, "temporary", supervisor=SUPERVISOR_PATH,
-                                            **options)
+        with internal():  # the node's own pool, not an action of anyone's (mistersmith.audit)
+            spawned = await self.runtime.aspawn(self.kind, agent_id, None, "temporary", supervisor=SUPERVISOR_PATH,
+                                                **options)
         self.spawned += 1
         logger.info("pool agent %s started for %s tasks", spawned, self.kind, extra={"agent_id": spawned})
         return spawned

@@ -51,6 +51,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from mistersmith.audit import internal
 from mistersmith.envelope import EnvelopeError, decode_json, encode_json
 from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.ports import TaskStore
@@ -318,7 +319,8 @@ class TaskQueue:
         keepalive = asyncio.get_running_loop().create_task(self._keep_alive(msg))
         try:
             limit = min(timeout_s or self.options.task_timeout_s, self.options.task_timeout_s)
-            result = await self.runtime.aask(agent, command, payload, timeout=limit)
+            with internal():  # the submit was the action (mistersmith.audit); running it is the node's work
+                result = await self.runtime.aask(agent, command, payload, timeout=limit)
         except MisterSmithError as exc:
             code = str(exc.code)
             if code in _PERMANENT:

@@ -1,9 +1,9 @@
 """The client commands that talk to a running node over NATS.
 
-``spawn``, ``send``, ``agents``, ``stop``, ``restart``, ``state``, ``tree``,
+``spawn``, ``agents``, ``stop``, ``restart``, ``state``, ``tree``,
 ``health``, ``shutdown`` and ``kinds``: each opens one connection (see
 ``_nats``), makes its requests on ``system.control.*`` or
-``agents.{id}.commands.{cmd}``, prints, and closes it.
+``agents.{id}.commands.{cmd}``, prints, and closes it. (``send`` is in ``_send``.)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NATS
 
 from mistersmith.bridge import subjects
+from mistersmith.bridge.door import CLI_DOOR, DOOR_HEADER
 from mistersmith.crossing import run_in_thread
 from mistersmith.config import Settings
 from mistersmith.ids import ID_RULE, is_id
@@ -93,26 +94,6 @@ def run_spawn(args: argparse.Namespace, out: Output) -> int:
 
     result = _with_nats(args, lambda nc, _: _control(nc, "spawn", payload, args.timeout))
     out.result(result, f"spawned {result.get('agent_id')} ({args.kind}) on node {result.get('node')}")
-    return 0
-
-
-def run_send(args: argparse.Namespace, out: Output) -> int:
-    agent_id, command = _token(args.agent_id, "agent id"), _token(args.command, "command")
-    assert agent_id is not None and command is not None
-    payload = json_object(args.payload, "payload") or {}
-    subject = subjects.command(agent_id, command)
-
-    async def body(nc: NATS, _: Settings) -> Any:
-        if args.tell:
-            await nc.publish(subject, json.dumps(payload).encode())
-            await nc.flush(timeout=max(1, round(args.timeout)))
-            return {"sent": True, "subject": subject}
-        missing = failed(f"unknown_agent: no node hosts agent {agent_id!r} (no responders on {subject})",
-                         code="unknown_agent")
-        return await request(nc, subject, payload, args.timeout, no_responders=missing)
-
-    result = _with_nats(args, body)
-    out.result(result, lambda: f"told {agent_id} to {command}" if args.tell else json.dumps(result, indent=2))
     return 0
 
 
@@ -322,7 +303,6 @@ def run_kinds(args: argparse.Namespace, out: Output) -> int:
 
 CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "spawn": run_spawn,
-    "send": run_send,
     "agents": run_agents,
     "stop": _agent_action("stop", "stopped"),
     "restart": _agent_action("restart", "restarted"),

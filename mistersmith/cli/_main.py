@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ._journal import run_migrate, run_replay
     from ._nats_url import run_nats_url
     from ._psql import run_psql
+    from ._send import run_send
     from ._serve import run_serve
     from ._settings import run_config
 
@@ -152,11 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     spawn.add_argument("--node", metavar="NODE", help="spawn on this node (default: any)")
     _nats(spawn)
 
-    send = add("send", CLIENT_COMMANDS["send"], "send a command to an agent and print its result")
+    send = add("send", run_send, "send a command to an agent and print its result (Ctrl-C cancels it)")
     send.add_argument("agent_id", metavar="ID")
     send.add_argument("command", metavar="COMMAND")
     send.add_argument("payload", metavar="JSON", nargs="?", help="the payload: a JSON object, @FILE or - (stdin)")
     send.add_argument("--tell", action="store_true", help="fire and forget: do not wait for a result")
+    send.add_argument("--stream", action="store_true",
+                      help="print each progress item as the agent reports it, then the result")
     _nats(send, timeout_s=30.0)
 
     agents = add("agents", CLIENT_COMMANDS["agents"], "list the agents of every node")
@@ -228,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = add("migrate", run_migrate, "apply the journal's schema migrations")
     _database(migrate)
+
+    from ._audit import add_audit, add_token, run_audit, run_token
+
+    add_audit(add("audit", run_audit, "print the audit trail: every control action from any door, with its actor "
+                  "and outcome (admin)"))
+    add_token(add("token", run_token, "token new: mint a scoped HTTP/MCP token and print its [[auth.tokens]] entry",
+                  config=False))
 
     psql = add("psql", run_psql, "open the journal's PostgreSQL in psql (the one shipped with the embedded "
                "server); psql's own arguments go after --")

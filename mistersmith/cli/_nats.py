@@ -23,13 +23,15 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from mistersmith.bridge.door import CLI_DOOR, DOOR_HEADER
 from mistersmith.config import Settings
 from mistersmith.envelope import EnvelopeError, RemoteError, decode_reply, encode_json
+from mistersmith.headers import deadline_headers
 from mistersmith.redact import strip_userinfo
 
 from ._errors import CliError, failed, unreachable
 
-__all__ = ["connected", "request"]
+__all__ = ["connected", "reply_result", "request", "request_headers"]
 
 _CONNECT_TIMEOUT_S = 5.0
 
@@ -92,23 +94,35 @@ async def connected(
             pass
 
 
+def request_headers(timeout_s: float, **more: str) -> dict[str, str]:
+    """The headers of a CLI request: how long we wait (``mistersmith.headers``: a restart longer than that is
+    ``restarting`` at once, and a command is never started once we gave up) and that it is the CLI (the audit
+    trail's door: ``mistersmith.bridge.door``)."""
+    return {**deadline_headers(timeout_s), DOOR_HEADER: CLI_DOOR, **more}
+
+
+def reply_result(data: bytes, subject: str) -> Any:
+    """A reply's ``result``; an error reply is exit code 1 with the node's code and message."""
+    try:
+        return decode_reply(data).unwrap()
+    except RemoteError as exc:
+        raise failed(f"{exc.code}: {exc.message}", code=exc.code) from None
+    except EnvelopeError as exc:
+        raise failed(f"the answer on {subject} is not a MisterSmith reply: {exc.message}", code="invalid_reply") from None
+
+
 async def request(
-    nc: NATS, subject: str, payload: Mapping[str, Any] | None, timeout_s: float, *, no_responders: CliError
+    nc: NATS, subject: str, payload: Mapping[str, Any] | None, timeout_s: float, *, no_responders: CliError,
+    headers: Mapping[str, str] | None = None,
 ) -> Any:
     """Send one request and return the reply's ``result``."""
     try:
-        # Tell the node how long we wait, so a restart longer than that is `restarting` at once.
         msg = await nc.request(subject, encode_json(dict(payload or {})), timeout=timeout_s,
-                               headers={"Mistersmith-Timeout": f"{timeout_s:g}"})
+                               headers=request_headers(timeout_s, **(headers or {})))
     except NoRespondersError:
         raise no_responders from None
     except NatsTimeoutError:
         raise unreachable(f"no answer on {subject} within {timeout_s:g} s (--timeout)") from None
     except NatsError as exc:
         raise unreachable(f"request on {subject} failed: {exc or type(exc).__name__}") from None
-    try:
-        return decode_reply(msg.data).unwrap()
-    except RemoteError as exc:
-        raise failed(f"{exc.code}: {exc.message}", code=exc.code) from None
-    except EnvelopeError as exc:
-        raise failed(f"the answer on {subject} is not a MisterSmith reply: {exc.message}", code="invalid_reply") from None
+    return reply_result(msg.data, subject)

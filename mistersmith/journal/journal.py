@@ -260,6 +260,15 @@ class Journal:
             pool=self.pool, pool_loop=self.loop.loop,
         )
 
+    async def _ahead_seq(self) -> int:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(sql.SQL("SELECT coalesce(max(seq), 0) FROM supervision_events"))).fetchone()
+        return int(row[0]) if row else 0
+
+    async def ahead_seq(self) -> int:
+        """The journal's last ``seq``, all nodes (0: empty), from any loop."""
+        return await self._awaiting("ahead_seq", self._ahead_seq)
+
     def _tree_at_work(self, at: Bound | None, node_id: str | None) -> Coroutine[Any, Any, TreeSnapshot]:
         filters = ReplayFilter(node_id=node_id, until=at)  # validated now, in the caller's thread
         return self._atree_at(filters)

@@ -1,6 +1,7 @@
 """The shipper: moves spooled events into PostgreSQL, exactly once, in group commits.
 
-One thread (``mistersmith-journal-ship``) with one connection of its own, so
+One thread (``mistersmith-journal-ship``; another spool's, such as the audit
+log's, is named by its ``name`` and ships with its own ``batch``) with one connection of its own, so
 the write path never waits on the event loop or the pool. Each round takes
 every durable record not yet shipped (up to a batch bound) and inserts it in
 one transaction (``insert.py``: the append lock, ``COPY`` straight or, when
@@ -24,7 +25,7 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -35,9 +36,22 @@ from .insert import APPEND_LOCK_KEY, NOTIFY_CHANNEL, BatchInsert, Duplicate
 from .outage import OutageLog
 from .spool import Spool, SpoolPosition
 
-__all__ = ["APPEND_LOCK_KEY", "NOTIFY_CHANNEL", "Shipper"]
+__all__ = ["APPEND_LOCK_KEY", "NOTIFY_CHANNEL", "Batch", "Shipper"]
 
 logger = logging.getLogger("mistersmith.journal.writer")
+
+
+class Batch(Protocol):
+    """What ships one batch of spooled lines (``BatchInsert`` for the journal; the audit log has its own)."""
+
+    def ship(self, conn: psycopg.Connection[Any], lines: list[bytes], metas: list[object], careful: bool) -> int:
+        """Insert ``lines`` in one transaction; how many were new. ``Duplicate`` (rolled back) when the
+        straight path met a line already there: it is shipped again, ``careful``."""
+        ...
+
+    def forget(self) -> None:
+        """The transaction failed: drop what was kept of it."""
+        ...
 
 
 def _is_connection_error(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
@@ -65,8 +79,11 @@ class Shipper:
         retry_max_s: float,
         connect_timeout_s: float,
         outage_log_interval_s: float,
+        batch: Batch | None = None,
+        name: str = "mistersmith-journal-ship",
     ) -> None:
         self.spool = spool
+        self.name = name
         self.conninfo = conninfo
         self.batch_max_events = batch_max_events
         self.batch_max_bytes = batch_max_bytes
@@ -78,7 +95,7 @@ class Shipper:
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._pos = spool.shipped_position
-        self._batch = BatchInsert()
+        self._batch: Batch = batch if batch is not None else BatchInsert()
         self.outage = OutageLog(spool.stats, outage_log_interval_s)
         # counters
         self.batches = 0
@@ -92,7 +109,7 @@ class Shipper:
 
     def start(self) -> None:
         self._pos = self.spool.shipped_position
-        self._thread = threading.Thread(target=self._run, name="mistersmith-journal-ship", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:

@@ -16,9 +16,15 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mistersmith.actors import Letter, Order, ThreadReply, ThreadStream
+from mistersmith.actors import Letter, Order, ThreadReply, ThreadStream, cancel_letter
 from mistersmith.crossing import LoopReply, LoopStream, forbid_blocking
-from mistersmith.errors import CommandTimeoutError, InvalidPayloadError, MailboxFullError, RestartingError
+from mistersmith.errors import (
+    CommandCancelledError,
+    CommandTimeoutError,
+    InvalidPayloadError,
+    MailboxFullError,
+    RestartingError,
+)
 from mistersmith.supervisors import ChildStatus
 
 from ._base import RuntimeBase
@@ -33,7 +39,8 @@ _BACKING_OFF = ChildStatus.BACKING_OFF  # read on the hot path of send/ask
 class Commands(RuntimeBase):
     """The Runtime's commands to agents."""
 
-    def _enqueue(self, agent_id: str, command: str, payload: Any, reply: Any, timeout_s: float | None = None) -> None:
+    def _enqueue(self, agent_id: str, command: str, payload: Any, reply: Any, timeout_s: float | None = None,
+                 correlation_id: str | None = None) -> Letter:
         # The hot path of send/ask: keep it lean.
         if self.system.closing:  # closing, or the root gave up: nothing queued now would be handled
             raise self._closed_error()
@@ -54,16 +61,63 @@ class Commands(RuntimeBase):
             if mailbox.depth() >= getattr(child.spec, "stash_limit", 0) or (
                     timeout_s is not None and retry is not None and retry >= timeout_s):
                 raise RestartingError(agent_id, retry)
-        letter = Letter(Order(command, payload, deadline), reply)
+        letter = Letter(Order(command, payload, deadline, correlation_id), reply)
         if deadline is not None:
             mailbox.waiting.add(letter)  # before it is queued: the agent may take it at once
+        if correlation_id is not None:
+            mailbox.tracked[correlation_id] = letter
         if not mailbox.offer(letter):
             mailbox.waiting.discard(letter)
+            mailbox.tracked.pop(correlation_id, None)  # type: ignore[arg-type]
             self.system.counters.add("mailbox_full")
             self._dead_letter(agent_id, command, f"mailbox full ({mailbox.limit})")
             raise MailboxFullError(agent_id, mailbox.limit)
         if mailbox.closed:  # stopped while we queued: answer it as a dead letter
             self.system.dead_letters(agent_id, mailbox.drain())
+        return letter
+
+    def _stop_letter(self, agent_id: str, letter: Letter, error: BaseException) -> bool:
+        """Its caller gave up on one queued or running command (any thread; the caller knows why):
+        drop it, or cancel it if it runs. False if it had finished."""
+        child = self._agents.get(agent_id)
+        return child is not None and cancel_letter(child.context.mailbox, letter, error, child.incarnation,
+                                                   answer=False)
+
+    def _timed_out(self, agent_id: str, command: str, timeout_s: float, letter: Letter | None) -> Exception:
+        """The caller's deadline passed: the command is dropped if queued, cancelled if running."""
+        error = CommandTimeoutError(agent_id, command, timeout_s)
+        if letter is not None:
+            self._stop_letter(agent_id, letter, error)
+        return error
+
+    def cancel(self, agent_id: str, correlation_id: str) -> bool:
+        """Cancel the command sent with ``correlation_id``; any thread, never blocks.
+
+        A queued command leaves the mailbox unrun; a running async handler is
+        cancelled (it sees ``CancelledError``); a sync one sees
+        ``self.cancelled`` set. Its caller gets ``CommandCancelledError``
+        (``cancelled``) at once. The agent lives on: a cancel is no crash.
+        False if no such command is queued or running (it finished first).
+        ``UnknownAgentError`` if there is no such agent here.
+        """
+        child = self._agents.get(agent_id)
+        if child is None:
+            raise self._unknown(agent_id)
+        mailbox = child.context.mailbox
+        letter = mailbox.tracked.get(correlation_id)
+        if letter is None:
+            return False
+        error = CommandCancelledError(agent_id, letter.message.name, correlation_id)
+        if not cancel_letter(mailbox, letter, error, child.incarnation):
+            return False
+        self.system.counters.add("cancelled")
+        logger.info("command %r to %s cancelled (correlation id %s)", letter.message.name, agent_id,
+                    correlation_id, extra={"agent_id": agent_id})
+        return True
+
+    async def acancel(self, agent_id: str, correlation_id: str) -> bool:
+        """``cancel`` for symmetry in asyncio programs (it never blocks anyway)."""
+        return self.cancel(agent_id, correlation_id)
 
     def _dead_letter(self, agent_id: str, command: str, why: str) -> None:
         self.system.counters.add("dead_letters")
@@ -82,27 +136,40 @@ class Commands(RuntimeBase):
         """``send`` for symmetry in asyncio programs (it never blocks anyway)."""
         self._enqueue(agent_id, command, payload, None)
 
-    def ask(self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float) -> Any:
+    def ask(self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float,
+            correlation_id: str | None = None) -> Any:
         """Send a command and wait at most ``timeout`` seconds for its result.
 
         Raises the handler's ``CommandError``, ``AgentFailedError`` if it
-        crashed, ``CommandTimeoutError``, or any refusal ``send`` raises.
+        crashed, ``CommandTimeoutError`` (the command is then dropped, or
+        cancelled if it runs: a caller that gave up is never served late),
+        ``CommandCancelledError`` if another thread cancelled it by its
+        ``correlation_id`` (``cancel``), or any refusal ``send`` raises.
         """
         forbid_blocking("Runtime.ask()", "await runtime.aask(...)")
         reply = ThreadReply()
-        self._enqueue(agent_id, command, payload, reply, timeout)
+        letter = self._enqueue(agent_id, command, payload, reply, timeout, correlation_id)
         if not reply.wait(timeout):
-            raise CommandTimeoutError(agent_id, command, timeout)
+            raise self._timed_out(agent_id, command, timeout, letter)
         return reply.result()
 
     async def aask(
-        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float,
+        correlation_id: str | None = None,
     ) -> Any:
-        """``ask`` for asyncio programs; never blocks the loop."""
-        return await self.ask_future(agent_id, command, payload, timeout=timeout)
+        """``ask`` for asyncio programs; never blocks the loop. Cancelling the awaiting task cancels the
+        command too (as ``cancel`` would)."""
+        future, letter = self._ask(agent_id, command, payload, timeout, correlation_id)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._stop_letter(agent_id, letter, CommandCancelledError(agent_id, command, correlation_id)):
+                self.system.counters.add("cancelled")
+            raise
 
     def ask_future(
-        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float,
+        correlation_id: str | None = None,
     ) -> asyncio.Future[Any]:
         """Queue the command now and return the future of its result (call it on the event loop).
 
@@ -111,13 +178,23 @@ class Commands(RuntimeBase):
         ``CommandTimeoutError`` after ``timeout`` seconds included. For callers
         that must queue in order before they await (the NATS bridge).
         """
-        return queued(
-            timeout, lambda: CommandTimeoutError(agent_id, command, timeout),
-            lambda reply: self._enqueue(agent_id, command, payload, reply, timeout),
-        )
+        return self._ask(agent_id, command, payload, timeout, correlation_id)[0]
+
+    def _ask(self, agent_id: str, command: str, payload: Any, timeout: float,
+             correlation_id: str | None) -> tuple[asyncio.Future[Any], Letter]:
+        letter: Letter | None = None
+
+        def enqueue(reply: LoopReply) -> None:
+            nonlocal letter
+            letter = self._enqueue(agent_id, command, payload, reply, timeout, correlation_id)
+
+        future = queued(timeout, lambda: self._timed_out(agent_id, command, timeout, letter), enqueue)
+        assert letter is not None
+        return future, letter
 
     def ask_stream(
-        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float,
+        correlation_id: str | None = None,
     ) -> ThreadStream:
         """Send a command and read its progress while it runs, then its result.
 
@@ -129,18 +206,21 @@ class Commands(RuntimeBase):
         Refusals (``UnknownAgentError``, ``MailboxFullError``...) raise at once.
         """
         forbid_blocking("Runtime.ask_stream()", "async for item in runtime.astream(...)")
-        stream = ThreadStream(timeout, lambda: CommandTimeoutError(agent_id, command, timeout))
-        self._enqueue(agent_id, command, payload, stream, timeout)
+        letter: Letter | None = None
+        stream = ThreadStream(timeout, lambda: self._timed_out(agent_id, command, timeout, letter))
+        letter = self._enqueue(agent_id, command, payload, stream, timeout, correlation_id)
         return stream
 
     def astream(
-        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float
+        self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float,
+        correlation_id: str | None = None,
     ) -> LoopStream:
         """``ask_stream`` for asyncio programs (call it on the event loop; it queues at once):
         ``async for item in runtime.astream(...)``, then ``await stream.result()``."""
-        stream = LoopStream(timeout, lambda: CommandTimeoutError(agent_id, command, timeout))
+        letter: Letter | None = None
+        stream = LoopStream(timeout, lambda: self._timed_out(agent_id, command, timeout, letter))
         try:
-            self._enqueue(agent_id, command, payload, stream, timeout)
+            letter = self._enqueue(agent_id, command, payload, stream, timeout, correlation_id)
         except BaseException:
             stream.cancel()
             raise

@@ -35,8 +35,7 @@ from mistersmith.supervisors import (
     tolerant_root,
 )
 
-from ._commands import Commands
-from ._control import Control
+from ._audited import Audited
 
 __all__ = ["Runtime"]
 
@@ -48,7 +47,7 @@ _PROCESS_REFUSED = (
 )
 
 
-class Runtime(Commands, Control):
+class Runtime(Audited):
     """One node's supervision tree and the calls to reach its agents.
 
     ``root`` is the root supervisor's spec (default: ``tolerant_root()``, the
@@ -209,8 +208,10 @@ class Runtime(Commands, Control):
         return self.system.supervisor(supervisor).count_children()
 
     def stats(self) -> dict[str, Any]:
-        """Counters: agents, restarts, dead letters, mailbox overflows, leaked threads."""
-        return {"node_id": self.node_id, "agents": len(self.system.agents), **self.system.counters.snapshot()}
+        """Counters: agents, restarts, dead letters, mailbox overflows, leaked threads; and how many of the
+        agents' circuit breakers are closed, open and half-open (``breakers_<state>``)."""
+        return {"node_id": self.node_id, "agents": len(self.system.agents), **self.system.counters.snapshot(),
+                **self.system.breaker_counts()}
 
     # -- events -------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """``build_app``: the Starlette app, from the ``Backends`` and a ``WebConfig``.
 
 Routes: ``/mcp`` (see ``mcp``), ``/health``, ``/info``, ``/stats/nats``,
-``/stats/discoveries``, ``/cluster``, ``/metrics`` and ``/discoveries/stream``
-(see ``sse``). The ``Guard`` (see ``security``) wraps them all; CORS sits inside
+``/stats/discoveries``, ``/cluster``, ``/metrics``, ``/discoveries/stream``
+(see ``sse``), ``/events/stream`` (see ``event_stream``) and the console under
+``/ui`` (see ``console``). The ``Guard`` (see ``security``) wraps them all; CORS sits inside
 it and is off unless ``cors_origins`` names origins.
 """
 
@@ -21,9 +22,12 @@ from starlette.types import Receive, Scope, Send
 from mistersmith import __version__
 from mistersmith.errors import MisterSmithError
 from mistersmith.subjects import SUBJECT_TEMPLATES
+from mistersmith.timelines import MemoryTimeline
 
 from .backends import Backends, check_health
 from .config import WebConfig
+from .console import Console
+from .event_stream import SupervisionStream
 from .mcp import HANDSHAKE_VERSIONS, MODERN_VERSIONS, McpEndpoint
 from .metrics import CONTENT_TYPE, Metrics
 from .security import Guard
@@ -34,7 +38,8 @@ from .tools import TOOLS
 __all__ = ["WebApp", "build_app"]
 
 ROUTES = ("/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/cluster", "/metrics",
-          "/discoveries/stream")
+          "/discoveries/stream", "/events/stream", "/ui")
+STREAMS = ("/discoveries/stream", "/events/stream", "/ui/api/discoveries/stream", "/ui/api/events/stream")
 
 
 def _unavailable(what: str) -> JSONResponse:
@@ -48,6 +53,10 @@ class WebApp:
         self.backends = backends
         self.config = config
         self.streams = DiscoveryStream(backends, config)
+        self.timeline = backends.timeline if backends.timeline is not None else MemoryTimeline(backends.runtime)
+        self.events = SupervisionStream(backends, config, self.timeline)
+        self.console = Console(backends, config, self.timeline, {
+            "/events/stream": self.events, "/discoveries/stream": self.streams, "/cluster": self.cluster})
         self.metrics = Metrics({"runtime": self._runtime_gauges, "discoveries": self._discovery_gauges})
         self.sessions = SessionStore(config.max_sessions, config.session_idle_s)
         self.mcp = McpEndpoint(backends, TOOLS, self.sessions, self.metrics,
@@ -68,8 +77,10 @@ class WebApp:
             Route("/cluster", self.cluster, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/discoveries/stream", self.streams, methods=["GET"]),
+            Route("/events/stream", self.events, methods=["GET"]),
+            *self.console.routes(),
         ], middleware=middleware)
-        self.guard = Guard(self.starlette, config, self.metrics, streams=("/discoveries/stream",), routes=ROUTES)
+        self.guard = Guard(self.starlette, config, self.metrics, streams=STREAMS, routes=ROUTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.guard(scope, receive, send)
@@ -77,6 +88,13 @@ class WebApp:
     def close_streams(self) -> None:
         """End every open SSE stream (before a graceful shutdown)."""
         self.streams.close_all()
+        self.events.close_all()
+
+    async def wait_streams_closed(self) -> None:
+        """Return once every SSE stream has ended, and the supervision event feed with them."""
+        await self.streams.wait_active(0)
+        await self.events.wait_active(0)
+        await self.events.aclose()
 
     # -- gauges read at scrape time -------------------------------------------------
 
@@ -98,7 +116,7 @@ class WebApp:
 
     async def info(self, request: Request) -> Response:
         b = self.backends
-        capabilities = ["mcp", "health", "metrics", "replay"]
+        capabilities = ["mcp", "health", "metrics", "replay", "events", "console"]
         if b.discoveries is not None:
             capabilities += ["discoveries", "sse"]
         if b.tasks is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mistersmith.errors import MisterSmithError
-from mistersmith.ports import ClusterOps, ComponentCheck, Discoveries, History, NatsStats, Tasks
+from mistersmith.ports import AuditTrail, ClusterOps, ComponentCheck, Discoveries, History, NatsStats, Tasks, Timeline
 from mistersmith.recovery import health as recovery_health
 from mistersmith.runtime import Runtime
 
@@ -49,6 +49,8 @@ class Backends:
     tasks: Tasks | None = None
     nats: NatsStats | None = None
     cluster: ClusterOps | None = None
+    timeline: Timeline | None = None  # the journal's; None: the Runtime's memory (/events/stream, /ui)
+    audit: AuditTrail | None = None
     health: Mapping[str, ComponentCheck] = field(default_factory=dict)
 
     def need_discoveries(self) -> Discoveries:
@@ -60,6 +62,11 @@ class Backends:
         if self.tasks is None:
             raise UnavailableError("the task queue", "the NATS bridge")
         return self.tasks
+
+    def need_audit(self) -> AuditTrail:
+        if self.audit is None:
+            raise UnavailableError("the audit trail", "a journal")
+        return self.audit
 
     def need_cluster(self) -> ClusterOps:
         if self.cluster is None:

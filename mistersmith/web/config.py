@@ -16,6 +16,7 @@ from typing import Any
 from mistersmith import checks
 from mistersmith.config import default
 from mistersmith.errors import SpecError
+from mistersmith.scopes import TokenEntry
 
 __all__ = ["TOKEN_ENV", "WILDCARD_HOSTS", "WebConfig", "host_and_port", "is_loopback"]
 
@@ -69,7 +70,10 @@ class WebConfig:
     - ``host``/``port``: the bind address (port 0: any free port).
     - ``api_token``: the bearer token every route but ``/health`` needs
       (``None``: no authentication, allowed only on loopback unless
-      ``allow_insecure``).
+      ``allow_insecure``); it has every scope.
+    - ``tokens``: scoped tokens (``mistersmith.scopes.TokenEntry``, the
+      ``[[auth.tokens]]`` entries); with any, or ``api_token``, every route
+      but ``/health`` needs a token, and each call its scope.
     - ``allowed_origins``: browser origins allowed besides loopback ones (a
       present ``Origin`` header outside them is refused with 403);
       ``cors_origins``: origins that get CORS headers (CORS is off when empty).
@@ -99,6 +103,7 @@ class WebConfig:
     host: str = default("http.host")
     port: int = default("http.port")
     api_token: str | None = default("http.api_token")
+    tokens: tuple[TokenEntry, ...] = default("auth.tokens")
     allow_insecure: bool = default("http.allow_insecure")
     allowed_origins: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = default("http.cors_origins")
@@ -124,6 +129,8 @@ class WebConfig:
         if self.api_token is not None and (not isinstance(self.api_token, str) or len(self.api_token) < 16
                                            or not self.api_token.isprintable() or " " in self.api_token):
             raise SpecError(None, "api_token", "***", "use at least 16 printable characters without spaces")
+        if not isinstance(self.tokens, tuple) or not all(isinstance(t, TokenEntry) for t in self.tokens):
+            raise SpecError(None, "tokens", self.tokens, "use a tuple of mistersmith.scopes.TokenEntry")
         for key in ("allowed_origins", "cors_origins"):
             value = getattr(self, key)
             if not isinstance(value, tuple) or not all(isinstance(o, str) and o for o in value):
@@ -155,7 +162,7 @@ class WebConfig:
 
     @property
     def secured(self) -> bool:
-        return self.api_token is not None
+        return self.api_token is not None or bool(self.tokens)
 
     @property
     def tls(self) -> bool:
@@ -163,7 +170,7 @@ class WebConfig:
 
     def check_bind(self) -> None:
         """Refuse a non-loopback bind without a token, unless ``allow_insecure``."""
-        if not is_loopback(self.host) and self.api_token is None and not self.allow_insecure:
+        if not is_loopback(self.host) and not self.secured and not self.allow_insecure:
             raise SpecError(None, "host", self.host,
                             f"a non-loopback address needs a token: set {TOKEN_ENV} (or api_token), bind to "
                             "127.0.0.1, or pass allow_insecure=True to serve it unauthenticated")

@@ -14,7 +14,14 @@ Two eras share one endpoint and one set of methods:
   disagreement is -32020). Results carry ``resultType``; cacheable ones
   ``ttlMs`` and ``cacheScope``. Errors map to HTTP 400/404 as that revision says.
 
-Each POST gets one ``application/json`` reply (never an SSE stream).
+Each POST gets one ``application/json`` reply, but for a ``tools/call`` that
+carries ``_meta.progressToken`` from a client that accepts
+``text/event-stream``: that one is answered with an SSE stream of
+``notifications/progress`` (``send_command``'s progress, as the agent reports
+it) and then the response (``tool_calls``). A call is cancelled by
+``notifications/cancelled`` naming its request id (2025 revisions) or by the
+client closing its POST (2026-07-28, and any client that gives up): the tool's
+work stops (the agent's command is cancelled) and no response is sent.
 ``GET /mcp`` (a server-initiated stream) is 405: this server sends nothing
 unprompted. ``DELETE /mcp`` ends a session.
 """
@@ -29,8 +36,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from mistersmith import __version__
 
@@ -53,6 +62,7 @@ from .jsonrpc import (
 from .metrics import Metrics
 from .resources import TEMPLATES, list_resources, read_resource
 from .sessions import SessionStore
+from .tool_calls import InFlight, ToolCall
 from .tools import Tool, call_tool
 
 __all__ = ["HANDSHAKE_VERSIONS", "LATEST_HANDSHAKE_VERSION", "MODERN_VERSIONS", "McpEndpoint"]
@@ -81,6 +91,7 @@ _INSTRUCTIONS = ("MisterSmith runs agents as supervised actors. Spawn agents wit
                  "send_command, share findings with share_discovery, and read supervision history with "
                  "replay_events. Resources: agent://{id}, discovery://{id}.")
 _JSON = "application/json"
+_CALLS = frozenset({"tools/call", "call_tool"})
 
 
 def _decode_header(value: str | None) -> str | None:
@@ -103,6 +114,23 @@ def _accepts_json(accept: str | None) -> bool:
     return False
 
 
+def _accepts_sse(accept: str | None) -> bool:
+    return bool(accept) and any(part.split(";", 1)[0].strip().lower() in ("text/event-stream", "text/*")
+                                for part in (accept or "").split(","))
+
+
+def _progress_token(params: Mapping[str, Any]) -> Any:
+    meta = params.get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, (str, int)) and not isinstance(token, bool) else None
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (its body was read already: only ``http.disconnect`` is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _json_reply(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(body, status, headers=headers, media_type=_JSON)
 
@@ -119,6 +147,7 @@ class McpEndpoint:
         self.request_timeout_s = request_timeout_s
         self.server_info = {"name": server_name, "title": "MisterSmith", "version": __version__}
         self._tool_list = [t.describe() for t in tools.values()]
+        self.inflight = InFlight()
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -195,9 +224,13 @@ class McpEndpoint:
             return _json_reply(encode_error(message.id, INVALID_REQUEST,
                                             "Session not found: it ended or expired; initialize again"), 404)
         if message.kind == "notification":
+            if message.method == "notifications/cancelled":
+                self.inflight.cancel(session_id, message.params.get("requestId"))
             return Response(status_code=202)
         assert message.id is not None
         headers: dict[str, str] = {}
+        if message.method in _CALLS:
+            return await self._call(request, message, session_id, modern=False)
         try:
             if message.method == "initialize":
                 result = self._initialize(message.params, headers)
@@ -246,20 +279,89 @@ class McpEndpoint:
             return Response(status_code=202)  # 2026-07-28 defines none from clients: acknowledged, dropped
         error = self._envelope_error(request, message)
         assert message.id is not None
+        if error is None and message.method in _CALLS:
+            return await self._call(request, message, None, modern=True)
+        result: dict[str, Any] | None = None
         if error is None:
             try:
                 result = await self._bounded(self._dispatch(message.method, message.params, modern=True))
             except RpcError as raised:
                 error = raised
+        return _json_reply(*self._answer(message, result, error, modern=True))
+
+    @staticmethod
+    def _answer(message: Message, result: dict[str, Any] | None, error: RpcError | None,
+                *, modern: bool) -> tuple[bytes, int]:
+        """A request's JSON-RPC response body and its HTTP status, in its era's shape."""
         if error is not None:
-            return _json_reply(encode_error(message.id, error.code, error.message, error.data),
-                               _MODERN_STATUS.get(error.code, 200))
-        result["resultType"] = "complete"
-        ttl_ms = _CACHEABLE_TTL_MS.get(message.method)
-        if ttl_ms is not None:
-            result["ttlMs"] = ttl_ms
-            result["cacheScope"] = "private"
-        return _json_reply(encode_result(message.id, result))
+            status = _MODERN_STATUS.get(error.code, 200) if modern else 200
+            return encode_error(message.id, error.code, error.message, error.data), status
+        assert result is not None
+        if modern:
+            result["resultType"] = "complete"
+            ttl_ms = _CACHEABLE_TTL_MS.get(message.method)
+            if ttl_ms is not None:
+                result["ttlMs"] = ttl_ms
+                result["cacheScope"] = "private"
+        return encode_result(message.id, result), 200
+
+    # -- tools/call: progress and cancellation ------------------------------------------
+
+    async def _call(self, request: Request, message: Message, session_id: str | None, *, modern: bool) -> Response:
+        """Run a tool call in a task of its own, registered for ``notifications/cancelled``; stream its
+        progress when asked to, and drop it (no response) once it was cancelled or its client left."""
+        token = _progress_token(message.params)
+        call = ToolCall(message.id, token if token is not None and _accepts_sse(request.headers.get("accept"))
+                        else None)
+        entered = call.enter()
+        try:  # the task copies the context: the handler sees its call
+            task = asyncio.ensure_future(self._bounded(self._dispatch(message.method, message.params, modern=modern)))
+        finally:
+            call.leave(entered)
+        key = self.inflight.add(session_id, call, task)
+        if call.wants_progress:
+            return StreamingResponse(self._events(call, key, task, message, modern), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-store"})
+        watch = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            self.inflight.remove(key, call)
+        if not task.done():  # the client left: nobody reads an answer
+            task.cancel()
+            return Response(status_code=202)
+        if task.cancelled():  # notifications/cancelled: no response, as the specification says
+            return Response(status_code=202)
+        return _json_reply(*self._outcome(message, task, modern))
+
+    def _outcome(self, message: Message, task: asyncio.Task[dict[str, Any]], modern: bool) -> tuple[bytes, int]:
+        try:
+            return self._answer(message, task.result(), None, modern=modern)
+        except RpcError as error:
+            return self._answer(message, None, error, modern=modern)
+
+    async def _events(self, call: ToolCall, key: tuple[str, str], task: asyncio.Task[dict[str, Any]],
+                      message: Message, modern: bool) -> AsyncIterator[bytes]:
+        """The SSE response: each progress notification as it comes, then the response (none if cancelled)."""
+        queue = call.notifications
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait((task, getter), return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                yield b"event: message\ndata: " + getter.result() + b"\n\n"
+            while not queue.empty():
+                yield b"event: message\ndata: " + queue.get_nowait() + b"\n\n"
+            if not task.cancelled():
+                body, _status = self._outcome(message, task, modern)
+                yield b"event: message\ndata: " + body + b"\n\n"
+        finally:  # also when the client left mid-stream: the call stops with it
+            self.inflight.remove(key, call)
+            if not task.done():
+                task.cancel()
 
     # -- the methods ------------------------------------------------------------------
 

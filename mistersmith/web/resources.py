@@ -13,8 +13,11 @@ import orjson
 
 from mistersmith.errors import UnknownAgentError
 
+from mistersmith.scopes import RESOURCE_SCOPE, agent_refusal
+
 from .backends import Backends
-from .jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, RpcError
+from .identity import request_identity
+from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, RESOURCE_NOT_FOUND, RpcError
 
 __all__ = ["PAGE_SIZE", "TEMPLATES", "list_resources", "read_resource"]
 
@@ -29,7 +32,20 @@ TEMPLATES: list[dict[str, Any]] = [
 ]
 
 
+def _check_read(agent_id: str | None = None) -> None:
+    """The ``read`` scope (and, for an agent, the token's agents glob), else a JSON-RPC error naming it."""
+    identity = request_identity()
+    why = None if identity.allows(RESOURCE_SCOPE) else (
+        f"Forbidden: resources need the {RESOURCE_SCOPE!r} scope; token {identity.name!r} lacks it")
+    if why is None and agent_id is not None:
+        refused = agent_refusal(identity, agent_id)
+        why = None if refused is None else f"Forbidden: {refused}"
+    if why is not None:
+        raise RpcError(INVALID_REQUEST, why, {"code": "forbidden", "scope": RESOURCE_SCOPE})
+
+
 def list_resources(backends: Backends, params: dict[str, Any]) -> dict[str, Any]:
+    _check_read()
     cursor = params.get("cursor")
     start = 0
     if cursor is not None:
@@ -52,6 +68,7 @@ async def read_resource(backends: Backends, params: dict[str, Any]) -> dict[str,
     if not isinstance(uri, str) or not uri:
         raise RpcError(INVALID_PARAMS, 'Invalid params: "uri" must be a resource URI such as agent://{id}')
     scheme, sep, name = uri.partition("://")
+    _check_read(name if scheme == "agent" else None)
     value: Any = None
     if sep and name and scheme == "agent":
         try:

@@ -46,6 +46,7 @@ AGENT = obj(
         "paused": {"type": "boolean"},
         "mailbox_depth": {"type": "integer", "minimum": 0},
         "config": {"type": "object"},
+        "breakers": {"type": "object", "description": "each circuit breaker's state, failures, retry_after_s..."},
         "node_id": {"type": "string"},
         "last_exit": {"type": "string"},
     },

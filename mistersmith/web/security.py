@@ -9,8 +9,16 @@ In order, for each HTTP request:
    (cross-site requests);
 3. a per-client token bucket (by peer address), on every route but the
    public ones: 429 with ``Retry-After``;
-4. the bearer token, compared in constant time, on every route but the
-   public ones (and CORS preflights): 401 with ``WWW-Authenticate``;
+4. the bearer token, resolved to an identity (``mistersmith.scopes``: a
+   ``[[auth.tokens]]`` entry by SHA-256, or ``api_token`` with every scope) in
+   constant time, on every route but the
+   public ones (and CORS preflights): 401 with ``WWW-Authenticate``; on the
+   console's paths (``/ui/...``) the console's cookie counts as the token
+   (``credential``), and its page and static files need none (``anonymous``);
+   then the scope the route needs (``scopes.route_refusal``: its scope, and the
+   token's agents glob for a path naming an agent): 403 naming the scope.
+   The identity goes in ``scope["mistersmith.identity"]`` (``identity``), and
+   the request's actions are recorded as its own in the audit trail;
 5. a body larger than ``max_body_bytes``: 413 (read here, before any handler);
 6. a request (not a stream, not ``/mcp``, which answers its own timeout as a
    JSON-RPC error) still running after ``request_timeout_s``: 504.
@@ -28,21 +36,44 @@ It also counts every answer in the metrics, by route and status.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from urllib.parse import urlsplit
 
 import orjson
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mistersmith.scopes import Identity, resolve, route_refusal
+
 from .config import WILDCARD_HOSTS, WebConfig, host_and_port, is_loopback
+from .identity import SCOPE_KEY, identity_of, serving
 from .metrics import Metrics
 
-__all__ = ["Guard", "TokenBuckets"]
+__all__ = ["UI_COOKIE", "UI_PREFIX", "Guard", "TokenBuckets", "anonymous", "credential"]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+UI_PREFIX = "/ui"
+UI_COOKIE = "ms_console"  # set by POST /ui/login (web/console.py): HttpOnly, SameSite=Strict, Path=/ui
+
+
+def credential(path: str, headers: Mapping[bytes, bytes]) -> bytes | None:
+    """The token a request presents: its ``Authorization: Bearer`` header, else, on the
+    console's paths (``/ui/...``) only, the console's cookie; ``None`` if it presents none."""
+    auth = headers.get(b"authorization")
+    if auth:
+        scheme, _, token = auth.partition(b" ")
+        return token.strip() if scheme.lower() == b"bearer" else b""
+    if path.startswith(UI_PREFIX + "/"):
+        cookie = cookie_parser(headers.get(b"cookie", b"").decode("latin-1")).get(UI_COOKIE)
+        return cookie.encode("latin-1") if cookie else None
+    return None
+
+
+def anonymous(path: str) -> bool:
+    """The console's page and static files: no secret in them, and the page is the login."""
+    return path in (UI_PREFIX, UI_PREFIX + "/") or path.startswith(UI_PREFIX + "/static/")
 
 
 class TokenBuckets:
@@ -82,6 +113,11 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return status, orjson.dumps({"error": {"code": code, "message": message}}), headers or {}
 
 
+def _forbidden(needed: str | None, message: str) -> tuple[int, bytes, dict[str, str]]:
+    """403 naming the scope the path needs (the token is valid, but not for this)."""
+    return 403, orjson.dumps({"error": {"code": "forbidden", "message": message, "scope": needed}}), {}
+
+
 class Guard:
     """Wraps the whole app; see the module docstring for what it checks."""
 
@@ -109,8 +145,14 @@ class Guard:
             elif parsed is not None:
                 self.host_ports.add(parsed)
         self._token = config.api_token.encode() if config.api_token is not None else None
+        self._tokens = config.tokens
         self.buckets = (TokenBuckets(config.rate_per_s, config.rate_burst, clock)
                         if config.rate_per_s is not None else None)
+
+    def identify(self, token: bytes | None) -> Identity | None:
+        """The identity a presented credential stands for (``mistersmith.scopes.resolve``: the scoped
+        tokens, and ``api_token`` with every scope); None for no credential or a wrong one."""
+        return resolve(token, self._tokens, self._token)
 
     def origin_allowed(self, origin: str) -> bool:
         if origin in self.origins:
@@ -146,13 +188,18 @@ class Guard:
                 return _error(429, "rate_limited", f"Too Many Requests: retry in {wait_s:.2f} s",
                               {"Retry-After": str(max(1, math.ceil(wait_s)))})
         preflight = scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
-        if self._token is not None and not public and not preflight:
-            auth = headers.get(b"authorization", b"")
-            scheme, _, token = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token):
-                error = ', error="invalid_token"' if auth else ""
-                return _error(401, "unauthorized", "Unauthorized: send Authorization: Bearer <MISTERSMITH_API_TOKEN>",
+        if self.config.secured and not public and not preflight and not anonymous(scope["path"]):
+            token = credential(scope["path"], headers)
+            identity = self.identify(token)
+            if identity is None:
+                error = ', error="invalid_token"' if token is not None else ""
+                return _error(401, "unauthorized", "Unauthorized: send Authorization: Bearer <token> (a token of "
+                              "[[auth.tokens]], or MISTERSMITH_API_TOKEN)",
                               {"WWW-Authenticate": f'Bearer realm="mistersmith"{error}'})
+            scope[SCOPE_KEY] = identity
+            refused = route_refusal(identity, scope["path"])
+            if refused is not None:
+                return _forbidden(*refused)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.config.max_body_bytes):
             return self._too_large()
@@ -188,11 +235,13 @@ class Guard:
                 self.metrics.refused(str(refusal[0]))
                 await _respond(counted, *refusal)
             elif path in self.untimed:
-                await self.app(scope, receive, counted)
+                with serving(scope, identity_of(scope)):
+                    await self.app(scope, receive, counted)
             else:
                 try:
                     async with asyncio.timeout(self.config.request_timeout_s):
-                        await self.app(scope, receive, counted)
+                        with serving(scope, identity_of(scope)):
+                            await self.app(scope, receive, counted)
                 except TimeoutError:
                     if status[0] == 0:
                         await _respond(counted, *_error(504, "timeout", f"Gateway Timeout: no answer within "

@@ -183,9 +183,9 @@ class HttpServer:
             return
         self.app.close_streams()
         try:
-            await asyncio.wait_for(self.app.streams.wait_active(0), self.graceful_timeout_s)
+            await asyncio.wait_for(self.app.wait_streams_closed(), self.graceful_timeout_s)
         except TimeoutError:
-            logger.warning("%d SSE streams still open at shutdown", self.app.streams.active)
+            logger.warning("%d SSE streams still open at shutdown", self.app.streams.active + self.app.events.active)
         self._shutdown.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), self.graceful_timeout_s + 5.0)

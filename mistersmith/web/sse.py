@@ -1,4 +1,4 @@
-"""``GET /discoveries/stream``: discoveries as Server-Sent Events.
+"""``GET /discoveries/stream``: discoveries as Server-Sent Events; ``SseEndpoint``: what every SSE endpoint shares.
 
 Each event is one discovery, whole::
 
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import orjson
 from starlette.datastructures import QueryParams
@@ -33,7 +34,7 @@ from mistersmith.errors import SpecError
 from .backends import Backends
 from .config import WebConfig
 
-__all__ = ["DiscoveryStream", "encode_event", "parse_filter"]
+__all__ = ["DiscoveryStream", "SseEndpoint", "Subscription", "encode_event", "parse_filter", "parse_resume"]
 
 logger = logging.getLogger("mistersmith.web.sse")
 
@@ -80,16 +81,37 @@ def parse_filter(query: QueryParams, last_event_id: str | None) -> tuple[Discove
         pass
     flt = DiscoveryFilter(agent_id=query.get("agent_id") or None, types=frozenset(types) if types else None,
                           min_confidence=confidence, exclude_self=_flag("exclude_self", query.get("exclude_self", "")))
+    return flt, parse_resume(query, last_event_id)
+
+
+def parse_resume(query: QueryParams, last_event_id: str | None) -> int | None:
+    """The ``seq`` to resume after: the ``Last-Event-ID`` header, else ``?last_event_id=``."""
     resume = last_event_id if last_event_id is not None else query.get("last_event_id")
     if resume is None or resume == "":
-        return flt, None
+        return None
     if not resume.isdigit():
         raise SpecError(None, "Last-Event-ID", resume, "use the id (a seq) of the last event received")
-    return flt, int(resume)
+    return int(resume)
 
 
-class DiscoveryStream:
-    """The ASGI endpoint. ``close_all()`` ends every open stream (server shutdown)."""
+class Subscription(Protocol):
+    """What a stream sends from: an async iterator of items, ended by ``close()``."""
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class SseEndpoint:
+    """An SSE endpoint with the limits every stream shares: GET only, at most ``max_streams``
+    open (503 with ``Retry-After`` past it), a ``: connected`` opening, a keepalive every
+    ``keepalive_s``, ended by the client's disconnect or ``close_all()`` (server shutdown).
+
+    A subclass says what it streams: ``unavailable()`` (why not, or ``None``), ``open(query,
+    last_event_id)`` (a ``Subscription``; ``SpecError`` for a bad query: 400) and ``encode(item)``.
+    """
+
+    what = "streaming"
 
     def __init__(self, backends: Backends, config: WebConfig) -> None:
         self.backends = backends
@@ -97,9 +119,18 @@ class DiscoveryStream:
         self.active = 0
         self.rejected = 0
         self.served = 0
-        self._subs: set[Any] = set()
+        self._subs: set[Subscription] = set()
         self._closing = False
         self._changed = asyncio.Condition()
+
+    def unavailable(self) -> str | None:
+        return None
+
+    async def open(self, query: QueryParams, last_event_id: str | None) -> Subscription:
+        raise NotImplementedError
+
+    def encode(self, item: Any) -> bytes:
+        raise NotImplementedError
 
     def close_all(self) -> None:
         self._closing = True
@@ -115,9 +146,9 @@ class DiscoveryStream:
         if scope["method"] != "GET":
             await _plain(send, 405, "method_not_allowed", "use GET", {"allow": "GET"})
             return
-        hub = self.backends.discoveries
-        if hub is None or self._closing:
-            await _plain(send, 503, "unavailable", "discovery streaming is not available on this node")
+        why = self.unavailable()
+        if why is not None or self._closing:
+            await _plain(send, 503, "unavailable", why or f"{self.what} is not available on this node")
             return
         if self.active >= self.config.max_streams:
             self.rejected += 1
@@ -127,15 +158,22 @@ class DiscoveryStream:
             return
         headers = dict(scope["headers"])
         last_id = headers.get(b"last-event-id")
+        self.active += 1  # counted from here: a stream opening counts against the limit
         try:
-            flt, after_seq = parse_filter(QueryParams(scope.get("query_string", b"")),
-                                          last_id.decode("latin-1") if last_id is not None else None)
-        except SpecError as error:
-            await _plain(send, 400, error.code, error.message)
-            return
-        sub = hub.subscribe(flt, after_seq=after_seq)
+            try:
+                sub = await self.open(QueryParams(scope.get("query_string", b"")),
+                                      last_id.decode("latin-1") if last_id is not None else None)
+            except SpecError as error:
+                await _plain(send, 400, error.code, error.message)
+                return
+            await self._stream(sub, receive, send)
+        finally:
+            self.active -= 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _stream(self, sub: Subscription, receive: Receive, send: Send) -> None:
         self._subs.add(sub)
-        self.active += 1
         self.served += 1
         watcher = asyncio.create_task(self._watch(receive, sub))
         keepalive: asyncio.Task[None] | None = None
@@ -143,37 +181,50 @@ class DiscoveryStream:
             await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
             await send({"type": "http.response.body", "body": _OPENING, "more_body": True})
             keepalive = asyncio.create_task(self._keepalive(send, sub))
-            async for discovery in sub:
-                await send({"type": "http.response.body", "body": encode_event(discovery), "more_body": True})
+            async for item in sub:
+                await send({"type": "http.response.body", "body": self.encode(item), "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the client went away mid-send
         finally:
             sub.close()
             self._subs.discard(sub)
-            self.active -= 1
             tasks = [t for t in (watcher, keepalive) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            async with self._changed:
-                self._changed.notify_all()
 
     @staticmethod
-    async def _watch(receive: Receive, sub: Any) -> None:
+    async def _watch(receive: Receive, sub: Subscription) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 sub.close()
                 return
 
-    async def _keepalive(self, send: Send, sub: Any) -> None:
+    async def _keepalive(self, send: Send, sub: Subscription) -> None:
         try:
             while True:
                 await asyncio.sleep(self.config.keepalive_s)
                 await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
         except OSError:
             sub.close()
+
+
+class DiscoveryStream(SseEndpoint):
+    """``GET /discoveries/stream`` (see the module docstring)."""
+
+    what = "discovery streaming"
+
+    def unavailable(self) -> str | None:
+        return None if self.backends.discoveries is not None else "discovery streaming is not available on this node"
+
+    async def open(self, query: QueryParams, last_event_id: str | None) -> Subscription:
+        flt, after_seq = parse_filter(query, last_event_id)
+        return self.backends.need_discoveries().subscribe(flt, after_seq=after_seq)
+
+    def encode(self, item: Any) -> bytes:
+        return encode_event(item)
 
 
 async def _plain(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:

@@ -9,6 +9,7 @@ a JSON-RPC error (-32602) raised to the protocol layer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,12 +20,17 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from mistersmith.audit import ACTIONS, DOORS
 from mistersmith.discovery import Discovery, DiscoveryFilter
 from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.supervisors import RESTARTS
 
+from mistersmith.scopes import tool_refusal
+
 from .backends import Backends, check_health
+from .identity import record_refusal, request_identity
 from .jsonrpc import INVALID_PARAMS, RpcError
+from .tool_calls import current_call
 from .schemas import (
     AGENT,
     DISCOVERY,
@@ -103,6 +109,10 @@ async def call_tool(tools: dict[str, Tool], backends: Backends, params: dict[str
         arguments = {}
     if not isinstance(arguments, dict):
         raise RpcError(INVALID_PARAMS, 'Invalid params: "arguments" must be an object')
+    forbidden = tool_refusal(request_identity(), name, arguments)  # its scope, its agents glob (mistersmith.scopes)
+    if forbidden is not None:
+        record_refusal(backends.runtime, name, arguments)  # in the audit trail, as "forbidden"
+        return _failure(forbidden)
     problem = tool.argument_error(arguments)
     if problem is not None:
         return _failure({"code": "invalid_arguments", "message": problem})
@@ -156,8 +166,27 @@ async def _supervision_tree(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _send_command(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
-    result = await b.runtime.aask(a["agent_id"], a["command"], a.get("payload"), timeout=a.get("timeout_s", 10.0))
-    return {"agent_id": a["agent_id"], "command": a["command"], "result": result}
+    """The command's result; its progress goes to the call's ``notifications/progress`` when the client asked
+    for them, and a cancelled call cancels the command in the agent too."""
+    agent_id, name, timeout = a["agent_id"], a["command"], a.get("timeout_s", 10.0)
+    call = current_call()
+    cid = call.correlation_id if call is not None else None
+    try:
+        if call is None or not call.wants_progress:
+            result = await b.runtime.aask(agent_id, name, a.get("payload"), timeout=timeout, correlation_id=cid)
+        else:
+            stream = b.runtime.astream(agent_id, name, a.get("payload"), timeout=timeout, correlation_id=cid)
+            try:
+                async for item in stream:
+                    call.report(item.data, item.done, item.total)
+            except MisterSmithError:
+                pass  # result() raises it again
+            result = await stream.result()
+    except asyncio.CancelledError:
+        if cid is not None:
+            b.runtime.cancel(agent_id, cid)
+        raise
+    return {"agent_id": agent_id, "command": name, "result": result}
 
 
 # -- tasks ------------------------------------------------------------------------------
@@ -232,6 +261,15 @@ async def _system_health(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
 
 async def _list_nodes(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
     return {"node_id": b.runtime.node_id, "nodes": await b.need_cluster().nodes()}
+
+
+async def _audit_log(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
+    since = _since(a.get("since"))
+    if isinstance(since, int):
+        raise SpecError(None, "since", since, "use an ISO 8601 time with a UTC offset")
+    entries = await b.need_audit().audit_entries(since=since, actor=a.get("actor"), action=a.get("action"),
+                                                 door=a.get("door"), limit=a.get("limit", 100))
+    return {"entries": entries, "count": len(entries)}
 
 
 _AGENT_ID = obj({"agent_id": ID}, ("agent_id",))
@@ -330,4 +368,13 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
          obj({}),
          obj({"node_id": {"type": "string"}, "nodes": {"type": "array", "items": _NODE}}, ("node_id", "nodes")),
          _list_nodes, read_only=True),
+    Tool("audit_log", "Read the audit log",
+         "Control actions recorded from every door (spawn, stop, restart, drain, shutdown, cancel, state_reset, "
+         "command), oldest first: time, actor, door, action, target, outcome, trace id. Needs the admin scope.",
+         obj({"since": {"type": "string"}, "actor": {"type": "string", "minLength": 1},
+              "action": {"type": "string", "enum": list(ACTIONS)}, "door": {"type": "string", "enum": list(DOORS)},
+              "limit": LIMIT}),
+         obj({"entries": {"type": "array", "items": {"type": "object"}}, "count": {"type": "integer"}},
+             ("entries", "count")),
+         _audit_log, read_only=True),
 )}

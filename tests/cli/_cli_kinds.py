@@ -25,3 +25,23 @@ class Counter(Agent):
     def add(self, k: int = 1) -> int:
         self.state["n"] = int(self.state.get("n", 0)) + k
         return int(self.state["n"])
+
+
+class Writer(Agent):
+    """An LLM-like kind: ``write`` streams tokens; ``think`` reports that it started, then awaits forever
+    (until it is cancelled)."""
+
+    kind = "writer"
+
+    @command("write")
+    async def write(self, words: int) -> dict[str, Any]:
+        for i in range(words):
+            self.progress(f"token-{i}", done=i + 1, total=words)
+        return {"words": words}
+
+    @command("think")
+    async def think(self) -> None:
+        import asyncio
+
+        self.progress("thinking")
+        await asyncio.Event().wait()

@@ -26,7 +26,8 @@ def served() -> Iterator[Served]:
     home = Path(tempfile.mkdtemp(prefix="ms-cli-"))
     home.chmod(0o711)
     try:
-        with Served(home / "node", "--kind", "greeter=_cli_kinds:Greeter", cwd=HERE) as node:
+        with Served(home / "node", "--kind", "greeter=_cli_kinds:Greeter", "--kind", "writer=_cli_kinds:Writer",
+                    cwd=HERE) as node:
             yield node
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -237,7 +238,7 @@ def test_kinds_lists_each_served_kind_with_its_commands_and_parameters(served: S
     assert listed.code == EXIT_OK, listed.err
     doc = listed.json()
     assert doc["node"] == served.ready["node_id"]
-    assert set(doc["kinds"]) == {"echo", "greeter"}  # never the generic process kind by default
+    assert set(doc["kinds"]) == {"echo", "greeter", "writer"}  # never the generic process kind by default
     assert "echo" in doc["kinds"]["echo"]["commands"]
     text = ms("kinds")
     assert text.code == EXIT_OK and "greeter" in text.out and "ping()" in text.out
@@ -262,3 +263,38 @@ def test_psql_runs_the_wheels_psql_against_the_journal(served: Served) -> None:
     assert (one, has_events) == ("1", "t") and int(version) >= 180000
     failing = run_cli("--data-dir", str(served.data_dir), "psql", "--", "-c", "select * from nowhere")
     assert failing.returncode != EXIT_OK and "nowhere" in failing.stderr  # psql's own exit code and message
+
+
+def test_send_stream_prints_each_progress_item_then_the_result(served: Served, ms: Any) -> None:
+    assert ms("spawn", "writer", "--id", "wr1").code == EXIT_OK
+    streamed = ms("send", "wr1", "write", '{"words": 3}', "--stream")
+    assert streamed.code == EXIT_OK, streamed.err
+    assert streamed.out.splitlines()[:3] == ["token-0", "token-1", "token-2"]
+    assert json.loads("\n".join(streamed.out.splitlines()[3:])) == {"words": 3}
+    as_json = ms("send", "wr1", "write", '{"words": 2}', "--stream", "--json")
+    lines = [json.loads(line) for line in as_json.out.splitlines()[:2]]
+    assert lines == [{"data": "token-0", "done": 1, "total": 2}, {"data": "token-1", "done": 2, "total": 2}]
+    missing = ms("send", "nobody", "write", "{}", "--stream")
+    assert missing.code == EXIT_FAILED and "unknown_agent" in missing.err
+
+
+def test_ctrl_c_in_send_cancels_the_command_in_the_agent(served: Served, ms: Any) -> None:
+    assert ms("spawn", "writer", "--id", "wr2").code == EXIT_OK
+    proc = subprocess.Popen(cli_argv("--data-dir", str(served.data_dir), "send", "wr2", "think", "--stream",
+                                     "--timeout", "60"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "thinking"  # it runs in the agent now
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT_S)
+    assert proc.returncode == 130, err
+    assert "cancelled the command in agent wr2" in err
+    assert ms("send", "wr2", "ping", "--json").json()["pong"] is True  # the agent is free at once
+    got = ms("agents", "--long", "--json").json()
+    [wr2] = [a for a in got["agents"] if a["id"] == "wr2"]
+    assert wr2["restart_count"] == 0

@@ -135,10 +135,11 @@ class SseClient:
         self.comments: list[str] = []
 
     @classmethod
-    async def open(cls, url: str, query: str = "", headers: dict[str, str] | None = None) -> SseClient:
+    async def open(cls, url: str, query: str = "", headers: dict[str, str] | None = None,
+                   path: str = "/discoveries/stream") -> SseClient:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        lines = [f"GET /discoveries/stream{query} HTTP/1.1", "accept: text/event-stream"]
+        lines = [f"GET {path}{query} HTTP/1.1", "accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in {"host": f"{host}:{port}", **(headers or {})}.items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()

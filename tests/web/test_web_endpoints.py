@@ -76,11 +76,11 @@ def test_info_names_the_node_and_its_endpoints(serve: Callable[..., Served]) -> 
     assert "2025-11-25" in info["protocol_versions"] and "2026-07-28" in info["protocol_versions"]
     assert {"mcp", "discoveries", "sse"} <= set(info["capabilities"])
     assert set(info["endpoints"]) == {"/mcp", "/health", "/info", "/stats/nats", "/stats/discoveries", "/cluster",
-                                      "/metrics", "/discoveries/stream"}
+                                      "/metrics", "/discoveries/stream", "/events/stream", "/ui"}
     assert info["subjects"]["discoveries"] == "discoveries.{agent_id}.{discovery_type}"
     assert info["subjects"]["commands"] == "agents.{agent_id}.commands.{command}"
     assert info["subjects"] == dict(SUBJECT_TEMPLATES)  # one definition, however the app was built
-    assert len(info["tools"]) == 15
+    assert len(info["tools"]) == 16
 
 
 class _Nats:

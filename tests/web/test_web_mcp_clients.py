@@ -20,7 +20,7 @@ CLIENT_V1 = Path(__file__).resolve().parent.parent / "mcp1" / "client_v1.py"
 TOOLS = sorted(["spawn_agent", "stop_agent", "restart_agent", "list_agents", "get_agent", "get_agent_state",
                 "supervision_tree", "send_command",
                 "submit_task", "get_task", "share_discovery", "query_discoveries", "replay_events", "system_health",
-                "list_nodes"])
+                "list_nodes", "audit_log"])
 
 
 async def _session_walk(client: mcp.Client) -> dict[str, object]:

@@ -36,7 +36,7 @@ def test_the_seed_curl_example_lists_the_tools(serve: Callable[..., Served]) -> 
     body = reply.json()
     assert body["id"] == 1
     names = [t["name"] for t in body["result"]["tools"]]
-    assert "spawn_agent" in names and "send_command" in names and len(names) == 15
+    assert "spawn_agent" in names and "send_command" in names and len(names) == 16
 
 
 def test_call_tool_alias_calls_a_tool(serve: Callable[..., Served]) -> None:

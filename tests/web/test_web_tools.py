@@ -205,7 +205,7 @@ def test_system_health_tool(serve: Callable[..., Served]) -> None:
 
 
 def test_every_tool_schema_is_valid_and_closed() -> None:
-    assert len(TOOLS) == 15
+    assert len(TOOLS) == 16
     for tool in TOOLS.values():
         described = tool.describe()
         assert described["inputSchema"]["type"] == "object"
