@@ -60,6 +60,7 @@ from mistersmith.errors import (
 from ._aio import IncarnationLoop
 from ._builtins import BuiltinCommands
 from ._cancel import CommandCancel, untrack
+from ._concurrent import ConcurrentRun
 from ._command import ASYNC, ASYNC_GENERATOR, SYNC, CommandSpec, collect_commands
 from ._context import AgentContext
 from ._durable import DurableMethods, Durability
@@ -75,8 +76,8 @@ __all__ = ["Agent", "AgentState"]
 
 logger = logging.getLogger("mistersmith.agent")
 
-class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, ResilienceMethods, CommandCancel, Oversight,
-            ActorBase):
+class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, ResilienceMethods, CommandCancel,
+            ConcurrentRun, Oversight, ActorBase):
     """Base class of every agent kind.
 
     Subclass it, mark command handlers with ``@command("name")`` and override
@@ -250,7 +251,7 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
             self.lifecycle = AgentState.PAUSED if ctx.paused else AgentState.IDLE
         ctx.emit("restarted" if ctx.restart_count else "started", None, dict(ctx.start_data))
         self.started.set()
-        exit_ = self._run()
+        exit_ = self._run() if self.concurrency <= 1 else self._run_concurrently()
         if self._abandoned:
             return exit_
         self.lifecycle = AgentState.STOPPING
@@ -275,15 +276,7 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
             envelope = get()
             message = envelope.message
             if type(message) is Order:
-                if message.deadline is not None:
-                    self.mailbox.waiting.discard(envelope)
-                    if message.late:  # its caller was told `restarting` while the agent backed off
-                        continue
-                    if message.deadline <= self._now():  # its caller gave up: never start it
-                        deliver(envelope.reply_to, error=CommandTimeoutError(self.agent_id, message.name, 0.0))
-                        message.stopped = TimeoutError()
-                if message.stopped is not None:  # cancelled while it was queued; its caller knows
-                    untrack(self.mailbox, envelope)
+                if not self._admit(envelope, message):
                     continue
                 exit_ = self._handle_command(message, envelope.reply_to)
                 if message.correlation_id is not None:
@@ -298,7 +291,23 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
             if exit_ is not None:
                 return exit_
 
-    def _handle_command(self, cmd: Order, reply: ReplySlot | None) -> Exit | None:
+    def _admit(self, envelope: Letter, order: Order) -> bool:
+        """Whether a command taken from the mailbox is still to run: not when its caller was told
+        ``restarting`` during a backoff, has given up (its deadline passed) or cancelled it."""
+        if order.deadline is not None:
+            self.mailbox.waiting.discard(envelope)
+            if order.late:  # its caller was told `restarting` while the agent backed off
+                return False
+            if order.deadline <= self._now():  # its caller gave up: never start it
+                deliver(envelope.reply_to, error=CommandTimeoutError(self.agent_id, order.name, 0.0))
+                order.stopped = TimeoutError()
+        if order.stopped is not None:  # cancelled while it was queued; its caller knows
+            untrack(self.mailbox, envelope)
+            return False
+        return True
+
+    def _command_spec(self, cmd: Order, reply: ReplySlot | None) -> CommandSpec | None:
+        """The handler of ``cmd``, or None once its caller was refused (unknown, paused, bad payload)."""
         spec = self._commands.get(cmd.name)
         if spec is None:
             self._refuse(reply, UnknownCommandError(self.agent_id, cmd.name, sorted(self._commands)))
@@ -310,7 +319,11 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         if problem is not None:
             self._refuse(reply, InvalidPayloadError(cmd.name, problem))
             return None
-        if not self._begin_order(cmd):
+        return spec
+
+    def _handle_command(self, cmd: Order, reply: ReplySlot | None) -> Exit | None:
+        spec = self._command_spec(cmd, reply)
+        if spec is None or not self._begin_order(cmd):
             return None
         self._reply = reply
         self._busy_command = cmd.name
@@ -350,6 +363,11 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
             self._reply = self._progress_sink = None
             self.lifecycle = AgentState.PAUSED if self.context.paused else AgentState.IDLE
             order = self._end_order()
+        return self._settle(reply, command, order, result, expected, crash)
+
+    def _settle(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
+                expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None:
+        """Answer a handler's outcome (a durable agent commits first); an ``Exit`` if it crashed."""
         if crash is not None and isinstance(crash, CancelledError):
             if self._stop_restarting is not None:  # cancelled by a stop: the incarnation stops
                 expected, crash, self._crash_info = self._stopped_error(), None, None

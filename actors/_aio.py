@@ -113,6 +113,16 @@ class IncarnationLoop:
         except RuntimeError:  # closed meanwhile
             pass
 
+    def call_threadsafe(self, fn: Any) -> None:
+        """From any thread: call ``fn`` on this loop soon (nothing if it is closed or was never made)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # closed meanwhile
+            pass
+
     def command_done(self) -> None:
         """The command ended (in the incarnation's thread): a cancel of it no longer applies."""
         if self._command_cancelled:

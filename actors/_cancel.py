@@ -62,9 +62,15 @@ class CommandCancel:
         _order: Order | None
         _stop_exit: Any
         _abandoned: bool
+        _slots: dict[Order, Any] | None
+
+        def _stop_slot(self, order: Order) -> bool: ...
 
     def stop_order(self, order: Order) -> None:
         """Stop ``order`` if this incarnation runs it now (any thread; it was answered already)."""
+        if self._slots is not None:  # a concurrent incarnation: cancel that one command's task
+            self._stop_slot(order)
+            return
         with self._lock:
             if self._order is not order:
                 return  # not started yet (it is dropped when reached) or over

@@ -20,6 +20,7 @@ Hooks (``on_start``, ``on_stop``, ``on_failure``) may be ``async def`` too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -29,9 +30,13 @@ from ._aio import ANYTHING, COMMAND, IncarnationLoop
 from ._command import ASYNC, GENERATOR, SYNC
 from ._progress import Progress
 
-__all__ = ["HandlerMethods", "ProgressSink"]
+__all__ = ["RUNNING", "HandlerMethods", "ProgressSink"]
 
 ProgressSink = Callable[[Progress], None]
+
+RUNNING: contextvars.ContextVar[Any] = contextvars.ContextVar("mistersmith_running_command", default=None)
+"""In a kind with ``concurrency`` > 1: the ``_concurrent.Slot`` of the command this task runs (its own
+progress sink and clock), so ``self.progress`` reaches the right caller."""
 
 
 class HandlerMethods:
@@ -51,8 +56,13 @@ class HandlerMethods:
         Call it from a handler, sync or async (in this incarnation's thread); it never blocks. It also
         tells the agent's ``idle_timeout_s`` that the command is alive.
         """
-        self._progress_at = self._now()
-        sink = self._progress_sink
+        self._progress_at = now = self._now()
+        slot = RUNNING.get()
+        if slot is not None:
+            slot.progress_at = now
+            sink = slot.sink
+        else:
+            sink = self._progress_sink
         if sink is not None:
             sink(Progress(data, done, total))
 
@@ -80,8 +90,13 @@ class HandlerMethods:
         return self._aio.run(_awaited(awaitable), COMMAND)
 
     def _yielded(self, item: Any) -> None:
-        self._progress_at = self._now()
-        sink = self._progress_sink
+        self._progress_at = now = self._now()
+        slot = RUNNING.get()
+        if slot is not None:
+            slot.progress_at = now
+            sink = slot.sink
+        else:
+            sink = self._progress_sink
         if sink is not None:
             sink(item if type(item) is Progress else Progress(item))
 

@@ -22,6 +22,10 @@ class KindPolicy:
     of its own (the node's ``max_agents`` still applies)."""
     pool_size_setting: ClassVar[str | None] = None
     """How a user raises ``pool_size``, named in the ``pool_full`` error."""
+    concurrency: ClassVar[int] = 1
+    """How many commands an incarnation runs at once. 1: one at a time, in mailbox order. N > 1: up to N
+    at once (``_concurrent``): they start in mailbox order and may finish in any order; meant for
+    ``async def`` handlers (a sync one holds the others up while it runs). Not for durable kinds."""
     idle_timeout_s: ClassVar[float | None] = None
     """A command that reports no progress (``self.progress``, a generator's yield) for this long fails
     with ``timeout``; a spawn's ``idle_timeout_s`` overrides it. None: only ``command_timeout_s`` bounds it."""

@@ -119,7 +119,7 @@ class StopRequest:
 class Mailbox:
     """An unbounded queue with a bounded entrance for user commands."""
 
-    __slots__ = ("_queue", "closed", "limit", "tracked", "waiting")
+    __slots__ = ("_queue", "closed", "limit", "notify", "tracked", "waiting")
 
     def __init__(self, limit: int) -> None:
         self._queue: queue.SimpleQueue[Letter] = queue.SimpleQueue()
@@ -127,6 +127,7 @@ class Mailbox:
         self.closed = False
         self.waiting: set[Letter] = set()  # queued asks (with a deadline), until an incarnation takes them
         self.tracked: dict[str, Letter] = {}  # commands with a correlation id, queued or running: cancellable
+        self.notify: Any = None  # called after each letter is queued (an incarnation that awaits letters)
 
     def offer(self, envelope: Letter) -> bool:
         """Queue a user message unless ``limit`` messages already wait.
@@ -137,10 +138,21 @@ class Mailbox:
         if self._queue.qsize() >= self.limit:
             return False
         self._queue.put(envelope)
+        if self.notify is not None:
+            self.notify()
         return True
 
     def put(self, envelope: Letter, /) -> None:
         self._queue.put(envelope)
+        if self.notify is not None:
+            self.notify()
+
+    def get_nowait(self) -> Letter | None:
+        """The oldest letter, or None if there is none now."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
 
     def answer_late(self, before: float) -> list[Letter]:
         """Take back the asks whose caller stops waiting before ``before``: each is marked

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collections.abc import Callable
 
@@ -50,7 +50,11 @@ class Oversight:
         _reply: ReplySlot | None
         _exit_sent: bool
 
+        _slots: dict[Order, Any] | None
+
         def stop_order(self, order: Order) -> None: ...
+        def _overdue_slots(self, now: float) -> bool: ...
+        def _check_slots(self, now: float) -> bool: ...
         _abandoned: bool
         _leaked: bool
         _finished: bool
@@ -87,6 +91,8 @@ class Oversight:
     def overdue(self, now: float) -> bool:
         """True, once, when the running handler has passed ``command_timeout_s``, or has reported no
         progress for ``idle_timeout_s`` (any thread; no side effect but remembering that it said so)."""
+        if self._slots is not None:
+            return self._overdue_slots(now)
         since = self._busy_since
         if since is None:
             return False
@@ -107,6 +113,8 @@ class Oversight:
 
         Runs in the supervisor's thread (the watchdog sends it ``Hung``); a failure emits ``failed``.
         """
+        if self._slots is not None:
+            return self._check_slots(now)
         since, limit, idle = self._busy_since, self.context.command_timeout_s, self.context.idle_timeout_s
         if since is None:
             return False

@@ -12,7 +12,11 @@ stdout. Config (checked when the agent is spawned, and again at each start):
   like). Nothing else of the node's environment reaches the program, so its
   tokens, database URL and NATS passwords stay in the node;
 - ``timeout_s`` (default 300): past it the whole process group is killed;
-- ``output``: ``json`` (default) or ``text``;
+- ``output``: ``json`` (default), ``text`` or ``jsonl``: each stdout line is
+  a JSON value and a progress item as it is printed (``claude -p
+  --output-format stream-json``); a line ``{"type": "result", ...}``, or
+  else the last line, is the result. A ``jsonl`` prompt runs on the agent's
+  loop, so a cancel or a stop ends the program at once;
 - ``prompt_template``: what goes to stdin, with ``{prompt}`` replaced by the
   prompt (default ``"{prompt}"``).
 
@@ -26,11 +30,14 @@ journaled (``redact_config``): a recovered agent gets them back only from a
 ``ProcessKind``, never from the journal.
 
 A non-zero exit, a timeout or unparsable JSON is an agent failure (the
-supervisor decides); the error carries the exit code and stderr.
+supervisor decides); the error carries the exit code and stderr. A cancelled
+prompt (its caller cancelled it, or the agent is stopping) kills the whole
+process group and answers as any cancelled command: the agent lives on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import shutil
@@ -51,6 +58,7 @@ from ._command import command
 __all__ = ["DEFAULT_INHERITED_ENV", "REDACTED", "ProcessAgent", "ProcessFailed", "ProcessSettings"]
 
 _SLICE_S = 0.2  # how often a running program is checked against cancellation
+_LINE_LIMIT = 16 << 20  # the longest stdout line a ``jsonl`` program may print (bytes)
 _WATCHDOG_MARGIN_S = 10.0  # command_timeout_s past timeout_s: killing the program and replying take a moment
 
 DEFAULT_INHERITED_ENV: tuple[str, ...] = (
@@ -124,8 +132,8 @@ class ProcessSettings:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise SpecError(child, f"{prefix}timeout_s", timeout, "use a number of seconds > 0")
         output = config.get("output", "json")
-        if output not in ("json", "text"):
-            raise SpecError(child, f"{prefix}output", output, "use 'json' or 'text'")
+        if output not in ("json", "text", "jsonl"):
+            raise SpecError(child, f"{prefix}output", output, "use 'json', 'text' or 'jsonl'")
         template = config.get("prompt_template", "{prompt}")
         if not isinstance(template, str) or "{prompt}" not in template:
             raise SpecError(child, f"{prefix}prompt_template", template, "use a string that contains {prompt}")
@@ -185,9 +193,11 @@ class ProcessAgent(Agent):
         self.settings = ProcessSettings.parse(self.effective_config(self.config, self.agent_id), self.agent_id)
 
     @command("prompt")
-    def prompt(self, prompt: str) -> dict[str, Any]:
-        """Run the program with ``prompt`` on stdin; return its parsed stdout."""
+    def prompt(self, prompt: str) -> Any:
+        """Run the program with ``prompt`` on stdin; return its parsed stdout (``jsonl``: stream it)."""
         s = self.settings
+        if s.output == "jsonl":
+            return self._stream_lines(prompt)  # a coroutine: awaited on this incarnation's loop
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -208,8 +218,9 @@ class ProcessAgent(Agent):
                 if time.monotonic() >= deadline or self.cancelled.is_set():
                     _kill_group(proc)
                     _, err = proc.communicate()
-                    why = "was cancelled" if self.cancelled.is_set() else f"timed out after {s.timeout_s} s"
-                    raise ProcessFailed(f"{s.argv[0]} {why}", exit_code=None,
+                    if self.cancelled.is_set():  # its caller cancelled it, or the agent stops: no failure
+                        raise asyncio.CancelledError(f"{s.argv[0]} was cancelled")
+                    raise ProcessFailed(f"{s.argv[0]} timed out after {s.timeout_s} s", exit_code=None,
                                         stderr=err.decode(errors="replace")) from None
         stderr = err.decode(errors="replace")
         if proc.returncode != 0:
@@ -225,7 +236,54 @@ class ProcessAgent(Agent):
         return {"output": result, "stderr": stderr, "duration_s": round(time.monotonic() - started, 6)}
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    async def _stream_lines(self, prompt: str) -> dict[str, Any]:
+        """``output = "jsonl"``: each stdout line is progress; the ``"type": "result"`` line (else the last)
+        is the result. Cancelled (``CancelledError``): the process group is killed before it returns."""
+        s = self.settings
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                s.program, *s.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=s.cwd, env=dict(s.env), start_new_session=True, limit=_LINE_LIMIT)
+        except OSError as exc:
+            raise ProcessFailed(f"cannot run {s.argv[0]} ({s.program}): {exc.strerror or exc}", exit_code=None,
+                                stderr="") from exc
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        errors = asyncio.ensure_future(proc.stderr.read())
+        last: Any = None
+        result: Any = None
+        try:
+            proc.stdin.write(s.prompt_template.replace("{prompt}", prompt).encode())
+            proc.stdin.close()
+            async with asyncio.timeout(s.timeout_s):
+                async for raw in proc.stdout:
+                    if not raw.strip():
+                        continue
+                    try:
+                        last = orjson.loads(raw)
+                    except orjson.JSONDecodeError as exc:
+                        raise ProcessFailed(f"{s.argv[0]} printed a line that is not JSON ({exc}): {raw[:200]!r}",
+                                            exit_code=None, stderr="") from None
+                    if isinstance(last, dict) and last.get("type") == "result":
+                        result = last
+                    else:
+                        self.progress(last)
+                code = await proc.wait()
+                stderr = (await errors).decode(errors="replace")
+        except TimeoutError:
+            raise ProcessFailed(f"{s.argv[0]} timed out after {s.timeout_s} s", exit_code=None, stderr="") from None
+        finally:
+            if proc.returncode is None:  # cancelled, timed out or failed: the whole group goes
+                _kill_group(proc)
+                await proc.wait()
+            errors.cancel()
+        if code != 0:
+            raise ProcessFailed(f"{s.argv[0]} exited with code {code}", exit_code=code, stderr=stderr)
+        return {"output": result if result is not None else last, "stderr": stderr,
+                "duration_s": round(time.monotonic() - started, 6)}
+
+
+def _kill_group(proc: subprocess.Popen[bytes] | asyncio.subprocess.Process) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -24,7 +24,8 @@ from mistersmith.supervisors import DEFAULTS
 from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.ids import ID_RULE, is_id
 from mistersmith.redact import strip_userinfo
-from mistersmith.scopes import SCOPES, TokenEntry, parse_tokens
+from mistersmith.scopes import SCOPES
+from mistersmith.tokens import NatsUserEntry, TokenEntry, parse_nats_users, parse_tokens
 
 __all__ = ["SETTINGS", "ConfigError", "ConfigErrors", "Setting", "Settings", "default", "load_settings"]
 
@@ -160,6 +161,24 @@ def _tokens(key: str, raw: object) -> tuple[TokenEntry, ...]:
         raise SpecError(None, key, "***", f"{exc.key}: {exc.allowed}") from None
 
 
+def _nats_users(key: str, raw: object) -> tuple[NatsUserEntry, ...]:
+    value = raw
+    if isinstance(value, str):  # from the environment: a JSON list of tables
+        try:
+            value = orjson.loads(value) if value.strip() else []
+        except orjson.JSONDecodeError:
+            raise SpecError(None, key, "***", 'use a JSON list of tables, such as [{"name": "ci", '
+                            '"password": "...", "scopes": ["read"]}]') from None
+    try:
+        return parse_nats_users(key, value)
+    except SpecError as exc:
+        raise SpecError(None, key, "***", f"{exc.key}: {exc.allowed}") from None
+
+
+def _nats_users_shown(entries: tuple[NatsUserEntry, ...]) -> list[dict[str, object]]:
+    return [e.to_table(mask=True) for e in entries]
+
+
 def _tokens_shown(entries: tuple[TokenEntry, ...]) -> list[dict[str, object]]:
     return [e.to_table(mask=True) for e in entries]
 
@@ -257,6 +276,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("auth.tokens", (), _tokens, "scoped bearer tokens, [[auth.tokens]] tables: name, token_sha256 (hex SHA-256 "
        f"of the token, never the token), scopes (of {', '.join(SCOPES)}), agents (optional glob of agent ids); "
        "`mistersmith token new` prints one", secret=True, shown=_tokens_shown),
+    _s("auth.nats_users", (), _nats_users, "users of the embedded nats-server held to scopes by its own "
+       "permissions, [[auth.nats_users]] tables: name, password, scopes, agents (optional: one agent id); "
+       "`mistersmith token new --nats` prints one", secret=True, shown=_nats_users_shown),
     _s("audit.retention_s", 7_776_000.0, _seconds, "how long audit_log entries are kept (90 days; pruned hourly "
        "by the database's clock)"),
     _s("audit.commands", True, _flag, "record command sends in the audit log too (control actions always are)"),
@@ -323,7 +345,7 @@ class Settings:
                 value = setting.shown(value) if setting.shown is not None else "***"
             if isinstance(value, tuple):
                 value = list(value)
-            if setting.key == "auth.tokens" and not (mask_secrets and value):
+            if setting.key in ("auth.tokens", "auth.nats_users") and not (mask_secrets and value):
                 value = [e.to_table() for e in value]
             if setting.key == "process.kinds":
                 value = {name: kind.to_table() for name, kind in value.items()}

@@ -230,6 +230,7 @@ class CommandTimeoutError(MisterSmithError, TimeoutError):
 
     def __init__(self, agent_id: str, command: str, timeout_s: float, *, idle: bool = False,
                  expired: bool = False) -> None:
+        self.idle = idle
         if expired:
             super().__init__(f"agent {agent_id!r}: the caller's deadline for {command!r} had passed before it "
                              "could start; it was not run (check the caller's clock and timeout)")

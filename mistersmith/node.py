@@ -189,7 +189,7 @@ class Node:
             credentials = self.data_dir / "nats" / "credentials"
             node_user, client_user = node_users(credentials)
             embedded = EmbeddedNats(self.data_dir / "nats", port=self._nats_port(), fallback_port=True,
-                                    config_text=authorization_block(node_user, client_user))
+                                    config_text=authorization_block(node_user, client_user, s["auth.nats_users"]))
             embedded.start()
             self._undo.append(("embedded nats-server", embedded.stop))
             write_private(self.data_dir / "nats" / NATS_PORT_FILE, f"{embedded.port}\n".encode())

@@ -1,4 +1,4 @@
-"""Least privilege: scopes, what each door's calls need, and tokens resolved to identities. Pure code.
+"""Least privilege: the scopes, what each door's calls need, and who may make them. Pure code.
 
 Four scopes, each granting its own calls (no scope implies another):
 
@@ -7,12 +7,10 @@ Four scopes, each granting its own calls (no scope implies another):
 - ``control``: spawn, stop, restart, cancel, drain, rebalance;
 - ``admin``: shutdown, migrate, reading the audit log.
 
-A token is configured as ``[[auth.tokens]]`` (``name``, ``token_sha256``: the
-hex SHA-256 of the token, which itself is never stored; ``scopes``; optional
-``agents``, a glob of the agent ids it may touch). ``resolve`` turns the token a
-request presents into its ``Identity``, comparing the SHA-256 of what was
-presented with every configured digest in constant time. ``MISTERSMITH_API_TOKEN``
-(``http.api_token``) stays a token with every scope, named ``api_token``.
+Tokens (``[[auth.tokens]]``) and NATS users (``[[auth.nats_users]]``) are in
+``mistersmith.tokens``; a request's token resolves to an ``Identity`` here.
+``MISTERSMITH_API_TOKEN`` (``http.api_token``) is a token with every scope,
+named ``api_token``.
 
 The tables here (``ROUTE_SCOPES``, ``TOOL_SCOPES``, ``CLI_SCOPES``,
 ``NATS_SCOPES``) are the one statement of what needs what; the doors and the
@@ -22,11 +20,7 @@ reference docs follow them.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import hmac
-import re
-import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mistersmith.errors import SpecError
@@ -44,16 +38,11 @@ __all__ = [
     "SCOPES",
     "TOOL_SCOPES",
     "Identity",
-    "TokenEntry",
     "agent_refusal",
-    "mint",
     "parse_scopes",
-    "parse_tokens",
-    "resolve",
     "route_agent",
     "route_refusal",
     "route_scope",
-    "sha256_hex",
     "tool_refusal",
     "tool_scope",
 ]
@@ -169,15 +158,6 @@ NATS_SUBSCRIBE: Mapping[str, str] = {
 """The scope each NATS subject family needs to subscribe to (the streams); every user may
 subscribe to its own reply inbox."""
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-
-
-def sha256_hex(token: str | bytes) -> str:
-    """The hex SHA-256 of a token (what ``token_sha256`` holds)."""
-    return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
-
-
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who a request is: a token's name, its scopes, and the agents glob it is held to (None: any)."""
@@ -199,31 +179,6 @@ class Identity:
 ANONYMOUS = Identity("anonymous", ALL_SCOPES)
 """A request to a server with no token configured (loopback, or ``allow_insecure``): every scope."""
 
-
-@dataclass(frozen=True, slots=True)
-class TokenEntry:
-    """One ``[[auth.tokens]]`` entry. ``repr`` shows no digest."""
-
-    name: str
-    token_sha256: str
-    scopes: frozenset[str]
-    agents: str | None = None
-
-    def __repr__(self) -> str:
-        return f"TokenEntry(name={self.name!r}, scopes={sorted(self.scopes)!r}, agents={self.agents!r})"
-
-    @property
-    def identity(self) -> Identity:
-        return Identity(self.name, self.scopes, self.agents)
-
-    def to_table(self, *, mask: bool = False) -> dict[str, object]:
-        table: dict[str, object] = {"name": self.name, "token_sha256": "***" if mask else self.token_sha256,
-                                    "scopes": sorted(self.scopes, key=SCOPES.index)}
-        if self.agents is not None:
-            table["agents"] = self.agents
-        return table
-
-
 def parse_scopes(key: str, value: object) -> frozenset[str]:
     """A list (or comma-separated text) of scope names, at least one, each known."""
     items = value.split(",") if isinstance(value, str) else value
@@ -234,63 +189,6 @@ def parse_scopes(key: str, value: object) -> frozenset[str]:
     if unknown or not scopes:
         raise SpecError(None, key, value, f"{', '.join(unknown) or 'none'}: use scopes from: {', '.join(SCOPES)}")
     return scopes
-
-
-def _entry(key: str, n: int, table: object) -> TokenEntry:
-    where = f"{key}[{n}]"
-    if not isinstance(table, Mapping):
-        raise SpecError(None, where, table, "use a table with name, token_sha256 and scopes")
-    extra = sorted(set(table) - {"name", "token_sha256", "scopes", "agents"})
-    if extra:
-        raise SpecError(None, f"{where}.{extra[0]}", "***", "use only name, token_sha256, scopes and agents")
-    name = table.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise SpecError(None, f"{where}.name", name, "use 1-64 letters, digits, '_', '.', '@' or '-'")
-    digest = table.get("token_sha256")
-    if not isinstance(digest, str) or not _HEX64.fullmatch(digest.lower()):
-        raise SpecError(None, f"{where}.token_sha256", "***",
-                        "use the token's SHA-256 as 64 hex digits (`mistersmith token new` prints one)")
-    scopes = parse_scopes(f"{where}.scopes", table.get("scopes"))
-    agents = table.get("agents")
-    if agents is not None and (not isinstance(agents, str) or not agents or len(agents) > 256):
-        raise SpecError(None, f"{where}.agents", agents, "use a glob of agent ids, such as 'team-a-*'")
-    return TokenEntry(name, digest.lower(), scopes, agents)
-
-
-def parse_tokens(key: str, value: object) -> tuple[TokenEntry, ...]:
-    """``[[auth.tokens]]`` tables (or a JSON-decoded list of them), validated; names and digests unique."""
-    if value in (None, "", []):
-        return ()
-    if not isinstance(value, (list, tuple)):
-        raise SpecError(None, key, "***", "use [[auth.tokens]] tables (name, token_sha256, scopes, agents)")
-    entries = tuple(_entry(key, n, t) for n, t in enumerate(value))
-    for attr in ("name", "token_sha256"):
-        seen: set[str] = set()
-        for n, e in enumerate(entries):
-            if getattr(e, attr) in seen:
-                raise SpecError(None, f"{key}[{n}].{attr}", e.name if attr == "name" else "***",
-                                f"each token needs its own {attr}")
-            seen.add(getattr(e, attr))
-    return entries
-
-
-def resolve(presented: bytes | None, entries: Iterable[TokenEntry], legacy: bytes | None) -> Identity | None:
-    """The identity a presented bearer token stands for, or None (no such token).
-
-    Every configured digest (and the legacy token) is compared, in constant
-    time, whatever matched first: how long it takes says nothing about which.
-    """
-    if not presented:
-        return None
-    digest = hashlib.sha256(presented).digest()
-    found: Identity | None = None
-    for entry in entries:
-        if hmac.compare_digest(digest, bytes.fromhex(entry.token_sha256)):
-            found = entry.identity
-    if legacy is not None and hmac.compare_digest(presented, legacy):
-        found = Identity(LEGACY_TOKEN_NAME, ALL_SCOPES)
-    return found
-
 
 def route_scope(path: str) -> str | None:
     """The scope an HTTP path needs (``ROUTE_SCOPES``, then ``ROUTE_PATTERNS``; ``read`` for one not listed)."""
@@ -355,12 +253,3 @@ def tool_refusal(identity: Identity, tool: str, arguments: Mapping[str, object])
         if why is not None:
             return {"code": "forbidden", "scope": needed, "agents": identity.agents, "message": f"Forbidden: {why}"}
     return None
-
-
-def mint(name: str, scopes: Iterable[str], agents: str | None = None) -> tuple[str, TokenEntry]:
-    """A fresh token (``secrets.token_urlsafe(32)``) and its ``[[auth.tokens]]`` entry (validated)."""
-    token = secrets.token_urlsafe(32)
-    table: dict[str, object] = {"name": name, "token_sha256": sha256_hex(token), "scopes": list(scopes)}
-    if agents is not None:
-        table["agents"] = agents
-    return token, _entry("token", 0, table)

@@ -8,7 +8,7 @@ from typing import Any
 
 from mistersmith.actors import Agent, AgentContext, Counters, DurableOptions, Exit, Mailbox
 from mistersmith.clock import Clock
-from mistersmith.errors import StartError
+from mistersmith.errors import SpecError, StartError
 from mistersmith.state.store import StateStore
 
 from ._events import EventBus
@@ -57,6 +57,7 @@ class Contexts:
             if idle is not None:
                 start_data.update(idle_timeout_s=idle)
             durable = self._durable(spec, cls, agent_id)
+            _check_concurrency(cls, agent_id, durable is not None)
             if durable is not None:
                 start_data.update(durable=True, state_on_restart=spec.state_on_restart,
                                   state_history=spec.state_history, state_max_bytes=spec.state_max_bytes,
@@ -104,3 +105,13 @@ class Contexts:
             restart_count=ctx.restart_count,
             data=data,
         )
+
+
+def _check_concurrency(cls: type[Agent], agent_id: str, durable: bool) -> None:
+    """A kind's ``concurrency``: a whole number of at least 1, and 1 for a durable agent."""
+    n = cls.concurrency
+    if type(n) is not int or n < 1:
+        raise SpecError(agent_id, "concurrency", n, f"kind {cls.__name__}: use a whole number of at least 1")
+    if durable and n > 1:
+        raise SpecError(agent_id, "concurrency", n, "a durable agent commits its state after each command, "
+                                                    "one at a time: use concurrency = 1, or durable=False")

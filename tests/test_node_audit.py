@@ -20,7 +20,7 @@ from _cli_helpers import call as cli  # noqa: E402
 
 from mistersmith.config import load_settings  # noqa: E402
 from mistersmith.node import Node  # noqa: E402
-from mistersmith.scopes import mint  # noqa: E402
+from mistersmith.tokens import mint  # noqa: E402
 
 OPS_TOKEN, OPS = mint("ops", ["control", "command", "read"])
 AUDITOR_TOKEN, AUDITOR = mint("auditor", ["admin"])

@@ -43,6 +43,9 @@ def test_wheel_holds_every_module_under_mistersmith(tmp_path: Path) -> None:
     missing = sorted(expected - names)
     assert not missing, f"missing from the wheel (add the package to pyproject's list?): {missing}"
     assert "mistersmith/py.typed" in names
+    # the console ships whole: its page, styles and scripts (no build step, no CDN)
+    ui = {f"mistersmith/web/ui/{p.name}" for p in (ROOT / "mistersmith" / "web" / "ui").iterdir() if p.is_file()}
+    assert "mistersmith/web/ui/index.html" in ui and not sorted(ui - names), sorted(ui - names)
     assert any(n.startswith("mistersmith/migrations/") and n.endswith(".sql") for n in names)
     # the docs ship too, so `mistersmith --help` can name a reference that exists outside a checkout
     docs = {f"mistersmith/docs/{p.relative_to(ROOT / 'docs').as_posix()}" for p in (ROOT / "docs").rglob("*.md")}

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from _helpers import exits_within
-from mistersmith import AgentFailedError, ProcessAgent, ProcessKind, Runtime, SpecError, SupervisorSpec
+from mistersmith import (
+    AgentFailedError,
+    CommandCancelledError,
+    ProcessAgent,
+    ProcessKind,
+    Runtime,
+    SpecError,
+    SupervisorSpec,
+)
 
 FAKE = str(Path(__file__).resolve().parent.parent / "examples" / "bin" / "fake_claude.py")
 
@@ -188,3 +196,37 @@ def test_the_watchdog_waits_longer_than_the_programs_own_timeout(rt: Runtime) ->
     assert rt.system.agents[a].spec.command_timeout_s == 130.0  # type: ignore[union-attr]
     b = rt.spawn("process", config={"command": cli(), "timeout_s": 120}, command_timeout_s=5.0)
     assert rt.system.agents[b].spec.command_timeout_s == 5.0  # type: ignore[union-attr]  # the spawner's word
+
+
+def test_jsonl_output_streams_each_line_as_progress_and_the_result_line_is_the_result(rt: Runtime) -> None:
+    a = rt.spawn("process", config={"command": cli("--stream-json"), "output": "jsonl"})
+    stream = rt.ask_stream(a, "prompt", {"prompt": "three little words"}, timeout=30)
+    items = [p.data for p in stream]
+    assert items == [{"type": "assistant", "text": w, "index": i} for i, w in enumerate(["three", "little", "words"])]
+    reply = stream.result()
+    assert reply["output"] == {"type": "result", "is_error": False, "result": "You said: three little words",
+                               "words": 3}
+
+
+def test_jsonl_without_a_result_line_answers_the_last_line(rt: Runtime) -> None:
+    script = "import sys; sys.stdin.read(); print('{\"n\": 1}'); print('{\"n\": 2}')"
+    a = rt.spawn("process", config={"command": [sys.executable, "-c", script], "output": "jsonl"})
+    assert rt.ask(a, "prompt", {"prompt": "x"}, timeout=30)["output"] == {"n": 2}
+
+
+def test_cancelling_a_jsonl_prompt_kills_the_whole_process_group_and_the_agent_lives(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pids"
+    a = rt.spawn("process", config={"command": cli("--stream-json", "--hang"), "output": "jsonl",
+                                    "env": {"PIDFILE": str(pidfile)}})
+    stream = rt.ask_stream(a, "prompt", {"prompt": "think hard"}, timeout=30, correlation_id="p1")
+    assert next(iter(stream)).data["text"] == "think"  # it runs, and has said something
+    assert rt.cancel(a, "p1") is True
+    with pytest.raises(CommandCancelledError):
+        stream.result()
+    program, grandchild = (int(p) for p in pidfile.read_text().split())
+    assert exits_within(program, 10), "the program must be killed"
+    assert exits_within(grandchild, 10), "its grandchild (same process group) must be killed too"
+    assert rt.ask(a, "ping", timeout=10)["pong"] is True
+    assert rt.get_agent(a)["restart_count"] == 0

@@ -18,16 +18,12 @@ from mistersmith.scopes import (
     SCOPES,
     TOOL_SCOPES,
     Identity,
-    TokenEntry,
     agent_refusal,
-    mint,
     parse_scopes,
-    parse_tokens,
-    resolve,
     route_scope,
-    sha256_hex,
     tool_refusal,
 )
+from mistersmith.tokens import TokenEntry, mint, parse_tokens, resolve, sha256_hex
 
 TOKEN = "t0k3n-for-the-ci-robot-0123456789"
 DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()

@@ -24,7 +24,8 @@ __all__ = ["BASELINES", "SUITES", "Options", "Progress", "Suite", "main", "run_s
 
 # Each suite (the module mistersmith.bench.<name>), in order, and what its baseline column holds.
 BASELINES = {"runtime": "raw pykka", "journal": "raw psycopg", "nats": "raw nats-py", "http": "bare Starlette",
-             "state": "baseline (see notes)", "cluster": "same-server (route hop only)"}
+             "state": "baseline (see notes)", "cluster": "same-server (route hop only)",
+             "console": "bare Starlette SSE"}
 
 
 def _suite(name: str) -> Suite:

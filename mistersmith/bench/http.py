@@ -86,9 +86,9 @@ async def _bare_json(request: Request) -> Response:
                     media_type="application/json")
 
 
-async def _serve_bare() -> tuple[int, Callable[[], Coroutine[Any, Any, None]]]:
-    """The baseline: a bare Starlette JSON endpoint on a Hypercorn configured as ``HttpServer`` does."""
-    app = Starlette(routes=[Route("/json", _bare_json, methods=["POST"])])
+async def _serve_bare(app: Starlette | None = None) -> tuple[int, Callable[[], Coroutine[Any, Any, None]]]:
+    """The baseline: a bare Starlette JSON endpoint (or ``app``) on a Hypercorn configured as ``HttpServer`` does."""
+    app = app if app is not None else Starlette(routes=[Route("/json", _bare_json, methods=["POST"])])
     sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)

@@ -15,7 +15,8 @@ from typing import Any
 from mistersmith.audit import ACTIONS, DOORS
 from mistersmith.errors import SpecError
 from mistersmith.journal.audit_read import read_audit
-from mistersmith.scopes import SCOPES, TokenEntry, mint
+from mistersmith.scopes import SCOPES
+from mistersmith.tokens import TokenEntry, mint, mint_nats_user
 
 from ._errors import usage
 from ._journal import _reading, parse_bound
@@ -44,7 +45,10 @@ def add_token(parser: argparse.ArgumentParser) -> None:
     new.add_argument("--name", required=True, metavar="NAME", help="the token's name (the audit log's actor)")
     new.add_argument("--scopes", required=True, metavar="SCOPES",
                      help=f"comma-separated, of: {', '.join(SCOPES)}")
-    new.add_argument("--agents", metavar="GLOB", help="only agent ids matching this glob (such as 'team-a-*')")
+    new.add_argument("--agents", metavar="GLOB", help="only agent ids matching this glob (such as 'team-a-*'; "
+                     "with --nats: one agent id)")
+    new.add_argument("--nats", action="store_true",
+                     help="mint a user of the embedded nats-server instead, held to the scopes by its permissions")
 
 
 def audit_line(entry: dict[str, Any]) -> str:
@@ -80,7 +84,29 @@ def entry_toml(entry: TokenEntry) -> str:
     return "\n".join(lines)
 
 
+def _nats_user(args: argparse.Namespace, out: Output) -> int:
+    try:
+        user = mint_nats_user(args.name, args.scopes.split(","), args.agents)
+    except SpecError as exc:
+        raise usage(f"token new --nats: {exc.key.removeprefix('nats_user[0].')}: {exc.allowed}") from None
+    table = user.to_table()
+    lines = ["[[auth.nats_users]]", f'name = "{user.name}"', f'password = "{user.password}"',
+             "scopes = [" + ", ".join(f'"{s}"' for s in sorted(user.scopes, key=SCOPES.index)) + "]"]
+    if user.agents is not None:
+        lines.append(f'agents = "{user.agents}"')
+    toml = "\n".join(lines)
+    connect = (f'nats.connect(url, user="{user.name}", password=..., inbox_prefix="{user.inbox_prefix}")')
+    out.result({"user": user.name, "password": user.password, "inbox_prefix": user.inbox_prefix, "entry": table,
+                "toml": toml},
+               f"NATS user {user.name!r} (its password is in the entry: keep the settings file private).\n"
+               f"Connect with {connect}: it may read only replies under {user.inbox_prefix}.\n\n"
+               f"add this to the node's TOML settings file and restart it (the embedded nats-server):\n\n{toml}")
+    return 0
+
+
 def run_token(args: argparse.Namespace, out: Output) -> int:
+    if args.nats:
+        return _nats_user(args, out)
     try:
         token, entry = mint(args.name, args.scopes.split(","), args.agents)
     except SpecError as exc:

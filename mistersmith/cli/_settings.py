@@ -104,6 +104,7 @@ def settings_reference() -> str:
     for setting in SETTINGS:
         secret = "" if not setting.secret else (
             " (secret: each token_sha256 shown as `***`)" if setting.key == "auth.tokens" else
+            " (secret: each password shown as `***`)" if setting.key == "auth.nats_users" else
             " (secret: shown without its `user:password@`)" if setting.shown else " (secret: shown as `***`)")
         rows.append(f"| `{setting.key}` | `{setting.env}` | {_shown_default(setting.default)} | "
                     f"{setting.help}{secret} |")

@@ -11,7 +11,9 @@ data directory (files mode 0600, kept across restarts):
   command, control, submit tasks, share discoveries, subscribe to anything)
   but not publish on ``NODE_ONLY`` subjects.
 
-Each file holds ``{"user": ..., "password": ...}``. The CLI reads the client
+Further users, each held to scopes by nats-server's permissions, come from
+``[[auth.nats_users]]`` (``authorization_block``'s ``scoped``; ``mistersmith
+token new --nats`` mints one). Each file holds ``{"user": ..., "password": ...}``. The CLI reads the client
 file of the data directory's node; a program passes the two values to its
 NATS client (``nats.connect(url, user=..., password=...)``, ``nats --user
 ... --password ...``). Pure apart from reading and writing those files.
@@ -22,9 +24,12 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+
+from mistersmith.tokens import NatsUserEntry, nats_permissions
 
 __all__ = ["CLIENT_FILE", "NODE_FILE", "NODE_ONLY", "NatsUser", "authorization_block", "node_users"]
 
@@ -90,15 +95,24 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def authorization_block(node: NatsUser, client: NatsUser) -> str:
-    """The nats-server configuration that requires one of the two users, with the clients' limits."""
-    deny = ", ".join(_quoted(s) for s in NODE_ONLY)
-    return (
-        "authorization {\n"
-        "  users = [\n"
-        f"    {{user: {_quoted(node.user)}, password: {_quoted(node.password)}}}\n"
-        f"    {{user: {_quoted(client.user)}, password: {_quoted(client.password)}, "
-        f"permissions: {{publish: {{deny: [{deny}]}}}}}}\n"
-        "  ]\n"
-        "}\n"
-    )
+def _list(subjects: Sequence[str]) -> str:
+    return "[" + ", ".join(_quoted(s) for s in subjects) + "]"
+
+
+def authorization_block(node: NatsUser, client: NatsUser, scoped: Sequence[NatsUserEntry] = ()) -> str:
+    """The nats-server configuration that requires one of the users, with the clients' limits.
+
+    ``scoped``: the ``[[auth.nats_users]]``, each allowed to publish and subscribe to what its scopes
+    name (``mistersmith.tokens.nats_permissions``) and nothing else: nats-server enforces it.
+    """
+    deny = _list(NODE_ONLY)
+    lines = [f"    {{user: {_quoted(node.user)}, password: {_quoted(node.password)}}}",
+             f"    {{user: {_quoted(client.user)}, password: {_quoted(client.password)}, "
+             f"permissions: {{publish: {{deny: {deny}}}}}}}"]
+    for user in scoped:
+        allowed = nats_permissions(user)
+        # An empty allow list would mean no limit to nats-server: then deny everything instead.
+        publish = f"allow: {_list(allowed['publish'])}, deny: {deny}" if allowed["publish"] else 'deny: [">"]'
+        lines.append(f"    {{user: {_quoted(user.name)}, password: {_quoted(user.password)}, permissions: {{"
+                     f"publish: {{{publish}}}, subscribe: {{allow: {_list(allowed['subscribe'])}}}}}}}")
+    return "authorization {\n  users = [\n" + "\n".join(lines) + "\n  ]\n}\n"

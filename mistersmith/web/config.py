@@ -16,7 +16,7 @@ from typing import Any
 from mistersmith import checks
 from mistersmith.config import default
 from mistersmith.errors import SpecError
-from mistersmith.scopes import TokenEntry
+from mistersmith.tokens import TokenEntry
 
 __all__ = ["TOKEN_ENV", "WILDCARD_HOSTS", "WebConfig", "host_and_port", "is_loopback"]
 

@@ -42,10 +42,10 @@ from collections.abc import Callable, Collection, Mapping
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mistersmith.scopes import Identity, resolve, route_refusal
+from mistersmith.scopes import Identity, route_refusal
+from mistersmith.tokens import resolve
 
 from .config import WILDCARD_HOSTS, WebConfig, host_and_port, is_loopback
 from .identity import SCOPE_KEY, identity_of, serving
@@ -65,9 +65,11 @@ def credential(path: str, headers: Mapping[bytes, bytes]) -> bytes | None:
     if auth:
         scheme, _, token = auth.partition(b" ")
         return token.strip() if scheme.lower() == b"bearer" else b""
-    if path.startswith(UI_PREFIX + "/"):
-        cookie = cookie_parser(headers.get(b"cookie", b"").decode("latin-1")).get(UI_COOKIE)
-        return cookie.encode("latin-1") if cookie else None
+    if path.startswith(UI_PREFIX + "/"):  # the first one: browsers send the most specific path first
+        for pair in headers.get(b"cookie", b"").split(b";"):
+            name, _, value = pair.strip().partition(b"=")
+            if name == UI_COOKIE.encode() and value:
+                return value
     return None
 
 

@@ -31,7 +31,7 @@ def test_a_wrong_token_shows_the_login_again(page: Page, console_node: Node) -> 
     expect(page.get_by_role("heading", name="Supervision tree")).to_be_hidden()
     artifact(page, "login-refused")
     # a cookie that no longer holds the token (it was rotated): the login again, not the console
-    page.context.add_cookies([{"name": "ms_console", "value": "stale", "url": f"{url_of(console_node)}/ui"}])
+    page.context.add_cookies([{"name": "ms_console", "value": "stale", "domain": "127.0.0.1", "path": "/ui"}])
     page.reload()
     expect(page.get_by_label("API token")).to_be_visible()
     expect(page.get_by_role("heading", name="Supervision tree")).to_be_hidden()
@@ -43,7 +43,6 @@ def test_a_wrong_token_shows_the_login_again(page: Page, console_node: Node) -> 
 def test_a_spawned_agent_appears_in_the_tree_within_a_second(page: Page, console_node: Node) -> None:
     assert console_node.runtime is not None
     sign_in(page, console_node)
-    expect(page.get_by_role("status").filter(has_text=re.compile(r"live · seq|agents?$"))).to_have_count(2)
     try:
         off(console_node.runtime.spawn, "echo", "fresh-one")
         expect(_row(page, "fresh-one")).to_be_visible(timeout=1000)
@@ -101,7 +100,8 @@ def test_the_slider_shows_the_tree_as_it_was_before_the_crash(page: Page, consol
         restarted.close()
         page.get_by_role("link", name="History").click()
         events = page.get_by_role("list", name="Events")
-        failed = events.get_by_role("listitem").filter(has_text="slid").filter(has_text="failed")
+        failed = events.get_by_role("listitem").filter(has_text="slid").filter(
+            has=page.get_by_text("failed", exact=True))
         expect(failed).to_have_count(1, timeout=5000)
         failed.get_by_role("button").click()
         why = page.get_by_role("region", name="Why did this restart?")
@@ -110,12 +110,12 @@ def test_the_slider_shows_the_tree_as_it_was_before_the_crash(page: Page, consol
         slider.focus()
         page.keyboard.press("ArrowLeft")  # one event earlier: just before the failure
         then = page.get_by_role("list", name="Tree as of this moment")
-        expect(then.get_by_role("listitem").filter(has_text=re.compile(r"slid \(calc\) · restarts 0"))).to_have_count(1)
-        expect(then.get_by_role("listitem").filter(has_text=re.compile(r"^running slid"))).to_have_count(1)
+        before = then.get_by_role("listitem").filter(has=page.get_by_text("slid (calc) · restarts 0", exact=True))
+        expect(before.last.locator(".badge").first).to_have_text("running")
         expect(events.locator('li[aria-current="true"]')).to_be_in_viewport()
         artifact(page, "history-before-crash", docs="console-history.png")
         page.keyboard.press("End")  # the head: it has restarted once by now
-        expect(then.get_by_role("listitem").filter(has_text=re.compile(r"slid \(calc\) · restarts 1"))).to_have_count(1)
+        expect(then.get_by_text("slid (calc) · restarts 1", exact=True)).to_be_visible()
     finally:
         stop_all(console_node, ["slid"])
 
@@ -128,7 +128,7 @@ def test_a_command_sent_from_the_agent_page_returns_its_result(page: Page, conso
         off(runtime.spawn, "calc", "adder")
         _row(page, "adder").get_by_role("link", name="adder").click()
         expect(page.get_by_role("heading", name="Agent adder")).to_be_visible()
-        page.get_by_label("Command").select_option("add")
+        page.get_by_label("Command", exact=True).select_option("add")
         expect(page.get_by_text("parameters: a: int, b: int")).to_be_visible()
         page.get_by_label("Payload (JSON)").fill('{"a": 2, "b": 40}')
         page.get_by_role("button", name="Send").click()
@@ -154,7 +154,7 @@ def test_with_a_thousand_agents_the_page_renders_within_2s_and_stays_responsive(
     ids = [f"agent-{i:04d}" for i in range(1000)]
     try:
         off(lambda: [runtime.spawn("echo", agent_id) for agent_id in ids])
-        page.context.add_cookies([{"name": "ms_console", "value": TOKEN, "url": f"{url_of(console_node)}/ui",
+        page.context.add_cookies([{"name": "ms_console", "value": TOKEN, "domain": "127.0.0.1", "path": "/ui",
                                    "httpOnly": True, "sameSite": "Strict"}])
         started = time.perf_counter()
         page.goto(f"{url_of(console_node)}/ui")

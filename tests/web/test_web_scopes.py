@@ -18,7 +18,8 @@ from mcp.client.streamable_http import streamable_http_client
 from _web import TOKEN, Served, call, http, rpc
 
 from mistersmith.audit import AuditEntry
-from mistersmith.scopes import ROUTE_SCOPES, SCOPES, TOOL_SCOPES, mint, route_scope
+from mistersmith.scopes import ROUTE_SCOPES, SCOPES, TOOL_SCOPES, route_scope
+from mistersmith.tokens import mint
 from mistersmith.web.app import ROUTES
 from mistersmith.web.tools import TOOLS
 

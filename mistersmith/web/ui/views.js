@@ -130,8 +130,8 @@ function treeList(node) {
   const label = node.type === "supervisor"
     ? `${node.id} (supervisor, ${node.strategy || "?"}, intensity ${node.intensity ?? "?"} / ${node.period_s ?? "?"} s)`
     : `${node.id} (${node.kind})`;
-  return h("li", {}, h("span", { class: `badge state-${node.state}` }, node.state), " ", label,
-    ` · restarts ${node.restart_count ?? 0}`,
+  return h("li", {}, h("span", { class: `badge state-${node.state}` }, node.state), " ",
+    h("span", {}, `${label} · restarts ${node.restart_count ?? 0}`),
     node.children && node.children.length ? h("ul", {}, node.children.map(treeList)) : null);
 }
 

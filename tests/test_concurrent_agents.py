@@ -1,0 +1,183 @@
+"""A kind with ``concurrency = N`` runs up to N commands at once (``actors._concurrent``).
+
+Commands start in mailbox order and may finish in any order; a cancel, a
+bound or a ``MisterSmithError`` touches one command only; a crash ends the
+incarnation and its other callers hear ``restarting``; a stop cancels them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from _helpers import WAIT_S, running
+from test_cancel_commands import ask_later
+from mistersmith import (
+    Agent,
+    AgentFailedError,
+    CommandCancelledError,
+    CommandError,
+    CommandTimeoutError,
+    FakeClock,
+    RestartingError,
+    Runtime,
+    SpecError,
+    SupervisorSpec,
+    UnknownAgentError,
+    command,
+)
+
+ROOT = SupervisorSpec("root", intensity=20, backoff=None)
+
+
+@pytest.fixture
+def rt(clock: FakeClock) -> Iterator[Runtime]:
+    with running(clock=clock, root=ROOT) as runtime:
+        yield runtime
+
+
+class Gate:
+    """Handlers wait at a named gate until the test opens it; ``arrived`` says who is waiting."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, threading.Event] = {}
+        self.open: dict[str, threading.Event] = {}
+        self.order: list[str] = []
+        self.unwound: list[str] = []
+
+    def at(self, name: str) -> tuple[threading.Event, threading.Event]:
+        return self.arrived.setdefault(name, threading.Event()), self.open.setdefault(name, threading.Event())
+
+
+def parallel_kind(gate: Gate, n: int = 3) -> type[Agent]:
+    class Parallel(Agent):
+        kind = "parallel"
+        concurrency: ClassVar[int] = n
+
+        @command
+        async def wait(self, name: str) -> str:
+            arrived, opened = gate.at(name)
+            gate.order.append(f"start {name}")
+            arrived.set()
+            try:
+                await asyncio.to_thread(opened.wait, WAIT_S)
+                self.progress(name)
+                return name
+            finally:
+                gate.unwound.append(name)
+
+        @command
+        async def refuse(self) -> None:
+            raise CommandError("no", code="nope")
+
+        @command
+        async def crash(self) -> None:
+            raise RuntimeError("boom")
+
+        @command
+        async def forever(self, name: str) -> None:
+            gate.at(name)[0].set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                gate.unwound.append(name)
+
+    return Parallel
+
+
+def test_commands_run_side_by_side_up_to_the_limit_and_finish_in_any_order(rt: Runtime) -> None:
+    gate = Gate()
+    agent = rt.spawn(parallel_kind(gate, 2), "p")
+    a = ask_later(rt, agent, "wait", {"name": "a"}, timeout=WAIT_S)
+    assert gate.at("a")[0].wait(WAIT_S)
+    b = ask_later(rt, agent, "wait", {"name": "b"}, timeout=WAIT_S)
+    assert gate.at("b")[0].wait(WAIT_S)  # b started while a still runs
+    c = rt.ask_stream(agent, "wait", {"name": "c"}, timeout=WAIT_S)  # queued: the limit is 2
+    assert not gate.at("c")[0].is_set()
+    gate.at("b")[1].set()
+    assert b() == "b"  # b finished first
+    assert gate.at("c")[0].wait(WAIT_S)  # a slot was free: c started, in mailbox order
+    gate.at("c")[1].set()
+    assert [p.data for p in c] == ["c"] and c.result() == "c"  # its own progress, to its own caller
+    gate.at("a")[1].set()
+    assert a() == "a"
+    assert gate.order == ["start a", "start b", "start c"]
+    assert rt.ask(agent, "ping", timeout=WAIT_S)["pong"] is True
+
+
+def test_an_error_or_a_cancel_touches_one_command_only(rt: Runtime) -> None:
+    gate = Gate()
+    agent = rt.spawn(parallel_kind(gate), "p")
+    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S, correlation_id="a")
+    assert gate.at("a")[0].wait(WAIT_S)
+    with pytest.raises(CommandError):
+        rt.ask(agent, "refuse", timeout=WAIT_S)
+    assert rt.cancel(agent, "a") is True
+    assert isinstance(a(), CommandCancelledError)
+    assert rt.ask(agent, "ping", timeout=WAIT_S)["pong"] is True
+    assert rt.get_agent(agent)["restart_count"] == 0
+
+
+def test_a_crash_ends_the_incarnation_and_the_others_hear_restarting(rt: Runtime) -> None:
+    gate = Gate()
+    agent = rt.spawn(parallel_kind(gate), "p")
+    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
+    assert gate.at("a")[0].wait(WAIT_S)
+    with rt.subscribe(agent_id=agent, event_types=["restarted"]) as restarted:
+        with pytest.raises(AgentFailedError):
+            rt.ask(agent, "crash", timeout=WAIT_S)
+        restarted.get(WAIT_S)
+    assert isinstance(a(), RestartingError)
+    assert "a" in gate.unwound  # its finally ran
+    assert rt.get_agent(agent)["restart_count"] == 1
+
+
+def test_a_stop_cancels_every_running_command(rt: Runtime) -> None:
+    gate = Gate()
+    agent = rt.spawn(parallel_kind(gate), "p", shutdown_s=WAIT_S)
+    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
+    b = ask_later(rt, agent, "forever", {"name": "b"}, timeout=WAIT_S)
+    assert gate.at("a")[0].wait(WAIT_S) and gate.at("b")[0].wait(WAIT_S)
+    rt.stop(agent)
+    assert isinstance(a(), UnknownAgentError) and isinstance(b(), UnknownAgentError)
+    assert sorted(gate.unwound) == ["a", "b"]
+    assert rt.stats()["leaked_threads"] == 0
+
+
+def test_idle_timeout_cancels_the_silent_command_and_the_others_go_on(rt: Runtime, clock: FakeClock) -> None:
+    gate = Gate()
+    agent = rt.spawn(parallel_kind(gate), "p", idle_timeout_s=2.0, command_timeout_s=100.0)
+    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
+    assert gate.at("a")[0].wait(WAIT_S)
+    clock.advance(2.5)
+    error = a()
+    assert isinstance(error, CommandTimeoutError) and error.idle
+    assert rt.ask(agent, "ping", timeout=WAIT_S)["pong"] is True
+    assert rt.get_agent(agent)["restart_count"] == 0
+
+
+def test_a_durable_kind_cannot_be_concurrent(rt: Runtime) -> None:
+    with pytest.raises(SpecError, match="concurrency"):
+        rt.spawn(parallel_kind(Gate()), "p", durable=True)
+
+
+def test_many_concurrent_commands_from_asyncio(rt: Runtime) -> None:
+    class Sleeper(Agent):
+        kind = "sleeper"
+        concurrency: ClassVar[int] = 100
+
+        @command
+        async def nap(self, i: int) -> int:
+            await asyncio.sleep(0.05)
+            return i
+
+    agent = rt.spawn(Sleeper, "s")
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(rt.aask(agent, "nap", {"i": i}, timeout=WAIT_S) for i in range(100)))
+
+    assert asyncio.run(main()) == list(range(100))
