@@ -8,12 +8,15 @@ task a handler leaves behind (``asyncio.create_task`` without awaiting it)
 moves on only while a later handler runs, and is cancelled when the loop
 closes. The node's event loop is never used for agent work.
 
-Cancellation is the one thing that comes from another thread:
-``cancel_threadsafe(level)`` (called by the supervisor's thread, or the
-thread that stops the agent) schedules ``task.cancel()`` on this loop with
-``call_soon_threadsafe``. That call is part of the agent's own machinery,
-between two threads of one agent's life; ``mistersmith.crossing`` remains the
-only module that crosses to and from the node's loop.
+What comes from other threads, all here and all through
+``call_soon_threadsafe``: cancellation (``cancel_threadsafe(level)``, called by
+the supervisor's thread or the thread that stops the agent;
+``cancel_command_threadsafe`` for one command, from a caller's ``cancel``), and,
+in a concurrent kind (``_concurrent``), cancelling one running command's task
+(``call_threadsafe``) and waking the loop when a letter is queued
+(``waker``). These calls are part of the agent's own machinery, between two
+threads of one agent's life; ``mistersmith.crossing`` remains the only module
+that crosses to and from the node's loop.
 
 Levels: a stop request cancels a running command (``COMMAND``); giving up on
 the incarnation (a hung command, ``start_timeout_s``, ``shutdown_s``)
@@ -26,7 +29,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 __all__ = ["ANYTHING", "COMMAND", "IncarnationLoop", "open_loops"]
@@ -122,6 +125,19 @@ class IncarnationLoop:
             loop.call_soon_threadsafe(fn)
         except RuntimeError:  # closed meanwhile
             pass
+
+    def waker(self, event: asyncio.Event) -> Callable[[], None]:
+        """A call any thread may make to set ``event`` on this loop (once it is closed: nothing)."""
+        loop = self._loop
+        assert loop is not None, "make the waker from a coroutine running on this loop"
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # closed meanwhile: nobody is left to wake
+                pass
+
+        return wake
 
     def command_done(self) -> None:
         """The command ended (in the incarnation's thread): a cancel of it no longer applies."""

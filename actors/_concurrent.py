@@ -98,25 +98,18 @@ class ConcurrentRun:
         """The incarnation's mailbox loop when ``concurrency`` > 1 (its own thread, its own loop)."""
         self._slots = {}
         try:
-            exit_: Exit = self._aio.run(self._serve(), ANYTHING)
+            exit_: Exit = self._aio.run(self._serve_slots(), ANYTHING)
             return exit_
         except CancelledError:  # given up on (abandoned): its commands were cancelled with it
             return Exit.crash("abandoned")
 
-    async def _serve(self) -> Exit:
+    async def _serve_slots(self) -> Exit:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         slots = self._slots
         assert slots is not None
         self._crashed = None
-
-        def notify() -> None:  # from a sender's thread: wake the loop (gone: nobody to wake)
-            try:
-                loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:
-                pass
-
-        self.mailbox.notify = notify
+        self.mailbox.notify = self._aio.waker(wake)  # a sender's thread wakes this loop
         try:
             while True:
                 if self._stop_exit is not None:
@@ -127,7 +120,7 @@ class ConcurrentRun:
                     wake.clear()
                     letter = self.mailbox.get_nowait()
                     if letter is not None:
-                        exit_ = self._take(letter, loop)
+                        exit_ = self._take_letter(letter, loop)
                         if exit_ is not None:
                             return exit_
                         continue
@@ -139,13 +132,13 @@ class ConcurrentRun:
             self.mailbox.notify = None
             await self._wind_down()
 
-    def _take(self, letter: Letter, loop: asyncio.AbstractEventLoop) -> Exit | None:
+    def _take_letter(self, letter: Letter, loop: asyncio.AbstractEventLoop) -> Exit | None:
         message = letter.message
         if type(message) is Order:
             if self._admit(letter, message):
                 spec = self._command_spec(message, letter.reply_to)
                 if spec is not None:
-                    self._start(letter, message, spec, loop)
+                    self._start_slot(letter, message, spec, loop)
             return None
         if type(message) is StopRequest:
             return None
@@ -154,7 +147,7 @@ class ConcurrentRun:
             return Exit.normal()
         return self._handle_other(letter)
 
-    def _start(self, letter: Letter, order: Order, spec: CommandSpec, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_slot(self, letter: Letter, order: Order, spec: CommandSpec, loop: asyncio.AbstractEventLoop) -> None:
         assert self._slots is not None
         slot = Slot(letter, order, self._now())
         fn = getattr(self, spec.method)

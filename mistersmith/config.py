@@ -25,7 +25,7 @@ from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.ids import ID_RULE, is_id
 from mistersmith.redact import strip_userinfo
 from mistersmith.scopes import SCOPES
-from mistersmith.tokens import NatsUserEntry, TokenEntry, parse_nats_users, parse_tokens
+from mistersmith.tokens import masked_tables, nats_users_setting, tokens_setting
 
 __all__ = ["SETTINGS", "ConfigError", "ConfigErrors", "Setting", "Settings", "default", "load_settings"]
 
@@ -147,42 +147,6 @@ def _names(key: str, value: object) -> tuple[str, ...] | None:
     return tuple(n.strip() for n in items)
 
 
-def _tokens(key: str, raw: object) -> tuple[TokenEntry, ...]:
-    value = raw
-    if isinstance(value, str):  # from the environment: a JSON list of tables
-        try:
-            value = orjson.loads(value) if value.strip() else []
-        except orjson.JSONDecodeError:
-            raise SpecError(None, key, "***", 'use a JSON list of tables, such as [{"name": "ci", '
-                            '"token_sha256": "<64 hex digits>", "scopes": ["read"]}]') from None
-    try:
-        return parse_tokens(key, value)
-    except SpecError as exc:  # name the entry and field: the setting is one list of them
-        raise SpecError(None, key, "***", f"{exc.key}: {exc.allowed}") from None
-
-
-def _nats_users(key: str, raw: object) -> tuple[NatsUserEntry, ...]:
-    value = raw
-    if isinstance(value, str):  # from the environment: a JSON list of tables
-        try:
-            value = orjson.loads(value) if value.strip() else []
-        except orjson.JSONDecodeError:
-            raise SpecError(None, key, "***", 'use a JSON list of tables, such as [{"name": "ci", '
-                            '"password": "...", "scopes": ["read"]}]') from None
-    try:
-        return parse_nats_users(key, value)
-    except SpecError as exc:
-        raise SpecError(None, key, "***", f"{exc.key}: {exc.allowed}") from None
-
-
-def _nats_users_shown(entries: tuple[NatsUserEntry, ...]) -> list[dict[str, object]]:
-    return [e.to_table(mask=True) for e in entries]
-
-
-def _tokens_shown(entries: tuple[TokenEntry, ...]) -> list[dict[str, object]]:
-    return [e.to_table(mask=True) for e in entries]
-
-
 def _process_kinds(key: str, raw: object) -> dict[str, ProcessKind]:
     value = raw
     if isinstance(value, str):  # from the environment: a JSON object
@@ -273,12 +237,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("http.mcp_session_idle_s", 600.0, _seconds, "an MCP session unused this long is forgotten"),
     _s("http.tls_cert", None, _opt_text, "PEM certificate (chain) file; with http.tls_key the node serves HTTPS"),
     _s("http.tls_key", None, _opt_text, "PEM private key file for http.tls_cert", secret=True),
-    _s("auth.tokens", (), _tokens, "scoped bearer tokens, [[auth.tokens]] tables: name, token_sha256 (hex SHA-256 "
+    _s("auth.tokens", (), tokens_setting, "scoped bearer tokens, [[auth.tokens]] tables: name, token_sha256 (hex SHA-256 "
        f"of the token, never the token), scopes (of {', '.join(SCOPES)}), agents (optional glob of agent ids); "
-       "`mistersmith token new` prints one", secret=True, shown=_tokens_shown),
-    _s("auth.nats_users", (), _nats_users, "users of the embedded nats-server held to scopes by its own "
+       "`mistersmith token new` prints one", secret=True, shown=masked_tables),
+    _s("auth.nats_users", (), nats_users_setting, "users of the embedded nats-server held to scopes by its own "
        "permissions, [[auth.nats_users]] tables: name, password, scopes, agents (optional: one agent id); "
-       "`mistersmith token new --nats` prints one", secret=True, shown=_nats_users_shown),
+       "`mistersmith token new --nats` prints one", secret=True, shown=masked_tables),
     _s("audit.retention_s", 7_776_000.0, _seconds, "how long audit_log entries are kept (90 days; pruned hourly "
        "by the database's clock)"),
     _s("audit.commands", True, _flag, "record command sends in the audit log too (control actions always are)"),

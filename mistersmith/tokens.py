@@ -19,6 +19,8 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import orjson
+
 from mistersmith.errors import SpecError
 from mistersmith.scopes import (
     ALL_SCOPES,
@@ -35,12 +37,15 @@ __all__ = [
     "NatsUserEntry",
     "TokenEntry",
     "mint",
+    "masked_tables",
     "mint_nats_user",
     "nats_permissions",
+    "nats_users_setting",
     "parse_nats_users",
     "parse_tokens",
     "resolve",
     "sha256_hex",
+    "tokens_setting",
 ]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -228,3 +233,35 @@ def mint(name: str, scopes: Iterable[str], agents: str | None = None) -> tuple[s
     if agents is not None:
         table["agents"] = agents
     return token, _entry("token", 0, table)
+
+
+def _tables(key: str, raw: object, example: str) -> object:
+    """A setting's value: TOML tables as they are, or (from the environment) a JSON list of them."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return orjson.loads(raw) if raw.strip() else []
+    except orjson.JSONDecodeError:
+        raise SpecError(None, key, "***", f"use a JSON list of tables, such as {example}") from None
+
+
+def tokens_setting(key: str, raw: object) -> tuple[TokenEntry, ...]:
+    """The ``auth.tokens`` setting (``mistersmith.config``): an error names the entry and its field."""
+    try:
+        return parse_tokens(key, _tables(key, raw, '[{"name": "ci", "token_sha256": "<64 hex digits>", '
+                                                  '"scopes": ["read"]}]'))
+    except SpecError as exc:
+        raise SpecError(None, key, "***", f"{exc.key}: {exc.allowed}" if exc.key != key else exc.allowed) from None
+
+
+def nats_users_setting(key: str, raw: object) -> tuple[NatsUserEntry, ...]:
+    """The ``auth.nats_users`` setting (``mistersmith.config``)."""
+    try:
+        return parse_nats_users(key, _tables(key, raw, '[{"name": "ci", "password": "...", "scopes": ["read"]}]'))
+    except SpecError as exc:
+        raise SpecError(None, key, "***", f"{exc.key}: {exc.allowed}" if exc.key != key else exc.allowed) from None
+
+
+def masked_tables(entries: tuple[TokenEntry | NatsUserEntry, ...]) -> list[dict[str, object]]:
+    """How ``mistersmith config`` shows them: every digest and password as ``***``."""
+    return [e.to_table(mask=True) for e in entries]

@@ -131,3 +131,27 @@ def test_mint_makes_a_token_that_resolves_to_its_entry() -> None:
     assert resolve(token.encode(), [entry], None) == Identity("robot", frozenset({"read", "command"}), "ci-*")
     with pytest.raises(SpecError):
         mint("robot", ["sudo"])
+
+
+def test_nats_users_parse_and_map_onto_nats_permissions() -> None:
+    from mistersmith.embedded.nats_auth import NatsUser, authorization_block
+    from mistersmith.tokens import mint_nats_user, nats_permissions, parse_nats_users
+
+    ops = mint_nats_user("ops", ["read", "command"])
+    assert ops.password not in repr(ops)
+    allowed = nats_permissions(ops)
+    assert "agents.*.commands.*" in allowed["publish"] and "system.control.spawn" not in allowed["publish"]
+    assert "agents.*.status.>" in allowed["subscribe"] and "_INBOX.ops.>" in allowed["subscribe"]
+    assert "_INBOX.>" not in allowed["subscribe"]
+    one = nats_permissions(mint_nats_user("one", ["control", "command"], "a1"))
+    assert set(one["publish"]) == {"agents.a1.commands.*", "agents.a1.control.stop", "agents.a1.control.restart",
+                                   "agents.a1.control.cancel"}
+    for table, says in (({"name": "x", "password": "p" * 20, "scopes": ["read"], "agents": "a-*"}, "not globs"),
+                        ({"name": "mistersmith-node", "password": "p" * 20, "scopes": ["read"]}, "not"),
+                        ({"name": "x", "password": "short", "scopes": ["read"]}, "16 printable")):
+        with pytest.raises(SpecError) as raised:
+            parse_nats_users("auth.nats_users", [table])
+        assert says in raised.value.allowed
+    # an agent-held admin user may publish nothing: deny all (an empty allow list would mean no limit)
+    block = authorization_block(NatsUser("n", "p"), NatsUser("c", "q"), [mint_nats_user("a", ["admin"], "a1")])
+    assert 'publish: {deny: [">"]}' in block

@@ -72,7 +72,7 @@ def _sse_child(port: int, path: str, clients: int, events: int) -> subprocess.Po
                              str(clients), str(events)], stdout=subprocess.PIPE, text=True)
 
 
-def _delays(child: subprocess.Popen[str], publish: Callable[[int], None], sizes: Sizes) -> list[float]:
+def _delays(child: subprocess.Popen[str], publish: Callable[[int], object], sizes: Sizes) -> list[float]:
     assert child.stdout is not None
     ready = child.stdout.readline().strip()
     if ready != "ready":

@@ -244,7 +244,7 @@ class ControlPlane:
         agent_id = spec.get("agent_id")
         if agent_id is not None:
             await self._check_unique(agent_id)
-        options = {"durable": spec["durable"]} if spec.get("durable") is not None else {}
+        options = {k: spec[k] for k in ("durable", "idle_timeout_s") if spec.get(k) is not None}
         new_id = await self.runtime.aspawn(
             spec["kind"], agent_id, spec.get("config"), spec.get("restart"), spec.get("supervisor") or "root",
             **options,

@@ -25,7 +25,7 @@ __all__ = [
     "parse_filters",
 ]
 
-_SPAWN_KEYS = frozenset({"kind", "agent_id", "config", "restart", "supervisor", "durable", "node"})
+_SPAWN_KEYS = frozenset({"kind", "agent_id", "config", "restart", "supervisor", "durable", "node", "idle_timeout_s"})
 _FILTER_KEYS = frozenset({"kind", "node", "command"})
 _DRAIN_KEYS = frozenset({"node", "exit"})
 
@@ -60,6 +60,9 @@ def check_spawn(payload: Mapping[str, Any]) -> dict[str, Any]:
                                        f"{', '.join(_RESTARTS)}")
     if payload.get("durable") is not None and not isinstance(payload["durable"], bool):
         raise bad(f"spawn: durable={payload['durable']!r}; use true or false")
+    idle = payload.get("idle_timeout_s")
+    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle > 0):
+        raise bad(f"spawn: idle_timeout_s={idle!r}; use a number of seconds > 0")
     if payload.get("supervisor") is not None and not isinstance(payload["supervisor"], str):
         raise bad(f"spawn: supervisor={payload['supervisor']!r}; use a supervisor path such as 'root'")
     return dict(payload)

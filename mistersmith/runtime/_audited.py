@@ -34,13 +34,14 @@ class Audited(Commands, Control):
     audit: AuditRecorder | None = None
     """Where actions are recorded (a node sets its ``AuditLog``); None: nowhere."""
 
-    def _audit(self, action: str, target: str, exc: BaseException | None, detail: str | None = None) -> None:
+    def _audit(self, action: str, target: str, exc: BaseException | None, detail: str | None = None,
+               outcome: str | None = None) -> None:
         audit = self.audit
         actor = current_actor()
         if audit is None or actor is None:
             return
-        audit.record(AuditEntry(self.node_id, actor.name, actor.door, action, target, outcome_of(exc), detail,
-                                actor.trace_id))
+        audit.record(AuditEntry(self.node_id, actor.name, actor.door, action, target,
+                                outcome if outcome is not None else outcome_of(exc), detail, actor.trace_id))
 
     # -- commands -----------------------------------------------------------------------
 
@@ -119,17 +120,18 @@ class Audited(Commands, Control):
         except BaseException as exc:
             self._audit("cancel", agent_id, exc, correlation_id)
             raise
-        self._audit("cancel", agent_id, None if cancelled else _NotRunning(), correlation_id)
+        self._audit("cancel", agent_id, None, correlation_id, None if cancelled else "not_running")
         return cancelled
 
     async def acancel(self, agent_id: str, correlation_id: str) -> bool:
         return self.cancel(agent_id, correlation_id)
 
     def record_action(self, action: str, target: str, error: BaseException | None = None,
-                      detail: str | None = None) -> None:
-        """Record an action done outside these calls (drain, shutdown, cancel, state reset) for whoever
-        acts now (the door's ``mistersmith.audit.acting``); ``error``: how it failed."""
-        self._audit(action, target, error, detail)
+                      detail: str | None = None, *, outcome: str | None = None) -> None:
+        """Record an action done outside these calls (drain, rebalance, shutdown, state reset, a refused
+        call) for whoever acts now (the door's ``mistersmith.audit.acting``); ``error``: how it failed,
+        or ``outcome``: what to record instead (``forbidden``)."""
+        self._audit(action, target, error, detail, outcome)
 
 
 def _kind_name(kind: str | type[Agent] | None) -> str | None:
@@ -137,8 +139,3 @@ def _kind_name(kind: str | type[Agent] | None) -> str | None:
         return kind
     return kind.kind or kind.__name__
 
-
-class _NotRunning(Exception):
-    """A cancel that found nothing to cancel (the command had finished): recorded as ``not_running``."""
-
-    code = "not_running"

@@ -61,9 +61,5 @@ def record_refusal(runtime: Runtime, tool: str, arguments: dict[str, object]) ->
         return
     target = arguments.get("agent_id")
     detail = arguments.get("command") if action == "command" else arguments.get("kind")
-    runtime.record_action(action, target if isinstance(target, str) else "", _Forbidden(),
-                          detail if isinstance(detail, str) else None)
-
-
-class _Forbidden(Exception):
-    code = "forbidden"
+    runtime.record_action(action, target if isinstance(target, str) else "",
+                          detail=detail if isinstance(detail, str) else None, outcome="forbidden")

@@ -293,6 +293,7 @@ class McpEndpoint:
     def _answer(message: Message, result: dict[str, Any] | None, error: RpcError | None,
                 *, modern: bool) -> tuple[bytes, int]:
         """A request's JSON-RPC response body and its HTTP status, in its era's shape."""
+        assert message.id is not None
         if error is not None:
             status = _MODERN_STATUS.get(error.code, 200) if modern else 200
             return encode_error(message.id, error.code, error.message, error.data), status

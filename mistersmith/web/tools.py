@@ -130,7 +130,7 @@ async def call_tool(tools: dict[str, Tool], backends: Backends, params: dict[str
 
 
 async def _spawn_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
-    options = {"durable": a["durable"]} if "durable" in a else {}
+    options = {k: a[k] for k in ("durable", "idle_timeout_s") if k in a}
     agent_id = await b.runtime.aspawn(a["kind"], a.get("agent_id"), a.get("config"), a.get("restart"),
                                       a.get("supervisor", "root"), **options)
     return {"agent_id": agent_id, "agent": b.runtime.get_agent(agent_id)}
@@ -286,10 +286,12 @@ _TASK = obj({"task_id": {"type": "string"}, "status": {"type": "string"}}, ("tas
 TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("spawn_agent", "Spawn an agent",
          "Start an agent of a registered kind under a supervisor (root by default); returns once it is up. "
-         "durable: keep its state across restarts (default: its kind decides).",
+         "durable: keep its state across restarts (default: its kind decides). idle_timeout_s: a command that "
+         "reports no progress for that long fails with timeout (default: its kind decides).",
          obj({"kind": ID, "agent_id": ID, "config": {"type": "object"},
               "restart": {"type": "string", "enum": list(RESTARTS)},
-              "supervisor": {"type": "string", "minLength": 1}, "durable": {"type": "boolean"}}, ("kind",)),
+              "supervisor": {"type": "string", "minLength": 1}, "durable": {"type": "boolean"},
+              "idle_timeout_s": {"type": "number", "exclusiveMinimum": 0}}, ("kind",)),
          obj({"agent_id": {"type": "string"}, "agent": AGENT}, ("agent_id", "agent")), _spawn_agent),
     Tool("stop_agent", "Stop an agent", "Stop an agent for good (within its shutdown bound) and forget it.",
          _AGENT_ID, obj({"agent_id": {"type": "string"}, "stopped": {"type": "boolean"}}, ("agent_id", "stopped")),
@@ -315,7 +317,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
          obj({}), obj({"node_id": {"type": "string"}, "tree": {"type": "object"}}, ("node_id", "tree")),
          _supervision_tree, read_only=True),
     Tool("send_command", "Send a command",
-         "Send a command to an agent and wait for its result (at most timeout_s, default 10).",
+         "Send a command to an agent and wait for its result (at most timeout_s, default 10). With "
+         "_meta.progressToken, the agent's progress comes as notifications/progress; cancelling the request "
+         "cancels the command in the agent.",
          obj({"agent_id": ID, "command": {"type": "string", "minLength": 1, "maxLength": 128},
               "payload": {"type": "object"},
               "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_COMMAND_TIMEOUT_S}},

@@ -7,8 +7,12 @@ import threading
 import time
 
 import pytest
-from conftest import TOKEN, artifact, off, sign_in, stop_all, url_of
-from playwright.sync_api import Page, expect
+from _console import SKIP_REASON, TOKEN, artifact, off, sign_in, stop_all, url_of
+
+if SKIP_REASON is not None:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+
+from playwright.sync_api import Page, expect  # noqa: E402
 
 from mistersmith import Backoff
 from mistersmith.node import Node
