@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from mistersmith import tracing
+
 __all__ = [
     "EVENT_TYPES",
     "EventBus",
@@ -77,6 +79,8 @@ class SupervisionEvent:
     reason: str | None = None
     restart_count: int = 0
     data: Mapping[str, Any] = field(default_factory=dict)
+    trace_id: str | None = None
+    """The trace of the request that caused it (32 hex digits), when tracing is on and one did."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (UUID and time as strings)."""
@@ -92,6 +96,7 @@ class SupervisionEvent:
             "reason": self.reason,
             "restart_count": self.restart_count,
             "data": dict(self.data),
+            "trace_id": self.trace_id,
         }
 
     @classmethod
@@ -109,6 +114,7 @@ class SupervisionEvent:
             reason=raw.get("reason"),
             restart_count=int(raw.get("restart_count", 0)),
             data=dict(raw.get("data") or {}),
+            trace_id=raw.get("trace_id"),
         )
 
 
@@ -306,6 +312,7 @@ class EventBus:
         nothing outside the process observes an event a crash could lose.
         """
         event_id = uuid.uuid4()  # a syscall: outside the lock
+        trace_id = tracing.current_trace_id() if tracing.enabled else None
         with self._lock:
             event = SupervisionEvent(
                 event_id=event_id,
@@ -319,14 +326,21 @@ class EventBus:
                 reason=reason,
                 restart_count=restart_count,
                 data=data or {},
+                trace_id=trace_id,
             )
             self._next_seq += 1
             sinks = self._sinks
             for sink in sinks:
                 sink.write(event)
         try:
-            for sink in sinks:
-                sink.sync(event)
+            if tracing.enabled:
+                with tracing.span("journal.commit", attributes={"mistersmith.event_type": event_type,
+                                                                "mistersmith.seq": event.seq}):
+                    for sink in sinks:
+                        sink.sync(event)
+            else:
+                for sink in sinks:
+                    sink.sync(event)
         finally:
             self._deliver(event)
         logger.debug(

@@ -6,24 +6,40 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cli"))
-from _cli_helpers import call as cli  # noqa: E402
-
-from mistersmith.config import load_settings  # noqa: E402
-from mistersmith.node import Node  # noqa: E402
-from mistersmith.tokens import mint  # noqa: E402
+from mistersmith.cli import main
+from mistersmith.config import load_settings
+from mistersmith.node import Node
+from mistersmith.tokens import mint
 
 OPS_TOKEN, OPS = mint("ops", ["control", "command", "read"])
 AUDITOR_TOKEN, AUDITOR = mint("auditor", ["admin"])
+
+
+@dataclass
+class _Ran:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> _Ran:
+    """``mistersmith ARGS`` in this process: its exit code and what it printed."""
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return _Ran(code, captured.out, captured.err)
 
 
 def _tool(url: str, token: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ _ALLOW_PRUNE = sql.SQL("SET LOCAL mistersmith.audit_prune = 'on'")
 def encode_audit_line(entry: Any) -> bytes:
     """One ``COPY`` text line of an ``AuditEntry``, in ``AUDIT_COLUMNS`` order."""
     assert isinstance(entry, AuditEntry)
-    fields = (str(entry.audit_id), entry.at.isoformat(), entry.node_id, entry.actor, entry.door, entry.action,
+    audit_id = entry.audit_id if entry.audit_id is not None else uuid.uuid4()  # drawn once: the line is what ships
+    fields = (str(audit_id), entry.at.isoformat(), entry.node_id, entry.actor, entry.door, entry.action,
               entry.target, entry.outcome, entry.detail, entry.trace_id)
     return ("\t".join(_text(f) for f in fields) + "\n").encode("utf-8", "replace")
 
