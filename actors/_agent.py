@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import pykka
 from pykka import messages as pykka_messages
 
+from mistersmith import tracing
 from mistersmith.errors import (
     AgentFailedError,
     CommandTimeoutError,
@@ -141,6 +142,7 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         self._idle_seen: float | None = None  # the _progress_at the watchdog last reported as idle
         self._busy_command: str | None = None
         self._order: Order | None = None  # the command running now (``_cancel``)
+        self._settled_error: MisterSmithError | None = None  # what the last command answered with (its span's)
         self._progress_at: float | None = None  # when the running command last reported progress
         self._reply: ReplySlot | None = None
         self._stop_exit: Exit | None = None
@@ -249,7 +251,9 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
             if self._abandoned:  # on_start outlived start_timeout_s: never serve the mailbox
                 return Exit.crash("abandoned")
             self.lifecycle = AgentState.PAUSED if ctx.paused else AgentState.IDLE
-        ctx.emit("restarted" if ctx.restart_count else "started", None, dict(ctx.start_data))
+        with tracing.resumed(ctx.cause):  # a restart after a crash joins that crash's trace
+            ctx.emit("restarted" if ctx.restart_count else "started", None, dict(ctx.start_data))
+        ctx.cause = None
         self.started.set()
         exit_ = self._run() if self.concurrency <= 1 else self._run_concurrently()
         if self._abandoned:
@@ -297,12 +301,14 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         if order.deadline is not None:
             self.mailbox.waiting.discard(envelope)
             if order.late:  # its caller was told `restarting` while the agent backed off
+                tracing.finish(order.trace, "restarting")
                 return False
             if order.deadline <= self._now():  # its caller gave up: never start it
                 deliver(envelope.reply_to, error=CommandTimeoutError(self.agent_id, order.name, 0.0))
                 order.stopped = TimeoutError()
         if order.stopped is not None:  # cancelled while it was queued; its caller knows
             untrack(self.mailbox, envelope)
+            tracing.finish(order.trace, "cancelled" if isinstance(order.stopped, MisterSmithError) else "timeout")
             return False
         return True
 
@@ -322,8 +328,19 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         return spec
 
     def _handle_command(self, cmd: Order, reply: ReplySlot | None) -> Exit | None:
+        if cmd.trace is not None:  # its span is current while it runs: the handler's own spans nest under it
+            token = tracing.attach(cmd.trace)
+            cmd.trace.add_event("started")
+            try:
+                return self._handle_command_now(cmd, reply)
+            finally:
+                tracing.detach(token)
+        return self._handle_command_now(cmd, reply)
+
+    def _handle_command_now(self, cmd: Order, reply: ReplySlot | None) -> Exit | None:
         spec = self._command_spec(cmd, reply)
         if spec is None or not self._begin_order(cmd):
+            tracing.finish(cmd.trace, "refused")
             return None
         self._reply = reply
         self._busy_command = cmd.name
@@ -368,6 +385,16 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
     def _settle(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
                 expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None:
         """Answer a handler's outcome (a durable agent commits first); an ``Exit`` if it crashed."""
+        exit_ = self._settle_outcome(reply, command, order, result, expected, crash)
+        if order is not None and order.trace is not None:
+            error = exit_.exception if exit_ is not None else self._settled_error
+            tracing.finish(order.trace, exit_.kind if exit_ is not None else error.code if error is not None else "ok",
+                           error)
+        return exit_
+
+    def _settle_outcome(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
+                        expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None:
+        self._settled_error = None
         if crash is not None and isinstance(crash, CancelledError):
             if self._stop_restarting is not None:  # cancelled by a stop: the incarnation stops
                 expected, crash, self._crash_info = self._stopped_error(), None, None
@@ -378,15 +405,17 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         if crash is None and self._durable is not None:
             expected, ended = self._settle_state(expected)  # durable before the reply leaves
             if ended is not None:
+                self._settled_error = expected
                 deliver(reply, error=expected)
                 return ended
         if crash is None:
+            self._settled_error = expected
             if expected is not None and reply is None:
                 logger.info("agent %s: %s (no reply subject)", self.agent_id, expected)
             deliver(reply, result, expected)
             return None
         what = "message" if command is None else f"command {command!r}"
-        exit_ = Exit.crash(f"{what} raised {crash!r}", crash)
+        exit_ = Exit.crash(f"{what} raised {crash!r}", crash, tracing.current_context())
         logger.error(
             "agent %s crashed: %s", self.agent_id, exit_.detail,
             exc_info=self._crash_info, extra={"agent_id": self.agent_id},

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import messages as pykka_messages
 
+from mistersmith import tracing
 from mistersmith.errors import CommandTimeoutError, MisterSmithError
 
 from ._aio import ANYTHING, IncarnationLoop
@@ -158,6 +159,9 @@ class ConcurrentRun:
 
     async def _run_slot(self, slot: Slot, fn: Callable[..., Any], shape: str, kwargs: Mapping[str, Any]) -> None:
         token = RUNNING.set(slot)
+        traced = tracing.attach(slot.order.trace)  # this task's own context: the handler's spans nest under it
+        if slot.order.trace is not None:
+            slot.order.trace.add_event("started")
         expected: MisterSmithError | None = None
         crash: BaseException | None = None
         result: Any = None
@@ -180,6 +184,12 @@ class ConcurrentRun:
                 self._crash_info = sys.exc_info()
         finally:
             RUNNING.reset(token)
+        try:
+            self._end_slot(slot, result, expected, crash)
+        finally:
+            tracing.detach(traced)
+
+    def _end_slot(self, slot: Slot, result: Any, expected: MisterSmithError | None, crash: BaseException | None) -> None:
         assert self._slots is not None
         with self._lock:
             self._slots.pop(slot.order, None)

@@ -79,6 +79,8 @@ class AgentContext:
     shutdown_s: float | None = None
     """How long a cancelled hung async handler may take to end before its thread counts as leaked
     (its spec's ``shutdown_s``; None: not waited for)."""
+    cause: Any = None
+    """The trace context of the crash that ends the current incarnation, for the next one's ``restarted``."""
     gone: Callable[[str], Exception] = UnknownAgentError
     """What a caller of this agent is told once no incarnation will answer it (the supervisors'
     dead-letter answer: ``unknown_agent``, ``closed`` while the tree goes down...)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import _thread
 import queue
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -58,7 +58,7 @@ class Order:
     stops waiting (``deadline``, on the runtime's clock; None for a tell) and the
     caller's ``correlation_id``, by which it may be cancelled (``_cancel``)."""
 
-    __slots__ = ("correlation_id", "deadline", "late", "name", "payload", "stopped")
+    __slots__ = ("correlation_id", "deadline", "late", "name", "payload", "stopped", "trace")
 
     def __init__(self, name: str, payload: Mapping[str, Any], deadline: float | None = None,
                  correlation_id: str | None = None) -> None:
@@ -68,6 +68,7 @@ class Order:
         self.correlation_id = correlation_id
         self.late = False  # answered `restarting` before any incarnation took it: never run
         self.stopped: BaseException | None = None  # cancelled (or its caller gave up): what its caller was told
+        self.trace: Any = None  # its ``agent.command`` span, from queued to finished (``mistersmith.tracing``)
 
     def __repr__(self) -> str:
         return f"Order({self.name!r})"
@@ -86,6 +87,8 @@ class Exit:
     kind: str
     detail: str = ""
     exception: BaseException | None = None
+    trace: Any = field(default=None, compare=False, repr=False)
+    """The trace context of the command that crashed it (the supervisor's events carry its trace id)."""
 
     @property
     def is_crash(self) -> bool:
@@ -103,8 +106,8 @@ class Exit:
         return cls("shutdown", detail)
 
     @classmethod
-    def crash(cls, detail: str, exception: BaseException | None = None) -> Exit:
-        return cls("crash", detail, exception)
+    def crash(cls, detail: str, exception: BaseException | None = None, trace: Any = None) -> Exit:
+        return cls("crash", detail, exception, trace)
 
 
 class StopRequest:

@@ -57,6 +57,7 @@ __all__ = [
     "current_context",
     "current_trace_id",
     "detach",
+    "disable",
     "enabled",
     "extract",
     "finish",
@@ -77,6 +78,7 @@ enabled = False
 _tracer: trace.Tracer | None = None
 _provider: TracerProvider | None = None
 _propagator = TraceContextTextMapPropagator()
+_exporters: set[int] = set()
 _OTLP_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
@@ -111,11 +113,19 @@ def configure_exporter(exporter: SpanExporter, *, service_name: str = "mistersmi
         provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get(
             "OTEL_SERVICE_NAME", service_name)}))
         trace.set_tracer_provider(provider)
-    provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+    if id(exporter) not in _exporters:  # configured again with the same exporter (a test): once is enough
+        _exporters.add(id(exporter))
+        provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("mistersmith")
     enabled = True
     return True
+
+
+def disable() -> None:
+    """Stop making spans (the provider and its exporters stay, for a later ``configure``)."""
+    global enabled, _tracer
+    enabled, _tracer = False, None
 
 
 def shutdown() -> None:

@@ -35,6 +35,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from mistersmith import tracing
 from mistersmith.actors import Agent, AgentContext, Exit, Letter, ReplySlot, deliver
 from mistersmith.errors import AgentExistsError, RestartingError, StartError
 
@@ -183,6 +184,11 @@ class Supervisor(RuntimeRequests, Agent):
         """One message, in the supervisor's own thread; what a request raises goes to its caller."""
         kind = type(message)
         if kind is ChildExit:
+            trace = message.exit.trace
+            message.incarnation.context.cause = trace  # the next incarnation's `restarted` joins the crash's trace
+            if trace is not None:  # what it causes here (restart_scheduled, escalated) joins its trace too
+                with tracing.resumed(trace):
+                    return self._child_exited(message.incarnation, message.exit)
             return self._child_exited(message.incarnation, message.exit)
         if kind is RestartDue:
             return self._restart_due(message)

@@ -16,6 +16,7 @@ RUNTIME_FIGURES = {"ask_p50", "send_throughput", "restart_p50", "spawn_rate", "p
 STATE_FIGURES = {"durable_ask_p50", "durable_ask_p50_abs", "commit_throughput", "effect_overhead_p50",
                  "write_ahead_p50", "recovery_s"}
 CLUSTER_FIGURES = {"lease_load_commits_s", "route_hop_p50", "failover_s", "drain_s", "drain_failed"}
+LLM_FIGURES = {"async_ask_p50", "cancel_p50", "agents_nap_s", "progress_rate", "nats_cancel_p50"}
 
 
 def test_runtime_suite_quick_json_has_every_figure() -> None:
@@ -38,6 +39,27 @@ def test_runtime_suite_quick_json_has_every_figure() -> None:
         assert figure["target"]["op"] in ("<=", ">="), key
     assert figures["restart_p50"]["extra"]["p99"] >= figures["restart_p50"]["ours"]
     assert "[bench runtime]" in done.stderr  # progress lines
+
+
+def test_llm_suite_quick_json_has_every_figure_each_with_its_baseline() -> None:
+    done = subprocess.run(  # a nats-server and a serving process: ~5 s
+        [sys.executable, "-m", "mistersmith.bench", "llm", "--quick", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = {f["key"]: f for f in json.loads(done.stdout)["figures"]}
+    assert set(figures) == LLM_FIGURES
+    for key, figure in figures.items():
+        assert figure["suite"] == "llm", key
+        assert figure["ours"] > 0 and figure["baseline"] > 0, key
+        assert figure["passed"] in (True, False), key
+    assert figures["async_ask_p50"]["target"] == {"op": "<=", "value": 1.5, "relative": True}
+    assert figures["cancel_p50"]["extra"]["restarts"] == 0  # a cancel is no crash
+    assert figures["agents_nap_s"]["extra"]["agents"] == 50
+    assert figures["agents_nap_s"]["ours"] >= 0.2  # every agent awaited its 0.2 s
+    assert figures["progress_rate"]["extra"]["delivered"] == "500-500 of 500"
+    assert figures["nats_cancel_p50"]["extra"]["cancels"] == 10
+    assert "[bench llm]" in done.stderr
 
 
 def test_state_suite_quick_json_has_every_figure(pg_admin: str) -> None:

@@ -44,6 +44,7 @@ events = st.builds(
     reason=st.none() | st.text(),
     restart_count=st.integers(0, 10_000),
     data=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+    trace_id=st.none() | st.text("0123456789abcdef", min_size=32, max_size=32),
 )
 
 
@@ -77,6 +78,7 @@ def test_to_dict_is_json_shaped() -> None:
         "reason": "boom",
         "restart_count": 2,
         "data": {"command": "x"},
+        "trace_id": None,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.seq = 8  # type: ignore[misc]

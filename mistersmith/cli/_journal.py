@@ -87,6 +87,8 @@ def event_line(event: SupervisionEvent) -> str:
         line += f"  restarts={event.restart_count}"
     if event.reason:
         line += f"  {event.reason}"
+    if event.trace_id:
+        line += f"  trace={event.trace_id}"
     return line.rstrip()
 
 
@@ -197,8 +199,12 @@ def run_replay(args: argparse.Namespace, out: Output) -> int:
     at = parse_bound(args.at, "--at")
     since, until = parse_bound(args.since, "--since"), parse_bound(args.until, "--until")
     types = _types(args.type)
-    if at is not None and (args.follow or since is not None or until is not None or types is not None):
-        raise usage("--at prints the tree at one moment; it does not combine with --follow, --since, --until or --type")
+    if at is not None and (args.follow or since is not None or until is not None or types is not None or args.trace):
+        raise usage("--at prints the tree at one moment; it does not combine with --follow, --since, --until, "
+                    "--type or --trace")
+    trace = args.trace.strip().lower() if args.trace else None
+    if trace is not None and (len(trace) != 32 or any(c not in "0123456789abcdef" for c in trace)):
+        raise usage(f"--trace {args.trace!r}: use a W3C trace id, 32 hex digits (the middle part of a traceparent)")
     if args.limit is not None and args.limit < 1:
         raise usage(f"--limit {args.limit}: use a count >= 1")
     if args.states:
@@ -208,7 +214,8 @@ def run_replay(args: argparse.Namespace, out: Output) -> int:
         if at is not None:
             return _print_tree_at(args, out, _tree_at(conninfo, at, args.node))
         versions = _state_versions(conninfo, where, settings, args, since, until) if args.states else []
-        filters = ReplayFilter(agent_id=args.agent, node_id=args.node, since=since, until=until, event_types=types)
+        filters = ReplayFilter(agent_id=args.agent, node_id=args.node, since=since, until=until, event_types=types,
+                               trace_id=trace)
         replay = Replay(conninfo, filters, follow=args.follow, poll_s=0.5)
         events = iter(replay)
         count = 0

@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--node", metavar="NODE", help="only this node's events")
     replay.add_argument("--type", metavar="TYPE", action="append",
                         help="only these event types (repeatable or comma-separated)")
+    replay.add_argument("--trace", metavar="ID", help="only what one request caused: its trace id (32 hex digits)")
     replay.add_argument("--since", metavar="WHEN", help="from a seq, an ISO 8601 time, or a duration ago (10m)")
     replay.add_argument("--until", metavar="WHEN", help="up to a seq or a time (inclusive)")
     replay.add_argument("--limit", metavar="N", type=int, help="stop after N events")

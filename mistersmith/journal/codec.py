@@ -28,6 +28,7 @@ __all__ = [
     "COLUMNS",
     "SELECT_COLUMNS",
     "JournalLine",
+    "current_line",
     "decode_line",
     "encode_data",
     "encode_line",
@@ -47,6 +48,7 @@ COLUMNS: tuple[str, ...] = (
     "reason",
     "restart_count",
     "data",
+    "trace_id",
 )
 # What replay selects, in the order ``event_from_row`` reads.
 SELECT_COLUMNS: tuple[str, ...] = (
@@ -61,6 +63,7 @@ SELECT_COLUMNS: tuple[str, ...] = (
     "reason",
     "restart_count",
     "data",
+    "trace_id",
 )
 
 _NULL = "\\N"
@@ -118,7 +121,13 @@ def encode_line(event: SupervisionEvent) -> bytes:
             str(event.restart_count),
         )
     )
-    return b"".join((head.encode("utf-8", "replace"), b"\t", data, b"\n"))
+    return b"".join((head.encode("utf-8", "replace"), b"\t", data, b"\t",
+                     _text(event.trace_id).encode("utf-8", "replace"), b"\n"))
+
+
+def current_line(line: bytes) -> bytes:
+    """A spooled line in today's shape: one written before events had a trace id gets a NULL one."""
+    return line if line.count(b"\t") == len(COLUMNS) - 1 else line[:-1] + b"\t\\N\n"
 
 
 def _unescape(raw: bytes) -> str:
@@ -140,6 +149,7 @@ def decode_line(line: bytes, seq: int | None = None) -> SupervisionEvent:
         reason=view.reason,
         restart_count=view.restart_count,
         data=view.data,
+        trace_id=view.trace_id,
     )
 
 
@@ -152,10 +162,12 @@ class JournalLine:
     """
 
     __slots__ = ("_data", "_event_id", "agent_id", "event_type", "kind", "node_id", "node_seq", "occurred_at",
-                 "reason", "restart_count", "seq", "supervisor")
+                 "reason", "restart_count", "seq", "supervisor", "trace_id")
 
     def __init__(self, line: bytes) -> None:
         fields = line.rstrip(b"\n").split(b"\t")
+        if len(fields) == len(COLUMNS) - 1:  # spooled before events had a trace id
+            fields.append(b"\\N")
         if len(fields) != len(COLUMNS):
             raise ValueError(f"a journal line has {len(COLUMNS)} fields, this one {len(fields)}: {line[:200]!r}")
         node_id, supervisor, agent_id, kind, event_type, reason = [
@@ -173,6 +185,7 @@ class JournalLine:
         self.reason = reason
         self.restart_count = int(fields[9])
         self._data: bytes | dict[str, Any] = fields[10]
+        self.trace_id = None if fields[11] == b"\\N" else fields[11].decode("ascii", "replace")
 
     @property
     def event_id(self) -> str:
@@ -206,4 +219,5 @@ def event_from_row(row: Sequence[Any]) -> SupervisionEvent:
         reason=row[8],
         restart_count=row[9],
         data=row[10],
+        trace_id=row[11],
     )

@@ -33,7 +33,7 @@ from psycopg.copy import QueuedLibpqWriter
 from mistersmith.history import Projection
 from mistersmith.supervisors import SupervisionEvent
 
-from .codec import COLUMNS, JournalLine
+from .codec import COLUMNS, JournalLine, current_line
 from .registry import delete_records, load_node, upsert_records
 
 __all__ = ["APPEND_LOCK_KEY", "NOTIFY_CHANNEL", "BatchInsert", "Duplicate"]
@@ -48,7 +48,7 @@ _STAGE = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS ms_journal_stage ("
     " ord bigint GENERATED ALWAYS AS IDENTITY, event_id uuid, occurred_at timestamptz, node_id text,"
     " node_seq bigint, supervisor text, agent_id text, kind text, event_type text, reason text,"
-    " restart_count integer, data jsonb) ON COMMIT DELETE ROWS"
+    " restart_count integer, data jsonb, trace_id text) ON COMMIT DELETE ROWS"
 )
 _COPY_STAGE = sql.SQL("COPY ms_journal_stage ({}) FROM STDIN").format(_COLS)
 # Events already journaled (re-shipped after a crash) are filtered out *before* the insert: an
@@ -84,6 +84,8 @@ class BatchInsert:
     def ship(self, conn: psycopg.Connection[Any], lines: list[bytes], metas: list[object], careful: bool) -> int:
         """Insert ``lines`` (``metas``: their events where still in memory) in one transaction;
         how many were new (the others were in the journal already)."""
+        if None in metas:  # read back from the spool's files: maybe written before a column was added
+            lines = [current_line(line) if meta is None else line for line, meta in zip(lines, metas)]
         try:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(_LOCK, (APPEND_LOCK_KEY,))

@@ -78,10 +78,15 @@ class ReplayFilter:
     since: Bound | None = None
     until: Bound | None = None
     event_types: tuple[str, ...] | None = None
+    trace_id: str | None = None
+    """Only the events one request caused (its W3C trace id, 32 hex digits)."""
 
     def __post_init__(self) -> None:
         _check_bound("since", self.since)
         _check_bound("until", self.until)
+        if self.trace_id is not None and not (isinstance(self.trace_id, str) and len(self.trace_id) == 32
+                                              and all(c in "0123456789abcdef" for c in self.trace_id)):
+            raise SpecError(None, "trace_id", self.trace_id, "use a W3C trace id: 32 lowercase hex digits")
         if self.event_types is not None:
             unknown = sorted(set(self.event_types) - set(EVENT_TYPES))
             if unknown:
@@ -91,7 +96,8 @@ class ReplayFilter:
         """The SELECT (ordered by seq) and its parameters."""
         where: list[sql.Composable] = []
         params: list[Any] = []
-        for column, value in (("agent_id", self.agent_id), ("supervisor", self.supervisor), ("node_id", self.node_id)):
+        for column, value in (("agent_id", self.agent_id), ("supervisor", self.supervisor), ("node_id", self.node_id),
+                              ("trace_id", self.trace_id)):
             if value is not None:
                 where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
                 params.append(value)

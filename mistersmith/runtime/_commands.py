@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mistersmith.actors import Letter, Order, ThreadReply, ThreadStream, cancel_letter
+from mistersmith import tracing
 from mistersmith.crossing import LoopReply, LoopStream, forbid_blocking
 from mistersmith.errors import (
     CommandCancelledError,
@@ -61,7 +62,12 @@ class Commands(RuntimeBase):
             if mailbox.depth() >= getattr(child.spec, "stash_limit", 0) or (
                     timeout_s is not None and retry is not None and retry >= timeout_s):
                 raise RestartingError(agent_id, retry)
-        letter = Letter(Order(command, payload, deadline, correlation_id), reply)
+        order = Order(command, payload, deadline, correlation_id)
+        if tracing.enabled:
+            order.trace = tracing.start(f"agent.command {command}", attributes={
+                "mistersmith.agent_id": agent_id, "mistersmith.kind": child.context.kind,
+                "mistersmith.command": command})
+        letter = Letter(order, reply)
         if deadline is not None:
             mailbox.waiting.add(letter)  # before it is queued: the agent may take it at once
         if correlation_id is not None:
@@ -71,6 +77,7 @@ class Commands(RuntimeBase):
             mailbox.tracked.pop(correlation_id, None)  # type: ignore[arg-type]
             self.system.counters.add("mailbox_full")
             self._dead_letter(agent_id, command, f"mailbox full ({mailbox.limit})")
+            tracing.finish(order.trace, "mailbox_full")
             raise MailboxFullError(agent_id, mailbox.limit)
         if mailbox.closed:  # stopped while we queued: answer it as a dead letter
             self.system.dead_letters(agent_id, mailbox.drain())

@@ -21,7 +21,7 @@ from mistersmith.config import load_settings
 from mistersmith.node import Node
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: its running loop would refuse other tests' blocking calls
 def browser() -> Iterator[Any]:
     if SKIP_REASON is not None:
         pytest.skip(SKIP_REASON)
