@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mistersmith import tracing
 from mistersmith.errors import CommandError, FencedError, MisterSmithError, SpecError, StateUnavailableError
 from mistersmith.state.codec import decode_state, encode_state
 from mistersmith.state.store import StateStore
@@ -104,8 +105,18 @@ class Durability:
         if data == self._committed:
             return False
         opts = self.options
-        self._guard(lambda: opts.store.commit(self.agent_id, self.epoch, self.version + 1, data, node_id=opts.node_id,
-                                              keep=opts.history, timeout_s=opts.timeout_s))
+
+        def write() -> None:
+            self._guard(lambda: opts.store.commit(self.agent_id, self.epoch, self.version + 1, data,
+                                                  node_id=opts.node_id, keep=opts.history, timeout_s=opts.timeout_s))
+
+        if tracing.enabled:
+            with tracing.span("state.commit", attributes={"mistersmith.agent_id": self.agent_id,
+                                                          "mistersmith.state_version": self.version + 1,
+                                                          "mistersmith.state_bytes": len(data)}):
+                write()
+        else:
+            write()
         self.version += 1
         self._committed = data
         return True
@@ -225,6 +236,9 @@ class DurableMethods:
         in an async handler or hook use ``await self.aeffect(...)``, as ``effect`` cannot wait
         there (it raises ``SpecError`` saying so).
         """
+        if tracing.enabled:
+            with tracing.span("state.effect", attributes={"mistersmith.effect_key": key}):
+                return self._durability().effect(key, fn, args, kwargs, self._await_here)
         return self._durability().effect(key, fn, args, kwargs, self._await_here)
 
     async def aeffect(self, key: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -233,6 +247,9 @@ class DurableMethods:
         The same rules; an async ``fn`` is awaited on this incarnation's loop. Recording the
         result is a durable write in this thread, as ``commit()`` is (the loop waits for it).
         """
+        if tracing.enabled:
+            with tracing.span("state.effect", attributes={"mistersmith.effect_key": key}):
+                return await self._durability().aeffect(key, fn, args, kwargs)
         return await self._durability().aeffect(key, fn, args, kwargs)
 
     def _durability(self) -> Durability:

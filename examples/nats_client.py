@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -47,8 +48,12 @@ def start_node(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
 
 
 async def ask(nc: Client, subject: str, body: dict[str, Any]) -> dict[str, Any]:
-    """One request; the reply is {"ok": true, "result": ...} or {"ok": false, "error": {...}}."""
-    msg = await nc.request(subject, json.dumps(body).encode(), timeout=10)
+    """One request; the reply is {"ok": true, "result": ...} or {"ok": false, "error": {...}}.
+
+    It carries a W3C ``traceparent`` (a fresh trace here; a traced program sends its current span's):
+    what the command causes is recorded with that trace id (``mistersmith replay --trace ID``)."""
+    traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    msg = await nc.request(subject, json.dumps(body).encode(), timeout=10, headers={"traceparent": traceparent})
     reply: dict[str, Any] = json.loads(msg.data)
     return reply
 

@@ -277,6 +277,9 @@ SETTINGS: tuple[Setting, ...] = (
        "each task on an agent of its pool (task-KIND-..., under supervisor tasks, up to this many per kind)"),
     _s("tasks.replicas", 1, _count, "replicas of the task streams (up to the NATS cluster's size: 3 keeps every "
        "task through the loss of one nats-server)"),
+    _s("tracing.exporter", "none", _choice("none", "console", "otlp"), "OpenTelemetry traces: none (off, unless "
+       "OTEL_EXPORTER_OTLP_ENDPOINT is set: then otlp), console (print spans, for local debugging) or otlp "
+       "(http/protobuf, configured by the standard OTEL_EXPORTER_OTLP_* variables)"),
     _s("logging.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "log level"),
     _s("logging.format", "pretty", _choice("pretty", "json"), "log format"),
 )

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import orjson
 
+from mistersmith import tracing
 from mistersmith.actors import Agent
 from mistersmith.bridge import Bridge, TaskOptions, serve_pools
 from mistersmith.bridge.connection import ConnectionStats, ConnectOptions, connect
@@ -170,6 +171,8 @@ class Node:
     def _start(self) -> None:
         s = self.settings
         kinds = served_kinds(s, self._kinds)  # a bad node.kinds stops the node before anything starts
+        if tracing.configure(s["tracing.exporter"]):  # off by default (and then it costs nothing)
+            self._undo.append(("tracing", tracing.shutdown))
         if self._umask is None:
             self._umask = os.umask(UMASK)  # while the node runs, what it creates is its user's alone
         created = make_private_dirs(self.data_dir)
@@ -279,7 +282,8 @@ class Node:
 
         backends = Backends(
             runtime, history=_JournalHistory(journal), discoveries=hub, tasks=bridge.task_tracker, nats=bridge,
-            cluster=door, timeline=JournalTimeline(journal), audit=PgAuditTrail(journal.pool), health={"nats": self._nats_health, "database": self._database_health},
+            cluster=door, timeline=JournalTimeline(journal), audit=PgAuditTrail(journal.pool), remote=bridge.remote,
+            health={"nats": self._nats_health, "database": self._database_health},
         )
         web = WebConfig.from_env(
             {}, host=s["http.host"], port=s["http.port"], api_token=s["http.api_token"], tokens=s["auth.tokens"],

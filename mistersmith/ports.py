@@ -28,6 +28,7 @@ __all__ = [
     "History",
     "NatsStats",
     "Publish",
+    "RemoteCommands",
     "TaskStore",
     "Tasks",
     "Timeline",
@@ -225,6 +226,21 @@ Raising counts as ``down``. The web bounds each call with a timeout.
 
 
 @runtime_checkable
+class RemoteCommands(Protocol):
+    """Commands to agents this node does not host, over NATS (the bridge's ``RemoteAgents``)."""
+
+    async def remote_ask(self, agent_id: str, command: str, payload: Mapping[str, Any] | None, *, timeout_s: float,
+                         correlation_id: str | None = None,
+                         progress: Callable[[Any, float | None, float | None], None] | None = None) -> Any:
+        """The result from the node that hosts ``agent_id``; raises its error (``RemoteError``), ``unknown_agent``
+        when no node does. ``progress`` (if given) gets each progress item's data, done and total."""
+        ...
+
+    async def remote_cancel(self, agent_id: str, correlation_id: str) -> bool:
+        """Cancel a command sent with ``correlation_id`` on the node that hosts ``agent_id``."""
+        ...
+
+
 class NatsStats(Protocol):
     """The NATS connection's real counters (the bridge)."""
 

@@ -54,6 +54,7 @@ __all__ = [
     "attach",
     "configure",
     "configure_exporter",
+    "context_of",
     "current_context",
     "current_trace_id",
     "detach",
@@ -188,6 +189,11 @@ def attach(span_: Span | None) -> object | None:
 def detach(token: object | None) -> None:
     if token is not None:
         otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def context_of(span_: Span) -> otel_context.Context:
+    """A context whose current span is ``span_`` (the parent of spans made in another task later)."""
+    return trace.set_span_in_context(span_)
 
 
 def current_trace_id() -> str | None:

@@ -106,10 +106,11 @@ def serve(url: str) -> None:
     from mistersmith.crossing import LoopThread
 
     from ._harness import quiet_logs
-    from ._llm_kind import BenchLlm
+    from ._llm_kind import KIND, BenchLlm
 
     with quiet_logs():
         rt = Runtime(node_id="bench-llm-node")
+        rt.register(KIND, BenchLlm)
         loop = LoopThread()
 
         async def start() -> tuple[Any, Any, Bridge]:
@@ -118,7 +119,7 @@ def serve(url: str) -> None:
             nc, stats = await connect(ConnectOptions(servers=(url,), name="bench-node"))
             bridge = Bridge(rt, nc, connection_stats=stats)
             await bridge.start()
-            await bridge.aspawn(BenchLlm, AGENT)
+            await bridge.aspawn(KIND, AGENT)
             await raw.flush()
             return raw, nc, bridge
 
@@ -200,7 +201,7 @@ async def _cancel_once(nc: Any, inbox: _Inbox, ours: bool, cid: str) -> float:
     error = orjson.loads(body).get("error") or {}
     if error.get("code") != "cancelled" or orjson.loads(reply.data)["result"]["cancelled"] is not True:
         raise RuntimeError(f"cancel {cid}: got {body!r} and {reply.data!r}")
-    return (t1 - t0) * 1_000
+    return float(t1 - t0) * 1_000
 
 
 async def _measure(url: str, sizes: NatsSizes, progress: Callable[[str], None]) -> list[Figure]:

@@ -198,9 +198,14 @@ def _cancel_raw(n: int) -> list[float]:
     def entered() -> None:
         pending.append(tasks.get(timeout=ASK_TIMEOUT_S))
 
+    def call(i: int) -> None:
+        asyncio.run_coroutine_threadsafe(forever(), loop).result(ASK_TIMEOUT_S)
+
+    def cancel(i: int) -> None:
+        loop.call_soon_threadsafe(pending.pop().cancel)
+
     try:
-        return _cancel_samples(n, lambda i: asyncio.run_coroutine_threadsafe(forever(), loop).result(ASK_TIMEOUT_S),
-                               entered, lambda i: loop.call_soon_threadsafe(pending.pop().cancel))
+        return _cancel_samples(n, call, entered, cancel)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(ASK_TIMEOUT_S)

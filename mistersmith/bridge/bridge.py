@@ -62,6 +62,7 @@ from mistersmith.supervisors import SupervisionEvent
 
 from . import subjects
 from .commands import CommandRouter
+from .remote import RemoteAgents
 from .connection import ConnectionStats
 from .control import ControlPlane
 from .control_payloads import parse_filters
@@ -159,6 +160,7 @@ class Bridge:
         self.serving = serving
         self._replay_history = replay_history
         self.nc = nc
+        self.remote = RemoteAgents(nc)  # the RemoteCommands port: agents on other nodes
         self.node_id = runtime.node_id
         self.options = options or BridgeOptions()
         self.connection_stats = connection_stats or ConnectionStats()

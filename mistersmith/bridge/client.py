@@ -24,6 +24,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBuffer
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.envelope import RemoteError, decode_reply, encode_json
+from mistersmith import tracing
 from mistersmith.errors import CommandTimeoutError
 from mistersmith.headers import CORRELATION, KIND, KIND_PROGRESS, STREAM, decode_progress, deadline_headers
 
@@ -68,6 +69,8 @@ class AgentClient:
         headers = deadline_headers(timeout_s)
         if traceparent:
             headers[TRACEPARENT] = traceparent
+        else:  # the caller's current span, when this program traces (mistersmith.tracing)
+            tracing.inject(headers)
         if correlation_id:
             headers[CORRELATION] = correlation_id
         return headers

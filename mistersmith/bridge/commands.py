@@ -38,6 +38,7 @@ from nats.aio.subscription import Subscription
 from mistersmith.envelope import EnvelopeError, Reply, decode_command
 from mistersmith.errors import CommandTimeoutError, MisterSmithError, UnknownAgentError
 from mistersmith.headers import CORRELATION, KIND, KIND_PROGRESS, KIND_RESULT, STREAM, caller_timeout_s, encode_progress
+from mistersmith import tracing
 from mistersmith.crossing import LoopStream
 from mistersmith.runtime import Runtime
 
@@ -145,6 +146,12 @@ class CommandRouter:
             return
         cid = envelope.correlation_id if envelope is not None and envelope.correlation_id else headers.get(CORRELATION)
         stream = headers.get(STREAM) == "1"
+        span = traced = None
+        if tracing.enabled:  # the command's own span is made under this one (Runtime._enqueue)
+            span = tracing.start(f"nats.receive {msg.subject}", parent=tracing.extract(headers),
+                                 kind=tracing.SpanKind.CONSUMER, attributes={"messaging.system": "nats",
+                                 "messaging.destination.name": msg.subject, "mistersmith.agent_id": agent_id})
+            traced = tracing.attach(span)
         answer: Any
         try:  # queue now, in arrival order; a task awaits the answer
             with nats_acting(msg.headers):
@@ -156,11 +163,13 @@ class CommandRouter:
         except Exception as exc:
             answer = asyncio.get_running_loop().create_future()
             answer.set_exception(exc)
+        finally:
+            tracing.detach(traced)
         if isinstance(answer, LoopStream):
             self.counters.add("streams_in")
-            self._inflight.spawn(self._stream(msg, agent_id, command, answer))
+            self._inflight.spawn(self._stream(msg, agent_id, command, answer, span))
         else:
-            self._inflight.spawn(self._answer(msg, agent_id, command, answer, trace_headers(msg.headers)))
+            self._inflight.spawn(self._answer(msg, agent_id, command, answer, trace_headers(msg.headers), span))
 
     async def _malformed(self, msg: Msg, exc: Exception) -> None:
         self.counters.add("invalid_in")
@@ -180,7 +189,8 @@ class CommandRouter:
             if isinstance(exc, UnknownAgentError):
                 self._forget_later(agent_id)
 
-    async def _stream(self, msg: Msg, agent_id: str, command: str, stream: LoopStream) -> None:
+    async def _stream(self, msg: Msg, agent_id: str, command: str, stream: LoopStream,
+                      span: tracing.Span | None) -> None:
         """Each progress item on the reply inbox as it comes (``MS-Kind: progress``), then the answer
         (``MS-Kind: result``). An item that is not JSON-compatible is sent as its ``repr``."""
         trace = trace_headers(msg.headers) or {}
@@ -198,10 +208,10 @@ class CommandRouter:
                     self.counters.add("progress_out")
         except Exception:  # the command failed: ``result()`` raises it again, for the answer
             pass
-        await self._answer(msg, agent_id, command, stream.result(), {**trace, KIND: KIND_RESULT})
+        await self._answer(msg, agent_id, command, stream.result(), {**trace, KIND: KIND_RESULT}, span)
 
     async def _answer(self, msg: Msg, agent_id: str, command: str, answer: Awaitable[Any],
-                      headers: dict[str, str] | None) -> None:
+                      headers: dict[str, str] | None, span: tracing.Span | None = None) -> None:
         try:
             result = await answer
         except MisterSmithError as exc:
@@ -210,21 +220,29 @@ class CommandRouter:
             if headers is not None:
                 logger.info("request %r to %s failed: %s (trace %s)", command, agent_id, exc.code,
                             trace_id(headers.get("traceparent")), extra={"agent_id": agent_id})
-            await self._send(msg, Reply.from_exception(exc), headers)
+            await self._send(msg, Reply.from_exception(exc), headers, span)
             return
         except asyncio.CancelledError:
+            tracing.finish(span, "cancelled")
             raise
         except Exception as exc:  # a bug of ours: still answer, never crash the node
             logger.exception("request %r to %s: internal error", command, agent_id)
-            await self._send(msg, Reply.from_exception(exc), headers)
+            await self._send(msg, Reply.from_exception(exc), headers, span)
             return
-        await self._send(msg, Reply.success(result), headers)
+        await self._send(msg, Reply.success(result), headers, span)
 
-    async def _send(self, msg: Msg, reply: Reply, headers: dict[str, str] | None) -> None:
+    async def _send(self, msg: Msg, reply: Reply, headers: dict[str, str] | None,
+                    span: tracing.Span | None = None) -> None:
         if not self._serving():  # the lease was lost while it ran (a frozen process woke up): say nothing
             self.counters.add("not_serving")
+            tracing.finish(span, "not_serving")
             return
-        await self.wire.reply(msg, reply, headers)
+        if span is None:
+            await self.wire.reply(msg, reply, headers)
+            return
+        with tracing.span("nats.reply", parent=tracing.context_of(span), kind=tracing.SpanKind.PRODUCER):
+            await self.wire.reply(msg, reply, headers)
+        tracing.finish(span, "ok" if reply.error is None else reply.error.code)
 
     def _forget_later(self, agent_id: str) -> None:
         """The agent is gone: stop answering for it (no-responders from now on)."""

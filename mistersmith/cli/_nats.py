@@ -24,6 +24,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.bridge.door import CLI_DOOR, DOOR_HEADER
+from mistersmith.bridge.trace import TRACEPARENT, new_traceparent
 from mistersmith.config import Settings
 from mistersmith.envelope import EnvelopeError, RemoteError, decode_reply, encode_json
 from mistersmith.headers import deadline_headers
@@ -96,9 +97,10 @@ async def connected(
 
 def request_headers(timeout_s: float, **more: str) -> dict[str, str]:
     """The headers of a CLI request: how long we wait (``mistersmith.headers``: a restart longer than that is
-    ``restarting`` at once, and a command is never started once we gave up) and that it is the CLI (the audit
+    ``restarting`` at once, and a command is never started once we gave up), a fresh W3C ``traceparent`` (what
+    the request causes carries its trace id: ``mistersmith replay --trace``) and that it is the CLI (the audit
     trail's door: ``mistersmith.bridge.door``)."""
-    return {**deadline_headers(timeout_s), DOOR_HEADER: CLI_DOOR, **more}
+    return {**deadline_headers(timeout_s), TRACEPARENT: new_traceparent(), DOOR_HEADER: CLI_DOOR, **more}
 
 
 def reply_result(data: bytes, subject: str) -> Any:

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from mistersmith import __version__
+from mistersmith import __version__, tracing
 from mistersmith.errors import MisterSmithError
 from mistersmith.subjects import SUBJECT_TEMPLATES
 from mistersmith.timelines import MemoryTimeline
@@ -31,6 +31,7 @@ from .event_stream import SupervisionStream
 from .mcp import HANDSHAKE_VERSIONS, MODERN_VERSIONS, McpEndpoint
 from .metrics import CONTENT_TYPE, Metrics
 from .security import Guard
+from .traced import traced
 from .sessions import SessionStore
 from .sse import DiscoveryStream
 from .tools import TOOLS
@@ -83,6 +84,9 @@ class WebApp:
         self.guard = Guard(self.starlette, config, self.metrics, streams=STREAMS, routes=ROUTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if tracing.enabled and scope["type"] == "http":
+            await traced(self.guard, scope, receive, send)
+            return
         await self.guard(scope, receive, send)
 
     def close_streams(self) -> None:

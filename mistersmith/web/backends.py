@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mistersmith.errors import MisterSmithError
-from mistersmith.ports import AuditTrail, ClusterOps, ComponentCheck, Discoveries, History, NatsStats, Tasks, Timeline
+from mistersmith.ports import (
+    AuditTrail,
+    ClusterOps,
+    ComponentCheck,
+    Discoveries,
+    History,
+    NatsStats,
+    RemoteCommands,
+    Tasks,
+    Timeline,
+)
 from mistersmith.recovery import health as recovery_health
 from mistersmith.runtime import Runtime
 
@@ -51,6 +61,7 @@ class Backends:
     cluster: ClusterOps | None = None
     timeline: Timeline | None = None  # the journal's; None: the Runtime's memory (/events/stream, /ui)
     audit: AuditTrail | None = None
+    remote: RemoteCommands | None = None  # agents on other nodes, over NATS (the bridge)
     health: Mapping[str, ComponentCheck] = field(default_factory=dict)
 
     def need_discoveries(self) -> Discoveries:

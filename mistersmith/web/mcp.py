@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mistersmith import __version__
+from mistersmith import __version__, tracing
 
 from .backends import Backends
 from .jsonrpc import (
@@ -188,7 +188,13 @@ class McpEndpoint:
             return Response(status_code=202)
         modern = self._is_modern(request, message)
         try:
-            if modern:
+            if tracing.enabled:  # its span: the request's _meta.traceparent, else the HTTP request's, is its parent
+                meta = message.params.get("_meta")
+                with tracing.span(f"mcp {message.method if message.method in self._known else 'other'}",
+                                  parent=tracing.extract(meta) if isinstance(meta, dict) else None,
+                                  attributes={"rpc.system": "jsonrpc", "rpc.method": message.method}):
+                    response = await (self._modern(request, message) if modern else self._legacy(request, message))
+            elif modern:
                 response = await self._modern(request, message)
             else:
                 response = await self._legacy(request, message)

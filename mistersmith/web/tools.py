@@ -21,16 +21,18 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from mistersmith.audit import ACTIONS, DOORS
+from mistersmith import tracing
 from mistersmith.discovery import Discovery, DiscoveryFilter
 from mistersmith.errors import MisterSmithError, SpecError
 from mistersmith.supervisors import RESTARTS
 
+from mistersmith.ports import RemoteCommands
 from mistersmith.scopes import tool_refusal
 
 from .backends import Backends, check_health
 from .identity import record_refusal, request_identity
 from .jsonrpc import INVALID_PARAMS, RpcError
-from .tool_calls import current_call
+from .tool_calls import ToolCall, current_call
 from .schemas import (
     AGENT,
     DISCOVERY,
@@ -117,7 +119,11 @@ async def call_tool(tools: dict[str, Tool], backends: Backends, params: dict[str
     if problem is not None:
         return _failure({"code": "invalid_arguments", "message": problem})
     try:
-        structured = await tool.handler(backends, arguments)
+        if tracing.enabled:
+            with tracing.span(f"mcp.tool {name}", attributes={"mistersmith.tool": name}):
+                structured = await tool.handler(backends, arguments)
+        else:
+            structured = await tool.handler(backends, arguments)
     except MisterSmithError as exc:
         return _failure(exc.to_dict())
     except Exception as exc:
@@ -171,6 +177,8 @@ async def _send_command(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
     agent_id, name, timeout = a["agent_id"], a["command"], a.get("timeout_s", 10.0)
     call = current_call()
     cid = call.correlation_id if call is not None else None
+    if b.remote is not None and agent_id not in b.runtime.system.agents:  # on another node: over NATS
+        return {"agent_id": agent_id, "command": name, "result": await _send_remote(b.remote, a, call)}
     try:
         if call is None or not call.wants_progress:
             result = await b.runtime.aask(agent_id, name, a.get("payload"), timeout=timeout, correlation_id=cid)
@@ -187,6 +195,18 @@ async def _send_command(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
             b.runtime.cancel(agent_id, cid)
         raise
     return {"agent_id": agent_id, "command": name, "result": result}
+
+
+async def _send_remote(remote: RemoteCommands, a: dict[str, Any], call: ToolCall | None) -> Any:
+    agent_id, cid = a["agent_id"], call.correlation_id if call is not None else None
+    progress = call.report if call is not None and call.wants_progress else None
+    try:
+        return await remote.remote_ask(agent_id, a["command"], a.get("payload"), timeout_s=a.get("timeout_s", 10.0),
+                                       correlation_id=cid, progress=progress)
+    except asyncio.CancelledError:
+        if cid is not None:
+            await asyncio.shield(remote.remote_cancel(agent_id, cid))
+        raise
 
 
 # -- tasks ------------------------------------------------------------------------------
