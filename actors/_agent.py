@@ -387,9 +387,11 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         """Answer a handler's outcome (a durable agent commits first); an ``Exit`` if it crashed."""
         exit_ = self._settle_outcome(reply, command, order, result, expected, crash)
         if order is not None and order.trace is not None:
-            error = exit_.exception if exit_ is not None else self._settled_error
-            tracing.finish(order.trace, exit_.kind if exit_ is not None else error.code if error is not None else "ok",
-                           error)
+            if exit_ is not None:
+                tracing.finish(order.trace, exit_.kind, exit_.exception)
+            else:
+                answered = self._settled_error
+                tracing.finish(order.trace, answered.code if answered is not None else "ok", answered)
         return exit_
 
     def _settle_outcome(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,

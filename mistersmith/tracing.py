@@ -16,7 +16,7 @@ The spans (names are stable; attributes use the ``mistersmith.`` prefix):
   ``nats.reply`` under it; a request we send (``AgentClient``, the CLI, a
   forward) carries the current context in its ``traceparent`` header;
 - ``agent.command {command}`` (from queued to finished, with a ``started``
-  event, ``mistersmith.agent_id``, ``.kind``, ``.command``, ``.outcome``): the
+  event, ``mistersmith.agent_id``, ``.kind`` and ``.outcome``; the command is in its name): the
   current span inside the handler, so the user's own spans, and an
   instrumented httpx or LLM client's, nest under it;
 - ``journal.commit`` (the wait for an event to be durable), ``state.commit``
@@ -80,6 +80,7 @@ _tracer: trace.Tracer | None = None
 _provider: TracerProvider | None = None
 _propagator = TraceContextTextMapPropagator()
 _exporters: set[int] = set()
+_QUEUE = 65_536
 _OTLP_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
@@ -116,7 +117,7 @@ def configure_exporter(exporter: SpanExporter, *, service_name: str = "mistersmi
         trace.set_tracer_provider(provider)
     if id(exporter) not in _exporters:  # configured again with the same exporter (a test): once is enough
         _exporters.add(id(exporter))
-        provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+        provider.add_span_processor(_batching(exporter) if batch else SimpleSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("mistersmith")
     enabled = True
@@ -127,6 +128,15 @@ def disable() -> None:
     """Stop making spans (the provider and its exporters stay, for a later ``configure``)."""
     global enabled, _tracer
     enabled, _tracer = False, None
+
+
+def _batching(exporter: SpanExporter) -> BatchSpanProcessor:
+    """The SDK's batch processor, with a queue for a busy node (a thousand commands a second make three
+    thousand spans: the SDK's default 2,048 would drop them); ``OTEL_BSP_*`` still decide when set."""
+    env = os.environ
+    return BatchSpanProcessor(exporter, max_queue_size=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE", _QUEUE)),
+                              schedule_delay_millis=float(env.get("OTEL_BSP_SCHEDULE_DELAY", 1000)),
+                              max_export_batch_size=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 2048)))
 
 
 def shutdown() -> None:

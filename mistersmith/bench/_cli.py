@@ -25,7 +25,8 @@ __all__ = ["BASELINES", "SUITES", "Options", "Progress", "Suite", "main", "run_s
 # Each suite (the module mistersmith.bench.<name>), in order, and what its baseline column holds.
 BASELINES = {"runtime": "raw pykka", "journal": "raw psycopg", "nats": "raw nats-py", "http": "bare Starlette",
              "state": "baseline (see notes)", "cluster": "same-server (route hop only)",
-             "console": "bare Starlette SSE", "llm": "baseline (sync / asyncio / nats-py)"}
+             "console": "bare Starlette SSE", "llm": "baseline (sync / asyncio / nats-py)",
+             "tracing": "tracing off"}
 
 
 def _suite(name: str) -> Suite:

@@ -149,8 +149,7 @@ class CommandRouter:
         span = traced = None
         if tracing.enabled:  # the command's own span is made under this one (Runtime._enqueue)
             span = tracing.start(f"nats.receive {msg.subject}", parent=tracing.extract(headers),
-                                 kind=tracing.SpanKind.CONSUMER, attributes={"messaging.system": "nats",
-                                 "messaging.destination.name": msg.subject, "mistersmith.agent_id": agent_id})
+                                 kind=tracing.SpanKind.CONSUMER)
             traced = tracing.attach(span)
         answer: Any
         try:  # queue now, in arrival order; a task awaits the answer
@@ -240,8 +239,9 @@ class CommandRouter:
         if span is None:
             await self.wire.reply(msg, reply, headers)
             return
-        with tracing.span("nats.reply", parent=tracing.context_of(span), kind=tracing.SpanKind.PRODUCER):
-            await self.wire.reply(msg, reply, headers)
+        sending = tracing.start("nats.reply", parent=tracing.context_of(span), kind=tracing.SpanKind.PRODUCER)
+        await self.wire.reply(msg, reply, headers)
+        tracing.finish(sending)
         tracing.finish(span, "ok" if reply.error is None else reply.error.code)
 
     def _forget_later(self, agent_id: str) -> None:
