@@ -117,13 +117,15 @@ class LoopStream(LoopReply):
     never waits for a slow reader.
     """
 
-    __slots__ = ("_items", "_ready", "dropped", "maxsize")
+    __slots__ = ("_crossing", "_items", "_ready", "_scheduled", "dropped", "maxsize")
 
     def __init__(
         self, timeout_s: float | None, on_timeout: Callable[[], Exception] | None = None, maxsize: int = STREAM_MAXSIZE
     ) -> None:
         super().__init__(timeout_s, on_timeout)
         self._items: collections.deque[Progress] = collections.deque()
+        self._crossing: collections.deque[Progress] = collections.deque()  # sent by the agent, not yet on the loop
+        self._scheduled = False
         self._ready = asyncio.Event()
         self.maxsize = maxsize
         self.dropped = 0
@@ -131,21 +133,33 @@ class LoopStream(LoopReply):
         self.future.add_done_callback(lambda _: self._ready.set())
 
     def _from_thread(self, item: Progress) -> None:
-        """In the agent's thread: move one item to the loop (dropped once the result went)."""
+        """In the agent's thread: move one item to the loop (dropped once the result went).
+
+        Items cross in batches: the first of a batch schedules one call on the loop, which takes
+        every item sent until it runs (a fast producer wakes the loop once, not once per item).
+        The result crosses after its items, in order (it is scheduled after them)."""
         if self._done:
             return
+        self._crossing.append(item)
+        if self._scheduled:
+            return
+        self._scheduled = True
         try:
-            self._loop.call_soon_threadsafe(self._arrive, item)
+            self._loop.call_soon_threadsafe(self._arrive)
         except RuntimeError:  # the loop is closed; nobody is reading any more
             pass
 
-    def _arrive(self, item: Progress) -> None:
+    def _arrive(self) -> None:
+        self._scheduled = False
+        crossing, items = self._crossing, self._items
         if self.future.done():
+            crossing.clear()
             return
-        if len(self._items) >= self.maxsize:
-            self._items.popleft()
-            self.dropped += 1
-        self._items.append(item)
+        while crossing:
+            if len(items) >= self.maxsize:
+                items.popleft()
+                self.dropped += 1
+            items.append(crossing.popleft())
         self._ready.set()
 
     def __aiter__(self) -> LoopStream:

@@ -13,6 +13,9 @@ A request on ``agents.<id>.commands.<cmd>`` may carry:
 - ``MS-Correlation-Id``: the id to cancel it by (``agents.<id>.control.cancel``)
   when the body is no envelope (an envelope's own ``correlation_id`` wins).
 
+A streamed result carries ``MS-Dropped: N`` when the node had to drop N
+progress items because the reader fell too far behind (it keeps 65,536).
+
 A progress message's body is ``{"data": ..., "done": ..., "total": ...}``.
 """
 
@@ -27,6 +30,7 @@ import orjson
 __all__ = [
     "CORRELATION",
     "DEADLINE",
+    "DROPPED",
     "KIND",
     "KIND_PROGRESS",
     "KIND_RESULT",
@@ -45,6 +49,7 @@ KIND = "MS-Kind"
 KIND_PROGRESS = "progress"
 KIND_RESULT = "result"
 CORRELATION = "MS-Correlation-Id"
+DROPPED = "MS-Dropped"
 
 
 def deadline_headers(timeout_s: float, *, now_s: float | None = None) -> dict[str, str]:

@@ -37,7 +37,16 @@ from nats.aio.subscription import Subscription
 
 from mistersmith.envelope import EnvelopeError, Reply, decode_command
 from mistersmith.errors import CommandTimeoutError, MisterSmithError, UnknownAgentError
-from mistersmith.headers import CORRELATION, KIND, KIND_PROGRESS, KIND_RESULT, STREAM, caller_timeout_s, encode_progress
+from mistersmith.headers import (
+    CORRELATION,
+    DROPPED,
+    KIND,
+    KIND_PROGRESS,
+    KIND_RESULT,
+    STREAM,
+    caller_timeout_s,
+    encode_progress,
+)
 from mistersmith import tracing
 from mistersmith.crossing import LoopStream
 from mistersmith.runtime import Runtime
@@ -155,7 +164,8 @@ class CommandRouter:
         try:  # queue now, in arrival order; a task awaits the answer
             with nats_acting(msg.headers):
                 if stream:
-                    answer = self.runtime.astream(agent_id, command, payload, timeout=timeout_s, correlation_id=cid)
+                    answer = self.runtime.astream(agent_id, command, payload, timeout=timeout_s, correlation_id=cid,
+                                                  maxsize=STREAM_BUFFER)
                 else:
                     answer = self.runtime.ask_future(agent_id, command, payload, timeout=timeout_s,
                                                      correlation_id=cid)
@@ -207,7 +217,10 @@ class CommandRouter:
                     self.counters.add("progress_out")
         except Exception:  # the command failed: ``result()`` raises it again, for the answer
             pass
-        await self._answer(msg, agent_id, command, stream.result(), {**trace, KIND: KIND_RESULT}, span)
+        final = {**trace, KIND: KIND_RESULT}
+        if stream.dropped:  # the reader was too slow for the agent: say how many items it missed
+            final[DROPPED] = str(stream.dropped)
+        await self._answer(msg, agent_id, command, stream.result(), final, span)
 
     async def _answer(self, msg: Msg, agent_id: str, command: str, answer: Awaitable[Any],
                       headers: dict[str, str] | None, span: tracing.Span | None = None) -> None:
@@ -248,6 +261,10 @@ class CommandRouter:
         """The agent is gone: stop answering for it (no-responders from now on)."""
         if agent_id in self._subs:
             self._inflight.spawn(self.unroute(agent_id))
+
+
+STREAM_BUFFER = 65_536
+"""Progress items a streaming request keeps while its inbox is slower than its agent (then the oldest go)."""
 
 
 def _caller_timeout_s(headers: dict[str, str] | None, bound_s: float) -> float:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mistersmith.actors import Letter, Order, ThreadReply, ThreadStream, cancel_letter
+from mistersmith.actors import STREAM_MAXSIZE, Letter, Order, ThreadReply, ThreadStream, cancel_letter
 from mistersmith import tracing
 from mistersmith.crossing import LoopReply, LoopStream, forbid_blocking
 from mistersmith.errors import (
@@ -219,12 +219,13 @@ class Commands(RuntimeBase):
 
     def astream(
         self, agent_id: str, command: str, payload: Mapping[str, Any] | None = None, *, timeout: float,
-        correlation_id: str | None = None,
+        correlation_id: str | None = None, maxsize: int = STREAM_MAXSIZE,
     ) -> LoopStream:
         """``ask_stream`` for asyncio programs (call it on the event loop; it queues at once):
-        ``async for item in runtime.astream(...)``, then ``await stream.result()``."""
+        ``async for item in runtime.astream(...)``, then ``await stream.result()``. ``maxsize``: the
+        unread items it keeps before it drops the oldest (``stream.dropped`` counts them)."""
         letter: Letter | None = None
-        stream = LoopStream(timeout, lambda: self._timed_out(agent_id, command, timeout, letter))
+        stream = LoopStream(timeout, lambda: self._timed_out(agent_id, command, timeout, letter), maxsize)
         try:
             letter = self._enqueue(agent_id, command, payload, stream, timeout, correlation_id)
         except BaseException:
