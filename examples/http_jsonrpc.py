@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -51,7 +52,11 @@ class Mcp:
 
     def rpc(self, method: str, params: dict[str, Any] | None = None) -> Any:
         body = {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params or {}}
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), self.headers, method="POST")
+        # A W3C traceparent (a fresh trace per call here): on a node that traces, what the call causes
+        # is recorded with its trace id (`mistersmith replay --trace ID`).
+        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        request = urllib.request.Request(self.url, json.dumps(body).encode(),
+                                         {**self.headers, "traceparent": traceparent}, method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             session = response.headers.get("Mcp-Session-Id")
             reply = json.loads(response.read())

@@ -16,7 +16,7 @@ The spans (names are stable; attributes use the ``mistersmith.`` prefix):
   ``nats.reply`` under it; a request we send (``AgentClient``, the CLI, a
   forward) carries the current context in its ``traceparent`` header;
 - ``agent.command {command}`` (from queued to finished, with a ``started``
-  event, ``mistersmith.agent_id``, ``.kind`` and ``.outcome``; the command is in its name): the
+  event, ``mistersmith.agent_id``, ``.kind``, ``.command``, ``.outcome``): the
   current span inside the handler, so the user's own spans, and an
   instrumented httpx or LLM client's, nest under it;
 - ``journal.commit`` (the wait for an event to be durable), ``state.commit``

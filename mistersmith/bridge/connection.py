@@ -44,6 +44,7 @@ from mistersmith.errors import SpecError
 from mistersmith.redact import strip_userinfo
 
 from .errors import NatsUnavailableError
+from .tls import client_context, explain
 
 __all__ = ["ConnectOptions", "ConnectionStats", "connect", "reconnect_delay_s"]
 
@@ -122,14 +123,9 @@ class ConnectOptions:
         return cls(**values)
 
     def tls_context(self) -> ssl.SSLContext | None:
-        """The TLS context for ``tls://`` servers, a CA or a client certificate; else ``None``."""
-        wants_tls = any(s.startswith("tls://") for s in self.servers)
-        if not (wants_tls or self.tls_ca or self.tls_cert):
-            return None
-        context = ssl.create_default_context(cafile=self.tls_ca)
-        if self.tls_cert is not None:
-            context.load_cert_chain(self.tls_cert, self.tls_key)
-        return context
+        """The TLS context for ``tls://`` servers, a CA or a client certificate; else ``None``
+        (``bridge.tls``: a file that cannot be read is a ``SpecError`` naming its setting)."""
+        return client_context(self.servers, self.tls_ca, self.tls_cert, self.tls_key)
 
     def describe(self) -> str:
         """The servers, without credentials (for logs and errors)."""
@@ -195,6 +191,7 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
     """Connect and wire the counters in; ``NatsUnavailableError`` if no server accepts us now."""
     stats = stats or ConnectionStats()
     where = options.describe()
+    failures: list[Exception] = []
 
     async def on_error(error: Exception) -> None:
         if isinstance(error, SlowConsumerError):
@@ -203,6 +200,7 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
             logger.warning("NATS slow consumer on %s: a message was dropped by the client", error.subject)
             return
         stats.errors += 1
+        failures[:] = [error]  # the last, for a TLS failure's explanation (bridge.tls)
         stats.last_error = f"{type(error).__name__}: {error}"
         stats._notify()
         logger.warning("NATS error (%s): %s", where, stats.last_error)
@@ -262,7 +260,9 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
     try:
         nc = await nats.connect(**kwargs)
     except (NatsError, OSError, TimeoutError) as exc:
-        state = f"not connected ({stats.last_error or type(exc).__name__})"
+        why = (explain(exc, options.tls_ca, options.tls_cert) or explain(failures[0] if failures else None,
+               options.tls_ca, options.tls_cert) or stats.last_error or type(exc).__name__)
+        state = f"not connected ({why})"
         raise NatsUnavailableError(f"could not connect to {where} (gave up after {options.initial_connect_retries} retries)",
                                    state) from exc
     nc.options["max_reconnect_attempts"] = options.max_reconnect_attempts

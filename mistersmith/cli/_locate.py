@@ -80,7 +80,8 @@ def nats_urls(settings: Settings) -> tuple[tuple[str, ...], dict[str, str]]:
 
     The configured URL(s) with the configured credentials; else the running
     node's embedded server, as the client user whose credentials file that
-    node names in ``node.json`` (``nats_credentials``).
+    node names in ``node.json`` (``nats_credentials``), trusting the CA it
+    names there (``nats_tls_ca``) when that server serves TLS.
     """
     configured: tuple[str, ...] | None = settings["nats.url"]
     if configured:
@@ -99,6 +100,9 @@ def nats_urls(settings: Settings) -> tuple[tuple[str, ...], dict[str, str]]:
                               f"{data_dir(settings)} names: {getattr(exc, 'strerror', None) or exc}; run this "
                               "command as the node's user") from None
         user = {"user": client.user, "password": client.password}
+    ca = info.get("nats_tls_ca")  # the CA of the embedded server's certificate, when it serves TLS
+    if isinstance(ca, str) and ca:
+        user["tls_ca"] = ca
     return tuple(u for u in url.split(",") if u), user
 
 

@@ -24,9 +24,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.bridge.door import CLI_DOOR, DOOR_HEADER
+from mistersmith.bridge.tls import client_context, explain
 from mistersmith.bridge.trace import TRACEPARENT, new_traceparent
 from mistersmith.config import Settings
 from mistersmith.envelope import EnvelopeError, RemoteError, decode_reply, encode_json
+from mistersmith.errors import SpecError
 from mistersmith.headers import deadline_headers
 from mistersmith.redact import strip_userinfo
 
@@ -37,14 +39,9 @@ __all__ = ["connected", "reply_result", "request", "request_headers"]
 _CONNECT_TIMEOUT_S = 5.0
 
 
-def _tls(settings: Settings, urls: tuple[str, ...]) -> ssl.SSLContext | None:
-    ca, cert, key = settings["nats.tls_ca"], settings["nats.tls_cert"], settings["nats.tls_key"]
-    if not (ca or cert or any(u.startswith("tls://") for u in urls)):
-        return None
-    context = ssl.create_default_context(cafile=ca)
-    if cert:
-        context.load_cert_chain(cert, key)
-    return context
+def _tls(settings: Settings, urls: tuple[str, ...], ca: str | None) -> ssl.SSLContext | None:
+    """``bridge.tls.client_context`` from the settings; ``ca``: the embedded server's CA (node.json), if any."""
+    return client_context(urls, settings["nats.tls_ca"] or ca, settings["nats.tls_cert"], settings["nats.tls_key"])
 
 
 def _shown(urls: tuple[str, ...]) -> str:
@@ -55,10 +52,11 @@ def _shown(urls: tuple[str, ...]) -> str:
 @asynccontextmanager
 async def connected(
     settings: Settings, urls: tuple[str, ...], timeout_s: float, *, user: str | None = None,
-    password: str | None = None,
+    password: str | None = None, tls_ca: str | None = None,
 ) -> AsyncIterator[NATS]:
     """A connection to ``urls`` with the configured credentials (or ``user``/``password``, the
-    embedded server's client user), closed after; exit 3 if none answers."""
+    embedded server's client user, and ``tls_ca``, the CA of its certificate), closed after; exit 3
+    if none answers (saying what was wrong with TLS, when that was it: ``bridge.tls.explain``)."""
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -71,8 +69,8 @@ async def connected(
         "token": settings["nats.token"],
     }
     try:
-        tls = _tls(settings, urls)
-    except (OSError, ssl.SSLError) as exc:
+        tls = _tls(settings, urls, tls_ca)
+    except SpecError as exc:
         raise CliError(f"cannot use the NATS TLS files: {exc}", exit_code=2, code="invalid_config") from None
     if tls is not None:
         options["tls"] = tls
@@ -84,7 +82,9 @@ async def connected(
         nc = await nats.connect(**{k: v for k, v in options.items() if v is not None})
     except (NatsError, OSError, TimeoutError) as exc:
         cause = errors[-1] if errors else exc
-        why = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        ca, cert = settings["nats.tls_ca"] or tls_ca, settings["nats.tls_cert"]
+        why = (explain(exc, ca, cert) or explain(cause, ca, cert) or getattr(cause, "strerror", None) or str(cause)
+               or type(cause).__name__)
         raise unreachable(f"cannot reach NATS at {_shown(urls)}: {why}; is `mistersmith serve` running?") from None
     try:
         yield nc

@@ -45,6 +45,7 @@ from types import TracebackType
 import orjson
 
 from ._process import EmbeddedServerError, ServerProcess, free_port
+from .nats_tls import ServerTls
 
 __all__ = ["EmbeddedNats", "EmbeddedNatsError", "nats_server_binary", "port_is_free"]
 
@@ -122,6 +123,7 @@ class EmbeddedNats:
     ``config_text`` a configuration file's text (for example the
     ``authorization`` block of ``nats_auth``), written beside the store.
     ``fallback_port``: a taken ``port`` is replaced by a free one at start.
+    ``tls``: serve TLS only (``nats_tls``), at ``tls://127.0.0.1:<port>``.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class EmbeddedNats:
         args: Sequence[str] = (),
         config_text: str | None = None,
         fallback_port: bool = False,
+        tls: ServerTls | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = _HOST
@@ -147,7 +150,9 @@ class EmbeddedNats:
         # Unique, so that the readiness check knows this server from another one on the same port.
         self.server_name = server_name or f"mistersmith-{secrets.token_hex(6)}"
         self.args = tuple(args)
-        self.config_text = config_text
+        self.tls = tls
+        # The configuration file: the given text (credentials, permissions), then the TLS block, if any.
+        self.config_text = config_text if tls is None else (config_text or "") + tls.block()
         self._binary = nats_server_binary()
         self._server = ServerProcess(
             EmbeddedNatsError, self.data_dir, self.data_dir / "nats-server.log", death_signal=signal.SIGTERM,
@@ -156,7 +161,8 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        """``nats://127.0.0.1:PORT``, or ``tls://...`` when it serves TLS (then it accepts nothing else)."""
+        return f"{'tls' if self.tls is not None else 'nats'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -196,6 +202,8 @@ class EmbeddedNats:
         """Start the server; return once it accepts clients."""
         if self.running:
             return
+        if self.tls is not None:
+            self.tls.check()  # a bad file names its setting here, not in the server's log
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.config_text is not None:
             fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -65,7 +65,8 @@ class Commands(RuntimeBase):
         order = Order(command, payload, deadline, correlation_id)
         if tracing.enabled:
             order.trace = tracing.start(f"agent.command {command}", attributes={
-                "mistersmith.agent_id": agent_id, "mistersmith.kind": child.context.kind})
+                "mistersmith.agent_id": agent_id, "mistersmith.kind": child.context.kind,
+                "mistersmith.command": command})
         letter = Letter(order, reply)
         if deadline is not None:
             mailbox.waiting.add(letter)  # before it is queued: the agent may take it at once

@@ -31,9 +31,11 @@ class Tokens(Agent):
     kind = "tokens"
     entered = threading.Event()
     unwound = threading.Event()
+    writes: list[int] = []
 
     @command
     async def write(self, words: int) -> str:
+        type(self).writes.append(words)
         for i in range(words):
             self.progress(f"token-{i}", done=i + 1, total=words)
             await asyncio.sleep(0)
@@ -51,6 +53,7 @@ class Tokens(Agent):
 def served_with_tokens(serve: Callable[..., Served]) -> Served:
     Tokens.entered = threading.Event()
     Tokens.unwound = threading.Event()
+    Tokens.writes = []
     served = serve()
     served.runtime.register("tokens", Tokens)
     served.runtime.spawn("tokens", "t1")
@@ -123,3 +126,37 @@ def test_notifications_cancelled_on_the_raw_wire_sends_no_response(serve: Callab
     assert Tokens.unwound.wait(WAIT_S)
     assert served.runtime.ask("t1", "ping", timeout=WAIT_S)["pong"] is True
     assert len(served.app.mcp.inflight) == 0
+
+
+def test_notifications_cancelled_of_a_queued_call_means_it_never_runs(serve: Callable[..., Served]) -> None:
+    served = served_with_tokens(serve)
+    headers = {"content-type": "application/json", "accept": "application/json",
+               "mcp-protocol-version": "2025-11-25"}
+
+    def call(request_id: int, command: str, payload: dict[str, Any] | None = None) -> bytes:
+        return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {
+            "name": "send_command", "arguments": {"agent_id": "t1", "command": command, "payload": payload or {},
+                                                  "timeout_s": WAIT_S}}})
+
+    async def main() -> tuple[httpx2.Response, httpx2.Response]:
+        async with httpx2.AsyncClient(base_url=served.url, timeout=WAIT_S) as http:
+            busy = asyncio.ensure_future(http.post("/mcp", headers=headers, content=call(1, "forever")))
+            await asyncio.to_thread(Tokens.entered.wait, WAIT_S)
+            queued = asyncio.ensure_future(http.post("/mcp", headers=headers,
+                                                     content=call(2, "write", {"words": 3})))
+            mailbox = served.runtime.system.agents["t1"].context.mailbox
+            while mailbox.depth() == 0:  # an HTTP round trip per look: until the second call is queued
+                await http.get("/health")
+            for request_id in (2, 1):
+                await http.post("/mcp", headers=headers, content=orjson.dumps({
+                    "jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}))
+            return await queued, await busy
+
+    queued, busy = asyncio.run(main())
+    assert queued.status_code == 202 and queued.content == b""
+    assert busy.status_code == 202 and busy.content == b""
+    assert Tokens.unwound.wait(WAIT_S)
+    stream = served.runtime.ask_stream("t1", "write", {"words": 1}, timeout=WAIT_S)
+    assert [p.data for p in stream] == ["token-0"]  # the agent is free
+    assert Tokens.writes == [1]  # and the cancelled `write` (3 words) never ran
+    assert served.runtime.stats()["cancelled"] == 2
