@@ -37,9 +37,7 @@ crosses to and from the node's loop.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-from asyncio import CancelledError
 from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
@@ -48,21 +46,14 @@ import pykka
 from pykka import messages as pykka_messages
 
 from mistersmith import tracing
-from mistersmith.errors import (
-    AgentFailedError,
-    CommandTimeoutError,
-    InvalidPayloadError,
-    MisterSmithError,
-    PausedError,
-    RestartingError,
-    UnknownCommandError,
-)
+from mistersmith.errors import MisterSmithError
 
 from ._aio import IncarnationLoop
 from ._builtins import BuiltinCommands
 from ._cancel import CommandCancel, untrack
+from ._commands_run import CommandRunning
 from ._concurrent import ConcurrentRun
-from ._command import ASYNC, ASYNC_GENERATOR, SYNC, CommandSpec, collect_commands
+from ._command import CommandSpec, collect_commands
 from ._context import AgentContext
 from ._durable import DurableMethods, Durability
 from ._handlers import HandlerMethods, ProgressSink
@@ -71,14 +62,14 @@ from ._oversight import Oversight
 from ._pykka import ActorBase
 from ._state import BUILTIN_COMMANDS, AgentState
 from ._kind_policy import KindPolicy
-from ._mailbox import Exit, Letter, Order, ReplySlot, StopRequest, deliver
+from ._mailbox import Exit, Order, ReplySlot, StopRequest, deliver
 
 __all__ = ["Agent", "AgentState"]
 
 logger = logging.getLogger("mistersmith.agent")
 
-class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, ResilienceMethods, CommandCancel,
-            ConcurrentRun, Oversight, ActorBase):
+class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, ResilienceMethods, CommandRunning,
+            CommandCancel, ConcurrentRun, Oversight, ActorBase):
     """Base class of every agent kind.
 
     Subclass it, mark command handlers with ``@command("name")`` and override
@@ -294,151 +285,6 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
                 exit_ = self._handle_other(envelope)
             if exit_ is not None:
                 return exit_
-
-    def _admit(self, envelope: Letter, order: Order) -> bool:
-        """Whether a command taken from the mailbox is still to run: not when its caller was told
-        ``restarting`` during a backoff, has given up (its deadline passed) or cancelled it."""
-        if order.deadline is not None:
-            self.mailbox.waiting.discard(envelope)
-            if order.late:  # its caller was told `restarting` while the agent backed off
-                tracing.finish(order.trace, "restarting")
-                return False
-            if order.deadline <= self._now():  # its caller gave up: never start it
-                deliver(envelope.reply_to, error=CommandTimeoutError(self.agent_id, order.name, 0.0))
-                order.stopped = TimeoutError()
-        if order.stopped is not None:  # cancelled while it was queued; its caller knows
-            untrack(self.mailbox, envelope)
-            tracing.finish(order.trace, "cancelled" if isinstance(order.stopped, MisterSmithError) else "timeout")
-            return False
-        return True
-
-    def _command_spec(self, cmd: Order, reply: ReplySlot | None) -> CommandSpec | None:
-        """The handler of ``cmd``, or None once its caller was refused (unknown, paused, bad payload)."""
-        spec = self._commands.get(cmd.name)
-        if spec is None:
-            self._refuse(reply, UnknownCommandError(self.agent_id, cmd.name, sorted(self._commands)))
-            return None
-        if self.context.paused and not spec.builtin:
-            self._refuse(reply, PausedError(self.agent_id, cmd.name))
-            return None
-        problem = spec.check(cmd.payload)
-        if problem is not None:
-            self._refuse(reply, InvalidPayloadError(cmd.name, problem))
-            return None
-        return spec
-
-    def _handle_command(self, cmd: Order, reply: ReplySlot | None) -> Exit | None:
-        if cmd.trace is not None:  # its span is current while it runs: the handler's own spans nest under it
-            token = tracing.attach(cmd.trace)
-            cmd.trace.add_event("started")
-            try:
-                return self._handle_command_now(cmd, reply)
-            finally:
-                tracing.detach(token)
-        return self._handle_command_now(cmd, reply)
-
-    def _handle_command_now(self, cmd: Order, reply: ReplySlot | None) -> Exit | None:
-        spec = self._command_spec(cmd, reply)
-        if spec is None or not self._begin_order(cmd):
-            tracing.finish(cmd.trace, "refused")
-            return None
-        self._reply = reply
-        self._busy_command = cmd.name
-        self._busy_async = spec.shape in (ASYNC, ASYNC_GENERATOR)
-        self._progress_sink = None if reply is None else getattr(reply, "progress", None)
-        self.lifecycle = AgentState.BUSY
-        self._busy_since = self._progress_at = self._now()
-        return self._invoke(reply, cmd.name, getattr(self, spec.method), spec.shape, cmd.payload)
-
-    def _handle_other(self, envelope: Letter) -> Exit | None:
-        """pykka's own messages (proxy calls) and ``on_receive`` messages."""
-        self._reply = envelope.reply_to
-        self._busy_command = None
-        self._busy_async = False
-        self.lifecycle = AgentState.BUSY
-        self._busy_since = self._now()
-        return self._invoke(envelope.reply_to, None, lambda: self._handle_receive(envelope.message), SYNC, {})
-
-    def _invoke(
-        self, reply: ReplySlot | None, command: str | None, fn: Any, shape: str, kwargs: Mapping[str, Any]
-    ) -> Exit | None:
-        """Run one handler; returns an ``Exit`` if it crashed the incarnation."""
-        expected: MisterSmithError | None = None
-        crash: BaseException | None = None
-        result: Any = None
-        try:
-            result = self._call_handler(fn, shape, kwargs)
-        except MisterSmithError as exc:
-            expected = exc
-        except BaseException as exc:
-            crash = exc
-            self._crash_info = sys.exc_info()
-        with self._lock:
-            if self._abandoned:
-                return Exit.crash("abandoned")
-            self._busy_since = None
-            self._reply = self._progress_sink = None
-            self.lifecycle = AgentState.PAUSED if self.context.paused else AgentState.IDLE
-            order = self._end_order()
-        return self._settle(reply, command, order, result, expected, crash)
-
-    def _settle(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
-                expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None:
-        """Answer a handler's outcome (a durable agent commits first); an ``Exit`` if it crashed."""
-        exit_ = self._settle_outcome(reply, command, order, result, expected, crash)
-        if order is not None and order.trace is not None:
-            if exit_ is not None:
-                tracing.finish(order.trace, exit_.kind, exit_.exception)
-            else:
-                answered = self._settled_error
-                tracing.finish(order.trace, answered.code if answered is not None else "ok", answered)
-        return exit_
-
-    def _settle_outcome(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
-                        expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None:
-        self._settled_error = None
-        if crash is not None and isinstance(crash, CancelledError):
-            if self._stop_restarting is not None:  # cancelled by a stop: the incarnation stops
-                expected, crash, self._crash_info = self._stopped_error(), None, None
-            elif order is not None and order.stopped is not None:  # this command was cancelled: the agent lives
-                crash = self._crash_info = None
-        if crash is None and order is not None and isinstance(order.stopped, MisterSmithError):
-            expected = order.stopped  # its caller was told it did not finish: so it changed nothing
-        if crash is None and self._durable is not None:
-            expected, ended = self._settle_state(expected)  # durable before the reply leaves
-            if ended is not None:
-                self._settled_error = expected
-                deliver(reply, error=expected)
-                return ended
-        if crash is None:
-            self._settled_error = expected
-            if expected is not None and reply is None:
-                logger.info("agent %s: %s (no reply subject)", self.agent_id, expected)
-            deliver(reply, result, expected)
-            return None
-        what = "message" if command is None else f"command {command!r}"
-        exit_ = Exit.crash(f"{what} raised {crash!r}", crash, tracing.current_context())
-        logger.error(
-            "agent %s crashed: %s", self.agent_id, exit_.detail,
-            exc_info=self._crash_info, extra={"agent_id": self.agent_id},
-        )
-        self.context.emit("failed", exit_.detail, {"command": command})
-        error = AgentFailedError(self.agent_id, exit_.detail)
-        error.__cause__ = crash
-        deliver(reply, error=error)
-        return exit_
-
-    def _stopped_error(self) -> MisterSmithError:
-        """What the caller of a command cancelled by a stop gets: what callers of a stopped agent get."""
-        if self._stop_restarting:
-            return RestartingError(self.agent_id, None)
-        error = self.context.gone(self.agent_id)
-        return error if isinstance(error, MisterSmithError) else AgentFailedError(self.agent_id, str(error))
-
-    def _refuse(self, reply: ReplySlot | None, error: MisterSmithError) -> None:
-        if reply is None:
-            logger.warning("agent %s: %s (no reply subject)", self.agent_id, error)
-        deliver(reply, error=error)
 
     def _finish(self, exit_: Exit) -> None:
         self._aio.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from mistersmith import checks
+from mistersmith import checks, config_rules
 from mistersmith.actors import ProcessKind
 from mistersmith.supervisors import DEFAULTS
 from mistersmith.errors import MisterSmithError, SpecError
@@ -56,6 +56,7 @@ class ConfigErrors(ConfigError):
         self.args = (self.message,)
 
 
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")  # libpq's
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
@@ -120,6 +121,10 @@ def _urls(key: str, value: object) -> tuple[str, ...] | None:
     if not isinstance(items, (list, tuple)) or not all(isinstance(u, str) and u.strip() for u in items):
         raise SpecError(None, key, value, "use a URL or a comma-separated list of URLs")
     return tuple(u.strip() for u in items)
+
+
+def _sslmode(key: str, value: object) -> str | None:
+    return None if value in (None, "") else checks.choice(key, value, _SSLMODES)
 
 
 def _choice(*allowed: str) -> Callable[[str, object], str]:
@@ -254,6 +259,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cluster.handoff_on_stop", False, _flag, "on SIGTERM, hand every agent to other nodes first (a drain)"),
     _s("database.url", None, _opt_text, "PostgreSQL URL; empty starts the embedded server",
        env="MISTERSMITH_DATABASE_URL", secret=True),
+    _s("database.sslmode", None, _sslmode, "libpq sslmode for database.url (disable, allow, prefer, require, "
+       "verify-ca, verify-full); set, it wins over the URL's own"),
+    _s("database.sslrootcert", None, _opt_text, "libpq sslrootcert for database.url: the PEM CA file that signed "
+       "the server's certificate (or system); set, it wins over the URL's own"),
     _s("database.pool_max", 30, _count, "pool max connections"),
     _s("database.pool_min", 5, _count, "pool min connections"),
     _s("database.connect_timeout_s", 10.0, _seconds, "connect timeout"),
@@ -270,9 +279,18 @@ SETTINGS: tuple[Setting, ...] = (
     _s("nats.token", None, _opt_text, "NATS token", secret=True),
     _s("nats.creds_file", None, _opt_text, "NATS credentials file"),
     _s("nats.nkey_seed_file", None, _opt_text, "NATS nkey seed file"),
-    _s("nats.tls_ca", None, _opt_text, "CA bundle for tls:// servers"),
-    _s("nats.tls_cert", None, _opt_text, "client certificate"),
-    _s("nats.tls_key", None, _opt_text, "client key", secret=True),
+    _s("nats.tls_ca", None, _opt_text, "PEM CA bundle that signed the NATS server's certificate (tls:// URLs; "
+       "unset: the system's CAs, or for the embedded server nats.embedded_tls_ca)"),
+    _s("nats.tls_cert", None, _opt_text, "PEM client certificate shown to a NATS server that verifies clients "
+       "(with nats.tls_key)"),
+    _s("nats.tls_key", None, _opt_text, "PEM private key file of nats.tls_cert", secret=True),
+    _s("nats.embedded_tls_cert", None, _opt_text, "PEM certificate (chain) of the embedded nats-server, valid for "
+       "127.0.0.1; with nats.embedded_tls_key it serves TLS only, at tls://127.0.0.1:PORT"),
+    _s("nats.embedded_tls_key", None, _opt_text, "PEM private key file of nats.embedded_tls_cert", secret=True),
+    _s("nats.embedded_tls_ca", None, _opt_text, "PEM CA bundle the embedded nats-server checks client certificates "
+       "against (the node trusts it for the server's certificate too, unless nats.tls_ca is set)"),
+    _s("nats.embedded_tls_verify", False, _flag, "the embedded nats-server requires from every client, the node "
+       "included (nats.tls_cert), a certificate signed by nats.embedded_tls_ca"),
     _s("tasks.concurrency", 4, _count, "tasks of one kind this node runs at once; it serves every kind it runs, "
        "each task on an agent of its pool (task-KIND-..., under supervisor tasks, up to this many per kind)"),
     _s("tasks.replicas", 1, _count, "replicas of the task streams (up to the NATS cluster's size: 3 keeps every "
@@ -412,6 +430,9 @@ def load_settings(
     if not 0 < beat < lease - margin:
         problems.append(ConfigError("cluster.heartbeat_s", sources["cluster.heartbeat_s"], beat,
                                     f"use a value below cluster.node_lease_s - cluster.lease_margin_s ({lease - margin})"))
+    for key, allowed in config_rules.violations(values):  # settings that go together
+        setting = _BY_KEY[key]
+        problems.append(ConfigError(key, sources[key], "***" if setting.secret else values[key], allowed))
     if len(problems) == 1:
         raise problems[0]
     if problems:

@@ -37,6 +37,7 @@ from mistersmith import tracing
 from mistersmith.actors import Agent
 from mistersmith.bridge import Bridge, TaskOptions, serve_pools
 from mistersmith.bridge.connection import ConnectionStats, ConnectOptions, connect
+from mistersmith.bridge.tls import client_context
 from mistersmith.cluster import Cluster, LeaseConfig
 from mistersmith.cluster_ops import ClusterDoor
 from mistersmith.config import Settings
@@ -45,11 +46,13 @@ from mistersmith.discoveries import DiscoveryHub
 from mistersmith.discovery import Discovery
 from mistersmith.embedded.nats import EmbeddedNats, port_is_free
 from mistersmith.embedded.nats_auth import CLIENT_FILE, NatsUser, authorization_block, node_users
+from mistersmith.embedded.nats_tls import ServerTls
 from mistersmith.embedded.postgres import EmbeddedPostgres, let_server_through
 from mistersmith.errors import MisterSmithError
 from mistersmith.files import UMASK, hold_lock, make_private_dirs, write_private
 from mistersmith.kinds import PROCESS_REFUSED, served_kinds
 from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgStateStore, PgTaskStore, PoolConfig
+from mistersmith.journal.config import with_ssl
 from mistersmith.journal.audit import AuditLog
 from mistersmith.journal.audit_read import PgAuditTrail
 from mistersmith.redact import strip_userinfo
@@ -155,6 +158,7 @@ class Node:
         self.http: HttpServer | None = None
         self.nats_url = ""
         self.nats_credentials: str | None = None  # the clients' credentials file of the embedded server
+        self.nats_tls_ca: str | None = None  # the CA of the embedded server's certificate, when it serves TLS
         self.node_id = ""
 
     # -- start ------------------------------------------------------------------
@@ -191,7 +195,8 @@ class Node:
             # Our own server requires a password: a node user, and one for clients (nats_auth).
             credentials = self.data_dir / "nats" / "credentials"
             node_user, client_user = node_users(credentials)
-            embedded = EmbeddedNats(self.data_dir / "nats", port=self._nats_port(), fallback_port=True,
+            tls = ServerTls.from_settings(s)  # nats.embedded_tls_*: TLS only, tls://127.0.0.1:PORT
+            embedded = EmbeddedNats(self.data_dir / "nats", port=self._nats_port(), fallback_port=True, tls=tls,
                                     config_text=authorization_block(node_user, client_user, s["auth.nats_users"]))
             embedded.start()
             self._undo.append(("embedded nats-server", embedded.stop))
@@ -199,10 +204,14 @@ class Node:
             urls = (embedded.url,)
             own_user = {"user": node_user.user, "password": node_user.password}
             self.nats_credentials = str(credentials / CLIENT_FILE)
+            if tls is not None:  # the CA that signed its certificate: the node's, and the CLI's (node.json)
+                self.nats_tls_ca = ca = s["nats.tls_ca"] or tls.ca_file
+                if ca:
+                    own_user["tls_ca"] = ca
         self.nats_url = ",".join(urls)
 
         journal_config = JournalConfig(
-            database_url=s["database.url"],
+            database_url=with_ssl(s["database.url"], s["database.sslmode"], s["database.sslrootcert"]),
             recover=s["node.recovery"],
             pool=PoolConfig(
                 max_size=s["database.pool_max"], min_size=s["database.pool_min"],
@@ -338,6 +347,7 @@ class Node:
             "pid": os.getpid(), "node_id": self.node_id, "http_url": self.http.url,
             "nats_url": strip_userinfo(self.nats_url),
             "nats_credentials": self.nats_credentials,
+            "nats_tls_ca": self.nats_tls_ca,
             "database": self._database_kind(),
         }
         write_private(self.data_dir / NODE_FILE, orjson.dumps(info, option=orjson.OPT_INDENT_2))
@@ -357,6 +367,10 @@ class Node:
         if self.nats_credentials is not None:
             client = NatsUser.read(Path(self.nats_credentials))
             options.update(user=client.user, password=client.password)
+        tls = client_context(options["servers"], self.settings["nats.tls_ca"] or self.nats_tls_ca,
+                             self.settings["nats.tls_cert"], self.settings["nats.tls_key"])
+        if tls is not None:
+            options["tls"] = tls
         return options
 
     # -- health (on the loop) ------------------------------------------------------------

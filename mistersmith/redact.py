@@ -9,7 +9,11 @@ is used only to connect.
 
 from __future__ import annotations
 
-__all__ = ["strip_userinfo"]
+import re
+
+_URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^\s'\"]*@")  # up to the last @, as strip_userinfo
+
+__all__ = ["strip_userinfo", "strip_userinfo_in"]
 
 
 def strip_userinfo(urls: str) -> str:
@@ -29,3 +33,8 @@ def _strip_one(url: str) -> str:
     if "@" not in rest:
         return url
     return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+
+
+def strip_userinfo_in(text: str) -> str:
+    """``text`` (a message, such as argparse's, that may quote a URL) with every URL's userinfo removed."""
+    return _URL_USERINFO.sub(r"\1", text)

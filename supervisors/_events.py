@@ -270,6 +270,18 @@ class EventBus:
         with self._lock:
             self._sinks = (*self._sinks, sink)
 
+    def admit(self) -> None:
+        """Ask each sink that can refuse new work (an ``admit()`` method) whether it takes it now.
+
+        Called before a spawn, in the caller's thread; a sink that cannot make
+        events durable (a spool on a full disk) raises its error, and the
+        spawn fails with it before anything starts.
+        """
+        for sink in self._sinks:
+            admit = getattr(sink, "admit", None)
+            if admit is not None:
+                admit()
+
     def subscribe(
         self,
         callback: Callable[[SupervisionEvent], None] | None = None,

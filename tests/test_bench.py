@@ -102,6 +102,27 @@ def test_cluster_suite_quick_json_has_every_figure_and_says_its_lease_is_not_the
     assert "--quick: lease 2 s" in done.stderr
 
 
+FAULT_FIGURES = {"kill_lost", "kill_recovered", "kill_back_s", "nats_reconnect_s", "nats_tasks_lost",
+                 "pg_events_lost", "disk_accepted", "disk_lost", "fuzz_unanswered", "fuzz_rss_growth",
+                 "sse_over_limit_503", "rate_flood_passed"}
+
+
+def test_faults_suite_quick_json_has_every_figure_and_each_required_result_holds(pg_admin: str) -> None:
+    env = {**os.environ, "MISTERSMITH_DATABASE_URL": pg_admin}  # fault 3 still starts a PostgreSQL of its own
+    done = subprocess.run(  # every fault of tests/faults/, tiny: ~30 s
+        [sys.executable, "-m", "mistersmith.bench", "faults", "--quick", "--json"],
+        capture_output=True, text=True, timeout=180, check=False, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = {f["key"]: f for f in json.loads(done.stdout)["figures"]}
+    assert set(figures) == FAULT_FIGURES
+    for key, figure in figures.items():
+        assert figure["suite"] == "faults" and figure["baseline"] is None, key
+        assert figure["passed"] is True, (key, figure["ours"], figure["extra"].get("problems"))
+    assert figures["kill_recovered"]["ours"] == figures["kill_recovered"]["extra"]["agents"] == 4
+    assert "[bench faults] 6." in done.stderr
+
+
 def test_every_suite_is_callable_and_all_is_reserved() -> None:
     assert "runtime" in SUITES and "state" in SUITES and "all" not in SUITES
     assert all(callable(suite) for suite in SUITES.values())

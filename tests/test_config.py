@@ -142,3 +142,40 @@ def test_the_edges_configs_take_their_defaults_from_the_settings() -> None:
     assert ConnectOptions().ping_interval_s == default("nats.ping_interval_s")
     with pytest.raises(KeyError):
         default("http.hots")
+
+
+@pytest.mark.parametrize(("flags", "key", "allowed"), [
+    ({"nats.tls_cert": "c.pem"}, "nats.tls_cert", "set nats.tls_cert and nats.tls_key together"),
+    ({"nats.tls_key": "/keys/secret.key"}, "nats.tls_key", "set nats.tls_cert and nats.tls_key together"),
+    ({"nats.embedded_tls_cert": "s.pem"}, "nats.embedded_tls_cert", "nats.embedded_tls_key together"),
+    ({"nats.embedded_tls_ca": "ca.pem"}, "nats.embedded_tls_ca", "set nats.embedded_tls_cert and"),
+    ({"nats.embedded_tls_cert": "s.pem", "nats.embedded_tls_key": "s.key", "nats.embedded_tls_ca": "ca.pem",
+      "nats.embedded_tls_verify": "true"}, "nats.embedded_tls_verify", "set nats.tls_cert and nats.tls_key too"),
+    ({"nats.embedded_tls_cert": "s.pem", "nats.embedded_tls_key": "s.key", "nats.embedded_tls_verify": "yes",
+      "nats.tls_cert": "c.pem", "nats.tls_key": "c.key"}, "nats.embedded_tls_verify", "set nats.embedded_tls_ca"),
+    ({"nats.embedded_tls_cert": "s.pem", "nats.embedded_tls_key": "s.key", "nats.url": "tls://n:4222"},
+     "nats.embedded_tls_cert", "apply only to the embedded nats-server"),
+    ({"database.sslmode": "require"}, "database.sslmode", "set database.url too"),
+    ({"database.sslrootcert": "/ca.pem"}, "database.sslrootcert", "set database.url too"),
+    ({"database.url": "postgresql://h/db", "database.sslmode": "required"}, "database.sslmode",
+     "use one of: disable, allow, prefer, require, verify-ca, verify-full"),
+    ({"nats.embedded_tls_verify": "maybe"}, "nats.embedded_tls_verify", "use true or false"),
+])
+def test_tls_and_ssl_settings_that_go_together(flags: dict[str, object], key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags)
+    errors = caught.value.errors if isinstance(caught.value, ConfigErrors) else [caught.value]
+    found = [e for e in errors if e.key == key]
+    assert found and allowed in found[0].allowed, [e.message for e in errors]
+    assert "secret.key" not in str(caught.value), "a key file's path is a secret setting"
+
+
+def test_tls_and_ssl_settings_load_when_complete() -> None:
+    settings = load_settings({
+        "nats.embedded_tls_cert": "s.pem", "nats.embedded_tls_key": "s.key", "nats.embedded_tls_ca": "ca.pem",
+        "nats.embedded_tls_verify": "true", "nats.tls_cert": "c.pem", "nats.tls_key": "c.key",
+        "database.url": "postgresql://h/db", "database.sslmode": "verify-full", "database.sslrootcert": "/ca.pem"})
+    assert settings["nats.embedded_tls_verify"] is True and settings["database.sslmode"] == "verify-full"
+    shown = settings.as_dict()
+    assert shown["nats"]["embedded_tls_key"] == shown["nats"]["tls_key"] == "***"
+    assert shown["nats"]["embedded_tls_cert"] == "s.pem" and shown["database"]["sslrootcert"] == "/ca.pem"

@@ -22,3 +22,11 @@ from mistersmith.redact import strip_userinfo
 def test_userinfo_is_stripped(url: str, shown: str) -> None:
     assert strip_userinfo(url) == shown
     assert strip_userinfo(shown) == shown, "idempotent"
+
+
+def test_strip_userinfo_in_a_message() -> None:
+    from mistersmith.redact import strip_userinfo_in
+
+    message = "invalid choice: 'nats://ms:pa/ss@h:4222' (or postgresql://u:p@db/x, tls://tok@n:1)"
+    assert strip_userinfo_in(message) == "invalid choice: 'nats://h:4222' (or postgresql://db/x, tls://n:1)"
+    assert strip_userinfo_in("no url here: a@b") == "no url here: a@b"

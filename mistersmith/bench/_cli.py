@@ -26,7 +26,7 @@ __all__ = ["BASELINES", "SUITES", "Options", "Progress", "Suite", "main", "run_s
 BASELINES = {"runtime": "raw pykka", "journal": "raw psycopg", "nats": "raw nats-py", "http": "bare Starlette",
              "state": "baseline (see notes)", "cluster": "same-server (route hop only)",
              "console": "bare Starlette SSE", "llm": "baseline (sync / asyncio / nats-py)",
-             "tracing": "tracing off"}
+             "tracing": "tracing off", "faults": "baseline (none: the required result)"}
 
 
 def _suite(name: str) -> Suite:

@@ -67,6 +67,7 @@ class ServeChild:
 
     def start(self) -> ServeChild:
         lines: queue.Queue[bytes | None] = queue.Queue()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                          env=self.env, start_new_session=True,
@@ -119,9 +120,13 @@ class ServeChild:
             return ""
 
 
+async def _quiet(error: Exception) -> None:
+    del error  # the client's view of a fault it was told about: the scenario records what matters
+
+
 async def connect(url: str) -> NATS:
     return await nats.connect(servers=[url], connect_timeout=2, max_reconnect_attempts=-1,
-                              reconnect_time_wait=0.1, allow_reconnect=True)
+                              reconnect_time_wait=0.1, allow_reconnect=True, error_cb=_quiet)
 
 
 async def control(nc: NATS, action: str, body: dict[str, Any], timeout_s: float = WAIT_S) -> Any:

@@ -9,7 +9,8 @@
   ``reconnect_max_s``, with +/-``reconnect_jitter`` (a fraction) of jitter;
 - the first connection is retried ``initial_connect_retries`` times per server
   (with the same backoff) and then fails with ``NatsUnavailableError``, so a
-  wrong URL or bad credentials stop a node at start instead of hanging it;
+  wrong URL or bad credentials stop a node at start instead of hanging it; a refusal
+  once connected (TLS: ``bridge.tls.explain`` says what was wrong; credentials) fails at once;
 - once connected, ``max_reconnect_attempts=-1``: **never give up**. A long-running node that
   gave up after a short outage would stay deaf until someone restarted it;
   with the backoff capped at ``reconnect_max_s`` an unlimited number of tries
@@ -32,7 +33,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server
 from nats.errors import Error as NatsError
@@ -44,7 +44,7 @@ from mistersmith.errors import SpecError
 from mistersmith.redact import strip_userinfo
 
 from .errors import NatsUnavailableError
-from .tls import client_context, explain
+from .tls import Client, client_context, explain
 
 __all__ = ["ConnectOptions", "ConnectionStats", "connect", "reconnect_delay_s"]
 
@@ -69,7 +69,7 @@ class ConnectOptions:
     max_outstanding_pings: int = 2
     connect_timeout_s: float = 5.0
     reconnect_base_s: float = 0.25
-    reconnect_max_s: float = 8.0
+    reconnect_max_s: float = 3.0  # with the jitter, a try every <= 3.6 s: back within 5 s of a server's return
     reconnect_jitter: float = 0.2
     max_reconnect_attempts: int = -1
     initial_connect_retries: int = 3
@@ -200,7 +200,7 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
             logger.warning("NATS slow consumer on %s: a message was dropped by the client", error.subject)
             return
         stats.errors += 1
-        failures[:] = [error]  # the last, for a TLS failure's explanation (bridge.tls)
+        failures[:] = [*failures[-9:], error]  # the last ones, for a TLS failure's explanation (bridge.tls)
         stats.last_error = f"{type(error).__name__}: {error}"
         stats._notify()
         logger.warning("NATS error (%s): %s", where, stats.last_error)
@@ -228,6 +228,7 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
         return server, reconnect_delay_s(max(0, server.reconnects), options)
 
     client: list[NATS] = []
+    tls = options.tls_context()
     kwargs: dict[str, Any] = {
         "servers": list(options.servers),
         "name": options.name,
@@ -235,9 +236,11 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
         "disconnected_cb": on_disconnect,
         "reconnected_cb": on_reconnect,
         "closed_cb": on_closed,
-        "allow_reconnect": True,
+        # Off for the first connection, on once connected (below): nats-py's retry of a failed TLS upgrade
+        # waits forever for the broken transport to close. Refused TCP connects are still retried per
+        # server, up to max_reconnect_attempts (bounded now, then set to the lasting value).
+        "allow_reconnect": False,
         "connect_timeout": options.connect_timeout_s,
-        # bounded for the first connection; set to the lasting value once connected (below)
         "max_reconnect_attempts": options.initial_connect_retries,
         "reconnect_time_wait": options.reconnect_base_s,
         "reconnect_to_server_handler": pick_server,
@@ -245,7 +248,7 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
         "max_outstanding_pings": options.max_outstanding_pings,
         "pending_size": options.pending_size,
         "drain_timeout": options.drain_timeout_s,
-        "tls": options.tls_context(),
+        "tls": tls,
     }
     if options.user is not None:
         kwargs["user"] = options.user
@@ -257,14 +260,19 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
     if options.nkey_seed_file is not None:
         kwargs["nkeys_seed"] = options.nkey_seed_file
     kwargs.update(options.extra)
+    nc = Client(require_tls=tls is not None)  # never in plain text once TLS is asked for (bridge.tls)
     try:
-        nc = await nats.connect(**kwargs)
+        await nc.connect(**kwargs)
     except (NatsError, OSError, TimeoutError) as exc:
-        why = (explain(exc, options.tls_ca, options.tls_cert) or explain(failures[0] if failures else None,
-               options.tls_ca, options.tls_cert) or stats.last_error or type(exc).__name__)
+        transport = getattr(nc, "_transport", None)  # not closed by nats-py when the first connection fails
+        if transport is not None:
+            transport.close()
+        why = (explain([exc, *failures], options.tls_ca, options.tls_cert, tls=tls is not None)
+               or stats.last_error or type(exc).__name__)
         state = f"not connected ({why})"
         raise NatsUnavailableError(f"could not connect to {where} (gave up after {options.initial_connect_retries} retries)",
                                    state) from exc
+    nc.options["allow_reconnect"] = True
     nc.options["max_reconnect_attempts"] = options.max_reconnect_attempts
     client.append(nc)
     return nc, stats

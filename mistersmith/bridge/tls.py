@@ -5,11 +5,13 @@ failed handshake means in the settings' words.
   URL, no CA, no client certificate); else a verifying context (the system's CAs, or only
   ``nats.tls_ca``), with the client certificate ``nats.tls_cert``/``nats.tls_key`` when given. A
   file that cannot be read is a ``SpecError`` naming the setting, the path and why.
-- ``explain(exc, ca, cert)``: a sentence naming the setting at fault when ``exc`` (or its cause) is
-  a TLS failure (the server's certificate refused: the wrong CA, or a name it is not valid for; a
-  client certificate required or refused), else ``None``.
+- ``explain(errors, ca, cert)``: a sentence naming the setting at fault when one of ``errors`` (or
+  its cause) is a TLS failure (the server's certificate refused: the wrong CA, or a name it is not
+  valid for; a client certificate required or refused; the connection closed right after the
+  handshake, which is how a refused client certificate often shows), else ``None``.
 
-Pure apart from reading the PEM files. Used by the node's connection (``bridge.connection``) and
+``Client``: nats-py's client, refusing a server that does not offer TLS when TLS was asked for
+(nats-py itself would go on in plain text). Pure apart from reading the PEM files. Used by the node's connection (``bridge.connection``) and
 the CLI's (``cli._nats``), so both say the same thing.
 """
 
@@ -17,10 +19,14 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 
 from mistersmith.errors import SpecError
 
-__all__ = ["client_context", "explain"]
+__all__ = ["Client", "TlsNotOfferedError", "client_context", "explain"]
 
 # What OpenSSL says when the *server* refused our certificate (or our lack of one).
 _CLIENT_CERT_REQUIRED = ("CERTIFICATE_REQUIRED", "PEER_DID_NOT_RETURN_A_CERTIFICATE")
@@ -54,21 +60,60 @@ def client_context(servers: Sequence[str], ca: str | None, cert: str | None, key
     return context
 
 
-def _tls_error(exc: BaseException | None) -> ssl.SSLError | None:
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, ssl.SSLError):
-            return exc
+class TlsNotOfferedError(NatsError):
+    """The server's INFO does not require TLS although TLS was asked for: nats-py would go on in plain text."""
+
+
+class Client(NATS):
+    """nats-py's client, but with ``require_tls`` it refuses a server that does not offer TLS.
+
+    nats-py upgrades to TLS only when the server's INFO says ``tls_required``, whatever the URL's
+    scheme or the ``tls`` context given: a ``tls://`` URL to a plain server (or to someone between us
+    and it who strips that flag) would send the credentials in the clear. The check runs on the INFO
+    of each connection, before anything is sent.
+    """
+
+    def __init__(self, *, require_tls: bool = False) -> None:
+        super().__init__()
+        self.require_tls = require_tls
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if self.require_tls and initial_connection and not info.get("tls_required"):
+            raise TlsNotOfferedError("nats: the server does not offer TLS")
+        await super()._process_info(info, initial_connection=initial_connection)
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and len(out) < 10:
+        out.append(exc)
         exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
+    return out
 
 
-def explain(exc: BaseException | None, ca: str | None, cert: str | None) -> str | None:
-    """What a failed connection's TLS error means (naming the setting to fix), or ``None`` if it is none."""
-    error = _tls_error(exc)
+def explain(errors: Sequence[BaseException | None], ca: str | None, cert: str | None, *, tls: bool = True) -> str | None:
+    """What a failed connection's errors (the raised one, and those the client reported) mean, naming the
+    setting to fix, if TLS was at fault; else ``None``. ``tls``: a TLS context was used."""
+    chained = [e for exc in errors for e in _chain(exc)]
+    if any(isinstance(e, TlsNotOfferedError) for e in chained):
+        return ("TLS: the server does not offer TLS (nothing was sent: it would have gone in plain text); turn "
+                "TLS on at the server, or use a nats:// URL and no nats.tls_* settings")
+    error = next((e for e in chained if isinstance(e, ssl.SSLError)), None)
     if error is None:
-        return None
+        lost = tls and any(isinstance(e, (ConnectionResetError, BrokenPipeError)) or "connection lost" in str(e).lower()
+                           for e in chained)
+        if not lost:
+            return None
+        if cert is None:  # the server's alert was lost in the race with our first write
+            return ("TLS: the server closed the connection after the handshake: it requires a client certificate "
+                    "and none was given; set nats.tls_cert and nats.tls_key to a certificate signed by a CA the "
+                    "server trusts")
+        return (f"TLS: the server closed the connection after the handshake: it refused the client certificate in "
+                f"nats.tls_cert ({cert}); use one signed by a CA the server trusts (its tls ca_file)")
+    return _explain_ssl(error, ca, cert)
+
+
+def _explain_ssl(error: ssl.SSLError, ca: str | None, cert: str | None) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
         detail = error.verify_message or str(error)
         if "hostname" in detail.lower() or "not valid for" in detail.lower():

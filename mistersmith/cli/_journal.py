@@ -23,6 +23,7 @@ from mistersmith.config import Settings
 from mistersmith.errors import StateUnavailableError
 from mistersmith.history import Projection, TreeSnapshot
 from mistersmith.journal import MigrationError, Replay, ReplayFilter
+from mistersmith.journal.config import ssl_hint
 from mistersmith.state.store import StateVersion
 from mistersmith.supervisors import EVENT_TYPES, SupervisionEvent
 
@@ -157,7 +158,7 @@ def _reading(where: str) -> Iterator[None]:
     except psycopg.errors.UndefinedTable:
         raise failed(f"{where} has no journal yet (run `mistersmith migrate`, or start a node once)") from None
     except psycopg.OperationalError as exc:
-        raise unreachable(f"cannot read {where}: {str(exc).strip().splitlines()[0]}") from None
+        raise unreachable(f"cannot read {where}: {ssl_hint(str(exc).strip().splitlines()[0])}") from None
     except psycopg.Error as exc:
         raise failed(f"reading {where} failed: {str(exc).strip().splitlines()[0]}") from None
 

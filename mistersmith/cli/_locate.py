@@ -23,6 +23,7 @@ import orjson
 
 from mistersmith.config import Settings
 from mistersmith.embedded.nats_auth import NatsUser
+from mistersmith.journal.config import with_ssl
 
 from ._errors import unreachable, usage
 
@@ -160,7 +161,7 @@ def database(settings: Settings, *, create: bool = False) -> Iterator[tuple[str,
     after. ``create``: set one up in the data directory if there is none yet
     (``migrate``); otherwise that is exit code 3.
     """
-    url: str | None = settings["database.url"]
+    url = with_ssl(settings["database.url"], settings["database.sslmode"], settings["database.sslrootcert"])
     if url:
         yield url, "the configured PostgreSQL"
         return

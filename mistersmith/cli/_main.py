@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from mistersmith import __version__
 from mistersmith.errors import MisterSmithError
+from mistersmith.redact import strip_userinfo_in
 from mistersmith.supervisors import RESTARTS
 
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, usage
@@ -50,6 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("mistersmith").strip()
+        message = strip_userinfo_in(message)  # it may quote an argument: a URL's password never shows
         raise usage(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 

@@ -17,14 +17,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from mistersmith.bridge.door import CLI_DOOR, DOOR_HEADER
-from mistersmith.bridge.tls import client_context, explain
+from mistersmith.bridge.tls import Client, client_context, explain
 from mistersmith.bridge.trace import TRACEPARENT, new_traceparent
 from mistersmith.config import Settings
 from mistersmith.envelope import EnvelopeError, RemoteError, decode_reply, encode_json
@@ -79,12 +78,16 @@ async def connected(
     if settings["nats.nkey_seed_file"]:
         options["nkeys_seed"] = settings["nats.nkey_seed_file"]
     try:
-        nc = await nats.connect(**{k: v for k, v in options.items() if v is not None})
+        nc = Client(require_tls=tls is not None)  # never in plain text once TLS is asked for
+        await nc.connect(**{k: v for k, v in options.items() if v is not None})
     except (NatsError, OSError, TimeoutError) as exc:
+        transport = getattr(nc, "_transport", None)  # left open by nats-py when the first connection fails
+        if transport is not None:
+            transport.close()
         cause = errors[-1] if errors else exc
         ca, cert = settings["nats.tls_ca"] or tls_ca, settings["nats.tls_cert"]
-        why = (explain(exc, ca, cert) or explain(cause, ca, cert) or getattr(cause, "strerror", None) or str(cause)
-               or type(cause).__name__)
+        why = (explain([exc, *errors], ca, cert, tls=tls is not None) or getattr(cause, "strerror", None)
+               or str(cause) or type(cause).__name__)
         raise unreachable(f"cannot reach NATS at {_shown(urls)}: {why}; is `mistersmith serve` running?") from None
     try:
         yield nc

@@ -19,6 +19,7 @@ from mistersmith.journal.errors import (
     MigrationChecksumError,
     MigrationError,
     SpoolError,
+    SpoolUnwritableError,
 )
 from mistersmith.journal.journal import Journal
 from mistersmith.journal.migrate import Migration, load_migrations, migrate
@@ -51,6 +52,7 @@ __all__ = [
     "Replay",
     "ReplayFilter",
     "SpoolError",
+    "SpoolUnwritableError",
     "TreeSnapshot",
     "load_migrations",
     "migrate",

@@ -13,13 +13,44 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from psycopg.conninfo import make_conninfo
+
 from mistersmith import checks
 from mistersmith.config import default
 from mistersmith.errors import SpecError
 
-__all__ = ["DATABASE_URL_ENV", "JournalConfig", "PoolConfig"]
+__all__ = ["DATABASE_URL_ENV", "JournalConfig", "PoolConfig", "ssl_hint", "with_ssl"]
 
 DATABASE_URL_ENV = "MISTERSMITH_DATABASE_URL"
+
+
+def with_ssl(url: str | None, sslmode: str | None = None, sslrootcert: str | None = None) -> str | None:
+    """``url`` (a libpq URL or conninfo) with the settings ``database.sslmode`` and ``database.sslrootcert``
+    merged in, each winning over the URL's own; ``url`` itself, unchanged, when neither is set (its
+    ``?sslmode=...&sslrootcert=...`` then reach libpq as written)."""
+    if not url or (sslmode is None and sslrootcert is None):
+        return url
+    extra = {k: v for k, v in (("sslmode", sslmode), ("sslrootcert", sslrootcert)) if v is not None}
+    return make_conninfo(url, **extra)
+
+
+_SSL_HINTS = (
+    ("does not support SSL, but SSL was required", "sslmode (in the database URL, or database.sslmode) requires SSL "
+     "and this server has none: use sslmode=prefer or disable for it, or turn SSL on at the server"),
+    ("root certificate file", "sslmode=verify-ca or verify-full needs the CA that signed the server's certificate: "
+     "set sslrootcert (in the URL, or database.sslrootcert) to its PEM file, or sslrootcert=system"),
+    ("certificate verify failed", "the server's certificate is not signed by the CA in sslrootcert (the URL's, or "
+     "database.sslrootcert): set it to the CA that signed it"),
+    ("does not match host name", "sslmode=verify-full: the server's certificate does not name the URL's host"),
+)
+
+
+def ssl_hint(detail: str) -> str:
+    """libpq's ``detail`` with what to do about it when SSL (sslmode, sslrootcert) is the cause."""
+    for needle, hint in _SSL_HINTS:
+        if needle in detail:
+            return f"{detail} ({hint})"
+    return detail
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ __all__ = [
     "MigrationChecksumError",
     "MigrationError",
     "SpoolError",
+    "SpoolUnwritableError",
 ]
 
 
@@ -102,6 +103,25 @@ class SpoolError(JournalError):
 
     def __init__(self, path: Path, detail: str) -> None:
         super().__init__(f"journal spool {str(path)!r}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class SpoolUnwritableError(JournalError):
+    """The spool's last write failed (a full disk, an I/O error): new work is refused until one succeeds.
+
+    Nothing acknowledged is at risk: what was acknowledged is on disk already,
+    and what waits is written as soon as the disk takes it. Free space on the
+    spool's disk; the node accepts new work again by itself.
+    """
+
+    code = "unavailable"
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"journal spool {str(path)!r} cannot be written ({detail}): new work is refused until it can; "
+            "free space on its disk (what was acknowledged is on disk already)"
+        )
         self.path = path
         self.detail = detail
 

@@ -46,7 +46,7 @@ from mistersmith.crossing import LoopThread, forbid_blocking, run_in_thread
 from mistersmith.history import AgentRecord, Projection, TreeSnapshot
 
 from .codec import encode_line, event_from_row
-from .config import JournalConfig
+from .config import JournalConfig, ssl_hint
 from .errors import DatabaseNotConfiguredError, DatabaseUnreachableError, JournalClosedError
 from .migrate import migrate
 from .pool import open_pool, pool_stats
@@ -119,7 +119,7 @@ class Journal:
         try:
             applied = migrate(conninfo)
         except psycopg.OperationalError as exc:
-            raise DatabaseUnreachableError(describe_target(conninfo), str(exc).strip()) from exc
+            raise DatabaseUnreachableError(describe_target(conninfo), ssl_hint(str(exc).strip())) from exc
         if applied:
             logger.info("journal schema migrated: %s", ", ".join(m.filename for m in applied))
         data_dir = Path(data_dir)

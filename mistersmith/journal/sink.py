@@ -9,6 +9,10 @@
   restart, the reply, the next event) cannot be seen before the event is on
   disk. If the disk does not answer within ``sync_timeout_s`` it logs, counts
   and returns, so supervision does not hang on a dead disk.
+- ``admit()`` is asked before new work (a spawn) starts, in the caller's
+  thread: while the spool's last write failed (a full disk) it raises
+  ``SpoolUnwritableError``, so new work is refused at once with a clear
+  error instead of being acknowledged without its event on disk.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 
 from mistersmith.supervisors import SupervisionEvent
 
-from .errors import JournalClosedError
+from .errors import JournalClosedError, SpoolUnwritableError
 from .spool import Spool
 
 __all__ = ["JournalSink"]
@@ -48,6 +52,12 @@ class JournalSink:
             )
             return
         self._tickets[event.event_id.int] = ticket
+
+    def admit(self) -> None:
+        """Raise ``SpoolUnwritableError`` while the spool cannot write (any thread; never blocks)."""
+        error = self.spool.write_error
+        if error is not None:
+            raise SpoolUnwritableError(self.spool.directory, error)
 
     def sync(self, event: SupervisionEvent) -> None:
         ticket = self._tickets.pop(event.event_id.int, None)

@@ -358,6 +358,11 @@ class Spool:
         write_checkpoint(self.directory, pos)
         self._checkpoint_pos = pos
 
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed, while no later one has succeeded (None: the disk takes writes)."""
+        return self._writer.last_error
+
     def stats(self) -> dict[str, Any]:
         with self._cond:
             return {

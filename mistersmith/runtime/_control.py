@@ -74,6 +74,7 @@ class Control(RuntimeBase):
         options: dict[str, Any],
     ) -> tuple[Supervisor, ChildSpec]:
         self._check_open()
+        self.bus.admit()  # a sink that cannot make events durable (a full spool disk) refuses new work
         sup = self.system.supervisor(supervisor)
         template = sup.spec.template
         if template is not None:
@@ -120,7 +121,8 @@ class Control(RuntimeBase):
 
         ``options`` are further ``ChildSpec`` fields (``command_timeout_s``,
         ``mailbox_size``, ``shutdown_s``, ``stash_limit``...). Raises
-        ``StartError``, ``AgentExistsError`` or ``SpecError``.
+        ``StartError``, ``AgentExistsError`` or ``SpecError``, and a journaled
+        runtime's ``SpoolUnwritableError`` (``unavailable``) while its spool's disk is full.
         """
         forbid_blocking("Runtime.spawn()", "await runtime.aspawn(...)")
         if backoff is not None:

@@ -18,6 +18,7 @@ SECRETS = {
     "MISTERSMITH_NATS_URL": "nats://ms:url-pass-1@nats-1.internal:4222,tls://tok-2@nats-2.internal:4222",
     "MISTERSMITH_NATS_PASSWORD": "nats-pass-3",
     "MISTERSMITH_NATS_TOKEN": "nats-token-4",
+    "MISTERSMITH_NATS_TLS_CERT": "/certs/client.pem",  # with its key, or the settings are refused
     "MISTERSMITH_NATS_TLS_KEY": "/keys/key-5.pem",
     "MISTERSMITH_DATABASE_URL": "postgresql://ms:db-pass-6@db.internal/ms",
     "MISTERSMITH_API_TOKEN": "api-token-7",
