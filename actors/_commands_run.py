@@ -15,7 +15,7 @@ import sys
 import threading
 from asyncio import CancelledError
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mistersmith import tracing
 from mistersmith.errors import (
@@ -50,7 +50,7 @@ class CommandRunning:
         mailbox: Mailbox
         lifecycle: AgentState
         cancelled: threading.Event
-        _commands: dict[str, CommandSpec]
+        _commands: ClassVar[dict[str, CommandSpec]]
         _now: Callable[[], float]
         _lock: threading.Lock
         _durable: Durability | None
