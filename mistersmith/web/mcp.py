@@ -36,8 +36,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from collections.abc import AsyncIterator
-
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -327,7 +325,11 @@ class McpEndpoint:
             call.leave(entered)
         key = self.inflight.add(session_id, call, task)
         if call.wants_progress:
-            return StreamingResponse(self._events(call, key, task, message, modern), media_type="text/event-stream",
+            def answered() -> bytes | None:  # the response, once the task is done (None: it was cancelled)
+                self.inflight.remove(key, call)
+                return None if task.cancelled() else self._outcome(message, task, modern)[0]
+
+            return StreamingResponse(call.events(task, answered), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-store"})
         watch = asyncio.ensure_future(_disconnected(request))
         try:
@@ -347,28 +349,6 @@ class McpEndpoint:
             return self._answer(message, task.result(), None, modern=modern)
         except RpcError as error:
             return self._answer(message, None, error, modern=modern)
-
-    async def _events(self, call: ToolCall, key: tuple[str, str], task: asyncio.Task[dict[str, Any]],
-                      message: Message, modern: bool) -> AsyncIterator[bytes]:
-        """The SSE response: each progress notification as it comes, then the response (none if cancelled)."""
-        queue = call.notifications
-        try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait((task, getter), return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                yield b"event: message\ndata: " + getter.result() + b"\n\n"
-            while not queue.empty():
-                yield b"event: message\ndata: " + queue.get_nowait() + b"\n\n"
-            if not task.cancelled():
-                body, _status = self._outcome(message, task, modern)
-                yield b"event: message\ndata: " + body + b"\n\n"
-        finally:  # also when the client left mid-stream: the call stops with it
-            self.inflight.remove(key, call)
-            if not task.done():
-                task.cancel()
 
     # -- the methods ------------------------------------------------------------------
 

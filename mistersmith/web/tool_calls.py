@@ -24,12 +24,15 @@ import contextvars
 import uuid
 from typing import Any
 
+from collections.abc import AsyncIterator, Callable
+
 import orjson
 
 __all__ = ["InFlight", "ToolCall", "current_call"]
 
 _CURRENT: contextvars.ContextVar[ToolCall | None] = contextvars.ContextVar("mistersmith_tool_call", default=None)
 
+_SSE = b"event: message\ndata: "
 _QUEUE_MAX = 1000
 """Unsent progress notifications kept per call; past that the oldest are dropped (a slow reader never
 holds the agent up)."""
@@ -72,6 +75,29 @@ class ToolCall:
             self.dropped += 1
         self.notifications.put_nowait(orjson.dumps(
             {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}))
+
+    async def events(self, task: asyncio.Task[Any], answered: Callable[[], bytes | None]) -> AsyncIterator[bytes]:
+        """The SSE response of a call that streams: each progress notification as it comes, then
+        ``answered()`` (its response; none once it was cancelled). A client that leaves mid-stream
+        (the generator is closed) cancels ``task``: the call stops with it."""
+        queue = self.notifications
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait((task, getter), return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                yield _SSE + getter.result() + b"\n\n"
+            while not queue.empty():
+                yield _SSE + queue.get_nowait() + b"\n\n"
+            body = answered()
+            if body is not None:
+                yield _SSE + body + b"\n\n"
+        finally:
+            if not task.done():
+                task.cancel()
+                answered()
 
     def enter(self) -> contextvars.Token[ToolCall | None]:
         return _CURRENT.set(self)
