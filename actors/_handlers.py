@@ -56,15 +56,19 @@ class HandlerMethods:
         Call it from a handler, sync or async (in this incarnation's thread); it never blocks. It also
         tells the agent's ``idle_timeout_s`` that the command is alive.
         """
-        self._progress_at = now = self._now()
-        slot = RUNNING.get()
-        if slot is not None:
-            slot.progress_at = now
-            sink = slot.sink
-        else:
-            sink = self._progress_sink
+        sink = self._sink_now()
         if sink is not None:
             sink(Progress(data, done, total))
+
+    def _sink_now(self) -> ProgressSink | None:
+        """The running command's progress sink (its slot's, in a concurrent kind); stamps its progress time."""
+        self._progress_at = now = self._now()
+        slot = RUNNING.get()
+        if slot is None:
+            return self._progress_sink
+        slot.progress_at = now
+        sink: ProgressSink | None = slot.sink
+        return sink
 
     def _call_handler(self, fn: Callable[..., Any], shape: str, kwargs: Mapping[str, Any]) -> Any:
         """Run one handler to its end, in this thread; its result, or what it raised."""
@@ -90,13 +94,7 @@ class HandlerMethods:
         return self._aio.run(_awaited(awaitable), COMMAND)
 
     def _yielded(self, item: Any) -> None:
-        self._progress_at = now = self._now()
-        slot = RUNNING.get()
-        if slot is not None:
-            slot.progress_at = now
-            sink = slot.sink
-        else:
-            sink = self._progress_sink
+        sink = self._sink_now()
         if sink is not None:
             sink(item if type(item) is Progress else Progress(item))
 

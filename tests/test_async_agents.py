@@ -9,34 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from _async_helpers import Seen
-from _helpers import WAIT_S, running
+from _async_helpers import Seen, rt
+from _helpers import WAIT_S
 from mistersmith import (
     Agent,
     AgentFailedError,
     BlockingCallError,
     CommandError,
-    FakeClock,
     Runtime,
     SpecError,
     StartError,
-    SupervisorSpec,
     command,
 )
 from mistersmith.actors._aio import open_loops
 
-ROOT = SupervisorSpec("root", intensity=20, backoff=None)
-
-
-@pytest.fixture
-def rt(clock: FakeClock) -> Iterator[Runtime]:
-    with running(clock=clock, root=ROOT) as runtime:
-        yield runtime
 
 
 def mixed_kind(seen: Seen) -> type[Agent]:

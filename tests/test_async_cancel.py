@@ -10,15 +10,12 @@ not installed, so the handler speaks HTTP over ``asyncio.open_connection``).
 from __future__ import annotations
 
 import asyncio
-import http.server
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from _async_helpers import Seen, ask_in_thread
-from _helpers import WAIT_S, running
+from _async_helpers import Seen, SlowHTTP, ask_in_thread, rt, slow_http
+from _helpers import WAIT_S
 from mistersmith import (
     Agent,
     AgentFailedError,
@@ -26,59 +23,9 @@ from mistersmith import (
     RestartingError,
     Runtime,
     RuntimeClosedError,
-    SupervisorSpec,
     UnknownAgentError,
     command,
 )
-
-ROOT = SupervisorSpec("root", intensity=20, backoff=None)
-
-
-@pytest.fixture
-def rt(clock: FakeClock) -> Iterator[Runtime]:
-    with running(clock=clock, root=ROOT) as runtime:
-        yield runtime
-
-
-class SlowHTTP:
-    """A local HTTP server whose answer waits until ``release`` is set."""
-
-    def __init__(self) -> None:
-        self.got_request = threading.Event()
-        self.release = threading.Event()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.got_request.set()
-                server.release.wait(WAIT_S)
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"late")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="test-http", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(WAIT_S)
-
-
-@pytest.fixture
-def slow_http() -> Iterator[SlowHTTP]:
-    server = SlowHTTP()
-    try:
-        yield server
-    finally:
-        server.close()
-
 
 def fetch_kind(seen: Seen) -> type[Agent]:
     class Fetcher(Agent):

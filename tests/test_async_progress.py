@@ -14,29 +14,20 @@ from typing import Any
 
 import pytest
 
-from _async_helpers import Seen
-from _helpers import WAIT_S, running
+from _async_helpers import Seen, rt
+from _helpers import WAIT_S
 from mistersmith import (
     Agent,
     BlockingCallError,
     CommandError,
     CommandTimeoutError,
-    FakeClock,
     Progress,
     Runtime,
-    SupervisorSpec,
     UnknownAgentError,
     command,
 )
 from mistersmith.actors import STREAM_MAXSIZE
 
-ROOT = SupervisorSpec("root", intensity=20, backoff=None)
-
-
-@pytest.fixture
-def rt(clock: FakeClock) -> Iterator[Runtime]:
-    with running(clock=clock, root=ROOT) as runtime:
-        yield runtime
 
 
 def reporter_kind(seen: Seen) -> type[Agent]:

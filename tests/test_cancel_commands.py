@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from _async_helpers import Seen
-from _helpers import WAIT_S, running
-from test_async_cancel import SlowHTTP
+from _async_helpers import Seen, SlowHTTP, ask_in_thread, rt, slow_http
+from _helpers import WAIT_S
 from mistersmith import (
     Agent,
     AgentFailedError,
@@ -27,27 +24,8 @@ from mistersmith import (
     CommandTimeoutError,
     FakeClock,
     Runtime,
-    SupervisorSpec,
     command,
 )
-
-ROOT = SupervisorSpec("root", intensity=20, backoff=None)
-
-
-@pytest.fixture
-def rt(clock: FakeClock) -> Iterator[Runtime]:
-    with running(clock=clock, root=ROOT) as runtime:
-        yield runtime
-
-
-@pytest.fixture
-def slow_http() -> Iterator[SlowHTTP]:
-    server = SlowHTTP()
-    try:
-        yield server
-    finally:
-        server.close()
-
 
 def llm_kind(seen: Seen) -> type[Agent]:
     class Llm(Agent):
@@ -101,32 +79,12 @@ def llm_kind(seen: Seen) -> type[Agent]:
     return Llm
 
 
-def ask_later(rt: Runtime, agent: str, cmd: str, payload: dict[str, Any], **kw: Any) -> Any:
-    outcome: list[Any] = []
-
-    def caller() -> None:
-        try:
-            outcome.append(rt.ask(agent, cmd, payload, **kw))
-        except BaseException as exc:  # checked by the test
-            outcome.append(exc)
-
-    thread = threading.Thread(target=caller, name="test-caller")
-    thread.start()
-
-    def result() -> Any:
-        thread.join(WAIT_S)
-        assert not thread.is_alive()
-        return outcome[0]
-
-    return result
-
-
 def test_cancelling_a_running_httpx_call_cancels_its_task_and_the_agent_lives_on(
     rt: Runtime, slow_http: SlowHTTP
 ) -> None:
     seen = Seen()
     agent = rt.spawn(llm_kind(seen), "llm")
-    outcome = ask_later(rt, agent, "call", {"port": slow_http.port}, timeout=WAIT_S, correlation_id="c-1")
+    outcome = ask_in_thread(rt, agent, "call", {"port": slow_http.port}, timeout=WAIT_S, correlation_id="c-1")
     assert slow_http.got_request.wait(WAIT_S)  # the request is in flight
     assert rt.cancel(agent, "c-1") is True
     error = outcome()
@@ -143,7 +101,7 @@ def test_cancelling_a_running_httpx_call_cancels_its_task_and_the_agent_lives_on
 def test_a_queued_command_that_is_cancelled_never_runs(rt: Runtime) -> None:
     seen = Seen()
     agent = rt.spawn(llm_kind(seen), "llm")
-    busy = ask_later(rt, agent, "forever", {}, timeout=WAIT_S, correlation_id="busy")
+    busy = ask_in_thread(rt, agent, "forever", {}, timeout=WAIT_S, correlation_id="busy")
     assert seen.entered.wait(WAIT_S)
     queued = rt.ask_stream(agent, "count", timeout=WAIT_S, correlation_id="queued")  # returns once queued
     assert rt.cancel(agent, "queued") is True
@@ -157,7 +115,7 @@ def test_a_queued_command_that_is_cancelled_never_runs(rt: Runtime) -> None:
 def test_a_sync_handler_sees_self_cancelled_and_its_late_result_is_dropped(rt: Runtime) -> None:
     seen = Seen()
     agent = rt.spawn(llm_kind(seen), "llm")
-    outcome = ask_later(rt, agent, "spin", {}, timeout=WAIT_S, correlation_id="s")
+    outcome = ask_in_thread(rt, agent, "spin", {}, timeout=WAIT_S, correlation_id="s")
     assert seen.entered.wait(WAIT_S)
     assert rt.cancel(agent, "s") is True
     assert isinstance(outcome(), CommandCancelledError)
@@ -196,7 +154,7 @@ def test_a_caller_whose_deadline_passed_gets_timeout_and_the_running_call_is_can
 def test_a_command_whose_caller_gave_up_while_it_was_queued_is_never_started(rt: Runtime) -> None:
     seen = Seen()
     agent = rt.spawn(llm_kind(seen), "llm")
-    busy = ask_later(rt, agent, "forever", {}, timeout=WAIT_S, correlation_id="busy")
+    busy = ask_in_thread(rt, agent, "forever", {}, timeout=WAIT_S, correlation_id="busy")
     assert seen.entered.wait(WAIT_S)
     with pytest.raises(CommandTimeoutError):
         rt.ask(agent, "count", timeout=0.01)  # times out in the mailbox, behind `forever`
@@ -210,7 +168,7 @@ def test_idle_timeout_fires_on_silence_and_an_async_handler_is_cancelled_not_res
 ) -> None:
     seen = Seen()
     agent = rt.spawn(llm_kind(seen), "llm", idle_timeout_s=2.0, command_timeout_s=100.0)
-    outcome = ask_later(rt, agent, "forever", {}, timeout=WAIT_S)
+    outcome = ask_in_thread(rt, agent, "forever", {}, timeout=WAIT_S)
     assert seen.entered.wait(WAIT_S)
     clock.advance(1.0)
     assert not seen.unwound.is_set()
@@ -228,7 +186,7 @@ def test_idle_timeout_never_kills_a_slow_handler_that_keeps_reporting_progress(
 ) -> None:
     seen = Seen()
     agent = rt.spawn(llm_kind(seen), "llm", idle_timeout_s=2.0, command_timeout_s=100.0)
-    outcome = ask_later(rt, agent, "stream", {"steps": 5}, timeout=WAIT_S)
+    outcome = ask_in_thread(rt, agent, "stream", {"steps": 5}, timeout=WAIT_S)
     for _ in range(5):
         assert seen.entered.wait(WAIT_S)  # the handler reported progress and waits for release
         seen.entered.clear()
@@ -241,7 +199,7 @@ def test_idle_timeout_never_kills_a_slow_handler_that_keeps_reporting_progress(
 def test_idle_timeout_abandons_a_silent_sync_handler_as_a_hang(rt: Runtime, clock: FakeClock) -> None:
     seen = Seen()
     agent = rt.spawn(llm_kind(seen), "llm", idle_timeout_s=1.0, shutdown_s=0.05)
-    outcome = ask_later(rt, agent, "spin", {}, timeout=WAIT_S)
+    outcome = ask_in_thread(rt, agent, "spin", {}, timeout=WAIT_S)
     assert seen.entered.wait(WAIT_S)
     with rt.subscribe(agent_id=agent, event_types=["restarted"]) as restarted:
         clock.advance(1.5)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
-from _helpers import WAIT_S, running
-from test_cancel_commands import ask_later
+from _async_helpers import ask_in_thread, rt
+from _helpers import WAIT_S
 from mistersmith import (
     Agent,
     AgentFailedError,
@@ -26,19 +25,9 @@ from mistersmith import (
     RestartingError,
     Runtime,
     SpecError,
-    SupervisorSpec,
     UnknownAgentError,
     command,
 )
-
-ROOT = SupervisorSpec("root", intensity=20, backoff=None)
-
-
-@pytest.fixture
-def rt(clock: FakeClock) -> Iterator[Runtime]:
-    with running(clock=clock, root=ROOT) as runtime:
-        yield runtime
-
 
 class Gate:
     """Handlers wait at a named gate until the test opens it; ``arrived`` says who is waiting."""
@@ -92,9 +81,9 @@ def parallel_kind(gate: Gate, n: int = 3) -> type[Agent]:
 def test_commands_run_side_by_side_up_to_the_limit_and_finish_in_any_order(rt: Runtime) -> None:
     gate = Gate()
     agent = rt.spawn(parallel_kind(gate, 2), "p")
-    a = ask_later(rt, agent, "wait", {"name": "a"}, timeout=WAIT_S)
+    a = ask_in_thread(rt, agent, "wait", {"name": "a"}, timeout=WAIT_S)
     assert gate.at("a")[0].wait(WAIT_S)
-    b = ask_later(rt, agent, "wait", {"name": "b"}, timeout=WAIT_S)
+    b = ask_in_thread(rt, agent, "wait", {"name": "b"}, timeout=WAIT_S)
     assert gate.at("b")[0].wait(WAIT_S)  # b started while a still runs
     c = rt.ask_stream(agent, "wait", {"name": "c"}, timeout=WAIT_S)  # queued: the limit is 2
     assert not gate.at("c")[0].is_set()
@@ -112,7 +101,7 @@ def test_commands_run_side_by_side_up_to_the_limit_and_finish_in_any_order(rt: R
 def test_an_error_or_a_cancel_touches_one_command_only(rt: Runtime) -> None:
     gate = Gate()
     agent = rt.spawn(parallel_kind(gate), "p")
-    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S, correlation_id="a")
+    a = ask_in_thread(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S, correlation_id="a")
     assert gate.at("a")[0].wait(WAIT_S)
     with pytest.raises(CommandError):
         rt.ask(agent, "refuse", timeout=WAIT_S)
@@ -125,7 +114,7 @@ def test_an_error_or_a_cancel_touches_one_command_only(rt: Runtime) -> None:
 def test_a_crash_ends_the_incarnation_and_the_others_hear_restarting(rt: Runtime) -> None:
     gate = Gate()
     agent = rt.spawn(parallel_kind(gate), "p")
-    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
+    a = ask_in_thread(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
     assert gate.at("a")[0].wait(WAIT_S)
     with rt.subscribe(agent_id=agent, event_types=["restarted"]) as restarted:
         with pytest.raises(AgentFailedError):
@@ -139,8 +128,8 @@ def test_a_crash_ends_the_incarnation_and_the_others_hear_restarting(rt: Runtime
 def test_a_stop_cancels_every_running_command(rt: Runtime) -> None:
     gate = Gate()
     agent = rt.spawn(parallel_kind(gate), "p", shutdown_s=WAIT_S)
-    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
-    b = ask_later(rt, agent, "forever", {"name": "b"}, timeout=WAIT_S)
+    a = ask_in_thread(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
+    b = ask_in_thread(rt, agent, "forever", {"name": "b"}, timeout=WAIT_S)
     assert gate.at("a")[0].wait(WAIT_S) and gate.at("b")[0].wait(WAIT_S)
     rt.stop(agent)
     assert isinstance(a(), UnknownAgentError) and isinstance(b(), UnknownAgentError)
@@ -151,7 +140,7 @@ def test_a_stop_cancels_every_running_command(rt: Runtime) -> None:
 def test_idle_timeout_cancels_the_silent_command_and_the_others_go_on(rt: Runtime, clock: FakeClock) -> None:
     gate = Gate()
     agent = rt.spawn(parallel_kind(gate), "p", idle_timeout_s=2.0, command_timeout_s=100.0)
-    a = ask_later(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
+    a = ask_in_thread(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S)
     assert gate.at("a")[0].wait(WAIT_S)
     clock.advance(2.5)
     error = a()

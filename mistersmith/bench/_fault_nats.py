@@ -23,6 +23,7 @@ import itertools
 import os
 import signal
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,7 @@ class _Load:
         self.stop = asyncio.Event()
         self.acked: dict[str, int] = {}
         self.tried: set[str] = set()
+        self.run = uuid.uuid4().hex[:8]
         self.outcomes: Counter[str] = Counter()
         self.last_ok: dict[str, float] = {}
         self.numbers = itertools.count()
@@ -124,7 +126,7 @@ class _Load:
         for i in itertools.count():
             if self.stop.is_set():
                 return
-            task_id = f"task-{i:05d}"
+            task_id = f"task-{self.run}-{i:05d}"  # unique per run: JetStream drops a Msg-Id it saw within 2 min
             body = orjson.dumps({"task_id": task_id, "payload": {"x": i, "work_s": self.sizes.work_s}})
             self.tried.add(task_id)
             while True:  # until acked: the same Nats-Msg-Id, so never twice
