@@ -15,7 +15,9 @@ its incarnation's loop instead of one command at a time:
   cancelled and their callers hear ``restarting``, and the supervisor decides.
 - **Bounds.** A command past ``command_timeout_s``, or silent for
   ``idle_timeout_s``, is cancelled with ``timeout``; the agent and its other
-  commands go on (one slow call is no reason to drop the others).
+  commands go on (one slow call is no reason to drop the others). One that
+  has not ended ``shutdown_s`` after it was cancelled is blocking the loop
+  (a sync handler that hangs): the incarnation fails as a hung one does.
 - **Stopping.** A stop request cancels the running commands (their callers
   hear what callers of a stopped agent hear) and waits for them to unwind.
 - **Not durable:** state commits are per command, which concurrent commands
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sys
 import threading
 from asyncio import CancelledError
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from pykka import messages as pykka_messages
 
 from mistersmith import tracing
-from mistersmith.errors import CommandTimeoutError, MisterSmithError
+from mistersmith.errors import AgentFailedError, CommandTimeoutError, MisterSmithError
 
 from ._aio import ANYTHING, IncarnationLoop
 from ._cancel import untrack
@@ -50,11 +53,13 @@ from ._state import AgentState
 
 __all__ = ["ConcurrentRun", "Slot"]
 
+logger = logging.getLogger("mistersmith.agent")
+
 
 class Slot:
     """One command running in a concurrent incarnation."""
 
-    __slots__ = ("letter", "order", "progress_at", "reported", "reply", "sink", "started", "task")
+    __slots__ = ("cancelled_at", "letter", "order", "progress_at", "reported", "reply", "sink", "started", "task")
 
     def __init__(self, letter: Letter, order: Order, started: float) -> None:
         self.letter = letter
@@ -62,7 +67,8 @@ class Slot:
         self.reply: ReplySlot | None = letter.reply_to
         self.sink: ProgressSink | None = getattr(letter.reply_to, "progress", None)
         self.started = self.progress_at = started
-        self.reported = False  # the watchdog said it is over a bound (once)
+        self.reported = False  # the watchdog said it is over a bound (once), then that it did not stop (once)
+        self.cancelled_at: float | None = None  # when a bound cancelled it
         self.task: asyncio.Task[None] | None = None
 
 
@@ -89,6 +95,7 @@ class ConcurrentRun:
         def _settle(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
                     expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None: ...
         def _drain(self, gen: Any) -> Any: ...
+        def abandon(self) -> bool: ...
         async def _adrain(self, agen: Any) -> None: ...
 
     _slots: dict[Order, Slot] | None = None
@@ -234,6 +241,8 @@ class ConcurrentRun:
         for slot in list(slots.values()):
             if not slot.reported and self._bound_passed(slot, now) is not None:
                 slot.reported = found = True
+            elif slot.cancelled_at is not None and now - slot.cancelled_at >= self._grace_s():
+                slot.cancelled_at, found = None, True  # cancelled, and still there: the loop is blocked
         return found
 
     def _check_slots(self, now: float) -> bool:
@@ -241,16 +250,37 @@ class ConcurrentRun:
         slots = self._slots
         acted = False
         for slot in list((slots or {}).values()):
+            if slot.reported and slot.cancelled_at is None and slot.order.stopped is not None:
+                return self._blocked(slot)  # cancelled a grace ago, and never ended: nothing runs on the loop
             error = self._bound_passed(slot, now)
             if error is None or slot.order.stopped is not None:
                 continue
             slot.order.stopped = error
+            slot.cancelled_at = now
             deliver(slot.reply, error=error)
             self._stop_slot(slot.order)
             if error.idle:
                 self.context.counters.add("idle_timeouts")
             acted = True
         return acted
+
+    def _grace_s(self) -> float:
+        """How long a cancelled command may take to end before its loop counts as blocked."""
+        return self.context.shutdown_s if self.context.shutdown_s is not None else 1.0
+
+    def _blocked(self, slot: Slot) -> bool:
+        """A command that does not end when cancelled blocks the loop (a sync handler that hangs, an async one
+        that never awaits): the incarnation fails as a hung one does, its thread abandoned and counted."""
+        if not self.abandon():
+            return False
+        detail = (f"command {slot.order.name!r} kept the agent's loop blocked after it was cancelled "
+                  f"(a sync handler that hangs in a kind with concurrency = {self.concurrency}?)")
+        logger.error("agent %s hung: %s", self.agent_id, detail, extra={"agent_id": self.agent_id})
+        self.context.emit("failed", detail, {"command": slot.order.name, "hung": True})
+        for other in list((self._slots or {}).values()):
+            deliver(other.reply, error=AgentFailedError(self.agent_id, detail))
+        self.context.on_exit(self, Exit.crash(detail))  # type: ignore[arg-type]  # self is the Agent
+        return True
 
     def _bound_passed(self, slot: Slot, now: float) -> CommandTimeoutError | None:
         limit, idle = self.context.command_timeout_s, self.context.idle_timeout_s

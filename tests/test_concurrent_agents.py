@@ -170,3 +170,35 @@ def test_many_concurrent_commands_from_asyncio(rt: Runtime) -> None:
         return await asyncio.gather(*(rt.aask(agent, "nap", {"i": i}, timeout=WAIT_S) for i in range(100)))
 
     assert asyncio.run(main()) == list(range(100))
+
+
+def test_a_sync_handler_that_hangs_in_a_concurrent_kind_fails_the_incarnation_as_a_hang(
+    rt: Runtime, clock: FakeClock
+) -> None:
+    release = threading.Event()
+
+    class Blocking(Agent):
+        kind = "blocking"
+        concurrency: ClassVar[int] = 2
+
+        @command
+        def stuck(self) -> None:
+            entered.set()
+            release.wait(WAIT_S)  # a sync call that never returns in time: the loop is blocked
+
+    entered = threading.Event()
+    agent = rt.spawn(Blocking, "b", command_timeout_s=1.0, shutdown_s=0.5)
+    outcome = ask_in_thread(rt, agent, "stuck", {})
+    assert entered.wait(WAIT_S)
+    try:
+        clock.advance(1.1)  # past command_timeout_s: cancelled, with `timeout` to its caller
+        assert isinstance(outcome(), CommandTimeoutError)
+        with rt.subscribe(agent_id=agent, event_types=["restarted"]) as restarted:
+            clock.advance(0.6)  # still not ended a grace later: the incarnation is given up on
+            restarted.get(WAIT_S)
+        assert rt.stats()["abandoned_threads"] == 1
+        [failed] = rt.history(agent_id=agent, event_types=["failed"])
+        assert failed.data == {"command": "stuck", "hung": True}
+    finally:
+        release.set()
+    assert rt.ask(agent, "ping", timeout=WAIT_S)["pong"] is True

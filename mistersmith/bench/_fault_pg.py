@@ -5,9 +5,9 @@ scenario's own (the server is stopped: never a shared one). Under load:
 ``agents`` ``tally`` agents (not durable: a durable commit needs the
 database and is refused while it is away, by design) each asked ``add`` in a
 loop, every ``fail_every``-th command a ``fail`` (``failed`` and
-``restarted`` events); during the outage ``spawns`` spawns are tried (a
-spawn claims its id in PostgreSQL, so each is refused, ``unavailable``:
-recorded, not a fault). The node's lease is set longer than the outage
+``restarted`` events); at the end of the outage ``spawns`` spawns are tried
+(a spawn claims its id in PostgreSQL, so each is refused, ``unavailable``,
+after the pool's connect timeout: recorded, not a fault). The node's lease is set longer than the outage
 (``cluster.node_lease_s``): a node that cannot renew its lease stops serving
 its agents, by design, and that is not the fault measured here.
 
@@ -119,7 +119,11 @@ async def _scenario(pg: EmbeddedPostgres, nats_url: str, database_url: str, size
             await asyncio.to_thread(pg.stop)
             await nc.flush()
             seen_before = set(recorder.events)
-
+            await asyncio.sleep(max(0.0, sizes.down_s - (time.monotonic() - t_down)))  # the outage's length
+            await nc.flush()
+            result.events_during_outage = len(set(recorder.events) - seen_before)
+            # Last: a spawn holds the root supervisor while it waits for PostgreSQL (up to the pool's
+            # timeout), and the siblings' restarts wait behind it.
             async def spawn(i: int) -> None:  # a spawn claims its id in PostgreSQL: refused while it is away
                 try:
                     await control(nc, "spawn", {"kind": "tally", "agent_id": f"late-{i:03d}",
@@ -129,9 +133,6 @@ async def _scenario(pg: EmbeddedPostgres, nats_url: str, database_url: str, size
                     result.spawn_refusals.append(str(exc))
 
             await asyncio.gather(*map(spawn, range(sizes.spawns)))
-            await asyncio.sleep(max(0.0, sizes.down_s - (time.monotonic() - t_down)))  # the outage's length
-            await nc.flush()
-            result.events_during_outage = len(set(recorder.events) - seen_before)
             await asyncio.to_thread(pg.start)
             t_up = time.monotonic()
             result.down_s = t_up - t_down

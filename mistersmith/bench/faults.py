@@ -64,7 +64,7 @@ class Sizes:
 FULL = Sizes(
     kill=KillSizes(commands=10_000, agents=50, fail_every=25),
     nats=NatsSizes(agents=50, before_s=5.0, down_s=10.0, after_s=5.0),
-    pg=PgSizes(agents=50, down_s=30.0, before_s=3.0, after_s=3.0, spawns=5),
+    pg=PgSizes(agents=50, down_s=30.0, before_s=3.0, after_s=3.0, spawns=1),
     disk=DiskSizes(before=1_000, refused=100, sync_timeout_s=1.0),
     fuzz=FuzzSizes(nats=10_000, mcp=10_000, warmup=1_000),
     limits=LimitSizes(max_streams=1_000, rate_s=3.0, connections=32),

@@ -12,7 +12,7 @@ from mistersmith.bench._fault_pg import PgSizes, stop_postgres_mid_load
 from mistersmith.embedded.nats import EmbeddedNats
 from mistersmith.embedded.postgres import EmbeddedPostgres
 
-SIZES = PgSizes(agents=5, down_s=3.0, spawns=2)
+SIZES = PgSizes(agents=5, down_s=3.0, spawns=1)
 
 
 def test_no_event_is_lost_and_each_is_written_once_across_an_outage(
