@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mistersmith.actors import Agent, Letter
+from mistersmith import tracing
 from mistersmith.audit import AuditEntry, AuditRecorder, current_actor, outcome_of
 from mistersmith.supervisors import Backoff, Restart
 
@@ -41,7 +42,8 @@ class Audited(Commands, Control):
         if audit is None or actor is None:
             return
         audit.record(AuditEntry(self.node_id, actor.name, actor.door, action, target,
-                                outcome if outcome is not None else outcome_of(exc), detail, actor.trace_id))
+                                outcome if outcome is not None else outcome_of(exc), detail,
+                                actor.trace_id or tracing.current_trace_id()))
 
     # -- commands -----------------------------------------------------------------------
 
