@@ -240,6 +240,10 @@ class RemoteCommands(Protocol):
         """Cancel a command sent with ``correlation_id`` on the node that hosts ``agent_id``."""
         ...
 
+    async def remote_trees(self) -> dict[str, Any]:
+        """Every node's supervision tree that answers in time, by node id (``system.control.tree``)."""
+        ...
+
 
 class NatsStats(Protocol):
     """The NATS connection's real counters (the bridge)."""

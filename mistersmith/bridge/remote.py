@@ -18,6 +18,9 @@ from .client import AgentClient
 
 __all__ = ["RemoteAgents"]
 
+TREES_TIMEOUT_S = 2.0
+"""How long the console waits for the other nodes' trees (those that answer in time are shown)."""
+
 ProgressFn = Callable[[Any, float | None, float | None], None]
 
 
@@ -41,3 +44,8 @@ class RemoteAgents:
 
     async def remote_cancel(self, agent_id: str, correlation_id: str) -> bool:
         return await self._client.cancel(agent_id, correlation_id)
+
+    async def remote_trees(self) -> dict[str, Any]:
+        answer = await self._client.control("tree", {}, timeout_s=TREES_TIMEOUT_S)
+        trees: dict[str, Any] = answer.get("trees", {})
+        return trees

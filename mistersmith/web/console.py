@@ -165,9 +165,17 @@ class Console:
                              "discoveries": b.discoveries is not None, "cluster": b.cluster is not None})
 
     async def tree(self, request: Request) -> Response:
-        runtime = self.backends.runtime
+        """This node's tree, and (in a cluster) every other node's as ``others``: ``{node_id: tree}``."""
+        runtime, remote = self.backends.runtime, self.backends.remote
+        others: dict[str, Any] = {}
+        if remote is not None:
+            try:
+                others = {node: tree for node, tree in (await remote.remote_trees()).items()
+                          if node != runtime.node_id}
+            except MisterSmithError:  # NATS is away: this node's tree still shows
+                others = {}
         return JSONResponse({"node_id": runtime.node_id, "tree": _countdowns(runtime.tree(), runtime.clock.now()),
-                             "head_seq": await self.timeline.head_seq()})
+                             "others": others, "head_seq": await self.timeline.head_seq()})
 
     async def kinds(self, request: Request) -> Response:
         return JSONResponse({"kinds": self.backends.runtime.kinds()})

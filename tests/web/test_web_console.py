@@ -126,3 +126,33 @@ def test_history_tree_at_and_why_did_this_restart(serve: Callable[..., Served]) 
     assert chain["window"]["used"] == 1 and chain["window"]["intensity"] == 1000
     assert chain["escalation"] is None
     assert http(served.url, "GET", "/ui/api/why?seq=abc").status == 400
+
+
+class OtherNodes:
+    """A ``RemoteCommands`` port whose cluster has one more node (the tree's ``others``)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.me = "?"  # the served node's own id: its own answer to the scatter must not show twice
+
+    async def remote_trees(self) -> dict[str, object]:
+        from mistersmith.bridge.errors import NatsUnavailableError
+
+        if self.fail:
+            raise NatsUnavailableError("system.control.tree was not sent", "reconnecting")
+        return {"node-b": {"id": "root", "path": "root", "type": "supervisor", "children": [
+            {"id": "far", "path": "root/far", "type": "agent", "kind": "echo", "state": "idle", "children": []}]},
+                self.me: {"id": "root", "children": []}}
+
+
+def test_the_tree_shows_every_other_node_of_the_cluster(serve: Callable[..., Served]) -> None:
+    nodes = OtherNodes()
+    served = serve(api_token=TOKEN, backends={"remote": nodes})
+    nodes.me = served.runtime.node_id
+    jar = _cookie(served)
+    doc = http(served.url, "GET", "/ui/api/tree", headers=jar).json()
+    assert doc["others"]["node-b"]["children"][0]["id"] == "far"
+    assert list(doc["others"]) == ["node-b"]  # not this node again
+    away = serve(api_token=TOKEN, backends={"remote": OtherNodes(fail=True)})
+    doc = http(away.url, "GET", "/ui/api/tree", headers=_cookie(away)).json()
+    assert doc["others"] == {} and doc["tree"]["id"] == "root"  # NATS away: this node's tree still shows

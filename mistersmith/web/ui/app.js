@@ -156,6 +156,7 @@ class Console {
     try {
       const snap = await api("/tree");
       this.model.load(snap.tree, snap.head_seq);
+      for (const [node, tree] of Object.entries(snap.others || {})) this.model.load(tree, snap.head_seq, node);
       this.tree.render();
       return snap;
     } catch (error) {

@@ -31,23 +31,27 @@ export class TreeModel {
     return `${node}|${path}`;
   }
 
-  // Replace this node's part with a fresh snapshot, then re-apply events the snapshot may predate.
-  load(tree, headSeq) {
-    for (const [key] of this.items) if (key.startsWith(`${this.nodeId}|`)) this.items.delete(key);
-    this.roots = this.roots.filter((r) => r.node_id !== this.nodeId);
+  // Replace one node's part (default: this node's) with a fresh snapshot, then re-apply events the snapshot
+  // may predate.
+  load(tree, headSeq, nodeId = this.nodeId) {
+    for (const [key] of this.items) if (key.startsWith(`${nodeId}|`)) this.items.delete(key);
+    this.roots = this.roots.filter((r) => r.node_id !== nodeId);
     const add = (raw, parent) => {
       const item = {
         id: raw.id, path: pathOf(raw), type: raw.type, kind: raw.kind, state: LIVE[raw.state] || raw.state,
         busy: raw.state === "busy",
         restart_count: raw.restart_count || 0, mailbox_depth: raw.mailbox_depth, strategy: raw.strategy,
-        intensity: raw.intensity, period_s: raw.period_s, node_id: this.nodeId, children: [], parent,
+        intensity: raw.intensity, period_s: raw.period_s, node_id: nodeId, children: [], parent,
         restart_due: raw.restart_in_s !== undefined ? performance.now() + raw.restart_in_s * 1000 : null,
       };
-      this.items.set(this.key(this.nodeId, item.path), item);
+      this.items.set(this.key(nodeId, item.path), item);
       for (const child of raw.children || []) item.children.push(add(child, item));
       return item;
     };
-    if (tree && tree.id) this.roots.unshift(add(tree, null));
+    if (tree && tree.id) {
+      if (nodeId === this.nodeId) this.roots.unshift(add(tree, null));
+      else this.roots.push(add(tree, null));
+    }
     this.headSeq = headSeq || 0;
     this.recent = this.recent.filter((e) => e.seq > this.headSeq);
     for (const event of this.recent) this.apply(event);
