@@ -279,7 +279,7 @@ class ConcurrentRun:
         self.context.emit("failed", detail, {"command": slot.order.name, "hung": True})
         for other in list((self._slots or {}).values()):
             deliver(other.reply, error=AgentFailedError(self.agent_id, detail))
-        self.context.on_exit(self, Exit.crash(detail))  # type: ignore[arg-type]  # self is the Agent
+        self.context.on_exit(self, Exit.crash(detail))
         return True
 
     def _bound_passed(self, slot: Slot, now: float) -> CommandTimeoutError | None:
