@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import signal
 import subprocess
 import sys
@@ -35,7 +36,29 @@ from mistersmith.node import Node
 
 HERE = Path(__file__).resolve().parent
 WAIT_S = 30.0
-EXPORTER = InMemorySpanExporter()
+
+
+class Exporter(InMemorySpanExporter):
+    """An in-memory exporter that a test can wait on: a span ends after its response has gone (HTTP)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Condition()
+
+    def export(self, spans: Any) -> Any:
+        result = super().export(spans)
+        with self.arrived:
+            self.arrived.notify_all()
+        return result
+
+    def wait_for(self, predicate: Any, timeout_s: float) -> list[Any]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: predicate(self.get_finished_spans()), timeout_s), \
+                [s.name for s in self.get_finished_spans()]
+        return list(self.get_finished_spans())
+
+
+EXPORTER = Exporter()
 
 
 @pytest.fixture
@@ -123,7 +146,12 @@ def test_one_trace_from_http_on_one_node_to_the_journal_commit_on_another(
     crashed = _mcp_send(_http_url(node_a), "crash")
     assert crashed["isError"] is True and "agent_failed" in crashed["content"][0]["text"]
 
-    finished = EXPORTER.get_finished_spans()
+    def has_http_span(spans: Any) -> bool:  # it ends once the response went: the client may be first
+        tools = [s for s in spans if s.name == "mcp.tool send_command"]
+        return bool(tools) and any(s.name == "HTTP POST /mcp" and s.context.trace_id == tools[0].context.trace_id
+                                   for s in spans)
+
+    finished = EXPORTER.wait_for(has_http_span, WAIT_S)
     [tool] = [s for s in finished if s.name == "mcp.tool send_command"]
     trace_id = format(tool.context.trace_id, "032x")
     by_id = {s.context.span_id: s for s in finished if format(s.context.trace_id, "032x") == trace_id}
