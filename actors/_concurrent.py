@@ -124,8 +124,8 @@ class ConcurrentRun:
                     return self._stop_exit
                 if self._crashed is not None:
                     return self._crashed
+                wake.clear()  # (full, a letter only wakes it to look at the stop flag: no spinning)
                 if len(slots) < self.concurrency:
-                    wake.clear()
                     letter = self.mailbox.get_nowait()
                     if letter is not None:
                         exit_ = self._take_letter(letter, loop)

@@ -202,3 +202,33 @@ def test_a_sync_handler_that_hangs_in_a_concurrent_kind_fails_the_incarnation_as
     finally:
         release.set()
     assert rt.ask(agent, "ping", timeout=WAIT_S)["pong"] is True
+
+
+def test_a_full_concurrent_agent_waits_without_spinning(rt: Runtime) -> None:
+    gate = Gate()
+    agent = rt.spawn(parallel_kind(gate, 2), "p")
+    a = ask_in_thread(rt, agent, "forever", {"name": "a"}, timeout=WAIT_S, correlation_id="a")
+    b = ask_in_thread(rt, agent, "forever", {"name": "b"}, timeout=WAIT_S, correlation_id="b")
+    assert gate.at("a")[0].wait(WAIT_S) and gate.at("b")[0].wait(WAIT_S)  # full now
+    queued = [rt.ask_stream(agent, "wait", {"name": f"q{i}"}, timeout=WAIT_S) for i in range(3)]  # they wake it
+    incarnation = rt.system.agents[agent].incarnation
+    assert incarnation is not None and incarnation.thread is not None
+    cpu = _cpu_of(incarnation.thread)
+    threading.Event().wait(0.3)  # a window to measure in (not a synchronisation): a spinning loop burns it all
+    spent_s = (_cpu_of(incarnation.thread) - cpu) / 1e9
+    assert spent_s < 0.1, f"the agent's thread used {spent_s:.3f} s of CPU in 0.3 s while it waited, full"
+    assert rt.cancel(agent, "a") is True and rt.cancel(agent, "b") is True
+    assert isinstance(a(), CommandCancelledError) and isinstance(b(), CommandCancelledError)
+    for i, stream in enumerate(queued):
+        gate.at(f"q{i}")[1].set()
+        assert stream.result() == f"q{i}"
+
+
+def _cpu_of(thread: threading.Thread) -> int:
+    """A thread's CPU time (ns), from /proc (Linux)."""
+    import os
+
+    with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
