@@ -179,3 +179,28 @@ def test_with_a_thousand_agents_the_page_renders_within_2s_and_stays_responsive(
         expect(page.get_by_text("999 agents")).to_be_visible(timeout=2000)
     finally:
         stop_all(console_node, ids)
+
+
+def test_when_the_stream_drops_a_banner_shows_then_it_reconnects_and_resumes(page: Page, console_node: Node) -> None:
+    runtime, http, loop = console_node.runtime, console_node.http, console_node.loop
+    assert runtime is not None and http is not None and loop is not None
+    sign_in(page, console_node)
+    banner = page.get_by_role("alert")
+    off(runtime.spawn, "echo", "before-the-drop")
+    expect(_row(page, "before-the-drop")).to_be_visible()  # the stream is live
+
+    async def drop_every_stream() -> int:  # as a restarted proxy or a lost connection would
+        subs = list(http.app.events._subs)
+        for sub in subs:
+            sub.close()
+        return len(subs)
+
+    assert off(loop.run, drop_every_stream(), 10.0) >= 1
+    expect(banner).to_contain_text("Live updates lost: reconnecting")
+    artifact(page, "stream-dropped")
+    expect(banner).to_contain_text("Live updates restored", timeout=10_000)  # it came back on its own
+    try:
+        off(runtime.spawn, "echo", "after-the-drop")
+        expect(_row(page, "after-the-drop")).to_be_visible(timeout=2000)  # and live updates flow again
+    finally:
+        stop_all(console_node, ["before-the-drop", "after-the-drop"])
