@@ -383,9 +383,12 @@ class Node:
         assert self.journal is not None
         stats = self.journal.stats()
         writer = stats["writer"]
-        # Events keep flowing into the durable spool during an outage: degraded, not down.
-        return {"status": "ok" if writer["pg_connected"] else "degraded", "writer": writer,
-                "backlog_events": stats["spool"].get("backlog_events"), "database": self._database_kind()}
+        # Events keep flowing into the durable spool during an outage: degraded, not down. A spool that
+        # cannot write (its disk is full) refuses new work: degraded too, and it says why.
+        spool_error = stats["spool"].get("last_error")
+        return {"status": "ok" if writer["pg_connected"] and not spool_error else "degraded", "writer": writer,
+                "backlog_events": stats["spool"].get("backlog_events"), "spool_error": spool_error,
+                "database": self._database_kind()}
 
     def _database_kind(self) -> str:
         return "embedded" if self.postgres is not None else "external"

@@ -89,3 +89,19 @@ def test_with_no_database_url_the_node_starts_the_embedded_postgresql_and_stops_
         assert node.journal.flush(10)
         assert "a1" in {e.agent_id for e in node.journal.replay(event_types=["started"])}
     assert exits_within(pid, 10), "the embedded server stops with the node"
+
+
+def test_health_says_degraded_with_the_reason_when_the_spool_cannot_write(tmp_path: Path) -> None:
+    class Journal:  # what /health reads of the journal: its stats
+        def __init__(self, error: str | None) -> None:
+            self.error = error
+
+        def stats(self) -> dict[str, object]:
+            return {"writer": {"pg_connected": True}, "spool": {"backlog_events": 3, "last_error": self.error}}
+
+    node = Node(load_settings({"node.data_dir": str(tmp_path / "n")}))
+    node.journal = Journal(None)  # type: ignore[assignment]
+    assert asyncio.run(node._database_health())["status"] == "ok"
+    node.journal = Journal("OSError(28, 'No space left on device')")  # type: ignore[assignment]
+    health = asyncio.run(node._database_health())
+    assert health["status"] == "degraded" and "No space left" in str(health["spool_error"])
