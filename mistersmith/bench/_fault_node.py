@@ -23,7 +23,6 @@ import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +39,7 @@ from nats.aio.msg import Msg
 from mistersmith.embedded._process import parent_death_signal
 
 from ._fault_kinds import KINDS
+from ._harness import pump_lines
 
 __all__ = ["Recorder", "ServeChild", "connect", "control", "poll_until", "poll_until_async", "rows"]
 
@@ -73,8 +73,7 @@ class ServeChild:
                                          env=self.env, start_new_session=True,
                                          preexec_fn=parent_death_signal(signal.SIGKILL))
         self.starts += 1
-        threading.Thread(target=self._read, args=(self.proc, lines), daemon=True,
-                         name=f"fault-serve-{self.node_id}").start()
+        pump_lines(self.proc, lines, f"fault-serve-{self.node_id}")
         deadline = time.monotonic() + START_S
         while True:
             try:
@@ -87,13 +86,6 @@ class ServeChild:
             if line.startswith(b"{") and orjson.loads(line).get("event") == "ready":
                 self.ready = orjson.loads(line)
                 return self
-
-    @staticmethod
-    def _read(proc: subprocess.Popen[bytes], lines: queue.Queue[bytes | None]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
 
     @property
     def pid(self) -> int:

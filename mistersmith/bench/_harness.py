@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
@@ -99,3 +103,36 @@ def pinned(enabled: bool) -> Iterator[int | None]:
         for tid in _task_ids():
             with suppress(OSError):
                 os.sched_setaffinity(tid, allowed)
+
+
+@contextmanager
+def serving_process(module: str, args: Sequence[str], timeout_s: float) -> Iterator[subprocess.Popen[str]]:
+    """``python -m module serve ARGS...`` (a suite's serving side), once it printed ``ready``; closing its
+    stdin on the way out asks it to stop (``timeout_s`` for it to go, then it is killed)."""
+    side = subprocess.Popen([sys.executable, "-m", module, "serve", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert side.stdout is not None and side.stdin is not None
+        line = side.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"the serving process did not start (said {line!r})")
+        yield side
+    finally:
+        if side.stdin is not None:
+            side.stdin.close()
+        try:
+            side.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            side.kill()
+            side.wait()
+
+
+def pump_lines(proc: subprocess.Popen[bytes], lines: queue.Queue[bytes | None], name: str) -> None:
+    """Move each line ``proc`` prints to ``lines`` from a daemon thread called ``name``; ``None`` once it ends."""
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True, name=name).start()

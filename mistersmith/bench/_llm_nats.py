@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ import orjson
 
 from mistersmith.headers import CORRELATION, KIND, KIND_PROGRESS, KIND_RESULT, STREAM, encode_progress
 
-from ._harness import alternate
+from ._harness import alternate, serving_process
 from ._report import Figure, Target, percentile
 
 __all__ = ["NatsSizes", "bench_nats", "serve"]
@@ -258,22 +257,8 @@ def bench_nats(sizes: NatsSizes, progress: Callable[[str], None]) -> list[Figure
 
     with tempfile.TemporaryDirectory(prefix="ms-bench-llm-") as tmp, EmbeddedNats(tmp) as server:
         progress(f"nats-server at {server.url}")
-        side = subprocess.Popen([sys.executable, "-m", "mistersmith.bench._llm_nats", "serve", server.url],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert side.stdout is not None and side.stdin is not None
-            line = side.stdout.readline().strip()
-            if line != "ready":
-                raise RuntimeError(f"the serving process did not start (said {line!r})")
+        with serving_process("mistersmith.bench._llm_nats", [server.url], TIMEOUT_S):
             return asyncio.run(_measure(server.url, sizes, progress))
-        finally:
-            if side.stdin is not None:
-                side.stdin.close()
-            try:
-                side.wait(TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                side.kill()
-                side.wait()
 
 
 if __name__ == "__main__":

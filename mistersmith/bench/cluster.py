@@ -65,7 +65,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -85,7 +84,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from mistersmith.embedded._process import parent_death_signal
 from mistersmith.embedded.nats_cluster import NatsCluster
 
-from ._harness import alternate
+from ._harness import alternate, pump_lines
 from ._options import Options, Progress
 from ._pg import Databases
 from ._report import Figure, Target, percentile
@@ -161,15 +160,7 @@ class _Serve:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                          env=self.env, start_new_session=True,
                                          preexec_fn=parent_death_signal(signal.SIGKILL))
-        threading.Thread(target=self._read, args=(self.proc, self.lines), daemon=True,
-                         name=f"bench-cluster-{self.node_id}").start()
-
-    @staticmethod
-    def _read(proc: subprocess.Popen[bytes], lines: queue.Queue[bytes | None]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
+        pump_lines(self.proc, self.lines, f"bench-cluster-{self.node_id}")
 
     def wait_ready(self, deadline: float) -> None:
         while True:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._options import Options
-from ._harness import alternate
+from ._harness import alternate, serving_process
 from ._report import Figure, Target, percentile
 
 __all__ = ["FULL", "QUICK", "Sizes", "run"]
@@ -235,24 +234,9 @@ def run(options: Options) -> list[Figure]:
     sizes = QUICK if options.quick else FULL
     with tempfile.TemporaryDirectory(prefix="ms-bench-nats-") as tmp, EmbeddedNats(tmp) as server:
         options.progress(f"nats-server at {server.url}")
-        side = subprocess.Popen(
-            [sys.executable, "-m", "mistersmith.bench.nats", "serve", server.url, *(["--pin"] if options.pin else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        try:
-            assert side.stdout is not None and side.stdin is not None
-            line = side.stdout.readline().strip()
-            if line != "ready":
-                raise RuntimeError(f"the serving process did not start (said {line!r})")
+        with serving_process("mistersmith.bench.nats", [server.url, *(["--pin"] if options.pin else [])],
+                             TIMEOUT_S):
             return asyncio.run(_measure(server.url, sizes, options))
-        finally:
-            if side.stdin is not None:
-                side.stdin.close()
-            try:
-                side.wait(TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                side.kill()
-                side.wait()
 
 
 if __name__ == "__main__":
