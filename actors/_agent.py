@@ -46,7 +46,6 @@ import pykka
 from pykka import messages as pykka_messages
 
 from mistersmith import tracing
-from mistersmith.errors import MisterSmithError
 
 from ._aio import IncarnationLoop
 from ._builtins import BuiltinCommands
@@ -133,7 +132,6 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         self._idle_seen: float | None = None  # the _progress_at the watchdog last reported as idle
         self._busy_command: str | None = None
         self._order: Order | None = None  # the command running now (``_cancel``)
-        self._settled_error: MisterSmithError | None = None  # what the last command answered with (its span's)
         self._progress_at: float | None = None  # when the running command last reported progress
         self._reply: ReplySlot | None = None
         self._stop_exit: Exit | None = None

@@ -63,7 +63,6 @@ class CommandRunning:
         _abandoned: bool
         _crash_info: Any
         _stop_restarting: bool | None
-        _settled_error: MisterSmithError | None
 
         def _begin_order(self, order: Order) -> bool: ...
         def _end_order(self) -> Order | None: ...
@@ -161,18 +160,19 @@ class CommandRunning:
     def _settle(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
                 expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None:
         """Answer a handler's outcome (a durable agent commits first); an ``Exit`` if it crashed."""
-        exit_ = self._settle_outcome(reply, command, order, result, expected, crash)
+        exit_, answered = self._settle_outcome(reply, command, order, result, expected, crash)
         if order is not None and order.trace is not None:
             if exit_ is not None:
                 tracing.finish(order.trace, exit_.kind, exit_.exception)
             else:
-                answered = self._settled_error
                 tracing.finish(order.trace, answered.code if answered is not None else "ok", answered)
         return exit_
 
-    def _settle_outcome(self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
-                        expected: MisterSmithError | None, crash: BaseException | None) -> Exit | None:
-        self._settled_error = None
+    def _settle_outcome(
+        self, reply: ReplySlot | None, command: str | None, order: Order | None, result: Any,
+        expected: MisterSmithError | None, crash: BaseException | None,
+    ) -> tuple[Exit | None, MisterSmithError | None]:
+        """``_settle`` but for the span: the exit, and the error its caller was answered with (None: ok)."""
         if crash is not None and isinstance(crash, CancelledError):
             if self._stop_restarting is not None:  # cancelled by a stop: the incarnation stops
                 expected, crash, self._crash_info = self._stopped_error(), None, None
@@ -183,15 +183,13 @@ class CommandRunning:
         if crash is None and self._durable is not None:
             expected, ended = self._settle_state(expected)  # durable before the reply leaves
             if ended is not None:
-                self._settled_error = expected
                 deliver(reply, error=expected)
-                return ended
+                return ended, expected
         if crash is None:
-            self._settled_error = expected
             if expected is not None and reply is None:
                 logger.info("agent %s: %s (no reply subject)", self.agent_id, expected)
             deliver(reply, result, expected)
-            return None
+            return None, expected
         what = "message" if command is None else f"command {command!r}"
         exit_ = Exit.crash(f"{what} raised {crash!r}", crash, tracing.current_context())
         logger.error(
@@ -202,7 +200,7 @@ class CommandRunning:
         error = AgentFailedError(self.agent_id, exit_.detail)
         error.__cause__ = crash
         deliver(reply, error=error)
-        return exit_
+        return exit_, error
 
     def _stopped_error(self) -> MisterSmithError:
         """What the caller of a command cancelled by a stop gets: what callers of a stopped agent get."""
