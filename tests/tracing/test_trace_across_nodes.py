@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 import nats
 import psycopg
+from psycopg import sql
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -32,6 +34,7 @@ from mistersmith import tracing
 from mistersmith.cli import EXIT_OK, main
 from mistersmith.config import load_settings
 from mistersmith.embedded.nats import EmbeddedNats
+from mistersmith.journal.insert import NOTIFY_CHANNEL
 from mistersmith.node import Node
 
 HERE = Path(__file__).resolve().parent
@@ -133,6 +136,20 @@ def _mcp_send(http_url: str, command: str) -> dict[str, Any]:
     return result
 
 
+def _shipped_events(journal_db: str, trace_id: str) -> list[tuple[Any, ...]]:
+    """The victim's events of this trace, once the writer has shipped any (it NOTIFYs after each commit)."""
+    with psycopg.connect(journal_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            rows = conn.execute("SELECT event_type FROM supervision_events WHERE agent_id = 'victim' "
+                                "AND trace_id = %s ORDER BY seq", (trace_id,)).fetchall()
+            if rows or time.monotonic() > deadline:
+                return rows
+            for _ in conn.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1):
+                pass
+
+
 def test_one_trace_from_http_on_one_node_to_the_journal_commit_on_another(
     node_b: dict[str, Any], node_a: Node, own_nats: EmbeddedNats, collector: Collector, journal_db: str,
     capsys: pytest.CaptureFixture[str],
@@ -173,9 +190,7 @@ def test_one_trace_from_http_on_one_node_to_the_journal_commit_on_another(
     on_b("journal.commit", command.span_id)  # the failed event's durable commit, under the command
     on_b("nats.reply", received.span_id)
 
-    with psycopg.connect(journal_db) as conn:
-        rows = conn.execute("SELECT event_type FROM supervision_events WHERE agent_id = 'victim' AND trace_id = %s "
-                            "ORDER BY seq", (trace_id,)).fetchall()
+    rows = _shipped_events(journal_db, trace_id)  # durable in B's spool once committed; shipped to PostgreSQL after
     assert [r[0] for r in rows][:1] == ["failed"]  # what the request caused, found by its trace id
     capsys.readouterr()
     assert main(["replay", "--trace", trace_id, "--database-url", journal_db, "--json"]) == EXIT_OK
