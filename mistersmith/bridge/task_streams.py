@@ -20,6 +20,7 @@ Runs on the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -58,15 +59,21 @@ async def ensure_streams(js: JetStreamContext, replicas: int) -> None:
                                      (DEAD_STREAM, subjects.wildcard("task_dead"), RetentionPolicy.LIMITS)):
         config = StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE,
                               num_replicas=replicas)
-        for attempt in range(_ATTEMPTS):
-            try:
-                await _ensure(js, name, config)
-                break
-            except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:
-                # On a clustered JetStream, nodes starting together race to create the stream and
-                # the losers may get no answer; by the next look the winner's stream is there.
-                if attempt == _ATTEMPTS - 1:
-                    raise JetStreamUnavailableError(f"{name}: {exc!r}") from exc
+        await _racing(name, lambda: _ensure(js, name, config))
+
+
+async def _racing(name: str, create: Callable[[], Awaitable[Any]]) -> None:
+    """``create`` (idempotent), looked at again when JetStream gives no answer, up to ``_ATTEMPTS`` times.
+
+    On a clustered JetStream, nodes starting together race to create the same stream or consumer
+    and the losers may get no answer; by the next look the winner's is there."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            await create()
+            return
+        except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:
+            if attempt == _ATTEMPTS - 1:
+                raise JetStreamUnavailableError(f"{name}: {exc!r}") from exc
 
 
 async def _ensure(js: JetStreamContext, name: str, config: StreamConfig) -> None:
@@ -85,10 +92,10 @@ async def ensure_consumer(js: JetStreamContext, kind: str, priority: str, *, ack
                           max_deliver: int) -> str:
     """Create ``kind``'s durable consumer for ``priority`` (idempotent); returns its name."""
     durable = durable_name(kind, priority)
-    await js.add_consumer(TASK_STREAM, ConsumerConfig(
-        durable_name=durable, filter_subject=subjects.task_queue(kind, priority),
-        ack_policy=AckPolicy.EXPLICIT, ack_wait=ack_wait_s, max_deliver=max_deliver, max_ack_pending=-1,
-    ))
+    config = ConsumerConfig(durable_name=durable, filter_subject=subjects.task_queue(kind, priority),
+                            ack_policy=AckPolicy.EXPLICIT, ack_wait=ack_wait_s, max_deliver=max_deliver,
+                            max_ack_pending=-1)
+    await _racing(durable, lambda: js.add_consumer(TASK_STREAM, config))
     return durable
 
 
