@@ -54,6 +54,13 @@ def open_loops() -> list[str]:
         return sorted(lp.name for lp in _open)
 
 
+async def _stopping_at_end(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
+    try:
+        return await coro
+    finally:
+        loop.stop()
+
+
 class IncarnationLoop:
     """One incarnation's loop: made lazily, run in its thread, closed at its end."""
 
@@ -75,13 +82,19 @@ class IncarnationLoop:
         Returns its result or raises what it raised; ``CancelledError`` once it was cancelled.
         """
         loop = self._loop if self._loop is not None else self._open()
-        task = loop.create_task(coro)
         with self._lock:
-            self._task, self._level = task, level
-            if self._cancel_level >= level or (self._command_cancelled and level == COMMAND):
-                task.cancel()
+            cancelled = self._cancel_level >= level or (self._command_cancelled and level == COMMAND)
+            if not cancelled:
+                task = loop.create_task(_stopping_at_end(coro, loop))
+                self._task, self._level = task, level
+        if cancelled:  # cancelled before it began: it never runs (as a task cancelled before its first step)
+            coro.close()
+            raise asyncio.CancelledError
         try:
-            return loop.run_until_complete(task)
+            # ``_stopping_at_end`` stops the loop in the step that ends the task: one loop iteration less than
+            # ``run_until_complete`` (whose done callback stops it an iteration later), for every command.
+            loop.run_forever()
+            return task.result() if task.done() else loop.run_until_complete(task)  # not done: loop.stop() by a handler
         finally:
             with self._lock:
                 self._task = None
