@@ -6,7 +6,10 @@ the incarnation's thread, and only while a hook or handler awaits
 (``run``): one command at a time, in mailbox order, as for sync handlers. A
 task a handler leaves behind (``asyncio.create_task`` without awaiting it)
 moves on only while a later handler runs, and is cancelled when the loop
-closes. The node's event loop is never used for agent work.
+closes. The node's event loop is never used for agent work. A command's
+task takes its first step at once, in ``run`` (``EagerLoop``, as 3.12's eager
+tasks): a handler that returns without awaiting anything that suspends costs
+no loop iteration.
 
 What comes from other threads, all here and all through
 ``call_soon_threadsafe``: cancellation (``cancel_threadsafe(level)``, called by
@@ -27,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
+import sys
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVarTuple, Unpack
 
 __all__ = ["ANYTHING", "COMMAND", "IncarnationLoop", "open_loops"]
 
@@ -55,10 +60,67 @@ def open_loops() -> list[str]:
 
 
 async def _stopping_at_end(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
+    """``coro``, then stop the loop if it runs: in the step that ends the task, one loop iteration
+    less than ``run_until_complete`` (whose done callback stops it an iteration later)."""
     try:
         return await coro
     finally:
-        loop.stop()
+        if loop.is_running():  # not in a first step taken at once (``step_now``): the loop does not run then
+            loop.stop()
+
+
+_Ts = TypeVarTuple("_Ts")
+_Step = tuple[Callable[..., Any], tuple[Any, ...], contextvars.Context | None]
+
+
+class EagerLoop(asyncio.SelectorEventLoop):
+    """An incarnation's event loop, whose command tasks take their first step at once (as 3.12's eager tasks).
+
+    ``unstarted_task`` makes the task but keeps back the first step its
+    constructor schedules (its one ``call_soon``); ``step_now`` takes that step
+    in the calling thread, with this loop as the running loop and its async
+    generator hooks in place, just as the loop would have. A handler that
+    returns without suspending is then done without a loop iteration; one that
+    suspends has registered its wake-ups, and the loop runs on from there.
+    """
+
+    _keep_next_call: bool = False
+    _kept: _Step | None = None
+
+    def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        if self._keep_next_call:
+            self._keep_next_call, self._kept = False, (callback, args, context)
+            return asyncio.Handle(callback, args, self, context)  # never scheduled: ``step_now`` runs it
+        return super().call_soon(callback, *args, context=context)
+
+    def unstarted_task(self, coro: Coroutine[Any, Any, Any]) -> tuple[asyncio.Task[Any], _Step | None]:
+        """A task of ``coro`` and its first step, not yet scheduled (None: its constructor scheduled none)."""
+        self._keep_next_call = True
+        try:
+            task = self.create_task(coro)
+        finally:
+            self._keep_next_call = False
+        step, self._kept = self._kept, None
+        return task, step
+
+    def step_now(self, step: _Step | None) -> None:
+        """Take ``step`` (from ``unstarted_task``) here, as this loop would: it is the running loop meanwhile."""
+        if step is None:
+            return
+        callback, args, context = step
+        hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+                               finalizer=self._asyncgen_finalizer_hook)  # type: ignore[attr-defined]
+        asyncio.events._set_running_loop(self)
+        try:
+            if context is None:
+                callback(*args)
+            else:
+                context.run(callback, *args)
+        finally:
+            asyncio.events._set_running_loop(None)
+            sys.set_asyncgen_hooks(*hooks)
 
 
 class IncarnationLoop:
@@ -68,7 +130,7 @@ class IncarnationLoop:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: EagerLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._task: asyncio.Task[Any] | None = None
@@ -85,15 +147,15 @@ class IncarnationLoop:
         with self._lock:
             cancelled = self._cancel_level >= level or (self._command_cancelled and level == COMMAND)
             if not cancelled:
-                task = loop.create_task(_stopping_at_end(coro, loop))
+                task, first_step = loop.unstarted_task(_stopping_at_end(coro, loop))
                 self._task, self._level = task, level
         if cancelled:  # cancelled before it began: it never runs (as a task cancelled before its first step)
             coro.close()
             raise asyncio.CancelledError
         try:
-            # ``_stopping_at_end`` stops the loop in the step that ends the task: one loop iteration less than
-            # ``run_until_complete`` (whose done callback stops it an iteration later), for every command.
-            loop.run_forever()
+            loop.step_now(first_step)  # a handler that does not suspend ends here: the loop never runs
+            if not task.done():
+                loop.run_forever()  # until ``_stopping_at_end``, in the step that ends the task
             return task.result() if task.done() else loop.run_until_complete(task)  # not done: loop.stop() by a handler
         finally:
             with self._lock:
@@ -184,8 +246,8 @@ class IncarnationLoop:
             with _open_lock:
                 _open.discard(self)
 
-    def _open(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
+    def _open(self) -> EagerLoop:
+        loop = EagerLoop()
         # asyncio.to_thread / run_in_executor threads carry the agent's name, so a leak is seen as ours.
         self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix=f"{self.name}-executor")
         loop.set_default_executor(self._executor)
