@@ -3,8 +3,12 @@
 An agent holds its slot from its first start until it is stopped for good
 (a restarting agent keeps it); the pool limits are checked when it claims one.
 With ``owners`` (a node on a shared PostgreSQL) the id is claimed across the
-cluster too, after the local slot, and released when the agent is given up on
-purpose (``give_up``), never when a node merely stops or hands it over.
+cluster too, and released when the agent is given up on purpose
+(``give_up``), never when a node merely stops or hands it over. A spawn claims
+it in the spawner's thread (``claim_across``, before its supervisor is asked),
+so no supervisor waits on PostgreSQL while its other children need it; a
+static child of a supervisor spec is claimed in its supervisor, after the
+local slot.
 """
 
 from __future__ import annotations
@@ -53,15 +57,24 @@ class Directory(Generic[SupervisorT]):
         self._dead_letters = dead_letters
         self._lock = threading.Lock()
 
-    def claim(self, child: Child) -> bool:
+    def claim(self, child: Child, *, across: bool = True) -> bool:
+        """Take ``child``'s slot here and (``across``, with ``owners``) its id across the cluster."""
         if not self._claim_here(child):
             return False
-        if self.owners is not None:
+        if self.owners is not None and across:
             try:
                 self.owners.claim(child.id)
             except BaseException:
                 self.agents.pop(child.id, None)
                 raise
+        return True
+
+    def claim_across(self, agent_id: str) -> bool:
+        """Claim ``agent_id`` across the cluster now, blocking (``AgentExistsError`` if another node owns
+        it, ``unavailable`` while PostgreSQL is away); False when there is no cluster to claim it in."""
+        if self.owners is None:
+            return False
+        self.owners.claim(agent_id)
         return True
 
     def give_up(self, child: Child) -> None:

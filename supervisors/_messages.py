@@ -56,9 +56,15 @@ class RestartDue:
 
 @dataclass(frozen=True, slots=True)
 class StartChild:
-    """Start a child (an agent or a supervisor) from ``spec``; replies with its ``info()``."""
+    """Start a child (an agent or a supervisor) from ``spec``; replies with its ``info()``.
+
+    ``claimed``: the caller has claimed the agent's id across the cluster already
+    (``System.claim_across``, in its own thread), so the supervisor never waits on
+    PostgreSQL for it.
+    """
 
     spec: ChildSpec | SupervisorSpec
+    claimed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ class RuntimeRequests:
         _children: list[Child]
         _by_id: dict[str, Child]
 
-        def _add(self, spec: ChildSpec | SupervisorSpec, child_id: str, *, dynamic: bool) -> Child: ...
+        def _add(self, spec: ChildSpec | SupervisorSpec, child_id: str, *, dynamic: bool,
+                 claimed: bool = False) -> Child: ...
         def _start(self, child: Child) -> None: ...
         def _remove(self, child: Child) -> None: ...
         def _terminate_all(self, cause: str) -> None: ...
@@ -46,10 +47,10 @@ class RuntimeRequests:
             raise UnknownAgentError(child_id)
         return child
 
-    def _start_child(self, spec: ChildSpec | SupervisorSpec) -> dict[str, Any]:
+    def _start_child(self, spec: ChildSpec | SupervisorSpec, claimed: bool = False) -> dict[str, Any]:
         if spec.id is None:
             raise StartError("?", "a child started at run time needs an id")
-        child = self._add(spec, spec.id, dynamic=self._strategy.from_template)
+        child = self._add(spec, spec.id, dynamic=self._strategy.from_template, claimed=claimed)
         try:
             self._start(child)
         except BaseException:

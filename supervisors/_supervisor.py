@@ -193,7 +193,7 @@ class Supervisor(RuntimeRequests, Agent):
         if kind is RestartDue:
             return self._restart_due(message)
         if kind is StartChild:
-            return self._start_child(message.spec)
+            return self._start_child(message.spec, message.claimed)
         if kind is TerminateChild:
             return self._terminate_child(message.child_id)
         if kind is RestartChild:
@@ -206,12 +206,12 @@ class Supervisor(RuntimeRequests, Agent):
 
     # -- children: add, start, stop, remove ------------------------------------------
 
-    def _add(self, spec: ChildSpec | SupervisorSpec, child_id: str, *, dynamic: bool) -> Child:
+    def _add(self, spec: ChildSpec | SupervisorSpec, child_id: str, *, dynamic: bool, claimed: bool = False) -> Child:
         if child_id in self._by_id:
             raise AgentExistsError(child_id)
         context = self.system.make_context(spec, child_id, self.path, self._exit_signal)
         child = Child(spec, context, dynamic=dynamic)
-        if not child.is_supervisor and not self.system.claim(child):
+        if not child.is_supervisor and not self.system.claim(child, across=not claimed):
             raise AgentExistsError(child_id)
         self._children.append(child)
         self._by_id[child_id] = child

@@ -103,8 +103,17 @@ class System(Generic[SupervisorT]):
     def max_agents_setting(self) -> str:
         return self._directory.max_agents_setting
 
-    def claim(self, child: Child) -> bool:
-        return self._directory.claim(child)
+    def claim(self, child: Child, *, across: bool = True) -> bool:
+        return self._directory.claim(child, across=across)
+
+    @property
+    def claims_across(self) -> bool:
+        """Whether a spawn claims its id across a cluster (a node on a shared PostgreSQL)."""
+        return self._directory.owners is not None
+
+    def claim_across(self, agent_id: str) -> bool:
+        """Before a spawn, in the caller's thread (never a supervisor's): see ``Directory.claim_across``."""
+        return self._directory.claim_across(agent_id)
 
     def release(self, child: Child) -> None:
         self._directory.release(child)

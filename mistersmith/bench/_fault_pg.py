@@ -122,8 +122,8 @@ async def _scenario(pg: EmbeddedPostgres, nats_url: str, database_url: str, size
             await asyncio.sleep(max(0.0, sizes.down_s - (time.monotonic() - t_down)))  # the outage's length
             await nc.flush()
             result.events_during_outage = len(set(recorder.events) - seen_before)
-            # Last: a spawn holds the root supervisor while it waits for PostgreSQL (up to the pool's
-            # timeout), and the siblings' restarts wait behind it.
+            # Last: a spawn waits for PostgreSQL (up to the pool's timeout) to claim its id, in the
+            # spawner's thread; the root supervisor goes on restarting the siblings meanwhile.
             async def spawn(i: int) -> None:  # a spawn claims its id in PostgreSQL: refused while it is away
                 try:
                     await control(nc, "spawn", {"kind": "tally", "agent_id": f"late-{i:03d}",

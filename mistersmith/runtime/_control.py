@@ -8,6 +8,7 @@ names its awaitable twin; the twins share everything but the wait
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import Collection, Mapping
@@ -128,7 +129,8 @@ class Control(RuntimeBase):
         if backoff is not None:
             options["backoff"] = backoff
         sup, spec = self._spawn_request(kind, agent_id, config, restart, supervisor, options)
-        info = self._call(sup, StartChild(spec), spec.start_timeout_s)
+        claimed = self.system.claim_across(str(spec.id))  # here, not in the supervisor: it never waits on PostgreSQL
+        info = self._call(sup, StartChild(spec, claimed), spec.start_timeout_s)
         return str(info["id"])
 
     async def aspawn(
@@ -146,7 +148,8 @@ class Control(RuntimeBase):
         if backoff is not None:
             options["backoff"] = backoff
         sup, spec = self._spawn_request(kind, agent_id, config, restart, supervisor, options)
-        info = await self._acall(sup, StartChild(spec), spec.start_timeout_s)
+        claimed = self.system.claims_across and await asyncio.to_thread(self.system.claim_across, str(spec.id))
+        info = await self._acall(sup, StartChild(spec, claimed), spec.start_timeout_s)
         return str(info["id"])
 
     def add_supervisor(self, spec: SupervisorSpec, parent: str = "root") -> str:
