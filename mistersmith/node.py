@@ -24,14 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
-
-import orjson
 
 from mistersmith import tracing
 from mistersmith.actors import Agent
@@ -42,14 +39,14 @@ from mistersmith.cluster import Cluster, LeaseConfig
 from mistersmith.cluster_ops import ClusterDoor
 from mistersmith.config import Settings
 from mistersmith.crossing import LoopThread
+from mistersmith.data_dir import DataDirLockedError, lock, read_node_file, stored_node_id, write_node_file
 from mistersmith.discoveries import DiscoveryHub
 from mistersmith.discovery import Discovery
 from mistersmith.embedded.nats import EmbeddedNats, port_is_free
 from mistersmith.embedded.nats_auth import CLIENT_FILE, NatsUser, authorization_block, node_users
 from mistersmith.embedded.nats_tls import ServerTls
 from mistersmith.embedded.postgres import EmbeddedPostgres, let_server_through
-from mistersmith.errors import MisterSmithError
-from mistersmith.files import UMASK, hold_lock, make_private_dirs, write_private
+from mistersmith.files import UMASK, make_private_dirs, write_private
 from mistersmith.kinds import PROCESS_REFUSED, served_kinds
 from mistersmith.journal import Journal, JournalConfig, PgDiscoveryStore, PgStateStore, PgTaskStore, PoolConfig
 from mistersmith.journal.config import with_ssl
@@ -68,22 +65,8 @@ __all__ = ["DataDirLockedError", "Node", "read_node_file"]
 
 logger = logging.getLogger("mistersmith.node")
 
-NODE_FILE = "node.json"
 NATS_PORT_FILE = "port"  # in DIR/nats: the embedded nats-server's last port, kept for the next start
 _STEP_S = 30.0  # bound on any single start or stop step on the loop
-
-
-class DataDirLockedError(MisterSmithError):
-    """Another node already serves this data directory."""
-
-    code = "data_dir_locked"
-
-    def __init__(self, data_dir: Path, holder: str) -> None:
-        super().__init__(
-            f"another mistersmith node ({holder}) is already serving {data_dir}; stop it, or pass "
-            "another --data-dir"
-        )
-        self.data_dir = data_dir
 
 
 def _version() -> str:
@@ -93,15 +76,6 @@ def _version() -> str:
         return version("mistersmith")
     except PackageNotFoundError:
         return "unknown"
-
-
-def read_node_file(data_dir: str | Path) -> dict[str, Any] | None:
-    """What a running node wrote about itself (URLs, node id, pid), or None."""
-    try:
-        data: dict[str, Any] = orjson.loads((Path(data_dir) / NODE_FILE).read_bytes())
-        return data
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None
 
 
 class _JournalHistory:
@@ -182,10 +156,10 @@ class Node:
         created = make_private_dirs(self.data_dir)
         if not s["database.url"]:
             let_server_through(created)  # under root the embedded PostgreSQL's user must reach DIR/postgres
-        self._lock_data_dir()
+        self._lock_file = lock(self.data_dir)  # held for the node's life
         # Bound now, handed to the HTTP server last: a port in use stops the node before anything starts.
         self._http_socket = listen(s["http.host"], s["http.port"])
-        self.node_id = s["node.id"] or self._stored_node_id()
+        self.node_id = s["node.id"] or stored_node_id(self.data_dir)
         loop = self.loop = LoopThread("mistersmith-loop")
         self._undo.append(("event loop", loop.stop))
 
@@ -310,12 +284,6 @@ class Node:
         self._undo.append(("http server", lambda: loop.run(http.stop(), _STEP_S)))
         self._write_node_file()
 
-    def _lock_data_dir(self) -> None:
-        handle, holder = hold_lock(self.data_dir / "node.lock")  # held for the node's life
-        if handle is None:
-            raise DataDirLockedError(self.data_dir, holder)
-        self._lock_file = handle
-
     def _nats_port(self) -> int | None:
         """The embedded nats-server's port: ``nats.embedded_port`` if free, else the one it used last
         (``DIR/nats/port``) if free, else None (a free one); 0 configured: None."""
@@ -331,16 +299,6 @@ class Node:
                 return int(port)
         return None
 
-    def _stored_node_id(self) -> str:
-        """A node id kept in the data directory, so a restart recovers the same agents."""
-        path = self.data_dir / "node_id"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            node_id = f"node-{uuid.uuid4().hex[:12]}"
-            write_private(path, (node_id + "\n").encode())
-            return node_id
-
     def _write_node_file(self) -> None:
         assert self.http is not None and self.journal is not None
         info = {
@@ -350,8 +308,8 @@ class Node:
             "nats_tls_ca": self.nats_tls_ca,
             "database": self._database_kind(),
         }
-        write_private(self.data_dir / NODE_FILE, orjson.dumps(info, option=orjson.OPT_INDENT_2))
-        self._undo.append(("node file", lambda: (self.data_dir / NODE_FILE).unlink(missing_ok=True)))
+        written = write_node_file(self.data_dir, info)
+        self._undo.append(("node file", lambda: written.unlink(missing_ok=True)))
 
     def _cluster_facts(self) -> dict[str, Any]:
         """What this node's lease reports each round (read in the lease thread)."""

@@ -19,9 +19,8 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-import orjson
-
 from mistersmith.config import Settings
+from mistersmith.data_dir import LOCK_FILE, read_node_file
 from mistersmith.embedded.nats_auth import NatsUser
 from mistersmith.journal.config import with_ssl
 
@@ -29,23 +28,12 @@ from ._errors import unreachable, usage
 
 __all__ = ["data_dir", "database", "embedded_conninfo", "nats_urls", "read_node_file", "running_node"]
 
-_NODE_FILE = "node.json"  # what mistersmith.node writes (read here without importing the whole node)
-_LOCK_FILE = "node.lock"
 _PG_DIR = "postgres"
 _PG_USER = "postgres"  # the embedded server's superuser (initdb -U postgres)
 
 
 def data_dir(settings: Settings) -> Path:
     return Path(settings["node.data_dir"]).expanduser().resolve()
-
-
-def read_node_file(directory: Path) -> dict[str, Any] | None:
-    """What the node serving ``directory`` wrote about itself, or None."""
-    try:
-        info = orjson.loads((directory / _NODE_FILE).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def _alive(pid: object) -> bool:
@@ -136,7 +124,7 @@ def _int(text: str) -> int | None:
 @contextmanager
 def _data_dir_lock(directory: Path) -> Iterator[None]:
     """Hold the data directory's node lock (so no node starts meanwhile); exit 2 if a node holds it."""
-    handle = open(directory / _LOCK_FILE, "a+")  # noqa: SIM115 - closed below
+    handle = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 - closed below
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
