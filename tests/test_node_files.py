@@ -26,12 +26,18 @@ def _umask() -> int:
 
 
 def _walk(top: Path) -> dict[Path, os.stat_result]:
-    """Every entry below ``top`` (not following links), with ``top`` itself."""
+    """Every entry below ``top`` (not following links), with ``top`` itself. A running node's writers
+    replace files by renaming a ``.tmp`` over them (the audit log's ``shipped.pos``): one that went
+    between the listing and its ``lstat`` is left out; its successor is listed by the next walk."""
     found = {top: top.lstat()}
     for dirpath, dirs, files in os.walk(top):
         for name in [*dirs, *files]:
             path = Path(dirpath) / name
-            found[path] = path.lstat()
+            try:
+                found[path] = path.lstat()
+            except FileNotFoundError:
+                if not name.endswith(".tmp"):
+                    raise
     return found
 
 
