@@ -225,7 +225,8 @@ class Agent(KindPolicy, BuiltinCommands, DurableMethods, HandlerMethods, Resilie
         ctx = self.context
         try:
             if self._durable is not None:
-                self.state = self._durable.activate(restarting=ctx.restart_count > 0)
+                reset, ctx.reset_state = ctx.reset_state, False
+                self.state = self._durable.activate(restarting=ctx.restart_count > 0, reset=reset)
             self._run_hook(self.on_start)
         except BaseException as exc:
             if self._abandoned:  # the supervisor gave up waiting; it is not ours to report

@@ -76,6 +76,9 @@ class AgentContext:
     """What ``started``/``restarted`` events carry: restart type, config... (for replay and recovery)."""
     durable: DurableOptions | None = None
     """Set for a durable agent: where its state is kept, and how."""
+    reset_state: bool = False
+    """The next incarnation starts from an empty state, committed as the next version (an operator's
+    ``restart(..., reset_state=True)``); cleared once it has."""
     shutdown_s: float | None = None
     """How long a cancelled hung async handler may take to end before its thread counts as leaked
     (its spec's ``shutdown_s``; None: not waited for)."""

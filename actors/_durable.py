@@ -81,10 +81,10 @@ class Durability:
         self.fenced: FencedError | None = None
         self.lost: StateUnavailableError | None = None  # a write whose outcome is unknown
 
-    def activate(self, restarting: bool) -> dict[str, Any]:
-        """Take a new epoch; the state this incarnation starts from."""
+    def activate(self, restarting: bool, reset: bool = False) -> dict[str, Any]:
+        """Take a new epoch; the state this incarnation starts from (``reset``: an empty one, asked for)."""
         opts = self.options
-        reset = restarting and opts.on_restart == "reset"
+        reset = reset or (restarting and opts.on_restart == "reset")
         act = opts.store.activate(self.agent_id, opts.node_id, reset=reset,
                                   effect_retention_s=opts.effect_retention_s, keep=opts.history)
         self.epoch, self.version, self._effects = act.epoch, act.version, dict(act.effects)

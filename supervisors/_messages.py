@@ -76,9 +76,13 @@ class TerminateChild:
 
 @dataclass(frozen=True, slots=True)
 class RestartChild:
-    """Stop a child and start a new incarnation now (not counted in the intensity); replies with its ``info()``."""
+    """Stop a child and start a new incarnation now (not counted in the intensity); replies with its ``info()``.
+
+    ``reset_state``: a durable agent's new incarnation starts from an empty state.
+    """
 
     child_id: str
+    reset_state: bool = False
 
 
 @dataclass(frozen=True, slots=True)

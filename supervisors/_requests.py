@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mistersmith.actors import deliver
-from mistersmith.errors import RestartingError, StartError, UnknownAgentError
+from mistersmith.errors import RestartingError, SpecError, StartError, UnknownAgentError
 
 from . import _incarnations as incarnations
 from ._child import Child
@@ -82,8 +82,12 @@ class RuntimeRequests:
             self._remove(child)
         return [c.id for c in children]
 
-    def _restart_child(self, child_id: str) -> dict[str, Any]:
+    def _restart_child(self, child_id: str, reset_state: bool = False) -> dict[str, Any]:
         child = self._child(child_id)
+        if reset_state:
+            if child.context.durable is None:
+                raise SpecError(child_id, "reset_state", True, "the agent is not durable: it keeps no state to reset")
+            child.context.reset_state = True
         incarnations.terminate(child, "restart requested", restarting=True)
         child.context.restart_count += 1
         self._start(child)

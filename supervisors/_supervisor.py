@@ -197,7 +197,7 @@ class Supervisor(RuntimeRequests, Agent):
         if kind is TerminateChild:
             return self._terminate_child(message.child_id)
         if kind is RestartChild:
-            return self._restart_child(message.child_id)
+            return self._restart_child(message.child_id, message.reset_state)
         if kind is DropChildren:
             return self._drop_children(message)
         if kind is Hung:

@@ -57,6 +57,25 @@ def test_library_calls_are_recorded_with_their_outcome() -> None:
     assert recorded.entries[1].detail == "echo" and recorded.entries[0].detail == "echo"
 
 
+def test_a_state_reset_is_recorded_as_its_own_action_refused_or_done() -> None:
+    recorded = Recorded()
+    with Runtime() as rt:  # a bare Runtime keeps durable state in memory
+        rt.audit = recorded
+        rt.spawn("echo", "plain")
+        rt.spawn("echo", "kept", durable=True)
+        with pytest.raises(SpecError):
+            rt.restart("plain", reset_state=True)
+
+        async def reset() -> None:
+            await rt.arestart("kept", reset_state=True)
+
+        asyncio.run(reset())
+    assert recorded.seen()[2:] == [
+        ("library", "library", "state_reset", "plain", "invalid_spec"),
+        ("library", "library", "state_reset", "kept", "ok"),
+    ]
+
+
 def test_a_door_names_the_actor_also_in_the_tasks_it_starts_and_internal_work_is_not_recorded() -> None:
     recorded = Recorded(record_commands=False)
     with Runtime() as rt:

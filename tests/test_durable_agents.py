@@ -299,6 +299,34 @@ def test_state_on_restart_keep_is_the_default_and_says_what_it_restored(store: S
         assert restored.data["epoch"] == 2
 
 
+def test_an_operator_s_reset_restarts_into_an_empty_state_once(store: StateStore) -> None:
+    with open_runtime(store, counter_kind([])) as rt:
+        rt.spawn("counter", "a", state_history=3)  # state_on_restart: keep
+        ask(rt, "a", "add", k=3)
+        rt.restart("a", reset_state=True)
+        assert ask(rt, "a", "get") == {}
+        assert ask(rt, "a", "started_with") == {}
+        (restored,) = events(rt, "a", "state_restored")
+        assert restored.data["reset"] is True
+        got = rt.get_state("a")
+        assert (got["version"], got["state"]) == (2, {})  # the reset is a commit of {}
+        with pytest.raises(UnknownAgentError):  # a fresh start, as state_on_restart="reset": the old versions go
+            rt.get_state("a", version=1)
+        assert ask(rt, "a", "add", k=4) == 4
+        rt.restart("a")  # the reset was for one restart only: this one keeps
+        assert ask(rt, "a", "get") == {"n": 4}
+
+
+def test_a_reset_of_an_agent_that_is_not_durable_is_refused_and_it_runs_on(store: StateStore) -> None:
+    with open_runtime(store, counter_kind([], durable=False)) as rt:
+        rt.spawn("counter", "a")
+        restarts = rt.get_agent("a")["restart_count"]
+        with pytest.raises(SpecError, match="not durable"):
+            rt.restart("a", reset_state=True)
+        assert rt.get_agent("a")["restart_count"] == restarts  # refused before it was stopped
+        assert ask(rt, "a", "add", k=1) == 1
+
+
 # -- commits that fail -----------------------------------------------------------------
 
 

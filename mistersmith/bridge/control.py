@@ -10,7 +10,9 @@ one node answers each request:
   The reply is ``{"agent_id", "node"}``, sent once the agent is routed.
 - ``stop``, ``restart``, ``get`` ``{"agent_id"}`` act here if the agent is hosted
   here, else are forwarded to ``agents.{id}.control.{action}``, which only the
-  hosting node subscribes to (``unknown_agent`` if nobody answers).
+  hosting node subscribes to (``unknown_agent`` if nobody answers). ``restart``
+  takes ``"reset_state": true`` too: a durable agent starts again from an
+  empty state (``invalid_spec`` for one that is not durable).
 - ``list`` ``{"kind"?, "node"?, "command"?}`` gathers ``system.nodes.list``
   answers from every known node: ``{"agents", "nodes", "missing"}``.
 - ``tree`` ``{"node"?}`` gathers ``system.nodes.tree`` answers (each node's
@@ -61,6 +63,7 @@ from .control_payloads import (
     agent_id_of,
     bad,
     check_cancel,
+    check_restart,
     check_spawn,
     check_state,
     matches,
@@ -195,7 +198,10 @@ class ControlPlane:
             agent_id, cid = check_cancel(payload)
             cancelled = await self.runtime.acancel(agent_id, cid)
             return Reply.success({"agent_id": agent_id, "correlation_id": cid, "cancelled": cancelled})
-        if action in ("stop", "restart", "get"):
+        if action == "restart":
+            agent_id, reset_state = check_restart(payload)
+            return await self._agent_action(action, agent_id, local, reset_state=reset_state)
+        if action in ("stop", "get"):
             return await self._agent_action(action, agent_id_of(payload, action), local)
         if action == "list":
             return Reply.success(await self.gather(parse_filters(payload)))
@@ -269,14 +275,15 @@ class ControlPlane:
             return
         raise AgentExistsError(agent_id)
 
-    async def _agent_action(self, action: str, agent_id: str, local: bool) -> Reply:
+    async def _agent_action(self, action: str, agent_id: str, local: bool, *, reset_state: bool = False) -> Reply:
         try:
             self.runtime.get_agent(agent_id)
         except UnknownAgentError:
             if local:
                 await self.router.unroute(agent_id)
                 raise
-            return await self._forward(subjects.agent_control(agent_id, action), {"agent_id": agent_id},
+            payload: dict[str, Any] = {"agent_id": agent_id, **({"reset_state": True} if reset_state else {})}
+            return await self._forward(subjects.agent_control(agent_id, action), payload,
                                        Refused("unknown_agent", f"no node hosts agent {agent_id!r}"))
         if action == "get":
             return Reply.success(self.runtime.get_agent(agent_id))
@@ -284,8 +291,9 @@ class ControlPlane:
             await self.runtime.astop(agent_id)
             await self.router.unroute(agent_id)
             return Reply.success({"agent_id": agent_id, "node": self.node_id, "stopped": True})
-        await self.runtime.arestart(agent_id)
-        return Reply.success({"agent_id": agent_id, "node": self.node_id, "restarted": True})
+        await self.runtime.arestart(agent_id, reset_state=reset_state)
+        return Reply.success({"agent_id": agent_id, "node": self.node_id, "restarted": True,
+                              **({"state_reset": True} if reset_state else {})})
 
     async def _ping(self, payload: Mapping[str, Any], local: bool) -> Reply:
         node = node_only(payload, "ping")

@@ -17,6 +17,7 @@ __all__ = [
     "agent_id_of",
     "bad",
     "check_drain",
+    "check_restart",
     "check_spawn",
     "check_state",
     "empty_only",
@@ -72,6 +73,15 @@ def agent_id_of(payload: Mapping[str, Any], action: str) -> str:
     if set(payload) - {"agent_id"} or not subjects.is_token(payload.get("agent_id")):
         raise bad(f"{action}: use {{\"agent_id\": \"<id>\"}}")
     return str(payload["agent_id"])
+
+
+def check_restart(payload: Mapping[str, Any]) -> tuple[str, bool]:
+    """The agent id of a ``restart`` payload, and whether a durable agent's state is to be reset."""
+    reset = payload.get("reset_state", False)
+    if set(payload) - {"agent_id", "reset_state"} or not isinstance(reset, bool):
+        raise bad('restart: use {"agent_id": "<id>"} or {"agent_id": "<id>", "reset_state": true} (a durable '
+                  'agent starts again from an empty state)')
+    return agent_id_of({"agent_id": payload.get("agent_id")}, "restart"), reset
 
 
 def check_cancel(payload: Mapping[str, Any]) -> tuple[str, str]:

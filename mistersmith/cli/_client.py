@@ -158,9 +158,12 @@ def run_agents(args: argparse.Namespace, out: Output) -> int:
 
 def _agent_action(action: str, done: str) -> Callable[[argparse.Namespace, Output], int]:
     def run(args: argparse.Namespace, out: Output) -> int:
-        payload = {"agent_id": _token(args.agent_id, "agent id")}
+        payload: dict[str, Any] = {"agent_id": _token(args.agent_id, "agent id")}
+        if getattr(args, "reset_state", False):
+            payload["reset_state"] = True
         result = _with_nats(args, lambda nc, _: _control(nc, action, payload, args.timeout))
-        out.result(result, f"{done} {args.agent_id} (node {result.get('node')})")
+        reset = ", its state reset" if result.get("state_reset") else ""
+        out.result(result, f"{done} {args.agent_id} (node {result.get('node')}{reset})")
         return 0
 
     return run

@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("stop", "stop an agent for good"), ("restart", "restart an agent now")):
         sub = add(name, CLIENT_COMMANDS[name], help_)
         sub.add_argument("agent_id", metavar="ID")
+        if name == "restart":
+            sub.add_argument("--reset-state", action="store_true",
+                             help="a durable agent starts again from an empty state, committed as its next version "
+                                  "(a fresh start: its earlier versions are dropped)")
         _nats(sub)
 
     state = add("state", CLIENT_COMMANDS["state"], "print a durable agent's committed state (the last version, "

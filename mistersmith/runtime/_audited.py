@@ -1,4 +1,4 @@
-"""The audit trail's funnel: every door's spawn, stop, restart and command send passes here.
+"""The audit trail's funnel: every door's spawn, stop, restart (and state reset) and command send passes here.
 
 ``Audited`` wraps the Runtime's control calls and the one queueing step every
 command takes (``_enqueue``: ``send``, ``ask``, ``aask``, ``ask_future``,
@@ -100,21 +100,23 @@ class Audited(Commands, Control):
             raise
         self._audit("stop", agent_id, None)
 
-    def restart(self, agent_id: str) -> None:
+    def restart(self, agent_id: str, *, reset_state: bool = False) -> None:
+        action = "state_reset" if reset_state else "restart"
         try:
-            super().restart(agent_id)
+            super().restart(agent_id, reset_state=reset_state)
         except BaseException as exc:
-            self._audit("restart", agent_id, exc)
+            self._audit(action, agent_id, exc)
             raise
-        self._audit("restart", agent_id, None)
+        self._audit(action, agent_id, None)
 
-    async def arestart(self, agent_id: str) -> None:
+    async def arestart(self, agent_id: str, *, reset_state: bool = False) -> None:
+        action = "state_reset" if reset_state else "restart"
         try:
-            await super().arestart(agent_id)
+            await super().arestart(agent_id, reset_state=reset_state)
         except BaseException as exc:
-            self._audit("restart", agent_id, exc)
+            self._audit(action, agent_id, exc)
             raise
-        self._audit("restart", agent_id, None)
+        self._audit(action, agent_id, None)
 
     def cancel(self, agent_id: str, correlation_id: str) -> bool:
         try:

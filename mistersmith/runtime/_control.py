@@ -192,15 +192,23 @@ class Control(RuntimeBase):
         sup, child_id, bound = self._owner(agent_id)
         await self._acall(sup, TerminateChild(child_id), bound)
 
-    def restart(self, agent_id: str) -> None:
-        """Stop an agent and start a new incarnation now (not counted in the intensity)."""
+    def restart(self, agent_id: str, *, reset_state: bool = False) -> None:
+        """Stop an agent and start a new incarnation now (not counted in the intensity).
+
+        ``reset_state``: a durable agent's new incarnation starts from an empty
+        state, committed as the next version, as ``state_on_restart="reset"``
+        does (OTP's fresh start: the earlier versions are dropped), and journaled
+        as ``state_restored`` with ``reset: true``. ``SpecError`` for an agent
+        that is not durable.
+        """
         forbid_blocking("Runtime.restart()", "await runtime.arestart(...)")
         sup, child_id, bound = self._owner(agent_id)
-        self._call(sup, RestartChild(child_id), bound)
+        self._call(sup, RestartChild(child_id, reset_state), bound)
 
-    async def arestart(self, agent_id: str) -> None:
+    async def arestart(self, agent_id: str, *, reset_state: bool = False) -> None:
+        """``restart`` for asyncio programs."""
         sup, child_id, bound = self._owner(agent_id)
-        await self._acall(sup, RestartChild(child_id), bound)
+        await self._acall(sup, RestartChild(child_id, reset_state), bound)
 
     def drop_all(self, cause: str) -> list[str]:
         """Stop every child of the root now and forget them here, *keeping them wanted*: their

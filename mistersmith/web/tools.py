@@ -152,8 +152,10 @@ async def _stop_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _restart_agent(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
-    await b.runtime.arestart(a["agent_id"])
-    return {"agent_id": a["agent_id"], "restarted": True, "agent": b.runtime.get_agent(a["agent_id"])}
+    reset = bool(a.get("reset_state", False))
+    await b.runtime.arestart(a["agent_id"], reset_state=reset)
+    return {"agent_id": a["agent_id"], "restarted": True, "state_reset": reset,
+            "agent": b.runtime.get_agent(a["agent_id"])}
 
 
 async def _list_agents(b: Backends, a: dict[str, Any]) -> dict[str, Any]:
@@ -317,9 +319,12 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
          _AGENT_ID, obj({"agent_id": {"type": "string"}, "stopped": {"type": "boolean"}}, ("agent_id", "stopped")),
          _stop_agent, destructive=True),
     Tool("restart_agent", "Restart an agent",
-         "Stop an agent and start a new incarnation now (not counted in the restart intensity).",
-         _AGENT_ID, obj({"agent_id": {"type": "string"}, "restarted": {"type": "boolean"}, "agent": AGENT},
-                        ("agent_id", "restarted", "agent")), _restart_agent, destructive=True),
+         "Stop an agent and start a new incarnation now (not counted in the restart intensity). reset_state: "
+         "a durable agent starts again from an empty state, committed as its next version (a fresh start: "
+         "its earlier versions are dropped); refused with invalid_spec for an agent that is not durable.",
+         obj({"agent_id": ID, "reset_state": {"type": "boolean"}}, ("agent_id",)),
+         obj({"agent_id": {"type": "string"}, "restarted": {"type": "boolean"}, "state_reset": {"type": "boolean"},
+              "agent": AGENT}, ("agent_id", "restarted", "agent")), _restart_agent, destructive=True),
     Tool("list_agents", "List agents", "Every agent on this node (not supervisors), optionally by kind or state.",
          obj({"kind": ID, "state": {"type": "string"}}),
          obj({"agents": {"type": "array", "items": AGENT}, "count": {"type": "integer"}}, ("agents", "count")),

@@ -192,6 +192,30 @@ def test_stop_restart_get_reach_the_hosting_node(pair: tuple[BridgeNode, BridgeN
     assert "far" not in _hosts(b)
 
 
+def test_restart_with_reset_state_reaches_the_hosting_node_and_refuses_a_plain_agent(
+    pair: tuple[BridgeNode, BridgeNode],
+) -> None:
+    a, b = pair
+
+    async def scenario() -> None:
+        nc, ms = await client(a.url)
+        try:
+            await ms.control("spawn", {"kind": "echo", "agent_id": "kept", "durable": True, "node": "node-b"})
+            await ms.spawn("echo", "plain", node="node-b")
+            reset = await ms.control("restart", {"agent_id": "kept", "reset_state": True})  # forwarded to node-b
+            assert reset == {"agent_id": "kept", "node": "node-b", "restarted": True, "state_reset": True}
+            assert (await ms.control("get", {"agent_id": "kept"}))["restart_count"] == 1
+            with pytest.raises(RemoteError) as info:
+                await ms.control("restart", {"agent_id": "plain", "reset_state": True})
+            assert info.value.code == "invalid_spec" and "not durable" in str(info.value)
+            assert (await ms.control("get", {"agent_id": "plain"}))["restart_count"] == 0
+        finally:
+            await nc.close()
+
+    a.run(scenario())
+    assert {"kept", "plain"} <= _hosts(b)
+
+
 def test_ping_and_shutdown(pair: tuple[BridgeNode, BridgeNode]) -> None:
     a, b = pair
 
@@ -218,6 +242,8 @@ def test_ping_and_shutdown(pair: tuple[BridgeNode, BridgeNode]) -> None:
         ("spawn", b'{"kind": "echo", "restart": "sometimes"}', "invalid_spec"),
         ("spawn", b'{"kind": "no-such-kind"}', "invalid_spec"),
         ("stop", b"{}", "invalid_payload"),
+        ("restart", b'{"agent_id": "x", "reset_state": "yes"}', "invalid_payload"),
+        ("stop", b'{"agent_id": "x", "reset_state": true}', "invalid_payload"),
         ("get", b'{"agent_id": "a.b"}', "invalid_payload"),
         ("list", b'{"colour": "red"}', "invalid_payload"),
         ("tree", b'{"colour": "red"}', "invalid_payload"),

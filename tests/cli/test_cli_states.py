@@ -148,3 +148,19 @@ def test_replay_states_shows_what_a_durable_agent_of_the_node_committed(served: 
     versions = [r for r in records if r.get("type") == "state_version"]
     assert [(v["version"], v["state"], v["node_id"]) for v in versions] == [(2, {"n": 3}, served.ready["node_id"])]
     assert ms("state", "d-replay", "--json").json()["committed_at"] == versions[0]["committed_at"]
+
+
+def test_restart_reset_state_starts_a_durable_agent_again_from_nothing(served: Served, ms: Any) -> None:
+    assert ms("spawn", "counter", "--id", "d-reset").code == EXIT_OK
+    assert ms("send", "d-reset", "add", '{"k": 4}', "--json").json() == 4
+    reset = ms("restart", "d-reset", "--reset-state")
+    assert reset.code == EXIT_OK, reset.err
+    assert reset.out.startswith("restarted d-reset") and "its state reset" in reset.out
+    after = ms("state", "d-reset", "--json").json()
+    assert (after["version"], after["state"]) == (2, {})  # the reset is committed, in PostgreSQL
+    assert ms("send", "d-reset", "add", '{"k": 1}', "--json").json() == 1
+
+    assert ms("spawn", "counter", "--id", "d-no", "--no-durable").code == EXIT_OK
+    refused = ms("restart", "d-no", "--reset-state")
+    assert refused.code == EXIT_FAILED
+    _one_line_error(refused.err, "invalid_spec", "not durable")

@@ -48,6 +48,20 @@ def test_agent_lifecycle(serve: Callable[..., Served]) -> None:
     assert [a["id"] for a in served.runtime.list_agents()] == [auto]
 
 
+def test_restart_agent_resets_a_durable_agent_s_state_and_refuses_a_plain_one(serve: Callable[..., Served]) -> None:
+    served = serve()
+    _ok(served, "spawn_agent", {"kind": "echo", "agent_id": "kept", "durable": True})
+    _ok(served, "spawn_agent", {"kind": "echo", "agent_id": "plain"})
+    reset = _ok(served, "restart_agent", {"agent_id": "kept", "reset_state": True})
+    assert reset["state_reset"] is True and reset["agent"]["restart_count"] == 1
+    assert served.runtime.history(agent_id="kept", event_types=["state_restored"]) == []  # nothing was committed
+    assert _ok(served, "restart_agent", {"agent_id": "kept"})["state_reset"] is False
+    refused = _error(served, "restart_agent", {"agent_id": "plain", "reset_state": True})
+    assert refused["code"] == "invalid_spec" and "not durable" in refused["message"]
+    assert served.runtime.get_agent("plain")["restart_count"] == 0
+    assert call(served, "restart_agent", {"agent_id": "kept", "reset_state": "yes"})["isError"] is True
+
+
 def test_supervision_tree_shows_supervisors_and_children_in_start_order(serve: Callable[..., Served]) -> None:
     from mistersmith import SupervisorSpec
 
