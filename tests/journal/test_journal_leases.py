@@ -451,8 +451,11 @@ def test_right_after_reconnecting_a_node_judges_no_one_until_it_has_renewed_for_
         renewed = a.renewals
         tick(a_rec)
         # Each renewal lands before the clock moves on: a jump while one is in flight would be a
-        # renewal that took 8 s, and the watch thread would rightly fence the node.
-        assert a_rec.wait(lambda: a.renewals > renewed)
+        # renewal that took 8 s, and the watch thread would rightly fence the node. A renewal tells
+        # no recorder, so the barrier is the next round (one heartbeat on), which the lease thread
+        # begins only once this one has ended.
+        tick(a_rec, CONFIG.heartbeat_s)
+        assert a.renewals > renewed
     tick(a_rec, hold=True)  # 72, held: the rounds up to 64 are over, 16 s after the reconnection
     assert a.valid() and a_rec.lost == []
     assert a_rec.of_type("node_down") == [] and a_rec.rounds == judged, "no judging within a lease of the break"
