@@ -59,17 +59,13 @@ def open_loops() -> list[str]:
         return sorted(lp.name for lp in _open)
 
 
-async def _stopping_at_end(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
-    """``coro``, then stop the loop if it runs: in the step that ends the task, one loop iteration
-    less than ``run_until_complete`` (whose done callback stops it an iteration later)."""
-    try:
-        return await coro
-    finally:
-        if loop.is_running():  # not in a first step taken at once (``step_now``): the loop does not run then
-            loop.stop()
-
-
 _Ts = TypeVarTuple("_Ts")
+
+
+def _nothing() -> None:
+    pass
+
+
 _Step = tuple[Callable[..., Any], tuple[Any, ...], contextvars.Context | None]
 
 
@@ -87,11 +83,15 @@ class EagerLoop(asyncio.SelectorEventLoop):
     _keep_next_call: bool = False
     _kept: _Step | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._not_scheduled = asyncio.Handle(_nothing, (), self)  # what a kept-back call_soon returns (unused)
+
     def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         if self._keep_next_call:
             self._keep_next_call, self._kept = False, (callback, args, context)
-            return asyncio.Handle(callback, args, self, context)  # never scheduled: ``step_now`` runs it
+            return self._not_scheduled  # never scheduled: ``step_now`` runs the call
         return super().call_soon(callback, *args, context=context)
 
     def unstarted_task(self, coro: Coroutine[Any, Any, Any]) -> tuple[asyncio.Task[Any], _Step | None]:
@@ -147,19 +147,16 @@ class IncarnationLoop:
         with self._lock:
             cancelled = self._cancel_level >= level or (self._command_cancelled and level == COMMAND)
             if not cancelled:
-                task, first_step = loop.unstarted_task(_stopping_at_end(coro, loop))
+                task, first_step = loop.unstarted_task(coro)
                 self._task, self._level = task, level
         if cancelled:  # cancelled before it began: it never runs (as a task cancelled before its first step)
             coro.close()
             raise asyncio.CancelledError
         try:
             loop.step_now(first_step)  # a handler that does not suspend ends here: the loop never runs
-            if not task.done():
-                loop.run_forever()  # until ``_stopping_at_end``, in the step that ends the task
-            return task.result() if task.done() else loop.run_until_complete(task)  # not done: loop.stop() by a handler
+            return task.result() if task.done() else loop.run_until_complete(task)
         finally:
-            with self._lock:
-                self._task = None
+            self._task = None  # a cancel that read it a moment ago cancels a task that has ended: nothing
 
     def cancel_threadsafe(self, level: int) -> bool:
         """From any thread: cancel what runs at ``level`` or below, now, and what starts there later.
