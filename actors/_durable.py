@@ -105,18 +105,13 @@ class Durability:
         if data == self._committed:
             return False
         opts = self.options
-
-        def write() -> None:
+        traced = (tracing.span("state.commit", attributes={"mistersmith.agent_id": self.agent_id,
+                                                           "mistersmith.state_version": self.version + 1,
+                                                           "mistersmith.state_bytes": len(data)})
+                  if tracing.enabled else tracing.OFF)  # a hot path: no attributes built while off
+        with traced:
             self._guard(lambda: opts.store.commit(self.agent_id, self.epoch, self.version + 1, data,
                                                   node_id=opts.node_id, keep=opts.history, timeout_s=opts.timeout_s))
-
-        if tracing.enabled:
-            with tracing.span("state.commit", attributes={"mistersmith.agent_id": self.agent_id,
-                                                          "mistersmith.state_version": self.version + 1,
-                                                          "mistersmith.state_bytes": len(data)}):
-                write()
-        else:
-            write()
         self.version += 1
         self._committed = data
         return True
@@ -236,10 +231,8 @@ class DurableMethods:
         in an async handler or hook use ``await self.aeffect(...)``, as ``effect`` cannot wait
         there (it raises ``SpecError`` saying so).
         """
-        if tracing.enabled:
-            with tracing.span("state.effect", attributes={"mistersmith.effect_key": key}):
-                return self._durability().effect(key, fn, args, kwargs, self._await_here)
-        return self._durability().effect(key, fn, args, kwargs, self._await_here)
+        with tracing.span("state.effect", attributes={"mistersmith.effect_key": key}):
+            return self._durability().effect(key, fn, args, kwargs, self._await_here)
 
     async def aeffect(self, key: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """``effect`` for async handlers and hooks: ``await self.aeffect(key, fn, ...)``.
@@ -247,10 +240,8 @@ class DurableMethods:
         The same rules; an async ``fn`` is awaited on this incarnation's loop. Recording the
         result is a durable write in this thread, as ``commit()`` is (the loop waits for it).
         """
-        if tracing.enabled:
-            with tracing.span("state.effect", attributes={"mistersmith.effect_key": key}):
-                return await self._durability().aeffect(key, fn, args, kwargs)
-        return await self._durability().aeffect(key, fn, args, kwargs)
+        with tracing.span("state.effect", attributes={"mistersmith.effect_key": key}):
+            return await self._durability().aeffect(key, fn, args, kwargs)
 
     def _durability(self) -> Durability:
         if self._durable is None:

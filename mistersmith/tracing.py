@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -49,6 +49,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 __all__ = [
     "EXPORTERS",
+    "OFF",
     "Span",
     "SpanKind",
     "attach",
@@ -178,15 +179,18 @@ def finish(span_: Span | None, outcome: str | None = None, error: BaseException 
     span_.end()
 
 
-@contextmanager
+OFF: AbstractContextManager[None] = nullcontext()
+"""What ``span`` returns while tracing is off. A hot path may write ``with tracing.span(...) if
+tracing.enabled else tracing.OFF:`` so that it builds no name or attributes for a span it will not make."""
+
+
 def span(name: str, *, parent: otel_context.Context | None = None, kind: SpanKind = SpanKind.INTERNAL,
-         attributes: Mapping[str, Any] | None = None) -> Iterator[Span | None]:
-    """A span that is current inside the block (nothing when off); an exception marks it as an error."""
+         attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Span | None]:
+    """A span that is current inside the block; an exception marks it as an error. When tracing is
+    off, a shared do-nothing context (``None`` in the block), so a hot path needs no check of its own."""
     if _tracer is None:
-        yield None
-        return
-    with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as s:
-        yield s
+        return OFF
+    return _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
 
 
 def attach(span_: Span | None) -> object | None:

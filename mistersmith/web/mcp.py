@@ -185,20 +185,14 @@ class McpEndpoint:
         if message.kind == "response":
             return Response(status_code=202)
         modern = self._is_modern(request, message)
-        try:
-            if tracing.enabled:  # its span: the request's _meta.traceparent, else the HTTP request's, is its parent
-                meta = message.params.get("_meta")
-                with tracing.span(f"mcp {message.method if message.method in self._known else 'other'}",
-                                  parent=tracing.extract(meta) if isinstance(meta, dict) else None,
-                                  attributes={"rpc.system": "jsonrpc", "rpc.method": message.method}):
-                    response = await (self._modern(request, message) if modern else self._legacy(request, message))
-            elif modern:
-                response = await self._modern(request, message)
-            else:
-                response = await self._legacy(request, message)
+        method = message.method if message.method in self._known else "other"
+        meta = message.params.get("_meta")
+        try:  # its span: the request's _meta.traceparent, else the HTTP request's, is its parent
+            with tracing.span(f"mcp {method}", parent=tracing.extract(meta) if isinstance(meta, dict) else None,
+                              attributes={"rpc.system": "jsonrpc", "rpc.method": message.method}):
+                response = await (self._modern(request, message) if modern else self._legacy(request, message))
         finally:
-            self.metrics.mcp_request(message.method if message.method in self._known else "other",
-                                     "notification" if message.kind == "notification" else "done",
+            self.metrics.mcp_request(method, "notification" if message.kind == "notification" else "done",
                                      time.perf_counter() - started)
         return response
 

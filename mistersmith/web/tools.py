@@ -119,10 +119,7 @@ async def call_tool(tools: dict[str, Tool], backends: Backends, params: dict[str
     if problem is not None:
         return _failure({"code": "invalid_arguments", "message": problem})
     try:
-        if tracing.enabled:
-            with tracing.span(f"mcp.tool {name}", attributes={"mistersmith.tool": name}):
-                structured = await tool.handler(backends, arguments)
-        else:
+        with tracing.span(f"mcp.tool {name}", attributes={"mistersmith.tool": name}):
             structured = await tool.handler(backends, arguments)
     except MisterSmithError as exc:
         return _failure(exc.to_dict())
