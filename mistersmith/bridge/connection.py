@@ -264,9 +264,6 @@ async def connect(options: ConnectOptions, stats: ConnectionStats | None = None)
     try:
         await nc.connect(**kwargs)
     except (NatsError, OSError, TimeoutError) as exc:
-        transport = getattr(nc, "_transport", None)  # not closed by nats-py when the first connection fails
-        if transport is not None:
-            transport.close()
         why = (explain([exc, *failures], options.tls_ca, options.tls_cert, tls=tls is not None)
                or stats.last_error or type(exc).__name__)
         state = f"not connected ({why})"

@@ -11,7 +11,8 @@ failed handshake means in the settings' words.
   handshake, which is how a refused client certificate often shows), else ``None``.
 
 ``Client``: nats-py's client, refusing a server that does not offer TLS when TLS was asked for
-(nats-py itself would go on in plain text). Pure apart from reading the PEM files. Used by the node's connection (``bridge.connection``) and
+(nats-py itself would go on in plain text), and closing the transport nats-py leaves open when the
+first connection fails. Pure apart from reading the PEM files. Used by the node's connection (``bridge.connection``) and
 the CLI's (``cli._nats``), so both say the same thing.
 """
 
@@ -76,6 +77,16 @@ class Client(NATS):
     def __init__(self, *, require_tls: bool = False) -> None:
         super().__init__()
         self.require_tls = require_tls
+
+    async def connect(self, **options: Any) -> None:  # type: ignore[override]
+        """nats-py's ``connect``; when the first connection fails, the transport nats-py leaves open is closed."""
+        try:
+            await super().connect(**options)
+        except (NatsError, OSError, TimeoutError):
+            transport = getattr(self, "_transport", None)
+            if transport is not None:
+                transport.close()
+            raise
 
     async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
         if self.require_tls and initial_connection and not info.get("tls_required"):

@@ -81,9 +81,6 @@ async def connected(
         nc = Client(require_tls=tls is not None)  # never in plain text once TLS is asked for
         await nc.connect(**{k: v for k, v in options.items() if v is not None})
     except (NatsError, OSError, TimeoutError) as exc:
-        transport = getattr(nc, "_transport", None)  # left open by nats-py when the first connection fails
-        if transport is not None:
-            transport.close()
         cause = errors[-1] if errors else exc
         ca, cert = settings["nats.tls_ca"] or tls_ca, settings["nats.tls_cert"]
         why = (explain([exc, *errors], ca, cert, tls=tls is not None) or getattr(cause, "strerror", None)
