@@ -61,9 +61,9 @@ class Directory(Generic[SupervisorT]):
         """Take ``child``'s slot here and (``across``, with ``owners``) its id across the cluster."""
         if not self._claim_here(child):
             return False
-        if self.owners is not None and across:
+        if across:
             try:
-                self.owners.claim(child.id)
+                self.claim_across(child.id)
             except BaseException:
                 self.agents.pop(child.id, None)
                 raise
